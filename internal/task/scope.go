@@ -1,0 +1,278 @@
+package task
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Actions are the kinds of operation an agent can attempt; scope patterns
+// and policies refer to them by these names.
+var Actions = []string{
+	"tool.call", "resource.read", "prompt.get",
+	"file.read", "file.write", "shell.exec",
+	"http.request", "secret.use", "task.delegate",
+}
+
+// Limits on scopes.
+const (
+	MaxScopePatterns = 64
+	MaxPatternLen    = 512
+)
+
+// Pattern is one scope entry, "ACTION:RESOURCE". ACTION is an action name
+// (file.read), a family wildcard (file.*) or "*". RESOURCE is a glob in
+// which "*" matches any run of characters other than "/" and "**" matches
+// any run of characters at all; a pattern without ":RESOURCE" means every
+// resource ("**"). Examples:
+//
+//	file.read:/repo/**
+//	tool.call:github/create_*
+//	http.request:https://api.github.com/**
+//	task.delegate
+type Pattern struct {
+	action   string
+	resource string
+	glob     []globToken
+	re       *regexp.Regexp
+}
+
+type globToken struct {
+	kind globKind
+	lit  byte
+}
+
+type globKind uint8
+
+const (
+	globLiteral    globKind = iota
+	globStar                // "*": any run without "/"
+	globDoubleStar          // "**": any run
+)
+
+// ParsePattern parses one scope entry.
+func ParsePattern(s string) (Pattern, error) {
+	if s == "" || len(s) > MaxPatternLen {
+		return Pattern{}, fmt.Errorf("%w: scope pattern must be 1-%d bytes", ErrInvalid, MaxPatternLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return Pattern{}, fmt.Errorf("%w: scope pattern %q: byte %d is not a visible ASCII character", ErrInvalid, s, i)
+		}
+	}
+	action, resource, hasResource := strings.Cut(s, ":")
+	if !hasResource {
+		resource = "**"
+	}
+	if !validActionPattern(action) {
+		return Pattern{}, fmt.Errorf("%w: scope pattern %q: unknown action %q (want one of %s, FAMILY.* or *)", ErrInvalid, s, action, strings.Join(Actions, ", "))
+	}
+	if resource == "" {
+		return Pattern{}, fmt.Errorf("%w: scope pattern %q: empty resource (omit \":\" to mean every resource)", ErrInvalid, s)
+	}
+	p := Pattern{action: action, resource: resource}
+	var re strings.Builder
+	re.WriteString(`\A`)
+	for i := 0; i < len(resource); i++ {
+		if resource[i] != '*' {
+			p.glob = append(p.glob, globToken{kind: globLiteral, lit: resource[i]})
+			re.WriteString(regexp.QuoteMeta(resource[i : i+1]))
+			continue
+		}
+		if i+1 < len(resource) && resource[i+1] == '*' {
+			if i+2 < len(resource) && resource[i+2] == '*' {
+				return Pattern{}, fmt.Errorf("%w: scope pattern %q: \"***\" is ambiguous", ErrInvalid, s)
+			}
+			p.glob = append(p.glob, globToken{kind: globDoubleStar})
+			re.WriteString(`.*`)
+			i++
+			continue
+		}
+		p.glob = append(p.glob, globToken{kind: globStar})
+		re.WriteString(`[^/]*`)
+	}
+	re.WriteString(`\z`)
+	p.re = regexp.MustCompile(re.String())
+	return p, nil
+}
+
+func validActionPattern(a string) bool {
+	if a == "*" || slices.Contains(Actions, a) {
+		return true
+	}
+	family, ok := strings.CutSuffix(a, ".*")
+	if !ok {
+		return false
+	}
+	for _, known := range Actions {
+		if strings.HasPrefix(known, family+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// String returns the pattern in its canonical "ACTION:RESOURCE" form.
+func (p Pattern) String() string { return p.action + ":" + p.resource }
+
+// Action returns the pattern's action part.
+func (p Pattern) Action() string { return p.action }
+
+// Resource returns the pattern's resource glob.
+func (p Pattern) Resource() string { return p.resource }
+
+// Matches reports whether the pattern permits action on resource. It runs in
+// time linear in the resource's length.
+func (p Pattern) Matches(action, resource string) bool {
+	return actionCovers(p.action, action) && p.re != nil && p.re.MatchString(resource)
+}
+
+// Covers reports whether every (action, resource) that q matches is also
+// matched by p: whether q is a narrowing of p. The check is sound (it never
+// says yes wrongly) and exact for the patterns people write; in rare
+// contrived cases it may refuse a narrowing that is technically valid, which
+// errs on the side of refusing delegation.
+func (p Pattern) Covers(q Pattern) bool {
+	return actionCovers(p.action, q.action) && globCovers(p.glob, q.glob)
+}
+
+func actionCovers(outer, inner string) bool {
+	if outer == "*" || outer == inner {
+		return true
+	}
+	family, ok := strings.CutSuffix(outer, ".*")
+	return ok && inner != "*" && strings.HasPrefix(inner, family+".")
+}
+
+// globCovers decides L(inner) ⊆ L(outer) by simulating outer over inner's
+// tokens: a literal must meet the same literal; "*" absorbs literals other
+// than "/" and inner "*"s; "**" absorbs anything. Memoized, so the cost is
+// O(len(outer) × len(inner)).
+func globCovers(outer, inner []globToken) bool {
+	width := len(inner) + 1
+	memo := make([]int8, (len(outer)+1)*width) // 0 unknown, 1 yes, 2 no
+	var covers func(i, j int) bool
+	covers = func(i, j int) bool {
+		m := &memo[i*width+j]
+		if *m != 0 {
+			return *m == 1
+		}
+		var ok bool
+		switch {
+		case j == len(inner):
+			ok = true
+			for _, t := range outer[i:] {
+				if t.kind == globLiteral {
+					ok = false
+					break
+				}
+			}
+		case i == len(outer):
+			ok = false
+		default:
+			o, n := outer[i], inner[j]
+			switch o.kind {
+			case globLiteral:
+				ok = n.kind == globLiteral && n.lit == o.lit && covers(i+1, j+1)
+			case globStar:
+				ok = covers(i+1, j) ||
+					(n.kind == globStar || n.kind == globLiteral && n.lit != '/') && covers(i, j+1)
+			case globDoubleStar:
+				ok = covers(i+1, j) || covers(i, j+1)
+			}
+		}
+		*m = 2
+		if ok {
+			*m = 1
+		}
+		return ok
+	}
+	return covers(0, 0)
+}
+
+// Scope is a set of patterns; it permits what any of them permits.
+type Scope []Pattern
+
+// ParseScope parses a space-separated OAuth scope string of patterns.
+func ParseScope(s string) (Scope, error) {
+	return ParseScopeList(strings.Fields(s))
+}
+
+// ParseScopeList parses a list of patterns, dropping exact duplicates.
+func ParseScopeList(entries []string) (Scope, error) {
+	if len(entries) > MaxScopePatterns {
+		return nil, fmt.Errorf("%w: at most %d scope patterns", ErrInvalid, MaxScopePatterns)
+	}
+	var sc Scope
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		p, err := ParsePattern(e)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[p.String()] {
+			seen[p.String()] = true
+			sc = append(sc, p)
+		}
+	}
+	return sc, nil
+}
+
+// Allows reports whether some pattern permits action on resource.
+func (sc Scope) Allows(action, resource string) bool {
+	for _, p := range sc {
+		if p.Matches(action, resource) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether every pattern of narrower is covered by some
+// pattern of sc.
+func (sc Scope) Covers(narrower Scope) bool {
+	for _, q := range narrower {
+		if !slices.ContainsFunc(sc, func(p Pattern) bool { return p.Covers(q) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// String returns the scope as a space-separated OAuth scope string.
+func (sc Scope) String() string {
+	parts := make([]string, len(sc))
+	for i, p := range sc {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+// Strings returns the patterns' canonical forms.
+func (sc Scope) Strings() []string {
+	if sc == nil {
+		return nil
+	}
+	return strings.Fields(sc.String())
+}
+
+// MarshalJSON encodes the scope as a list of pattern strings.
+func (sc Scope) MarshalJSON() ([]byte, error) {
+	return json.Marshal(sc.Strings())
+}
+
+// UnmarshalJSON decodes a list of pattern strings.
+func (sc *Scope) UnmarshalJSON(b []byte) error {
+	var entries []string
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return fmt.Errorf("%w: scope must be a list of patterns", ErrInvalid)
+	}
+	parsed, err := ParseScopeList(entries)
+	if err != nil {
+		return err
+	}
+	*sc = parsed
+	return nil
+}
