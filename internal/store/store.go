@@ -1,0 +1,26 @@
+// Package store opens mandate's storage backend from a data source name. It
+// is the only package besides server that knows which backends exist; the
+// domain packages see only their own Store interfaces.
+package store
+
+import (
+	"context"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+// Backend is everything a storage backend provides: one Store per domain
+// package, plus lifecycle. Implementations are safe for concurrent use.
+type Backend interface {
+	identity.Store
+	task.Store
+	token.Store
+	audit.Store
+	// Ping reports whether the backend can serve requests (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases the backend's resources.
+	Close() error
+}
