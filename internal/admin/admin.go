@@ -1,0 +1,253 @@
+// Package admin implements the operations behind the admin API and the CLI:
+// registering and changing agents, starting and finishing tasks. It composes
+// the identity and task stores, the token revocation state and the audit
+// recorder so that every change is validated, takes effect at once on every
+// token it affects, and is recorded as an event.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/task"
+)
+
+// ErrTransition is returned for a status change the current status does
+// not allow (resuming an active agent, changing a retired one).
+var ErrTransition = errors.New("illegal status change")
+
+// Revoker is the token layer's revocation state: the admin service tells it
+// about every agent and task that stops being active, so that tokens already
+// issued (and cached verifications of them) are refused at once.
+type Revoker interface {
+	// RevokeTasks marks tasks inactive.
+	RevokeTasks(ids ...task.ID)
+	// SetAgentActive marks an agent active or inactive.
+	SetAgentActive(id identity.ID, active bool)
+}
+
+// Config configures a Service.
+type Config struct {
+	Agents   identity.Store
+	Tasks    task.Store
+	Recorder audit.Recorder
+	Revoker  Revoker
+	// TrustDomain completes agent names into SPIFFE IDs.
+	TrustDomain string
+	// DefaultTaskTTL is a task's lifetime when the request names none
+	// (default 1h); MaxTaskTTL caps every task's lifetime (default 24h).
+	DefaultTaskTTL time.Duration
+	MaxTaskTTL     time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Service performs admin operations. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Service, filling defaults.
+func New(cfg Config) (*Service, error) {
+	if cfg.Agents == nil || cfg.Tasks == nil || cfg.Recorder == nil || cfg.Revoker == nil {
+		return nil, errors.New("admin: Agents, Tasks, Recorder and Revoker are required")
+	}
+	if _, err := identity.NewID(cfg.TrustDomain, "x"); err != nil {
+		return nil, fmt.Errorf("admin: trust domain: %w", err)
+	}
+	if cfg.DefaultTaskTTL <= 0 {
+		cfg.DefaultTaskTTL = time.Hour
+	}
+	if cfg.MaxTaskTTL <= 0 {
+		cfg.MaxTaskTTL = 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Service{cfg: cfg, log: log}, nil
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+// AgentID resolves ref, an agent name or full SPIFFE ID, to an ID in the
+// service's trust domain.
+func (s *Service) AgentID(ref string) (identity.ID, error) {
+	if strings.HasPrefix(ref, "spiffe://") {
+		id, err := identity.ParseID(ref)
+		if err != nil {
+			return identity.ID{}, err
+		}
+		if id.TrustDomain() != s.cfg.TrustDomain {
+			return identity.ID{}, fmt.Errorf("%w: %s is not in trust domain %q", identity.ErrInvalidID, id, s.cfg.TrustDomain)
+		}
+		return id, nil
+	}
+	return identity.NewID(s.cfg.TrustDomain, ref)
+}
+
+// record writes ev with the acting admin from ctx. A failure is returned
+// wrapped in audit.ErrUnavailable.
+func (s *Service) record(ctx context.Context, ev audit.Event) error {
+	ev.Actor = ActorFromContext(ctx)
+	ev.Point = "admin"
+	if err := s.cfg.Recorder.Record(ctx, ev); err != nil {
+		s.log.Error("audit event not recorded", "type", ev.Type, "agent", ev.Agent, "task", ev.Task, "err", err)
+		if errors.Is(err, audit.ErrUnavailable) {
+			return err
+		}
+		return errors.Join(audit.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// RegisterAgentRequest is the input to RegisterAgent.
+type RegisterAgentRequest struct {
+	// Name is the agent's name in the trust domain, or its full SPIFFE ID.
+	Name        string                `json:"name"`
+	Description string                `json:"description,omitempty"`
+	Owner       string                `json:"owner"`
+	Escalation  string                `json:"escalation"`
+	Tier        identity.Tier         `json:"tier"`
+	Labels      map[string]string     `json:"labels,omitempty"`
+	Keys        []jose.JSONWebKey     `json:"keys,omitempty"`
+	Federations []identity.Federation `json:"federations,omitempty"`
+	RequireDPoP bool                  `json:"require_dpop,omitempty"`
+}
+
+// RegisterAgent validates and stores a new, active agent.
+func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (*identity.Agent, error) {
+	if req.Name == "" {
+		return nil, fmt.Errorf("%w: name is required", identity.ErrInvalid)
+	}
+	id, err := s.AgentID(req.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
+	}
+	now := s.now()
+	a := &identity.Agent{
+		ID: id, Description: req.Description, Owner: req.Owner, Escalation: req.Escalation,
+		Tier: req.Tier, Status: identity.StatusActive, Labels: req.Labels, Keys: req.Keys,
+		Federations: req.Federations, RequireDPoP: req.RequireDPoP, CreatedAt: now, UpdatedAt: now,
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Agents.CreateAgent(ctx, a); err != nil {
+		return nil, fmt.Errorf("register agent: %w", err)
+	}
+	// A previously retired agent of the same ID cannot exist (CreateAgent
+	// refuses duplicates), so the revocation state needs no update here.
+	details := map[string]string{"tier": string(a.Tier), "owner": a.Owner, "escalation": a.Escalation}
+	for i, k := range a.Keys {
+		details[fmt.Sprintf("key.%d", i)] = k.KeyID
+	}
+	for i, f := range a.Federations {
+		details[fmt.Sprintf("federation.%d", i)] = f.Issuer + " " + f.Subject
+	}
+	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentRegistered, Agent: id.String(), Details: details}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// GetAgent returns the agent named by ref (a name or SPIFFE ID).
+func (s *Service) GetAgent(ctx context.Context, ref string) (*identity.Agent, error) {
+	id, err := s.AgentID(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
+	}
+	return s.cfg.Agents.GetAgent(ctx, id)
+}
+
+// ListAgents returns the agents matching f.
+func (s *Service) ListAgents(ctx context.Context, f identity.Filter) ([]*identity.Agent, error) {
+	return s.cfg.Agents.ListAgents(ctx, f)
+}
+
+// SuspendAgent stops an active agent: its tokens are refused and its active
+// tasks (with their descendants) are revoked, at once.
+func (s *Service) SuspendAgent(ctx context.Context, ref, reason string) (*identity.Agent, error) {
+	return s.deactivate(ctx, ref, reason, identity.StatusSuspended, audit.TypeAgentSuspended)
+}
+
+// RetireAgent ends an agent for good; like SuspendAgent, but final.
+func (s *Service) RetireAgent(ctx context.Context, ref, reason string) (*identity.Agent, error) {
+	return s.deactivate(ctx, ref, reason, identity.StatusRetired, audit.TypeAgentRetired)
+}
+
+func (s *Service) deactivate(ctx context.Context, ref, reason string, to identity.Status, typ audit.Type) (*identity.Agent, error) {
+	a, err := s.GetAgent(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case a.Status == identity.StatusRetired:
+		return nil, fmt.Errorf("%w: agent %s is retired", ErrTransition, a.ID)
+	case a.Status == to:
+		return nil, fmt.Errorf("%w: agent %s is already %s", ErrTransition, a.ID, to)
+	}
+	// Refuse the agent's tokens first: if anything below fails, the safe
+	// state (inactive) is already in force.
+	s.cfg.Revoker.SetAgentActive(a.ID, false)
+	now := s.now()
+	a, err = s.cfg.Agents.SetAgentStatus(ctx, a.ID, to, now)
+	if err != nil {
+		return nil, fmt.Errorf("%s agent: %w", to, err)
+	}
+	finished, err := s.cfg.Tasks.FinishAgentTasks(ctx, a.ID, task.StatusRevoked, "agent "+string(to), now)
+	if err != nil {
+		return nil, fmt.Errorf("revoke tasks of %s: %w", a.ID, err)
+	}
+	s.cfg.Revoker.RevokeTasks(finished...)
+	details := map[string]string{"status": string(to), "tasks_revoked": fmt.Sprint(len(finished))}
+	if reason != "" {
+		details["reason"] = reason
+	}
+	if err := s.record(ctx, audit.Event{Type: typ, Agent: a.ID.String(), Reason: reason, Details: details}); err != nil {
+		return nil, err
+	}
+	for _, id := range finished {
+		if err := s.record(ctx, audit.Event{Type: audit.TypeTaskRevoked, Agent: a.ID.String(), Task: string(id), Reason: "agent " + string(to)}); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// ResumeAgent reactivates a suspended agent. Tasks revoked by the
+// suspension stay revoked.
+func (s *Service) ResumeAgent(ctx context.Context, ref, reason string) (*identity.Agent, error) {
+	a, err := s.GetAgent(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if a.Status != identity.StatusSuspended {
+		return nil, fmt.Errorf("%w: only a suspended agent can be resumed; %s is %s", ErrTransition, a.ID, a.Status)
+	}
+	a, err = s.cfg.Agents.SetAgentStatus(ctx, a.ID, identity.StatusActive, s.now())
+	if err != nil {
+		return nil, fmt.Errorf("resume agent: %w", err)
+	}
+	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentResumed, Agent: a.ID.String(), Reason: reason}); err != nil {
+		// The agent stays refused until the event is durable.
+		return nil, err
+	}
+	s.cfg.Revoker.SetAgentActive(a.ID, true)
+	return a, nil
+}
