@@ -1,0 +1,222 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kind is the type of a configuration key's value.
+type Kind string
+
+// Key kinds. Every source (file, environment, flag) parses a value of a
+// kind with the same function, so they cannot disagree.
+const (
+	KindString   Kind = "string"
+	KindBool     Kind = "bool"
+	KindInt      Kind = "int"
+	KindDuration Kind = "duration"
+	// KindList is a list of strings: a YAML sequence, or comma-separated
+	// in the environment and flags (flags may also repeat).
+	KindList Kind = "list"
+	// KindIssuers is the federation issuer list: a YAML sequence of
+	// mappings, or a JSON array in the environment and flags.
+	KindIssuers Kind = "issuers"
+)
+
+// Key is one configuration key. Its flag and environment variable names
+// are derived from Path, so the three ways to set it cannot drift apart.
+type Key struct {
+	// Path is the dotted path in the YAML file, e.g. "tokens.agent_ttl".
+	Path string
+	Kind Kind
+	// Default is the default in the syntax of an environment value; empty
+	// means none, or derived (see DefaultDoc).
+	Default string
+	// DefaultDoc describes a derived default for help and docs.
+	DefaultDoc string
+	Help       string
+	// FlagEnvOnly keys cannot be set in the file (the file's own path).
+	FlagEnvOnly bool
+	field       func(*Config) any
+}
+
+// Flag returns the key's command-line flag name (without dashes):
+// "tokens.agent_ttl" → "tokens-agent-ttl".
+func (k Key) Flag() string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(k.Path)
+}
+
+// Env returns the key's environment variable: "tokens.agent_ttl" →
+// "MANDATE_TOKENS_AGENT_TTL".
+func (k Key) Env() string {
+	return "MANDATE_" + strings.ToUpper(strings.ReplaceAll(k.Path, ".", "_"))
+}
+
+// DefaultText is the default as shown in help and docs.
+func (k Key) DefaultText() string {
+	if k.DefaultDoc != "" {
+		return k.DefaultDoc
+	}
+	return k.Default
+}
+
+// keys is the one table of configuration keys.
+var keys = []Key{
+	{Path: "config", Kind: KindString, FlagEnvOnly: true,
+		Help:  "path of the YAML configuration file (flag and environment only)",
+		field: func(c *Config) any { return &c.ConfigFile }},
+	{Path: "data_dir", Kind: KindString, DefaultDoc: "$XDG_DATA_HOME/mandate or ~/.local/share/mandate",
+		Help:  "directory for the embedded store and the admin socket (created with mode 0700)",
+		field: func(c *Config) any { return &c.DataDir }},
+	{Path: "listen", Kind: KindString, Default: "127.0.0.1:8420",
+		Help:  "TCP address of the HTTP listener; a non-loopback address needs TLS or allow_insecure_listen",
+		field: func(c *Config) any { return &c.Listen }},
+	{Path: "public_url", Kind: KindString, DefaultDoc: "http(s)://<listen address>",
+		Help:  "externally visible base URL: the OAuth issuer identifier agents use",
+		field: func(c *Config) any { return &c.PublicURL }},
+	{Path: "store", Kind: KindString, DefaultDoc: "sqlite:<data_dir>/mandate.db",
+		Help:  "storage DSN: sqlite:<path> (embedded) or postgres://…",
+		field: func(c *Config) any { return &c.Store }},
+	{Path: "trust_domain", Kind: KindString, Default: "mandate.local",
+		Help:  "SPIFFE trust domain of agent IDs (spiffe://<trust_domain>/agent/<name>)",
+		field: func(c *Config) any { return &c.TrustDomain }},
+	{Path: "tls.cert", Kind: KindString,
+		Help:  "PEM certificate (chain) file for the HTTP listener; requires tls.key",
+		field: func(c *Config) any { return &c.TLS.CertFile }},
+	{Path: "tls.key", Kind: KindString,
+		Help:  "PEM private key file for the HTTP listener; requires tls.cert",
+		field: func(c *Config) any { return &c.TLS.KeyFile }},
+	{Path: "allow_insecure_listen", Kind: KindBool, Default: "false",
+		Help:  "permit a non-loopback listener without TLS (only behind a TLS-terminating proxy)",
+		field: func(c *Config) any { return &c.AllowInsecureListen }},
+	{Path: "log.level", Kind: KindString, Default: "info",
+		Help:  "log level: debug, info, warn or error",
+		field: func(c *Config) any { return &c.Log.Level }},
+	{Path: "log.format", Kind: KindString, Default: "text",
+		Help:  "log format: text or json",
+		field: func(c *Config) any { return &c.Log.Format }},
+	{Path: "tokens.agent_ttl", Kind: KindDuration, Default: "5m",
+		Help:  "lifetime of agent (identity) tokens",
+		field: func(c *Config) any { return &c.Tokens.AgentTTL }},
+	{Path: "tokens.task_ttl", Kind: KindDuration, Default: "5m",
+		Help:  "lifetime of task tokens (renewable by token exchange until the task ends)",
+		field: func(c *Config) any { return &c.Tokens.TaskTTL }},
+	{Path: "tokens.key_rotation", Kind: KindDuration, Default: "24h",
+		Help:  "how often the token signing key is rotated",
+		field: func(c *Config) any { return &c.Tokens.KeyRotation }},
+	{Path: "tasks.default_ttl", Kind: KindDuration, Default: "1h",
+		Help:  "lifetime of a task when its request names none",
+		field: func(c *Config) any { return &c.Tasks.DefaultTTL }},
+	{Path: "tasks.max_ttl", Kind: KindDuration, Default: "24h",
+		Help:  "longest lifetime any task may have",
+		field: func(c *Config) any { return &c.Tasks.MaxTTL }},
+	{Path: "tasks.max_depth", Kind: KindInt, Default: "4",
+		Help:  "delegation depth limit (a root task has depth 0)",
+		field: func(c *Config) any { return &c.Tasks.MaxDepth }},
+	{Path: "admin.token_hashes", Kind: KindList,
+		Help:  "\"sha256:<hex>\" digests of admin tokens accepted on the TCP listener (see `mandate admin token generate`); none disables the admin API over TCP",
+		field: func(c *Config) any { return &c.Admin.TokenHashes }},
+	{Path: "federation.issuers", Kind: KindIssuers,
+		Help:  "trusted external OIDC issuers for federated agents: a list of {issuer, jwks_url | jwks_file, audience}; JSON in flags and environment",
+		field: func(c *Config) any { return &c.Federation.Issuers }},
+}
+
+// Keys returns the configuration keys in documentation order.
+func Keys() []Key { return append([]Key(nil), keys...) }
+
+// Defaults returns a Config with every key's static default. Derived
+// defaults (data_dir, store, public_url) are filled by LoadConfig and New.
+func Defaults() Config {
+	var c Config
+	for _, k := range keys {
+		if k.Default != "" {
+			if err := k.set(&c, k.Default); err != nil {
+				panic(fmt.Sprintf("server: bad default for %s: %v", k.Path, err)) // a bug in the table
+			}
+		}
+	}
+	return c
+}
+
+// set parses raw (environment syntax) and stores it in c.
+func (k Key) set(c *Config, raw string) error {
+	v, err := parseValue(k.Kind, raw)
+	if err != nil {
+		return err
+	}
+	return k.assign(c, v)
+}
+
+// assign stores an already parsed value in c.
+func (k Key) assign(c *Config, v any) error {
+	switch p := k.field(c).(type) {
+	case *string:
+		*p = v.(string)
+	case *bool:
+		*p = v.(bool)
+	case *int:
+		*p = v.(int)
+	case *time.Duration:
+		*p = v.(time.Duration)
+	case *[]string:
+		*p = v.([]string)
+	case *[]FederationIssuer:
+		*p = v.([]FederationIssuer)
+	default:
+		return fmt.Errorf("unsupported field type %T", p)
+	}
+	return nil
+}
+
+// parseValue parses raw in the environment/flag syntax of kind.
+func parseValue(kind Kind, raw string) (any, error) {
+	switch kind {
+	case KindString:
+		return raw, nil
+	case KindBool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return nil, fmt.Errorf("invalid boolean %q (want true or false)", raw)
+		}
+		return b, nil
+	case KindInt:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return nil, fmt.Errorf("invalid integer %q", raw)
+		}
+		return n, nil
+	case KindDuration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q (examples: 90s, 5m, 1h30m)", raw)
+		}
+		return d, nil
+	case KindList:
+		var out []string
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	case KindIssuers:
+		var out []FederationIssuer
+		if strings.TrimSpace(raw) == "" {
+			return out, nil
+		}
+		dec := json.NewDecoder(bytes.NewReader([]byte(raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			return nil, fmt.Errorf("invalid JSON list of issuers (want [{\"issuer\":…,\"jwks_url\":…,\"audience\":…}]): %v", err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("invalid JSON list of issuers: trailing data")
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown kind %q", kind)
+}
