@@ -291,7 +291,7 @@ func TestValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level: \"loud\" is not one of"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format: \"xml\" is not one of text, json"},
 		{"token hash prefix", func(c *Config) { c.Admin.TokenHashes = []string{"abcd"} }, "admin.token_hashes[0]: \"abcd\" must have the form sha256:<hex>"},
-		{"token hash length", func(c *Config) { c.Admin.TokenHashes = []string{"sha256:abcd"} }, "want 64 hex digits"},
+		{"token hash length", func(c *Config) { c.Admin.TokenHashes = []string{"sha256:abcd"} }, "followed by 64 hex digits"},
 		{"issuer without jwks", func(c *Config) {
 			c.Federation.Issuers = []FederationIssuer{{Issuer: "https://a.example"}}
 		}, "federation.issuers[0]: exactly one of jwks_url and jwks_file is required"},
