@@ -1,0 +1,415 @@
+// Package sqlite is mandate's embedded storage backend: one SQLite database
+// file, accessed through the pure-Go modernc.org/sqlite driver so that the
+// mandate binary stays static.
+//
+// A DB implements every domain package's Store interface (identity, task,
+// token, audit). It keeps two connection pools on the same file: a single
+// writer connection, so that concurrent writers queue in Go instead of
+// failing with SQLITE_BUSY, and a pool of read-only connections, which WAL
+// mode lets run alongside the writer. The schema is versioned: the
+// migrations embedded in the binary are applied in order when the database
+// is opened, and a database written by a newer mandate is refused.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// ErrSchemaTooNew is returned by Open for a database whose schema version is
+// newer than this binary knows: it was written by a newer mandate, and
+// using it could corrupt it.
+var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this mandate binary supports")
+
+// DefaultBusyTimeout is how long a connection waits for a lock held by
+// another connection (a checkpoint, another process) before failing.
+const DefaultBusyTimeout = 5 * time.Second
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	syncFull    bool
+	busyTimeout time.Duration
+	readers     int
+	now         func() time.Time
+}
+
+// WithSynchronousFull makes every commit wait for an fsync of the WAL
+// (PRAGMA synchronous=FULL), so that a committed transaction also survives
+// a power loss or operating-system crash, at the cost of write throughput.
+func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
+
+// WithBusyTimeout sets how long a connection waits on a lock held by
+// another connection before failing; the default is DefaultBusyTimeout.
+func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busyTimeout = d } }
+
+// WithReaders sets the size of the read connection pool; the default is
+// GOMAXPROCS, at least 4.
+func WithReaders(n int) Option { return func(o *options) { o.readers = n } }
+
+// WithClock sets the clock UseOnce uses to decide whether a remembered
+// identifier has expired; the default is time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// DB is a mandate database in one SQLite file. It is safe for concurrent
+// use. Create it with Open and release it with Close.
+type DB struct {
+	path   string
+	writer *sql.DB // exactly one connection: writes are serialized in Go
+	reader *sql.DB // read-only connections
+	now    func() time.Time
+}
+
+// Open opens (creating if needed) the mandate database in the file at path
+// and brings its schema up to date. A missing file is created with mode
+// 0600 and a missing parent directory with mode 0700. It returns an error
+// wrapping ErrSchemaTooNew if the database was migrated by a newer mandate.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if path == "" {
+		return nil, errors.New("sqlite: open: empty database path")
+	}
+	if path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: open: %q: want a file path (in-memory and URI databases are not supported)", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := createFile(abs); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+
+	// Every pooled connection runs these pragmas when it is opened (the
+	// driver applies _pragma parameters per connection):
+	//   - busy_timeout: wait for locks instead of failing at once;
+	//   - foreign_keys: SQLite leaves them off by default;
+	//   - journal_mode=WAL: readers do not block the writer nor it them;
+	//   - synchronous=NORMAL: in WAL mode a commit is durable across a
+	//     process crash (the WAL is written before the commit returns) and
+	//     the database is never corrupted; only a power loss or OS crash
+	//     can roll back the last commits before a checkpoint. FULL (see
+	//     WithSynchronousFull) fsyncs every commit and closes that window.
+	sync := "NORMAL"
+	if o.syncFull {
+		sync = "FULL"
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(o.busyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	// The writer takes the write lock when a transaction begins, so a
+	// transaction that reads before it writes cannot fail to upgrade.
+	wq := cloneValues(q)
+	wq.Set("_txlock", "immediate")
+	rq := cloneValues(q)
+	rq.Add("_pragma", "query_only(1)")
+
+	base := "file:" + (&url.URL{Path: filepath.ToSlash(abs)}).EscapedPath()
+	writer, err := sql.Open("sqlite", base+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+
+	db := &DB{path: abs, writer: writer, now: o.now}
+	if err := db.migrate(ctx); err != nil {
+		writer.Close()
+		return nil, err
+	}
+
+	reader, err := sql.Open("sqlite", base+"?"+rq.Encode())
+	if err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	reader.SetMaxOpenConns(o.readers)
+	reader.SetMaxIdleConns(o.readers)
+	reader.SetConnMaxIdleTime(0)
+	reader.SetConnMaxLifetime(0)
+	db.reader = reader
+	if err := reader.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	return db, nil
+}
+
+// createFile creates the database file with mode 0600 (and its directory
+// with mode 0700) so that SQLite, which gives the -wal and -shm files the
+// database file's mode, never creates them readable by others.
+func createFile(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = slices.Clone(vs)
+	}
+	return c
+}
+
+// Path returns the absolute path of the database file.
+func (db *DB) Path() string { return db.path }
+
+// Ping reports whether the database can serve reads and writes.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.reader.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	if err := db.writer.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes both connection pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.reader != nil {
+		errs = append(errs, db.reader.Close())
+	}
+	errs = append(errs, db.writer.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// migration is one embedded schema change.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order. Their file
+// names are NNNN_description.sql, numbered from 1 without gaps.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
+			return nil, fmt.Errorf("migration file %q is not named NNNN_description.sql", e.Name())
+		}
+		b, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %q: want version %d", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// SchemaVersion is the schema version this binary migrates databases to.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		panic(err) // the embedded files are fixed at build time; tests cover them
+	}
+	return len(ms)
+}
+
+// migrate applies the embedded migrations the database has not seen yet,
+// each in its own transaction together with its schema_migrations row.
+// Each transaction begins IMMEDIATE and re-reads the version, so two
+// processes opening the same new database do not both apply a migration.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	if _, err := db.writer.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	for {
+		done, err := db.migrateOne(ctx, ms)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+func (db *DB) migrateOne(ctx context.Context, ms []migration) (done bool, err error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer rollback(tx, &err)
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return false, fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	switch {
+	case current > len(ms):
+		return false, fmt.Errorf("%w: %s is at version %d, this binary knows up to %d", ErrSchemaTooNew, db.path, current, len(ms))
+	case current == len(ms):
+		return true, tx.Commit()
+	}
+	m := ms[current]
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return false, fmt.Errorf("sqlite: migrate: %s: %w", m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.version, m.name, time.Now().UnixNano()); err != nil {
+		return false, fmt.Errorf("sqlite: migrate: %s: %w", m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("sqlite: migrate: %s: %w", m.name, err)
+	}
+	return false, nil
+}
+
+// rollback rolls tx back if *err is set. Use it deferred right after
+// BeginTx, with a named error result.
+func rollback(tx *sql.Tx, err *error) {
+	if *err != nil {
+		_ = tx.Rollback()
+	}
+}
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// write runs fn in a write transaction on the single writer connection.
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer rollback(tx, &err)
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// read runs fn in a read transaction, so that its queries see one snapshot.
+func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := db.reader.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := tx.Rollback(); err == nil && rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			err = rerr
+		}
+	}()
+	return fn(tx)
+}
+
+// isConstraint reports whether err is a SQLite constraint violation with
+// one of the given extended result codes (any constraint if none).
+func isConstraint(err error, codes ...int) bool {
+	var se *msqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code()
+	if c&0xff != sqlite3.SQLITE_CONSTRAINT {
+		return false
+	}
+	return len(codes) == 0 || slices.Contains(codes, c)
+}
+
+// isUnique reports whether err is a PRIMARY KEY or UNIQUE violation.
+func isUnique(err error) bool {
+	return isConstraint(err, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE)
+}
+
+// Times are stored as INTEGER unix nanoseconds (UTC); the zero time.Time is
+// stored as NULL, because it has no unix-nanosecond representation.
+
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func timeVal(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+// nullString turns "" into NULL, for optional JSON columns.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Representable unix-nanosecond times: about 1678 to 2262.
+var (
+	minTime = time.Unix(0, -1<<63)
+	maxTime = time.Unix(0, 1<<63-1)
+)
+
+// checkTimes reports an error for a non-zero time the schema cannot store.
+func checkTimes(ts ...time.Time) error {
+	for _, t := range ts {
+		if !t.IsZero() && (t.Before(minTime) || t.After(maxTime)) {
+			return fmt.Errorf("time %s is outside the storable range (years 1678 to 2262)", t.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
