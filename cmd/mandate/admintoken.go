@@ -1,0 +1,77 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+// adminTokenPrefix marks mandate admin tokens so that secret scanners and
+// humans recognise them.
+const adminTokenPrefix = "mandate_admin_"
+
+func (a *app) adminCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "admin",
+		Short: "Administer the server itself (admin tokens)",
+		Args:  noArgs,
+	}
+	tok := &cobra.Command{
+		Use:   "token",
+		Short: "Manage admin tokens for the admin API over TCP",
+		Args:  noArgs,
+	}
+	var output string
+	gen := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate a new random admin token and its configuration line",
+		Long: `Generate a new random admin token (256 bits) and print it with its SHA-256
+digest. The server stores only the digest: put the "sha256:<hex>" line in
+admin.token_hashes (or --admin-token-hashes / MANDATE_ADMIN_TOKEN_HASHES),
+and give the token to the administrator, who passes it as --token or
+MANDATE_ADMIN_TOKEN with --server. The token is shown once.
+
+Administration over the local socket (the default) needs no token.`,
+		Example: `  mandate admin token generate
+  mandate admin token generate -o json | jq -r .hash`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var b [32]byte
+			_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+			token := adminTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+			sum := sha256.Sum256([]byte(token))
+			hash := "sha256:" + hex.EncodeToString(sum[:])
+			switch output {
+			case "json":
+				return json.NewEncoder(a.stdout).Encode(map[string]string{"token": token, "hash": hash})
+			case "table", "":
+				_, err := fmt.Fprintf(a.stdout, `Admin token (shown once; store it as a secret):
+
+  %s
+
+Allow it on the server with one of:
+
+  admin:                                   # in the YAML config file
+    token_hashes:
+      - %s
+
+  --admin-token-hashes %s
+  MANDATE_ADMIN_TOKEN_HASHES=%s
+
+Then: mandate agent list --server https://<host>:<port> --token <token>
+`, token, hash, hash, hash)
+				return err
+			}
+			return usageError{fmt.Errorf("--output %q: want table or json", output)}
+		},
+	}
+	gen.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	tok.AddCommand(gen)
+	cmd.AddCommand(tok)
+	return cmd
+}

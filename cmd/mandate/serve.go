@@ -1,0 +1,59 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/mandatehq/mandate/internal/server"
+)
+
+func (a *app) serveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the mandate server",
+		Long: `Run the mandate server: the OAuth authorization server for agents, the admin
+API, /healthz, /readyz and Prometheus /metrics on the HTTP listener, and the
+local admin socket <data-dir>/admin.sock (mode 0600).
+
+With no configuration it listens on 127.0.0.1:8420 and keeps its embedded
+SQLite store in the data directory ($XDG_DATA_HOME/mandate or
+~/.local/share/mandate). Every setting can come from a YAML file (--config),
+a MANDATE_* environment variable or a flag; flags win over the environment,
+which wins over the file. Unknown keys in the file are errors.
+
+A non-loopback listen address needs TLS (--tls-cert and --tls-key) unless
+--allow-insecure-listen says a TLS-terminating proxy is the only client.
+SIGINT or SIGTERM shuts the server down gracefully.
+
+See docs/configuration.md for every key.`,
+		Example: `  # Zero configuration: 127.0.0.1:8420, data in ~/.local/share/mandate
+  mandate serve
+
+  # A throw-away server for experiments
+  mandate serve --data-dir /tmp/mandate --listen 127.0.0.1:9000
+
+  # On the network, with TLS and an admin token for remote administration
+  mandate admin token generate      # prints the token and its sha256 line
+  mandate serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem \
+      --public-url https://mandate.example.com:8443 \
+      --admin-token-hashes sha256:…
+
+  # From a configuration file, overriding one key from the environment
+  MANDATE_LOG_LEVEL=debug mandate serve --config /etc/mandate/mandate.yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.LoadConfig(server.LoadOptions{Flags: cmd.Flags(), Getenv: a.getenv})
+			if err != nil {
+				return err
+			}
+			cfg.Logger = server.NewLogger(a.stderr, cfg.Log)
+			s, err := server.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	server.AddFlags(cmd.Flags())
+	cmd.Flags().SortFlags = false
+	return cmd
+}

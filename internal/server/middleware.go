@@ -1,0 +1,163 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mandatehq/mandate/internal/admin"
+)
+
+// newRegistry returns the server's own metrics registry (never the global
+// one) with the Go runtime and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// httpMetrics counts and times HTTP requests by listener and route (the
+// ServeMux pattern that matched, so label values are bounded).
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mandate", Subsystem: "http", Name: "requests_total",
+			Help: "HTTP requests served, by listener, route and status code.",
+		}, []string{"listener", "route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "mandate", Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "HTTP request latency, by listener and route.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"listener", "route"}),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}
+
+// wrap instruments mux. The route label is the pattern mux matched
+// (r.Pattern, set by ServeMux on the request it is given).
+func (m *httpMetrics) wrap(listener string, mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		mux.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.requests.WithLabelValues(listener, route, strconv.Itoa(sw.code)).Inc()
+		m.latency.WithLabelValues(listener, route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter records the status code. Unwrap lets http.ResponseController
+// reach the underlying writer's Flush and deadlines.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// localAdmin marks every request as coming from the local admin: it is
+// mounted only on the admin socket, which only its owner can connect to.
+func localAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(admin.WithActor(r.Context(), admin.ActorLocal)))
+	})
+}
+
+// parseTokenHashes decodes admin.token_hashes (validated by Config).
+func parseTokenHashes(hs []string) ([][]byte, error) {
+	out := make([][]byte, 0, len(hs))
+	for _, h := range hs {
+		b, err := parseTokenHash(h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// maxAdminTokenLen bounds the bearer token hashed on each admin request.
+const maxAdminTokenLen = 512
+
+// requireAdminToken admits a request on the TCP listener only with
+// "Authorization: Bearer <token>" whose SHA-256 is one of hashes; the
+// actor recorded for it is "admin:token:<first 8 hex digits of the hash>",
+// which names the token without revealing it. With no hashes configured the
+// admin API is closed on TCP.
+func requireAdminToken(hashes [][]byte, log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(hashes) == 0 {
+			unauthorized(w, "the admin API is not enabled on this listener: configure admin.token_hashes, or use the local admin socket")
+			return
+		}
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		tok = strings.TrimSpace(tok)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || len(tok) > maxAdminTokenLen {
+			unauthorized(w, "admin token required: send Authorization: Bearer <admin token>")
+			return
+		}
+		sum := sha256.Sum256([]byte(tok))
+		match := 0
+		for _, h := range hashes { // compare with every hash, in constant time
+			match |= subtle.ConstantTimeCompare(sum[:], h)
+		}
+		if match != 1 {
+			log.Warn("admin request with an invalid token refused", "remote", r.RemoteAddr, "path", r.URL.Path)
+			unauthorized(w, "invalid admin token")
+			return
+		}
+		actor := "admin:token:" + hex.EncodeToString(sum[:4])
+		next.ServeHTTP(w, r.WithContext(admin.WithActor(r.Context(), actor)))
+	})
+}
+
+// unauthorized writes a 401 RFC 9457 problem.
+func unauthorized(w http.ResponseWriter, detail string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-admin"`)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type": "about:blank", "title": http.StatusText(http.StatusUnauthorized),
+		"status": http.StatusUnauthorized, "detail": detail,
+	})
+}

@@ -1,0 +1,377 @@
+// Package server is the one place that wires mandate together: it turns a
+// typed Config (loaded from a strict YAML file, MANDATE_* environment
+// variables and flags; see LoadConfig) into running listeners, stores and
+// background work. New builds everything; Run serves until its context ends
+// and then shuts everything down.
+//
+// A server has two listeners: the main HTTP listener (TCP, TLS required
+// unless it is loopback-only) with the OAuth endpoints, the admin API behind
+// admin bearer tokens, /healthz, /readyz and /metrics; and the local admin
+// socket <data_dir>/admin.sock (mode 0600) whose callers are local admins.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mandatehq/mandate/internal/admin"
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/store"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+// Timeouts and limits of the HTTP servers.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = time.Minute
+	writeTimeout      = time.Minute
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+	// shutdownTimeout bounds a graceful shutdown: requests still running
+	// after it are cut off.
+	shutdownTimeout = 10 * time.Second
+	// readyTimeout bounds the store ping behind /readyz.
+	readyTimeout = 2 * time.Second
+	// expiryInterval is how often finished-by-time tasks are marked expired.
+	expiryInterval = 30 * time.Second
+	// pruneInterval is how often expired revocation state is forgotten.
+	pruneInterval = time.Minute
+	// maxSocketPath is the longest unix socket path every supported OS
+	// accepts (sun_path is 104 bytes on the BSDs, 108 on Linux).
+	maxSocketPath = 103
+)
+
+// Server is a wired mandate server. Create it with New; then call Run once
+// (or Close, to release what New acquired without serving).
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	publicURL string
+
+	backend store.Backend
+	tcp     net.Listener
+	sock    net.Listener
+	httpSrv *http.Server // main listener
+	sockSrv *http.Server // admin socket
+	metrics *prometheus.Registry
+
+	// background are the subsystems that run beside the listeners under
+	// Run's group; each returns when its context ends.
+	background []func(context.Context) error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg, creates the data directory, claims the admin socket,
+// opens the store, binds the main listener and builds every handler. The
+// caller must call Run or Close.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	cfg.complete(os.Getenv)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+
+	if err := ensureDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+	// The socket first: it tells us whether another server owns this data
+	// directory before we touch its store.
+	if s.sock, err = listenSocket(SocketPath(cfg.DataDir)); err != nil {
+		return nil, err
+	}
+	if s.backend, err = store.Open(ctx, cfg.Store); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", redactDSN(cfg.Store), err)
+	}
+	if s.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.publicURL = cfg.PublicURL
+	if s.publicURL == "" {
+		s.publicURL = derivePublicURL(cfg.Listen, s.tcp.Addr(), cfg.TLS.Enabled())
+	}
+
+	// Domain services.
+	recorder := &audit.StoreRecorder{Store: s.backend}
+	revocations := token.NewRevocations(nil)
+	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
+		return nil, fmt.Errorf("load revocation state: %w", err)
+	}
+	adminSvc, err := admin.New(admin.Config{
+		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations,
+		TrustDomain:    cfg.TrustDomain,
+		DefaultTaskTTL: cfg.Tasks.DefaultTTL, MaxTaskTTL: cfg.Tasks.MaxTTL,
+		Logger: log.With("component", "admin"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.background = append(s.background,
+		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
+		func(ctx context.Context) error { return runEvery(ctx, pruneInterval, func() { revocations.Prune(time.Now(), cfg.Tasks.MaxTTL) }) },
+	)
+
+	// HTTP.
+	s.metrics = newRegistry()
+	reqMetrics := newHTTPMetrics(s.metrics)
+	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Logger: log.With("component", "adminapi")})
+	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
+	if err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	s.mountHealth(mux)
+	mux.Handle("GET /metrics", metricsHandler(s.metrics))
+	mux.Handle("/admin/", requireAdminToken(hashes, log, adminAPI))
+	// TODO(wiring): the OAuth authorization server's endpoints mount here
+	// once internal/httpapi provides them.
+
+	sockMux := http.NewServeMux()
+	s.mountHealth(sockMux)
+	sockMux.Handle("/admin/", localAdmin(adminAPI))
+
+	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
+	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))
+	if cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		s.httpSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+
+	if host, _, _ := net.SplitHostPort(cfg.Listen); !cfg.TLS.Enabled() && !isLoopback(host) {
+		log.Warn("INSECURE: serving plain HTTP on a non-loopback address because allow_insecure_listen is set; "+
+			"tokens and admin credentials cross the network in clear text unless a TLS-terminating proxy is the only client",
+			"listen", s.tcp.Addr().String())
+	}
+	return s, nil
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Addr returns the main listener's address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
+
+// PublicURL returns the server's public base URL, the OAuth issuer.
+func (s *Server) PublicURL() string { return s.publicURL }
+
+// SocketPath returns the admin socket's path.
+func (s *Server) SocketPath() string { return SocketPath(s.cfg.DataDir) }
+
+// Run serves until ctx ends or a subsystem fails, then shuts down
+// gracefully (in-flight requests get up to shutdownTimeout) and releases
+// everything New acquired. It returns nil after a shutdown caused by ctx.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		if s.httpSrv.TLSConfig != nil {
+			err = s.httpSrv.ServeTLS(s.tcp, "", "")
+		} else {
+			err = s.httpSrv.Serve(s.tcp)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("http listener: %w", err)
+	})
+	g.Go(func() error {
+		if err := s.sockSrv.Serve(s.sock); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		return nil
+	})
+	for _, run := range s.background {
+		g.Go(func() error { return run(gctx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		var errs []error
+		for _, srv := range []*http.Server{s.httpSrv, s.sockSrv} {
+			if err := srv.Shutdown(sctx); err != nil {
+				errs = append(errs, err, srv.Close())
+			}
+		}
+		return errors.Join(errs...)
+	})
+	s.log.Info("mandate serving", "listen", s.tcp.Addr().String(), "public_url", s.publicURL,
+		"admin_socket", s.SocketPath(), "store", redactDSN(s.cfg.Store), "trust_domain", s.cfg.TrustDomain,
+		"tls", s.cfg.TLS.Enabled())
+	err := g.Wait()
+	if err != nil {
+		s.log.Error("server stopped", "err", err)
+		return err
+	}
+	s.log.Info("server stopped")
+	return nil
+}
+
+// Close releases the listeners and the store. Run calls it; call it
+// directly only for a server that is not run.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for _, c := range []io.Closer{s.tcp, s.sock} {
+			if c != nil {
+				if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if s.backend != nil {
+			errs = append(errs, s.backend.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+func (s *Server) mountHealth(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := s.backend.Ping(ctx); err != nil {
+			s.log.Warn("readiness check failed", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "store unavailable\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+}
+
+// ensureDataDir creates dir with mode 0700, and warns if an existing one is
+// readable by others.
+func ensureDataDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data directory %s is not a directory", dir)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is accessible by other users; mandate keeps its store there (chmod 700 it)",
+			"dir", dir, "mode", st.Mode().Perm().String())
+	}
+	return nil
+}
+
+// listenSocket claims the admin socket at path: a stale socket (no server
+// answering) is removed; a live one means another server owns the data
+// directory.
+func listenSocket(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("admin socket path %s is %d bytes, longer than the %d the OS allows: use a shorter data_dir", path, len(path), maxSocketPath)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: move it away", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("another mandate server is running on data directory %s (its admin socket %s answers): stop it or use another --data-dir",
+				filepath.Dir(path), path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale admin socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	// The data directory is 0700, so the socket is never reachable by
+	// others before this chmod.
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return ln, nil
+}
+
+// derivePublicURL builds the default public URL from the configured
+// listen host (unless it is a wildcard) and the bound port.
+func derivePublicURL(listen string, bound net.Addr, tlsOn bool) string {
+	scheme := "http"
+	if tlsOn {
+		scheme = "https"
+	}
+	host, _, _ := net.SplitHostPort(listen)
+	_, port, _ := net.SplitHostPort(bound.String())
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return (&url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}).String()
+}
+
+// redactDSN hides a password in a store DSN for logs and errors.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return dsn
+}
+
+// runEvery calls f every interval until ctx ends.
+func runEvery(ctx context.Context, interval time.Duration, f func()) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			f()
+		}
+	}
+}
