@@ -133,7 +133,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.background = append(s.background,
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
-		func(ctx context.Context) error { return runEvery(ctx, pruneInterval, func() { revocations.Prune(time.Now(), cfg.Tasks.MaxTTL) }) },
+		func(ctx context.Context) error {
+			return runEvery(ctx, pruneInterval, func() { revocations.Prune(time.Now(), cfg.Tasks.MaxTTL) })
+		},
 	)
 
 	// HTTP.
