@@ -19,12 +19,14 @@ func (a *app) adminCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
 		Short: "Administer the server itself (admin tokens)",
-		Args:  noArgs,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRun,
 	}
 	tok := &cobra.Command{
 		Use:   "token",
 		Short: "Manage admin tokens for the admin API over TCP",
-		Args:  noArgs,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRun,
 	}
 	var output string
 	gen := &cobra.Command{

@@ -36,7 +36,8 @@ federated trust in an external OIDC issuer).
 
 These commands talk to the server's admin API over the local socket in the
 data directory, or to --server URL with --token.`,
-		Args: noArgs,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	a.addClientFlags(cmd, &cf)
 	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf))

@@ -57,8 +57,8 @@ Start the server with 'mandate serve'; manage agents and tasks with
 over its local socket (or --server URL --token TOKEN for a remote one).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// A bare "mandate" prints help.
-		Args: cobra.NoArgs,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRun,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.taskCmd(), a.adminCmd(), a.versionCmd())
@@ -75,6 +75,15 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// groupRun is the RunE of commands that only group others: without
+// arguments it prints help; an argument is an unknown command.
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
+	}
+	return cmd.Help()
 }
 
 func noArgs(cmd *cobra.Command, args []string) error {

@@ -30,7 +30,8 @@ delegated sub-tasks and refuses all their tokens at once.
 
 These commands talk to the server's admin API over the local socket in the
 data directory, or to --server URL with --token.`,
-		Args: noArgs,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRun,
 	}
 	a.addClientFlags(cmd, &cf)
 	cmd.AddCommand(a.taskStartCmd(&cf), a.taskListCmd(&cf), a.taskShowCmd(&cf),
