@@ -15,6 +15,9 @@ var _ audit.Store = (*DB)(nil)
 const eventColumns = `seq, time, type, actor, agent, chain, on_behalf_of, task, action, resource,
 	decision, reason, details, request_id, point`
 
+const qInsertEvent = `INSERT INTO events (time, type, actor, agent, chain, on_behalf_of, task, action, resource,
+	decision, reason, details, request_id, point) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 // AppendEvents implements audit.Store. Seq is assigned only once the
 // transaction commits; on error the events are left unchanged.
 func (db *DB) AppendEvents(ctx context.Context, evs []*audit.Event) error {
@@ -23,12 +26,7 @@ func (db *DB) AppendEvents(ctx context.Context, evs []*audit.Event) error {
 	}
 	seqs := make([]int64, len(evs))
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO events (time, type, actor, agent, chain, on_behalf_of, task, action, resource,
-			decision, reason, details, request_id, point) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		stmt := db.txStmt(ctx, tx, qInsertEvent)
 		for i, ev := range evs {
 			if err := checkTimes(ev.Time); err != nil {
 				return fmt.Errorf("event %d: %w", i, err)

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	msqlite "modernc.org/sqlite"
@@ -77,6 +78,14 @@ type DB struct {
 	writer *sql.DB // exactly one connection: writes are serialized in Go
 	reader *sql.DB // read-only connections
 	now    func() time.Time
+
+	// Prepared statements for the hot paths, by query text. Parsing a
+	// statement costs more than running a point query, so these are
+	// prepared once per connection (database/sql re-prepares a *sql.Stmt
+	// on each connection it runs on).
+	stmtMu      sync.Mutex
+	readerStmts map[string]*sql.Stmt
+	writerStmts map[string]*sql.Stmt
 }
 
 // Open opens (creating if needed) the mandate database in the file at path
@@ -138,9 +147,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	writer.SetConnMaxLifetime(0)
 	writer.SetConnMaxIdleTime(0)
 
-	db := &DB{path: abs, writer: writer, now: o.now}
+	db := &DB{path: abs, writer: writer, now: o.now,
+		readerStmts: make(map[string]*sql.Stmt), writerStmts: make(map[string]*sql.Stmt)}
 	if err := db.migrate(ctx); err != nil {
 		writer.Close()
+		return nil, err
+	}
+	if err := db.prepareWriter(ctx); err != nil {
+		db.Close()
 		return nil, err
 	}
 
@@ -200,6 +214,13 @@ func (db *DB) Ping(ctx context.Context) error {
 // Close closes both connection pools.
 func (db *DB) Close() error {
 	var errs []error
+	db.stmtMu.Lock()
+	for _, m := range []map[string]*sql.Stmt{db.readerStmts, db.writerStmts} {
+		for _, s := range m {
+			errs = append(errs, s.Close())
+		}
+	}
+	db.stmtMu.Unlock()
 	if db.reader != nil {
 		errs = append(errs, db.reader.Close())
 	}
@@ -352,6 +373,57 @@ func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// readStmt returns the prepared statement for query on the reader pool,
+// preparing it on first use. Do not call it inside a read transaction: with
+// every reader connection held, preparing would wait forever.
+func (db *DB) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if s, ok := db.readerStmts[query]; ok {
+		return s, nil
+	}
+	s, err := db.reader.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	db.readerStmts[query] = s
+	return s, nil
+}
+
+// writerQueries are the hot write statements, prepared on the writer when
+// the database is opened: preparing one later could wait forever for the
+// single writer connection while a transaction holds it.
+var writerQueries = []string{
+	qTaskStatus, qAgentExists, qInsertTask, qUseOnce, qRevokeToken, qInsertEvent,
+}
+
+func (db *DB) prepareWriter(ctx context.Context) error {
+	for _, q := range writerQueries {
+		s, err := db.writer.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlite: open: prepare: %w", err)
+		}
+		db.writerStmts[q] = s
+	}
+	return nil
+}
+
+// writeStmt returns the writer's prepared statement for one of
+// writerQueries. It panics for any other query: that is a bug.
+func (db *DB) writeStmt(query string) *sql.Stmt {
+	s, ok := db.writerStmts[query]
+	if !ok {
+		panic("sqlite: statement not in writerQueries: " + query)
+	}
+	return s
+}
+
+// txStmt returns the writer's prepared statement for one of writerQueries,
+// bound to the writer transaction tx.
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	return tx.StmtContext(ctx, db.writeStmt(query))
 }
 
 // isConstraint reports whether err is a SQLite constraint violation with

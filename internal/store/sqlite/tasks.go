@@ -19,6 +19,14 @@ const taskColumns = `id, agent_id, on_behalf_of, principal, purpose, scope, sens
 	max_actions, max_writes, used_actions, used_writes, parent_id, depth, actors,
 	status, status_reason, created_at, expires_at, ended_at`
 
+const (
+	qTaskStatus  = `SELECT status FROM tasks WHERE id = ?`
+	qAgentExists = `SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?)`
+	qInsertTask  = `INSERT INTO tasks (` + taskColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ?`
+)
+
 // CreateTask implements task.Store. Besides the errors task.Store
 // documents, it returns identity.ErrNotFound if the task's agent is not
 // registered and task.ErrNotFound if its parent does not exist.
@@ -58,7 +66,7 @@ func (db *DB) createTask(ctx context.Context, t *task.Task) error {
 	return db.write(ctx, func(tx *sql.Tx) error {
 		if t.Parent != "" {
 			var status string
-			err := tx.QueryRowContext(ctx, `SELECT status FROM tasks WHERE id = ?`, string(t.Parent)).Scan(&status)
+			err := db.txStmt(ctx, tx, qTaskStatus).QueryRowContext(ctx, string(t.Parent)).Scan(&status)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("%w: parent %s", task.ErrNotFound, t.Parent)
 			}
@@ -70,14 +78,13 @@ func (db *DB) createTask(ctx context.Context, t *task.Task) error {
 			}
 		}
 		var agentExists bool
-		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?)`, t.Agent.String()).Scan(&agentExists); err != nil {
+		if err := db.txStmt(ctx, tx, qAgentExists).QueryRowContext(ctx, t.Agent.String()).Scan(&agentExists); err != nil {
 			return err
 		}
 		if !agentExists {
 			return fmt.Errorf("%w: %s", identity.ErrNotFound, t.Agent)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO tasks (`+taskColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := db.txStmt(ctx, tx, qInsertTask).ExecContext(ctx,
 			string(t.ID), t.Agent.String(), t.OnBehalfOf, t.Principal, t.Purpose, string(scope), string(t.Sensitivity),
 			t.Budget.MaxActions, t.Budget.MaxWrites, t.Used.Actions, t.Used.Writes, parent, t.Depth, nullString(actors),
 			string(t.Status), t.StatusReason, timeArg(t.CreatedAt), timeArg(t.ExpiresAt), timeArg(t.EndedAt))
@@ -90,7 +97,11 @@ func (db *DB) createTask(ctx context.Context, t *task.Task) error {
 
 // GetTask implements task.Store.
 func (db *DB) GetTask(ctx context.Context, id task.ID) (*task.Task, error) {
-	t, err := scanTask(db.reader.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, string(id)))
+	stmt, err := db.readStmt(ctx, qGetTask)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get task: %w", err)
+	}
+	t, err := scanTask(stmt.QueryRowContext(ctx, string(id)))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = fmt.Errorf("%w: %s", task.ErrNotFound, id)
 	}
@@ -202,7 +213,7 @@ func (db *DB) FinishTask(ctx context.Context, id task.ID, status task.Status, re
 	if err == nil {
 		err = db.write(ctx, func(tx *sql.Tx) error {
 			var cur string
-			err := tx.QueryRowContext(ctx, `SELECT status FROM tasks WHERE id = ?`, string(id)).Scan(&cur)
+			err := db.txStmt(ctx, tx, qTaskStatus).QueryRowContext(ctx, string(id)).Scan(&cur)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("%w: %s", task.ErrNotFound, id)
 			}

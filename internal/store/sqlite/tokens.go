@@ -16,6 +16,16 @@ var _ token.Store = (*DB)(nil)
 // kid. The token package defines no sentinel for it.
 var ErrKeyNotFound = errors.New("signing key not found")
 
+const (
+	// qUseOnce inserts an identifier, or takes over a row whose expiry
+	// has passed; a live row makes the upsert change nothing.
+	qUseOnce = `INSERT INTO used_once (namespace, id, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (namespace, id) DO UPDATE SET expires_at = excluded.expires_at
+		WHERE used_once.expires_at <= ?`
+	qRevokeToken = `INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)
+		ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)`
+)
+
 // AddSigningKey implements token.Store.
 func (db *DB) AddSigningKey(ctx context.Context, k token.SigningKey) error {
 	err := checkTimes(k.CreatedAt, k.RetiredAt, k.PublishUntil)
@@ -108,13 +118,8 @@ func (db *DB) UseOnce(ctx context.Context, namespace, id string, expiresAt time.
 		err = errors.New("expiry is required")
 	}
 	if err == nil {
-		// Insert, or take over a row whose expiry has passed; a live row
-		// makes the upsert change nothing.
 		var res sql.Result
-		res, err = db.writer.ExecContext(ctx, `INSERT INTO used_once (namespace, id, expires_at) VALUES (?, ?, ?)
-			ON CONFLICT (namespace, id) DO UPDATE SET expires_at = excluded.expires_at
-			WHERE used_once.expires_at <= ?`,
-			namespace, id, expiresAt.UnixNano(), db.now().UnixNano())
+		res, err = db.writeStmt(qUseOnce).ExecContext(ctx, namespace, id, expiresAt.UnixNano(), db.now().UnixNano())
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
@@ -155,9 +160,7 @@ func (db *DB) RevokeToken(ctx context.Context, jti string, expiresAt time.Time) 
 		err = errors.New("expiry is required")
 	}
 	if err == nil {
-		_, err = db.writer.ExecContext(ctx, `INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)
-			ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)`,
-			jti, expiresAt.UnixNano())
+		_, err = db.writeStmt(qRevokeToken).ExecContext(ctx, jti, expiresAt.UnixNano())
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: revoke token: %w", err)

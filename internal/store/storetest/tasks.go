@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -367,6 +368,11 @@ func testTasks(t *testing.T, open OpenFunc) {
 		}
 	})
 
+	t.Run("CreateChildRace", func(t *testing.T) {
+		t.Parallel()
+		testCreateChildRace(t, open)
+	})
+
 	t.Run("Expire", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
@@ -450,3 +456,44 @@ var sortIDs = cmp.Transformer("sortIDs", func(ids []task.ID) []task.ID {
 	slices.Sort(s)
 	return s
 })
+
+// testCreateChildRace checks that a child created while its parent is
+// being revoked is either refused or revoked with it: never a live orphan.
+func testCreateChildRace(t *testing.T, open OpenFunc) {
+	s := open(t)
+	alice, bob := newAgent("alice-bot"), newAgent("bob-bot")
+	mustCreateAgents(t, s, alice, bob)
+	for round := range 5 {
+		root := newTask(alice.ID, nil)
+		mustCreateTasks(t, s, root)
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for range 8 {
+			wg.Go(func() {
+				for range 4 {
+					err := s.CreateTask(t.Context(), newTask(bob.ID, root))
+					if err != nil && !errors.Is(err, task.ErrNotActive) {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := s.FinishTask(t.Context(), root.ID, task.StatusRevoked, "race", t0); err != nil {
+				errs <- err
+			}
+		})
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+		live, err := s.ListTasks(t.Context(), task.Filter{Parent: root.ID, Status: task.StatusActive})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) != 0 {
+			t.Errorf("round %d: %d children of the revoked parent are still active", round, len(live))
+		}
+	}
+}
