@@ -220,3 +220,26 @@ func parseValue(kind Kind, raw string) (any, error) {
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }
+
+// MarkdownReference renders the key table as the Markdown table in
+// docs/configuration.md (a test keeps the two in sync).
+func MarkdownReference() string {
+	var b strings.Builder
+	b.WriteString("| key | flag | environment | type | default | description |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+	esc := strings.NewReplacer("|", `\|`)
+	html := strings.NewReplacer("<", "&lt;", ">", "&gt;")
+	for _, k := range keys {
+		key := "`" + k.Path + "`"
+		if k.FlagEnvOnly {
+			key = "(" + k.Path + ")"
+		}
+		def := k.DefaultText()
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| %s | `--%s` | `%s` | %s | %s | %s |\n",
+			key, k.Flag(), k.Env(), k.Kind, esc.Replace(def), html.Replace(esc.Replace(k.Help)))
+	}
+	return b.String()
+}
