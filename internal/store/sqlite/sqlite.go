@@ -63,8 +63,8 @@ func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true 
 // another connection before failing; the default is DefaultBusyTimeout.
 func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busyTimeout = d } }
 
-// WithReaders sets the size of the read connection pool; the default is
-// GOMAXPROCS, at least 4.
+// WithReaders sets the size of the read connection pool (at least 1); the
+// default is GOMAXPROCS, at least 4.
 func WithReaders(n int) Option { return func(o *options) { o.readers = n } }
 
 // WithClock sets the clock UseOnce uses to decide whether a remembered
@@ -96,6 +96,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.readers < 1 {
+		o.readers = 1
+	}
+	o.busyTimeout = max(o.busyTimeout, 0)
+	if o.now == nil {
+		o.now = time.Now
 	}
 	if path == "" {
 		return nil, errors.New("sqlite: open: empty database path")
