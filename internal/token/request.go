@@ -1,0 +1,197 @@
+package token
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// OAuth parameter values.
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantJWTBearer         = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	GrantTokenExchange     = "urn:ietf:params:oauth:grant-type:token-exchange"
+	// ClientAssertionJWT is the client_assertion_type of private_key_jwt.
+	ClientAssertionJWT = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+)
+
+// Size limits on token endpoint parameters.
+const (
+	// MaxParamLen bounds any single parameter value.
+	MaxParamLen = 16 << 10
+	// MaxAssertionSize bounds client assertions and JWT bearer grants.
+	MaxAssertionSize = 8 << 10
+)
+
+// TokenRequest is a token endpoint request (RFC 6749 §4.4, RFC 7523,
+// RFC 8693), with mandate's task extension parameters.
+type TokenRequest struct {
+	GrantType string
+
+	// Client authentication (private_key_jwt).
+	ClientID            string
+	ClientAssertionType string
+	ClientAssertion     string
+
+	// Assertion is the jwt-bearer grant's JWT.
+	Assertion string
+
+	Scope string
+
+	// Token exchange (RFC 8693 §2.1).
+	SubjectToken       string
+	SubjectTokenType   string
+	ActorToken         string
+	ActorTokenType     string
+	RequestedTokenType string
+	Audience           string
+	Resource           string
+
+	// Task extension parameters.
+	Purpose     string
+	OnBehalfOf  string
+	Sensitivity string
+	// TaskTTL is a Go duration ("30m") or a number of seconds.
+	TaskTTL    string
+	MaxActions string
+	MaxWrites  string
+	TaskID     string
+
+	// DPoPProof is the DPoP request header, if any.
+	DPoPProof string
+}
+
+// ParseTokenRequest reads a token request from form parameters. Repeated
+// parameters are refused (RFC 6749 §3.2), as are oversized values;
+// unknown parameters are ignored (RFC 6749 §3.2).
+func ParseTokenRequest(form url.Values) (*TokenRequest, error) {
+	r := &TokenRequest{}
+	fields := map[string]*string{
+		"grant_type":            &r.GrantType,
+		"client_id":             &r.ClientID,
+		"client_assertion_type": &r.ClientAssertionType,
+		"client_assertion":      &r.ClientAssertion,
+		"assertion":             &r.Assertion,
+		"scope":                 &r.Scope,
+		"subject_token":         &r.SubjectToken,
+		"subject_token_type":    &r.SubjectTokenType,
+		"actor_token":           &r.ActorToken,
+		"actor_token_type":      &r.ActorTokenType,
+		"requested_token_type":  &r.RequestedTokenType,
+		"audience":              &r.Audience,
+		"resource":              &r.Resource,
+		"purpose":               &r.Purpose,
+		"on_behalf_of":          &r.OnBehalfOf,
+		"sensitivity":           &r.Sensitivity,
+		"task_ttl":              &r.TaskTTL,
+		"max_actions":           &r.MaxActions,
+		"max_writes":            &r.MaxWrites,
+		"task_id":               &r.TaskID,
+	}
+	if err := CheckParams(form); err != nil {
+		return nil, err
+	}
+	for name, dst := range fields {
+		if v := form[name]; len(v) == 1 {
+			*dst = v[0]
+		}
+	}
+	return r, nil
+}
+
+// CheckParams refuses repeated and oversized parameters.
+func CheckParams(form url.Values) error {
+	for name, vs := range form {
+		if len(vs) > 1 {
+			return errInvalidRequest("parameter %q is repeated", truncate(name, 64))
+		}
+		if len(vs) == 1 && len(vs[0]) > MaxParamLen {
+			return errInvalidRequest("parameter %q is too long", truncate(name, 64))
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// parseTTL parses a Go duration or a number of seconds.
+func parseTTL(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 || n > int64((100*365*24*time.Hour)/time.Second) {
+			return 0, errInvalidRequest("task_ttl must be positive")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, errInvalidRequest("task_ttl must be a positive duration (\"30m\") or a number of seconds")
+	}
+	return d, nil
+}
+
+// parseBudget parses a non-negative budget limit; empty means fallback.
+func parseBudget(name, s string, fallback int64) (int64, error) {
+	if s == "" {
+		return fallback, nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, errInvalidRequest("%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+// TokenResponse is a successful token endpoint response (RFC 6749 §5.1,
+// RFC 8693 §2.2.1).
+type TokenResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope,omitempty"`
+}
+
+// Introspection is an RFC 7662 introspection response.
+type Introspection struct {
+	Active    bool          `json:"active"`
+	Scope     string        `json:"scope,omitempty"`
+	ClientID  string        `json:"client_id,omitempty"`
+	Subject   string        `json:"sub,omitempty"`
+	Expiry    int64         `json:"exp,omitempty"`
+	IssuedAt  int64         `json:"iat,omitempty"`
+	NotBefore int64         `json:"nbf,omitempty"`
+	Issuer    string        `json:"iss,omitempty"`
+	Audience  []string      `json:"aud,omitempty"`
+	JTI       string        `json:"jti,omitempty"`
+	TokenType string        `json:"token_type,omitempty"`
+	TokenUse  Use           `json:"token_use,omitempty"`
+	TaskID    string        `json:"task_id,omitempty"`
+	Tier      string        `json:"tier,omitempty"`
+	Act       *Actor        `json:"act,omitempty"`
+	Cnf       *Confirmation `json:"cnf,omitempty"`
+}
+
+// Metadata is the RFC 8414 authorization server metadata.
+type Metadata struct {
+	Issuer                                     string   `json:"issuer"`
+	TokenEndpoint                              string   `json:"token_endpoint"`
+	JWKSURI                                    string   `json:"jwks_uri"`
+	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	GrantTypesSupported                        []string `json:"grant_types_supported"`
+	ResponseTypesSupported                     []string `json:"response_types_supported"`
+	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthSigningAlgValues  []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthSigningAlgValues     []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
+	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
+	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
+}
