@@ -367,3 +367,26 @@ func TestHelpIsComplete(t *testing.T) {
 		t.Errorf("agent register --help: exit %d\n%s", code, out)
 	}
 }
+
+// docs/cli.md mentions every command.
+func TestCLIDocMentionsEveryCommand(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" {
+				continue
+			}
+			if !sub.HasSubCommands() && !strings.Contains(string(doc), sub.Name()) {
+				t.Errorf("docs/cli.md does not mention %q", sub.CommandPath())
+			}
+			walk(sub)
+		}
+	}
+	walk(a.rootCmd())
+}
