@@ -49,8 +49,6 @@ const (
 	readyTimeout = 2 * time.Second
 	// expiryInterval is how often finished-by-time tasks are marked expired.
 	expiryInterval = 30 * time.Second
-	// pruneInterval is how often expired revocation state is forgotten.
-	pruneInterval = time.Minute
 	// maxSocketPath is the longest unix socket path every supported OS
 	// accepts (sun_path is 104 bytes on the BSDs, 108 on Linux).
 	maxSocketPath = 103
@@ -69,6 +67,7 @@ type Server struct {
 	httpSrv *http.Server // main listener
 	sockSrv *http.Server // admin socket
 	metrics *prometheus.Registry
+	authz   *token.Server // the OAuth authorization server
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -116,12 +115,36 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.publicURL = derivePublicURL(cfg.Listen, s.tcp.Addr(), cfg.TLS.Enabled())
 	}
 
-	// Domain services.
+	// Domain services. One revocation state is shared by the token layer
+	// (which checks it on every verification) and the admin service (which
+	// updates it in the same request that suspends an agent or ends a task).
 	recorder := &audit.StoreRecorder{Store: s.backend}
 	revocations := token.NewRevocations(nil)
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
 		return nil, fmt.Errorf("load revocation state: %w", err)
 	}
+	federation, err := federatedIssuers(cfg.Federation.Issuers, s.publicURL)
+	if err != nil {
+		return nil, err
+	}
+	authz, err := token.NewServer(ctx, token.Config{
+		Issuer:             s.publicURL,
+		TrustDomain:        cfg.TrustDomain,
+		AgentTokenTTL:      cfg.Tokens.AgentTTL,
+		TaskTokenTTL:       cfg.Tokens.TaskTTL,
+		RotateEvery:        cfg.Tokens.KeyRotation,
+		MaxTaskLifetime:    cfg.Tasks.MaxTTL,
+		DefaultTaskTTL:     cfg.Tasks.DefaultTTL,
+		MaxDelegationDepth: cfg.Tasks.MaxDepth,
+		Federation:         federation,
+		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder,
+		Revocations: revocations,
+		Logger:      log.With("component", "oauth"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authorization server: %w", err)
+	}
+	s.authz = authz
 	adminSvc, err := admin.New(admin.Config{
 		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations,
 		TrustDomain:    cfg.TrustDomain,
@@ -132,10 +155,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.background = append(s.background,
+		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
-		func(ctx context.Context) error {
-			return runEvery(ctx, pruneInterval, func() { revocations.Prune(time.Now(), cfg.Tasks.MaxTTL) })
-		},
 	)
 
 	// HTTP.
@@ -151,8 +172,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.mountHealth(mux)
 	mux.Handle("GET /metrics", metricsHandler(s.metrics))
 	mux.Handle("/admin/", requireAdminToken(hashes, log, adminAPI))
-	// TODO(wiring): the OAuth authorization server's endpoints mount here
-	// once internal/httpapi provides them.
+	// TODO(wiring): mount the OAuth endpoints (RFC 8414 metadata, JWKS,
+	// token, introspection, revocation) for s.authz here once
+	// internal/httpapi provides their handler.
 
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)
@@ -364,16 +386,24 @@ func redactDSN(dsn string) string {
 	return dsn
 }
 
-// runEvery calls f every interval until ctx ends.
-func runEvery(ctx context.Context, interval time.Duration, f func()) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			f()
+// federatedIssuers converts the configured issuers for the token layer,
+// reading JWKS files now so that a bad file stops the start. A missing
+// audience defaults to the public URL.
+func federatedIssuers(cfg []FederationIssuer, publicURL string) ([]token.FederatedIssuer, error) {
+	out := make([]token.FederatedIssuer, 0, len(cfg))
+	for i, f := range cfg {
+		fi := token.FederatedIssuer{Issuer: f.Issuer, JWKSURL: f.JWKSURL, Audience: f.Audience}
+		if fi.Audience == "" {
+			fi.Audience = publicURL
 		}
+		if f.JWKSFile != "" {
+			b, err := readLimited(f.JWKSFile)
+			if err != nil {
+				return nil, fmt.Errorf("federation.issuers[%d].jwks_file: %w", i, err)
+			}
+			fi.JWKS = b
+		}
+		out = append(out, fi)
 	}
+	return out, nil
 }

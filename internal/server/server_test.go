@@ -318,3 +318,24 @@ func TestDerivePublicURL(t *testing.T) {
 		}
 	}
 }
+
+func TestServerWithFederation(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Federation.Issuers = []FederationIssuer{
+		{Issuer: "https://kubernetes.default.svc", JWKSFile: jwks},
+		{Issuer: "https://token.actions.githubusercontent.com", JWKSURL: "https://token.actions.githubusercontent.com/.well-known/jwks", Audience: "mandate"},
+	}
+	s, _ := startServer(t, cfg)
+	if code, _ := get(t, http.DefaultClient, "http://"+s.Addr().String()+"/readyz"); code != 200 {
+		t.Errorf("GET /readyz = %d", code)
+	}
+	fed, err := federatedIssuers(cfg.Federation.Issuers, "http://127.0.0.1:1")
+	if err != nil || string(fed[0].JWKS) != `{"keys":[]}` || fed[0].Audience != "http://127.0.0.1:1" || fed[1].Audience != "mandate" {
+		t.Errorf("federatedIssuers() = %+v, %v", fed, err)
+	}
+}
