@@ -161,6 +161,12 @@ func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (
 		details[fmt.Sprintf("federation.%d", i)] = f.Issuer + " " + f.Subject
 	}
 	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentRegistered, Agent: id.String(), Details: details}); err != nil {
+		// An agent nobody can see registered must not be able to act:
+		// leave it suspended until an admin retries with the log back.
+		s.cfg.Revoker.SetAgentActive(id, false)
+		if _, serr := s.cfg.Agents.SetAgentStatus(ctx, id, identity.StatusSuspended, now); serr != nil {
+			s.log.Error("unrecorded agent could not be suspended", "agent", id, "err", serr)
+		}
 		return nil, err
 	}
 	return a, nil
