@@ -1,0 +1,145 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/admin"
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/store/sqlite"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+func newAdminServer(t *testing.T, withActor bool) (*httptest.Server, *sqlite.DB) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	svc, err := admin.New(admin.Config{
+		Agents: db, Tasks: db, Recorder: &audit.StoreRecorder{Store: db},
+		Revoker: token.NewRevocations(time.Now), TrustDomain: "example.org",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = httpapi.NewAdmin(httpapi.AdminConfig{Service: svc})
+	if withActor {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			inner.ServeHTTP(w, r.WithContext(admin.WithActor(r.Context(), "admin:test")))
+		})
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, db
+}
+
+const agentBody = `{"name":"bot","owner":"alice@example.com","escalation":"oncall@example.com","tier":"assist",
+ "keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"}]}`
+
+func TestAdminAPI(t *testing.T) {
+	t.Parallel()
+	srv, db := newAdminServer(t, true)
+	type step struct {
+		name, method, path, body string
+		contentType              string
+		wantStatus               int
+		wantInBody               string
+	}
+	steps := []step{
+		{name: "register", method: "POST", path: "/admin/v1/agents", body: agentBody, wantStatus: 201, wantInBody: `"id":"spiffe://example.org/agent/bot"`},
+		{name: "duplicate", method: "POST", path: "/admin/v1/agents", body: agentBody, wantStatus: 409, wantInBody: "already exists"},
+		{name: "no owner", method: "POST", path: "/admin/v1/agents", body: `{"name":"x","escalation":"e","tier":"assist"}`, wantStatus: 400, wantInBody: "owner is required"},
+		{name: "unknown field", method: "POST", path: "/admin/v1/agents", body: `{"name":"x","ownr":"a"}`, wantStatus: 400, wantInBody: `unknown field \"ownr\"`},
+		{name: "malformed", method: "POST", path: "/admin/v1/agents", body: `{"name":`, wantStatus: 400, wantInBody: "bad request"},
+		{name: "wrong type", method: "POST", path: "/admin/v1/agents", body: `{"name":7}`, wantStatus: 400, wantInBody: `field \"name\"`},
+		{name: "trailing data", method: "POST", path: "/admin/v1/agents", body: `{} {}`, wantStatus: 400, wantInBody: "trailing data"},
+		{name: "empty body", method: "POST", path: "/admin/v1/agents", body: ``, wantStatus: 400, wantInBody: "empty"},
+		{name: "form content type", method: "POST", path: "/admin/v1/agents", body: `name=x`, contentType: "application/x-www-form-urlencoded", wantStatus: 400, wantInBody: "Content-Type"},
+		{name: "oversized", method: "POST", path: "/admin/v1/agents", body: `{"description":"` + strings.Repeat("x", httpapi.MaxJSONBody) + `"}`, wantStatus: 413},
+		{name: "bad agent name", method: "GET", path: "/admin/v1/agents/..", wantStatus: 404},
+		{name: "show", method: "GET", path: "/admin/v1/agents/bot", wantStatus: 200, wantInBody: `"owner":"alice@example.com"`},
+		{name: "show unknown", method: "GET", path: "/admin/v1/agents/ghost", wantStatus: 404, wantInBody: "agent not found"},
+		{name: "list", method: "GET", path: "/admin/v1/agents?tier=assist", wantStatus: 200, wantInBody: `"agents":[{`},
+		{name: "list bad tier", method: "GET", path: "/admin/v1/agents?tier=root", wantStatus: 400},
+		{name: "list bad limit", method: "GET", path: "/admin/v1/agents?limit=0", wantStatus: 400},
+		{name: "start task", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"triage","scope":["file.read:/repo/**"]}`, wantStatus: 201, wantInBody: `"status":"active"`},
+		{name: "task bad scope", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["delete:/"]}`, wantStatus: 400, wantInBody: "unknown action"},
+		{name: "task list", method: "GET", path: "/admin/v1/tasks?agent=bot&status=active", wantStatus: 200, wantInBody: `"tasks":[{`},
+		{name: "task bad status", method: "GET", path: "/admin/v1/tasks?status=zombie", wantStatus: 400},
+		{name: "task unknown", method: "GET", path: "/admin/v1/tasks/tsk_aaaaaaaaaaaaaaaaaaaaaaaaaa", wantStatus: 404},
+		{name: "task malformed id", method: "GET", path: "/admin/v1/tasks/nope", wantStatus: 400},
+		{name: "suspend", method: "POST", path: "/admin/v1/agents/bot/suspend", body: `{"reason":"test"}`, wantStatus: 200, wantInBody: `"status":"suspended"`},
+		{name: "suspend again", method: "POST", path: "/admin/v1/agents/bot/suspend", wantStatus: 409, wantInBody: "already suspended"},
+		{name: "tasks revoked", method: "GET", path: "/admin/v1/tasks?status=revoked", wantStatus: 200, wantInBody: `"status_reason":"agent suspended"`},
+		{name: "unknown endpoint", method: "GET", path: "/admin/v1/nope", wantStatus: 404},
+		{name: "unsupported method", method: "DELETE", path: "/admin/v1/agents/bot", wantStatus: 404, wantInBody: "no such admin API endpoint"},
+	}
+	for _, s := range steps {
+		req, _ := http.NewRequest(s.method, srv.URL+s.path, strings.NewReader(s.body))
+		if s.body != "" {
+			ct := s.contentType
+			if ct == "" {
+				ct = "application/json"
+			}
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != s.wantStatus || !strings.Contains(string(body), s.wantInBody) {
+			t.Errorf("%s: %s %s = %d %s; want %d containing %q", s.name, s.method, s.path, resp.StatusCode, body, s.wantStatus, s.wantInBody)
+		}
+		if resp.StatusCode >= 400 {
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("%s: error Content-Type = %q, want application/problem+json", s.name, ct)
+			}
+			var p httpapi.Problem
+			if err := json.Unmarshal(body, &p); err != nil || p.Status != resp.StatusCode {
+				t.Errorf("%s: problem body %s does not carry status %d", s.name, body, resp.StatusCode)
+			}
+		}
+	}
+	// Only accepted changes reached the log: one agent, one task, the
+	// suspension and the revocation it caused.
+	evs, _ := db.ListEvents(context.Background(), audit.Query{})
+	var types []string
+	for _, e := range evs {
+		types = append(types, string(e.Type))
+	}
+	if got, want := strings.Join(types, ","), "agent.registered,task.started,agent.suspended,task.revoked"; got != want {
+		t.Errorf("events = %s, want %s", got, want)
+	}
+}
+
+func TestAdminAPIRequiresActor(t *testing.T) {
+	t.Parallel()
+	srv, db := newAdminServer(t, false)
+	resp, err := http.Post(srv.URL+"/admin/v1/agents", "application/json", strings.NewReader(agentBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("POST without an admin identity = %d, want 401", resp.StatusCode)
+	}
+	if agents, _ := db.ListAgents(context.Background(), identityFilter()); len(agents) != 0 {
+		t.Fatal("an unauthenticated request registered an agent")
+	}
+}
+
+func identityFilter() identity.Filter { return identity.Filter{} }
