@@ -346,7 +346,8 @@ func (s *Server) issue(ctx context.Context, info *reqInfo, c *Claims) (*TokenRes
 
 // AuthenticateClient verifies a private_key_jwt client assertion (RFC 7523
 // §2.2): iss = sub = client_id = an active agent's SPIFFE ID, aud naming
-// this server's token endpoint or issuer, exp at most five minutes ahead, a
+// this server's issuer or one of its endpoints (token, introspection,
+// revocation), exp at most five minutes ahead, a
 // jti never seen before, signed by one of the agent's registered keys
 // (EdDSA or ES256). Errors are *Error with code invalid_client (or
 // temporarily_unavailable).
@@ -395,7 +396,7 @@ func (s *Server) AuthenticateClient(ctx context.Context, clientID, assertionType
 	if c.Issuer != agent.ID.String() || c.Subject != agent.ID.String() {
 		return nil, errInvalidClient(nil, "client assertion iss and sub must both be the client ID")
 	}
-	if !c.Audience.Contains(s.cfg.TokenEndpoint) && !c.Audience.Contains(s.cfg.Issuer) {
+	if !slices.ContainsFunc([]string{s.cfg.Issuer, s.cfg.TokenEndpoint, s.cfg.IntrospectionEndpoint, s.cfg.RevocationEndpoint}, c.Audience.Contains) {
 		return nil, errInvalidClient(nil, "client assertion aud must name this server")
 	}
 	now := s.cfg.Now()
