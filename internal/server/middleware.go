@@ -118,34 +118,48 @@ func parseTokenHashes(hs []string) ([][]byte, error) {
 // maxAdminTokenLen bounds the bearer token hashed on each admin request.
 const maxAdminTokenLen = 512
 
-// requireAdminToken admits a request on the TCP listener only with
-// "Authorization: Bearer <token>" whose SHA-256 is one of hashes; the
-// actor recorded for it is "admin:token:<first 8 hex digits of the hash>",
-// which names the token without revealing it. With no hashes configured the
-// admin API is closed on TCP.
-func requireAdminToken(hashes [][]byte, log *slog.Logger, next http.Handler) http.Handler {
+// adminTokens checks admin bearer tokens against their SHA-256 digests.
+type adminTokens struct{ hashes [][]byte }
+
+// check reports whether r carries "Authorization: Bearer <token>" whose
+// SHA-256 is one of the hashes, and returns the actor recorded for it:
+// "admin:token:<first 8 hex digits of the hash>", which names the token
+// without revealing it. The digest is compared with every hash in
+// constant time.
+func (a adminTokens) check(r *http.Request) (actor, problem string) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || len(tok) > maxAdminTokenLen {
+		return "", "admin token required: send Authorization: Bearer <admin token>"
+	}
+	sum := sha256.Sum256([]byte(tok))
+	match := 0
+	for _, h := range a.hashes {
+		match |= subtle.ConstantTimeCompare(sum[:], h)
+	}
+	if match != 1 {
+		return "", "invalid admin token"
+	}
+	return "admin:token:" + hex.EncodeToString(sum[:4]), ""
+}
+
+// requireAdminToken admits a request on the TCP listener only with a valid
+// admin token (see adminTokens.check). With no hashes configured the admin
+// API is closed on TCP.
+func requireAdminToken(tokens adminTokens, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(hashes) == 0 {
+		if len(tokens.hashes) == 0 {
 			unauthorized(w, "the admin API is not enabled on this listener: configure admin.token_hashes, or use the local admin socket")
 			return
 		}
-		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-		tok = strings.TrimSpace(tok)
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || len(tok) > maxAdminTokenLen {
-			unauthorized(w, "admin token required: send Authorization: Bearer <admin token>")
+		actor, problem := tokens.check(r)
+		if problem != "" {
+			if r.Header.Get("Authorization") != "" {
+				log.Warn("admin request refused", "reason", problem, "remote", r.RemoteAddr, "path", r.URL.Path)
+			}
+			unauthorized(w, problem)
 			return
 		}
-		sum := sha256.Sum256([]byte(tok))
-		match := 0
-		for _, h := range hashes { // compare with every hash, in constant time
-			match |= subtle.ConstantTimeCompare(sum[:], h)
-		}
-		if match != 1 {
-			log.Warn("admin request with an invalid token refused", "remote", r.RemoteAddr, "path", r.URL.Path)
-			unauthorized(w, "invalid admin token")
-			return
-		}
-		actor := "admin:token:" + hex.EncodeToString(sum[:4])
 		next.ServeHTTP(w, r.WithContext(admin.WithActor(r.Context(), actor)))
 	})
 }

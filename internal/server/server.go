@@ -171,10 +171,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	s.mountHealth(mux)
 	mux.Handle("GET /metrics", metricsHandler(s.metrics))
-	mux.Handle("/admin/", requireAdminToken(hashes, log, adminAPI))
-	// TODO(wiring): mount the OAuth endpoints (RFC 8414 metadata, JWKS,
-	// token, introspection, revocation) for s.authz here once
-	// internal/httpapi provides their handler.
+	tokens := adminTokens{hashes: hashes}
+	mux.Handle("/admin/", requireAdminToken(tokens, log, adminAPI))
+	httpapi.NewOAuth(httpapi.OAuthConfig{
+		Server: authz,
+		// Admins may introspect and revoke any token with an admin token.
+		AdminAuth: func(r *http.Request) bool {
+			actor, _ := tokens.check(r)
+			return len(tokens.hashes) > 0 && actor != ""
+		},
+		Logger: log.With("component", "oauthapi"),
+	}).Register(mux)
 
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)

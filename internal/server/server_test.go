@@ -339,3 +339,34 @@ func TestServerWithFederation(t *testing.T) {
 		t.Errorf("federatedIssuers() = %+v, %v", fed, err)
 	}
 }
+
+func TestServerOAuthEndpoints(t *testing.T) {
+	t.Parallel()
+	s, _ := startServer(t, testConfig(t))
+	base := "http://" + s.Addr().String()
+	code, body := get(t, http.DefaultClient, base+"/.well-known/oauth-authorization-server")
+	var meta struct {
+		Issuer        string `json:"issuer"`
+		TokenEndpoint string `json:"token_endpoint"`
+		JWKSURI       string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal([]byte(body), &meta); code != 200 || err != nil {
+		t.Fatalf("GET metadata = %d %s (%v)", code, body, err)
+	}
+	if meta.Issuer != s.PublicURL() || meta.TokenEndpoint != s.PublicURL()+"/oauth/token" {
+		t.Errorf("metadata = %+v, want issuer %s", meta, s.PublicURL())
+	}
+	code, body = get(t, http.DefaultClient, meta.JWKSURI)
+	var jwks struct{ Keys []json.RawMessage }
+	if err := json.Unmarshal([]byte(body), &jwks); code != 200 || err != nil || len(jwks.Keys) == 0 {
+		t.Errorf("GET jwks = %d %s (%v)", code, body, err)
+	}
+	resp, err := http.PostForm(meta.TokenEndpoint, map[string][]string{"grant_type": {"client_credentials"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 && resp.StatusCode != 401 {
+		t.Errorf("POST token without client auth = %d, want an OAuth error", resp.StatusCode)
+	}
+}
