@@ -22,8 +22,8 @@ func validAgent(t *testing.T) *Agent {
 	return &Agent{
 		ID: MustParseID("spiffe://example.org/agent/bot"), Owner: "alice@example.com",
 		Escalation: "oncall@example.com", Tier: TierSupervised, Status: StatusActive,
-		Labels: map[string]string{"team": "platform"},
-		Keys:   []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: "EdDSA", Use: "sig"}},
+		Labels:      map[string]string{"team": "platform"},
+		Keys:        []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: "EdDSA", Use: "sig"}},
 		Federations: []Federation{{Issuer: "https://token.actions.example.com", Subject: "repo:org/x:ref:main"}},
 	}
 }
