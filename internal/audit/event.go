@@ -33,10 +33,29 @@ const (
 	TypeSigningKeyRotated Type = "signing_key.rotated"
 )
 
+// Event types recorded by the MCP gateway.
+const (
+	// TypeMCPCall is a decided MCP call (tools/call, resources/read,
+	// prompts/get), recorded before the call proceeds.
+	TypeMCPCall Type = "mcp.call"
+	// TypeMCPResult is the outcome of an allowed MCP call.
+	TypeMCPResult Type = "mcp.result"
+	// TypeToolPinned: a tool definition was seen for the first time and pinned.
+	TypeToolPinned Type = "tool.pinned"
+	// TypeToolQuarantined: an upstream changed a pinned tool definition.
+	TypeToolQuarantined Type = "tool.quarantined"
+	// TypeToolApproved: an admin approved a changed tool definition.
+	TypeToolApproved Type = "tool.approved"
+	// TypeToolCollision: upstreams offer tools under the same name.
+	TypeToolCollision Type = "tool.collision"
+)
+
 // Decision outcomes recorded on events.
 const (
 	DecisionAllow = "allow"
 	DecisionDeny  = "deny"
+	// DecisionApprovalRequired: the action was held for a human approval.
+	DecisionApprovalRequired = "approval_required"
 )
 
 // Event is one audit record.

@@ -1,0 +1,668 @@
+package mcpproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/audit"
+)
+
+// JSON-RPC error codes of the gateway, in the implementation-defined
+// server error range. Each error's data member is an object with a
+// "reasons" array (readable explanations) and, where a retry can succeed,
+// "retry_after" in seconds.
+const (
+	// CodeDenied: the decision pipeline denied the call.
+	CodeDenied = -32010
+	// CodeApprovalRequired: the call needs a human approval that was not
+	// given (or no approver is configured).
+	CodeApprovalRequired = -32011
+	// CodeRateLimited: a per-agent or per-tool rate limit; retry later.
+	CodeRateLimited = -32012
+	// CodeBudgetExceeded: the task's call budget is spent.
+	CodeBudgetExceeded = -32013
+	// CodeQuarantined: the tool's definition changed since it was
+	// approved; an admin must approve it (mandate tool approve).
+	CodeQuarantined = -32014
+	// CodeUpstreamUnavailable: the upstream could not be reached or
+	// crashed; retry later.
+	CodeUpstreamUnavailable = -32015
+	// CodeUpstreamTimeout: the upstream did not answer in time.
+	CodeUpstreamTimeout = -32016
+	// CodeTooLarge: the upstream's result exceeds the size limit.
+	CodeTooLarge = -32017
+	// CodeUnauthenticated: the request carried no usable credential
+	// (only when a session's credential is missing at call time).
+	CodeUnauthenticated = -32018
+)
+
+// errorData is the data member of the gateway's JSON-RPC errors.
+type errorData struct {
+	Reasons    []string `json:"reasons,omitempty"`
+	RetryAfter int      `json:"retry_after,omitempty"`
+	Upstream   string   `json:"upstream,omitempty"`
+	Digest     string   `json:"digest,omitempty"`
+}
+
+func rpcError(code int64, msg string, d errorData) *jsonrpc.Error {
+	return &jsonrpc.Error{Code: code, Message: msg, Data: jsonData(d)}
+}
+
+func retrySeconds(d time.Duration) int { return max(1, int((d+time.Second-1)/time.Second)) }
+
+// errorFor maps an upstream-side error to the JSON-RPC error sent
+// downstream: upstream JSON-RPC errors pass through unchanged.
+func (g *Gateway) errorFor(err error, upstream string) error {
+	if err == nil {
+		return nil
+	}
+	var we *jsonrpc.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	var re *retryError
+	if errors.As(err, &re) {
+		return rpcError(CodeUpstreamUnavailable, re.Error(), errorData{RetryAfter: retrySeconds(re.after), Upstream: upstream})
+	}
+	var te *timeoutError
+	if errors.As(err, &te) {
+		return rpcError(CodeUpstreamTimeout, te.Error(), errorData{Upstream: te.upstream})
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, errUpstreamDown) {
+		return rpcError(CodeUpstreamUnavailable, err.Error(), errorData{RetryAfter: 1, Upstream: upstream})
+	}
+	g.log.Error("mcp relay failed", "upstream", upstream, "err", err)
+	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
+}
+
+// RiskOf derives a tool's risk class from its annotations. Missing hints
+// take the MCP defaults (not read-only, destructive).
+func RiskOf(a *mcp.ToolAnnotations) Risk {
+	switch {
+	case a != nil && a.ReadOnlyHint:
+		return RiskRead
+	case a != nil && a.DestructiveHint != nil && !*a.DestructiveHint:
+		return RiskWrite
+	default:
+		return RiskDestructive
+	}
+}
+
+// refreshTools lists every upstream's tools, pinning new definitions and
+// quarantining changed ones.
+func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, error) {
+	out := map[string]*toolEntry{}
+	bare := map[string][]string{}
+	for _, u := range s.ups {
+		cs, err := u.get(ctx)
+		if err != nil {
+			if s.upstream != "" {
+				return nil, s.gw.errorFor(err, u.cfg.Name)
+			}
+			continue
+		}
+		var tools []*mcp.Tool
+		err = u.call(ctx, cs, func(ctx context.Context) error {
+			tools = tools[:0]
+			for t, err := range cs.Tools(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				tools = append(tools, t)
+			}
+			return nil
+		})
+		if err != nil {
+			if s.upstream != "" {
+				return nil, s.gw.errorFor(err, u.cfg.Name)
+			}
+			continue
+		}
+		for _, t := range tools {
+			d, err := ToolDigest(t)
+			if err != nil {
+				continue
+			}
+			st, err := s.gw.pins.observe(ctx, u.cfg.Name, t, d)
+			if err != nil {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "tool pinning unavailable"}
+			}
+			name := s.exposed(u, t.Name)
+			if prev := out[name]; prev != nil {
+				// Two definitions under one name: report and expose
+				// neither, never pick one silently.
+				s.gw.pins.collision(ctx, name, []string{prev.up.cfg.Name, u.cfg.Name})
+				out[name] = &toolEntry{up: u, tool: t, digest: d, status: PinCollision}
+				continue
+			}
+			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st}
+			bare[t.Name] = append(bare[t.Name], u.cfg.Name)
+		}
+	}
+	if s.upstream == "" {
+		for name, ups := range bare {
+			if len(ups) > 1 {
+				s.gw.pins.collision(ctx, name, ups)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.tools = out
+	s.mu.Unlock()
+	return out, nil
+}
+
+func (s *session) listTools(ctx context.Context, req *mcp.ListToolsRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	if req.Params != nil && req.Params.Cursor != "" {
+		return nil, invalidParams("invalid cursor")
+	}
+	tools, err := s.refreshTools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &mcp.ListToolsResult{Tools: []*mcp.Tool{}}
+	for _, name := range sortedKeys(tools) {
+		e := tools[name]
+		if e.status != PinApproved {
+			continue
+		}
+		d, err := s.gw.cfg.Decider.Decide(ctx, s.toolRequest(a, e, nil, true))
+		if err != nil || d.Effect == Deny {
+			continue
+		}
+		t := e.tool
+		if name != t.Name {
+			c := *t
+			c.Name = name
+			t = &c
+		}
+		res.Tools = append(res.Tools, t)
+	}
+	return res, nil
+}
+
+func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, preview bool) Request {
+	var ann json.RawMessage
+	if e.tool.Annotations != nil {
+		ann, _ = json.Marshal(e.tool.Annotations)
+	}
+	return Request{
+		Credential: a.cred, Principal: a.p, Action: ActionToolCall,
+		Upstream: e.up.cfg.Name, Name: e.tool.Name, Resource: e.up.cfg.Name + "/" + e.tool.Name,
+		Arguments: args, Annotations: ann, Risk: RiskOf(e.tool.Annotations), Preview: preview,
+	}
+}
+
+func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	p := req.Params
+	if p.Arguments != nil && !isObject(p.Arguments) {
+		return nil, invalidParams("tool arguments must be a JSON object")
+	}
+	s.mu.Lock()
+	e := s.tools[p.Name]
+	known := s.tools != nil
+	s.mu.Unlock()
+	if e == nil && !known {
+		tools, err := s.refreshTools(ctx)
+		if err != nil {
+			return nil, err
+		}
+		e = tools[p.Name]
+	}
+	if e == nil {
+		return nil, invalidParams("unknown tool %q", p.Name)
+	}
+	switch e.status {
+	case PinApproved:
+		// The pin may have changed since the list (an upstream that
+		// changed its definition, seen by another session).
+		if !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest) {
+			return nil, s.quarantined(p.Name, e.digest)
+		}
+	case PinQuarantined:
+		return nil, s.quarantined(p.Name, e.digest)
+	default:
+		return nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", p.Name)
+	}
+	r := s.toolRequest(a, e, p.Arguments, false)
+	done, err := s.gw.govern(ctx, s, r)
+	if err != nil {
+		return nil, err
+	}
+	defer s.track(ctx, progressToken(p.Meta))()
+	cs, err := e.up.get(ctx)
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, e.up.cfg.Name))
+	}
+	args := any(p.Arguments)
+	if p.Arguments == nil {
+		args = map[string]any{}
+	}
+	var res *mcp.CallToolResult
+	err = e.up.call(ctx, cs, func(ctx context.Context) (err error) {
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Meta: p.Meta, Name: e.tool.Name, Arguments: args})
+		return err
+	})
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, e.up.cfg.Name))
+	}
+	return res, done(res, s.gw.checkSize(res))
+}
+
+func (s *session) quarantined(name, digest string) error {
+	return rpcError(CodeQuarantined, fmt.Sprintf("tool %q is quarantined: its definition changed since it was approved; an admin must review it (mandate tool diff) and approve it (mandate tool approve)", name),
+		errorData{Reasons: []string{"tool definition changed"}, Digest: digest})
+}
+
+func isObject(raw json.RawMessage) bool {
+	b := strings.TrimLeft(string(raw), " \t\r\n")
+	return strings.HasPrefix(b, "{") || b == "null"
+}
+
+func progressToken(m mcp.Meta) any {
+	if m == nil {
+		return nil
+	}
+	return m["progressToken"]
+}
+
+func (g *Gateway) checkSize(res mcp.Result) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "result not encodable"}
+	}
+	if len(b) > g.cfg.Limits.MaxResultBytes {
+		return rpcError(CodeTooLarge, fmt.Sprintf("upstream result of %d bytes exceeds the gateway's limit of %d", len(b), g.cfg.Limits.MaxResultBytes), errorData{})
+	}
+	return nil
+}
+
+// govern decides r (rate limits, budget, decider, approval), records the
+// decision, and returns a function that records the outcome. The error is
+// the JSON-RPC error to send when the call may not proceed.
+func (g *Gateway) govern(ctx context.Context, s *session, r Request) (func(mcp.Result, error) error, error) {
+	ev := g.event(s, r)
+	deny := func(code int64, msg string, d errorData) error {
+		ev.Decision = audit.DecisionDeny
+		ev.Reason = strings.Join(d.Reasons, "; ")
+		if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
+			g.log.Error("audit record failed", "err", err)
+		}
+		return rpcError(code, msg, d)
+	}
+	if d := g.lim.wait(r.Principal.Agent, r.Resource); d > 0 {
+		return nil, deny(CodeRateLimited, fmt.Sprintf("rate limit for %s exceeded; retry after %ds", r.Resource, retrySeconds(d)),
+			errorData{Reasons: []string{"rate limit exceeded"}, RetryAfter: retrySeconds(d)})
+	}
+	if !g.lim.budgetLeft(r.Principal.Task) {
+		return nil, deny(CodeBudgetExceeded, "the task's call budget is spent", errorData{Reasons: []string{fmt.Sprintf("task budget of %d calls spent", g.cfg.Limits.TaskCalls)}})
+	}
+	dec, err := g.cfg.Decider.Decide(ctx, r)
+	if err != nil {
+		g.log.Error("decision failed", "err", err)
+		dec = Decision{Effect: Deny, Reasons: []string{"decision failed (denied by default)"}}
+	}
+	if dec.Effect == ApprovalRequired {
+		if g.cfg.Approvals == nil {
+			ev.Decision = audit.DecisionApprovalRequired
+			ev.Reason = strings.Join(dec.Reasons, "; ")
+			if !dec.Recorded {
+				_ = g.cfg.Audit.Record(context.WithoutCancel(ctx), ev)
+			}
+			return nil, rpcError(CodeApprovalRequired, "approval required: "+orDefault(ev.Reason, "this call needs a human approval")+" (no approver is configured)", errorData{Reasons: dec.Reasons})
+		}
+		dec, err = g.cfg.Approvals.Wait(ctx, r, dec)
+		if err != nil {
+			dec = Decision{Effect: Deny, Reasons: []string{"approval not obtained: " + err.Error()}}
+		}
+	}
+	for _, o := range dec.Obligations {
+		if dec.Effect == Allow {
+			dec = Decision{Effect: Deny, Reasons: []string{fmt.Sprintf("obligation %q is not supported by the MCP gateway", o.Kind)}}
+		}
+	}
+	if dec.Effect != Allow {
+		if dec.Effect == ApprovalRequired {
+			dec.Effect = Deny
+		}
+		msg := "denied: " + orDefault(strings.Join(dec.Reasons, "; "), "not allowed")
+		if dec.Recorded {
+			return nil, rpcError(CodeDenied, msg, errorData{Reasons: dec.Reasons})
+		}
+		return nil, deny(CodeDenied, msg, errorData{Reasons: dec.Reasons})
+	}
+	if !g.lim.spend(r.Principal.Task) {
+		return nil, deny(CodeBudgetExceeded, "the task's call budget is spent", errorData{Reasons: []string{fmt.Sprintf("task budget of %d calls spent", g.cfg.Limits.TaskCalls)}})
+	}
+	ev.Decision = audit.DecisionAllow
+	ev.Reason = strings.Join(dec.Reasons, "; ")
+	if !dec.Recorded {
+		if err := g.cfg.Audit.Record(ctx, ev); err != nil {
+			g.log.Error("audit record failed; call denied", "err", err)
+			return nil, rpcError(CodeDenied, "denied: the audit log is unavailable", errorData{Reasons: []string{"audit log unavailable (fail closed)"}})
+		}
+	}
+	start := time.Now()
+	return func(res mcp.Result, err error) error {
+		out := ev
+		out.Type = audit.TypeMCPResult
+		out.Time = time.Time{}
+		out.Details = mapsClone(ev.Details)
+		out.Details["duration_us"] = strconv.FormatInt(time.Since(start).Microseconds(), 10)
+		switch {
+		case err != nil:
+			out.Details["outcome"] = "error"
+			out.Reason = err.Error()
+		case isToolError(res):
+			out.Details["outcome"] = "tool_error"
+		default:
+			out.Details["outcome"] = "ok"
+		}
+		// The outcome is recorded even when the client went away.
+		if rerr := g.cfg.Audit.Record(context.WithoutCancel(ctx), out); rerr != nil {
+			g.log.Error("audit record of outcome failed", "err", rerr)
+		}
+		return err
+	}, nil
+}
+
+func isToolError(res mcp.Result) bool {
+	r, ok := res.(*mcp.CallToolResult)
+	return ok && r.IsError
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func mapsClone(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+2)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (g *Gateway) event(s *session, r Request) audit.Event {
+	p := r.Principal
+	ev := audit.Event{
+		Type: audit.TypeMCPCall, Actor: p.Agent, Agent: p.Agent, Chain: p.Chain, OnBehalfOf: p.OnBehalfOf,
+		Task: p.Task, Action: r.Action, Resource: r.Resource, Point: "mcp",
+		Details: map[string]string{"upstream": r.Upstream, "name": r.Name, "endpoint": s.resource},
+	}
+	if r.Risk != "" {
+		ev.Details["risk"] = string(r.Risk)
+	}
+	if r.Arguments != nil {
+		// Arguments can hold secrets: the ledger keeps their digest.
+		sum := sha256.Sum256(canonicalOrRaw(r.Arguments))
+		ev.Details["arguments_sha256"] = hex.EncodeToString(sum[:])
+	}
+	return ev
+}
+
+func canonicalOrRaw(raw json.RawMessage) []byte {
+	if b, err := Canonical(raw); err == nil {
+		return b
+	}
+	return raw
+}
+
+// --- resources and prompts ---
+
+func (s *session) listResources(ctx context.Context, req *mcp.ListResourcesRequest) (mcp.Result, error) {
+	if s.upstream != "" {
+		u := s.ups[0]
+		cs, err := u.get(ctx)
+		if err != nil {
+			return nil, s.gw.errorFor(err, u.cfg.Name)
+		}
+		var res *mcp.ListResourcesResult
+		err = u.call(ctx, cs, func(ctx context.Context) (err error) {
+			res, err = cs.ListResources(ctx, req.Params)
+			return err
+		})
+		return res, s.gw.errorFor(err, u.cfg.Name)
+	}
+	if req.Params != nil && req.Params.Cursor != "" {
+		return nil, invalidParams("invalid cursor")
+	}
+	idx := map[string]*upConn{}
+	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
+	for _, u := range s.ups {
+		cs, err := u.get(ctx)
+		if err != nil || !hasResources(u) {
+			continue
+		}
+		_ = u.call(ctx, cs, func(ctx context.Context) error {
+			for r, err := range cs.Resources(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				if _, dup := idx[r.URI]; !dup {
+					idx[r.URI] = u
+					res.Resources = append(res.Resources, r)
+				}
+			}
+			return nil
+		})
+	}
+	s.mu.Lock()
+	s.resources = idx
+	s.mu.Unlock()
+	return res, nil
+}
+
+func hasResources(u *upConn) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.init != nil && u.init.Capabilities != nil && u.init.Capabilities.Resources != nil
+}
+
+func (s *session) listTemplates(ctx context.Context, req *mcp.ListResourceTemplatesRequest) (mcp.Result, error) {
+	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
+	if s.upstream != "" {
+		u := s.ups[0]
+		cs, err := u.get(ctx)
+		if err != nil {
+			return nil, s.gw.errorFor(err, u.cfg.Name)
+		}
+		err = u.call(ctx, cs, func(ctx context.Context) (err error) {
+			res, err = cs.ListResourceTemplates(ctx, req.Params)
+			return err
+		})
+		return res, s.gw.errorFor(err, u.cfg.Name)
+	}
+	for _, u := range s.ups {
+		cs, err := u.get(ctx)
+		if err != nil || !hasResources(u) {
+			continue
+		}
+		_ = u.call(ctx, cs, func(ctx context.Context) error {
+			for t, err := range cs.ResourceTemplates(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				res.ResourceTemplates = append(res.ResourceTemplates, t)
+			}
+			return nil
+		})
+	}
+	return res, nil
+}
+
+// resourceUpstream finds the upstream serving uri.
+func (s *session) resourceUpstream(ctx context.Context, uri string) (*upConn, error) {
+	if s.upstream != "" {
+		return s.ups[0], nil
+	}
+	s.mu.Lock()
+	u := s.resources[uri]
+	s.mu.Unlock()
+	if u != nil {
+		return u, nil
+	}
+	var with []*upConn
+	for _, c := range s.ups {
+		if _, err := c.get(ctx); err == nil && hasResources(c) {
+			with = append(with, c)
+		}
+	}
+	if len(with) == 1 {
+		return with[0], nil
+	}
+	return nil, &jsonrpc.Error{Code: mcp.CodeResourceNotFound, Message: fmt.Sprintf("resource %q is not known on the aggregated endpoint; list resources first or use an upstream's endpoint", uri)}
+}
+
+func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	uri := req.Params.URI
+	u, err := s.resourceUpstream(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	done, err := s.gw.govern(ctx, s, Request{
+		Credential: a.cred, Principal: a.p, Action: ActionResourceRead,
+		Upstream: u.cfg.Name, Name: uri, Resource: uri, Risk: RiskRead,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer s.track(ctx, progressToken(req.Params.Meta))()
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+	}
+	var res *mcp.ReadResourceResult
+	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
+		res, err = cs.ReadResource(ctx, req.Params)
+		return err
+	})
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+	}
+	return res, done(res, s.gw.checkSize(res))
+}
+
+func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	if req.Params != nil && req.Params.Cursor != "" {
+		return nil, invalidParams("invalid cursor")
+	}
+	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
+	idx := map[string]*promptEntry{}
+	for _, u := range s.ups {
+		cs, err := u.get(ctx)
+		if err != nil {
+			if s.upstream != "" {
+				return nil, s.gw.errorFor(err, u.cfg.Name)
+			}
+			continue
+		}
+		var ps []*mcp.Prompt
+		err = u.call(ctx, cs, func(ctx context.Context) error {
+			for p, err := range cs.Prompts(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				ps = append(ps, p)
+			}
+			return nil
+		})
+		if err != nil {
+			if s.upstream != "" {
+				return nil, s.gw.errorFor(err, u.cfg.Name)
+			}
+			continue
+		}
+		for _, p := range ps {
+			d, err := s.gw.cfg.Decider.Decide(ctx, Request{
+				Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,
+				Name: p.Name, Resource: u.cfg.Name + "/" + p.Name, Risk: RiskRead, Preview: true,
+			})
+			if err != nil || d.Effect == Deny {
+				continue
+			}
+			name := s.exposed(u, p.Name)
+			idx[name] = &promptEntry{up: u, name: p.Name}
+			if name != p.Name {
+				c := *p
+				c.Name = name
+				p = &c
+			}
+			res.Prompts = append(res.Prompts, p)
+		}
+	}
+	s.mu.Lock()
+	s.prompts = idx
+	s.mu.Unlock()
+	return res, nil
+}
+
+func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	u, name, ok := s.split(req.Params.Name)
+	if !ok {
+		return nil, invalidParams("unknown prompt %q", req.Params.Name)
+	}
+	args, _ := json.Marshal(req.Params.Arguments)
+	if req.Params.Arguments == nil {
+		args = nil
+	}
+	done, err := s.gw.govern(ctx, s, Request{
+		Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,
+		Name: name, Resource: u.cfg.Name + "/" + name, Arguments: args, Risk: RiskRead,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer s.track(ctx, progressToken(req.Params.Meta))()
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+	}
+	p := *req.Params
+	p.Name = name
+	var res *mcp.GetPromptResult
+	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
+		res, err = cs.GetPrompt(ctx, &p)
+		return err
+	})
+	if err != nil {
+		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+	}
+	return res, done(res, s.gw.checkSize(res))
+}

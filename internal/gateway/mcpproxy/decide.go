@@ -1,0 +1,151 @@
+package mcpproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Action kinds the gateway asks about. They are task scope action names
+// (see task.Actions).
+const (
+	ActionToolCall     = "tool.call"
+	ActionResourceRead = "resource.read"
+	ActionPromptGet    = "prompt.get"
+)
+
+// Effect is a decision's outcome.
+type Effect string
+
+// Effects.
+const (
+	Allow            Effect = "allow"
+	Deny             Effect = "deny"
+	ApprovalRequired Effect = "approval_required"
+)
+
+// Credential is what a downstream client presented on the HTTP request
+// that carried an MCP message: the access token and, for DPoP-bound tokens,
+// the proof and the request it was made for (RFC 9449 §4.3).
+type Credential struct {
+	Token     string
+	DPoPProof string
+	Method    string
+	URL       string
+}
+
+// Principal is what the gateway's Authenticator established about the
+// caller: the task the token was issued for and the acting agent.
+type Principal struct {
+	// Task is the task ID; every call is made under it.
+	Task string
+	// Agent is the acting agent's SPIFFE ID.
+	Agent string
+	// Chain is the delegation chain of agents, root first.
+	Chain []string
+	// OnBehalfOf is the principal at the root of the chain (the token's sub).
+	OnBehalfOf string
+	// Tier is the agent's trust tier (assist, supervised, autonomous).
+	Tier string
+	// Scope is the task's scope, space-separated patterns.
+	Scope string
+	// Expiry is when the credential expires.
+	Expiry time.Time
+	// TokenID is the token's jti (for audit).
+	TokenID string
+}
+
+// Authenticator verifies a downstream credential. It returns an error
+// wrapping ErrUnauthenticated when the credential is missing, malformed,
+// expired, revoked or not bound as it must be; the gateway answers such
+// requests with 401 and a WWW-Authenticate challenge. An adapter over
+// token.Verifier is all that is needed.
+type Authenticator interface {
+	Authenticate(ctx context.Context, cred Credential) (*Principal, error)
+}
+
+// Risk is a tool's risk class, derived from its MCP annotations.
+type Risk string
+
+// Risk classes (see DESIGN.md, "Action").
+const (
+	RiskRead        Risk = "read"
+	RiskWrite       Risk = "write"
+	RiskDestructive Risk = "destructive"
+	RiskExternal    Risk = "external"
+)
+
+// Request is one attempted MCP action, as the gateway hands it to the
+// decision pipeline.
+type Request struct {
+	// Credential is the raw credential of the HTTP request that carried
+	// the call, for deciders that authenticate for themselves. The DPoP
+	// proof in it has already been accepted once by the Authenticator.
+	Credential Credential
+	// Principal is what the Authenticator established.
+	Principal *Principal
+	// Action is ActionToolCall, ActionResourceRead or ActionPromptGet.
+	Action string
+	// Upstream is the configured name of the MCP server that would serve
+	// the call.
+	Upstream string
+	// Name is the tool or prompt name as the upstream knows it, or the
+	// resource URI.
+	Name string
+	// Resource is the scope resource the action is matched against:
+	// "<upstream>/<tool or prompt>" or the resource URI.
+	Resource string
+	// Arguments are the call's arguments (a JSON object), or nil.
+	Arguments json.RawMessage
+	// Annotations are the tool's MCP annotations as the upstream declared
+	// them (nil for resources and prompts).
+	Annotations json.RawMessage
+	// Risk is the risk class derived from the annotations.
+	Risk Risk
+	// Preview marks a question asked only to filter a list (tools/list):
+	// the decider must not record it, count it against budgets or open an
+	// approval. A tool is listed unless the answer is deny.
+	Preview bool
+}
+
+// Decision is the pipeline's answer.
+type Decision struct {
+	Effect Effect
+	// Reasons are human-readable explanations (policy ids and messages);
+	// they are shown to the caller on a denial.
+	Reasons []string
+	// Obligations the gateway must honour; unknown obligations make the
+	// gateway deny (fail closed).
+	Obligations []Obligation
+	// Recorded reports that the decider already wrote the decision's audit
+	// event (the access pipeline does); when false the gateway records it.
+	Recorded bool
+}
+
+// Obligation is a duty attached to an allow: Kind names it, Value
+// parameterizes it.
+type Obligation struct {
+	Kind  string
+	Value string
+}
+
+// Decider decides attempted actions. It must fail closed: an error means
+// deny. The access pipeline implements it.
+type Decider interface {
+	Decide(ctx context.Context, req Request) (Decision, error)
+}
+
+// ApprovalWaiter holds a call that needs human approval. Wait blocks until
+// the request is approved (returning a fresh allow decision), denied or
+// expired (a deny decision), or ctx ends. The approvals subsystem
+// implements it; without one, approval_required is a denial.
+type ApprovalWaiter interface {
+	Wait(ctx context.Context, req Request, d Decision) (Decision, error)
+}
+
+// Errors the Authenticator and gateway use.
+var (
+	// ErrUnauthenticated: no valid credential; answered with 401.
+	ErrUnauthenticated = errors.New("unauthenticated")
+)

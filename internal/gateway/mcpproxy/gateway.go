@@ -1,0 +1,393 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"golang.org/x/time/rate"
+
+	"github.com/mandatehq/mandate/internal/audit"
+)
+
+// Limits bound what the gateway accepts and how long it waits. Zero
+// fields get the defaults below.
+type Limits struct {
+	// MaxMessageBytes bounds a downstream HTTP request body.
+	MaxMessageBytes int64
+	// MaxResultBytes bounds an upstream result relayed downstream.
+	MaxResultBytes int
+	// CallTimeout bounds each upstream call.
+	CallTimeout time.Duration
+	// ConnectTimeout bounds connecting to (or spawning) an upstream.
+	ConnectTimeout time.Duration
+	// SessionTimeout closes idle downstream sessions (and their upstream
+	// sessions and processes).
+	SessionTimeout time.Duration
+	// AgentRate and AgentBurst limit decided calls per agent; ToolRate and
+	// ToolBurst per agent and tool. A zero rate means unlimited.
+	AgentRate  rate.Limit
+	AgentBurst int
+	ToolRate   rate.Limit
+	ToolBurst  int
+	// TaskCalls is the per-task budget of decided calls through this
+	// gateway; zero means unlimited.
+	TaskCalls int64
+}
+
+// Defaults for Limits.
+const (
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultMaxResultBytes  = 16 << 20
+	DefaultCallTimeout     = 60 * time.Second
+	DefaultConnectTimeout  = 30 * time.Second
+	DefaultSessionTimeout  = 30 * time.Minute
+)
+
+func (l *Limits) fill() {
+	def := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = DefaultMaxResultBytes
+	}
+	def(&l.CallTimeout, DefaultCallTimeout)
+	def(&l.ConnectTimeout, DefaultConnectTimeout)
+	def(&l.SessionTimeout, DefaultSessionTimeout)
+	if l.AgentRate > 0 && l.AgentBurst <= 0 {
+		l.AgentBurst = max(1, int(l.AgentRate))
+	}
+	if l.ToolRate > 0 && l.ToolBurst <= 0 {
+		l.ToolBurst = max(1, int(l.ToolRate))
+	}
+}
+
+// Config configures a Gateway.
+type Config struct {
+	// Upstreams are the MCP servers behind the gateway.
+	Upstreams []Upstream
+	// Authenticator verifies downstream credentials; required.
+	Authenticator Authenticator
+	// Decider decides every call; required.
+	Decider Decider
+	// Approvals holds approval_required calls; nil denies them with
+	// "approval required".
+	Approvals ApprovalWaiter
+	// Audit records every call, outcome and pinning change; required.
+	Audit audit.Recorder
+	// Pins stores tool definition pins; nil keeps them in memory.
+	Pins PinStore
+	// PublicURL is the externally visible base URL of the server the
+	// gateway is mounted on (no trailing slash), for resource identifiers
+	// and RFC 9728 metadata.
+	PublicURL string
+	// AuthorizationServers are the issuers advertised in the protected
+	// resource metadata (mandate's own issuer).
+	AuthorizationServers []string
+	// BasePath is where the endpoints are mounted; default "/mcp".
+	BasePath string
+	Limits   Limits
+	// HTTPClient reaches HTTP upstreams (default: a dedicated client).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// Gateway is the MCP gateway: an http.Handler serving one Streamable HTTP
+// endpoint per upstream ({BasePath}/{name}) and an aggregated one
+// ({BasePath}) whose tools and prompts are named "{upstream}__{name}",
+// plus the RFC 9728 protected resource metadata for each. It is safe for
+// concurrent use; Close stops every session and upstream process.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	ups      map[string]*Upstream
+	names    []string
+	pins     *pinner
+	lim      *limiter
+	handler  http.Handler
+	httpc    *http.Client
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+}
+
+// New builds a gateway. It does not contact upstreams: each downstream
+// session connects to its upstreams when it initializes.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Authenticator == nil || cfg.Decider == nil || cfg.Audit == nil {
+		return nil, errors.New("mcpproxy: gateway needs an authenticator, a decider and an audit recorder")
+	}
+	if cfg.BasePath == "" {
+		cfg.BasePath = "/mcp"
+	}
+	cfg.BasePath = "/" + strings.Trim(cfg.BasePath, "/")
+	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	cfg.Limits.fill()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Pins == nil {
+		cfg.Pins = NewMemoryPins()
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, sessions: map[*session]struct{}{}}
+	for i := range cfg.Upstreams {
+		u := &cfg.Upstreams[i]
+		if err := u.Validate(); err != nil {
+			return nil, err
+		}
+		if g.ups[u.Name] != nil {
+			return nil, fmt.Errorf("mcpproxy: upstream %q configured twice", u.Name)
+		}
+		g.ups[u.Name] = u
+		g.names = append(g.names, u.Name)
+	}
+	slices.Sort(g.names)
+	g.httpc = cfg.HTTPClient
+	if g.httpc == nil {
+		g.httpc = &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: false,
+		}}
+	}
+	g.pins = &pinner{store: cfg.Pins, audit: cfg.Audit, log: g.log, cache: map[pinKey]*Pin{}}
+	g.lim = newLimiter(cfg.Limits)
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.handler = g.routes()
+	return g, nil
+}
+
+// Upstreams returns the configured upstream names, sorted.
+func (g *Gateway) Upstreams() []string { return slices.Clone(g.names) }
+
+// Pins returns the gateway's tool pins (for the admin API).
+func (g *Gateway) Pins() *Pinner { return (*Pinner)(g.pins) }
+
+// ServeHTTP serves the endpoints and their metadata.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// Close ends every session, stops upstream processes and waits for the
+// gateway's goroutines.
+func (g *Gateway) Close() error {
+	g.cancel()
+	g.mu.Lock()
+	ss := make([]*session, 0, len(g.sessions))
+	for s := range g.sessions {
+		ss = append(ss, s)
+	}
+	g.mu.Unlock()
+	for _, s := range ss {
+		s.close()
+	}
+	g.wg.Wait()
+	return nil
+}
+
+func (g *Gateway) upstreamHTTP(u *Upstream) *http.Client {
+	if len(u.Headers) == 0 {
+		return g.httpc
+	}
+	base := g.httpc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c := *g.httpc
+	c.Transport = &headerTransport{base: base, headers: u.Headers}
+	return &c
+}
+
+// routes mounts one endpoint per upstream, the aggregated endpoint and the
+// metadata documents.
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	mount := func(path, upstream string) {
+		resource := g.cfg.PublicURL + path
+		metaPath := "/.well-known/oauth-protected-resource" + path
+		md := &oauthex.ProtectedResourceMetadata{
+			Resource:                      resource,
+			AuthorizationServers:          g.cfg.AuthorizationServers,
+			BearerMethodsSupported:        []string{"header"},
+			ResourceName:                  "mandate MCP gateway",
+			DPOPSigningAlgValuesSupported: []string{"EdDSA", "ES256"},
+		}
+		mux.Handle("GET "+metaPath, auth.ProtectedResourceMetadataHandler(md))
+		mux.Handle("OPTIONS "+metaPath, auth.ProtectedResourceMetadataHandler(md))
+		h := mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
+			return g.newSession(upstream, resource).server
+		}, &mcp.StreamableHTTPOptions{
+			MaxRequestBodyBytes: g.cfg.Limits.MaxMessageBytes,
+			SessionTimeout:      g.cfg.Limits.SessionTimeout,
+			Logger:              g.log,
+		})
+		mux.Handle(path, g.authenticate(g.cfg.PublicURL+metaPath, h))
+	}
+	mount(g.cfg.BasePath, "")
+	for _, n := range g.names {
+		mount(g.cfg.BasePath+"/"+n, n)
+	}
+	return mux
+}
+
+type principalKey struct{}
+
+// authenticate verifies the credential of every request (Bearer or DPoP),
+// answering 401 with an RFC 9728 challenge when it is missing or invalid.
+// The principal reaches MCP handlers through the SDK's TokenInfo, whose
+// UserID (task and agent) also binds each session to its task.
+func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handler {
+	inner := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
+		p, _ := ctx.Value(principalKey{}).(*authed)
+		if p == nil {
+			return nil, auth.ErrInvalidToken
+		}
+		return &auth.TokenInfo{
+			UserID: p.p.Task + " " + p.p.Agent, Expiration: p.p.Expiry,
+			Extra: map[string]any{extraPrincipal: p},
+		}, nil
+	}, &auth.RequireBearerTokenOptions{ResourceMetadataURL: metadataURL})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := credentialFrom(r, g.cfg.PublicURL)
+		var p *Principal
+		var err error
+		if !ok {
+			err = fmt.Errorf("%w: no Bearer or DPoP credential", ErrUnauthenticated)
+		} else {
+			p, err = g.cfg.Authenticator.Authenticate(r.Context(), cred)
+			if err == nil && p == nil {
+				err = ErrUnauthenticated
+			}
+		}
+		if err != nil {
+			scheme := "Bearer"
+			w.Header().Add("WWW-Authenticate", fmt.Sprintf(`%s resource_metadata=%q, error="invalid_token"`, scheme, metadataURL))
+			w.Header().Add("WWW-Authenticate", `DPoP algs="EdDSA ES256"`)
+			msg := "invalid_token"
+			if !errors.Is(err, ErrUnauthenticated) {
+				g.log.Error("authentication failed", "err", err)
+			}
+			http.Error(w, msg+": "+publicAuthError(err), http.StatusUnauthorized)
+			return
+		}
+		// The SDK's bearer middleware carries the principal into the
+		// session; it only understands the Bearer scheme.
+		r2 := r.Clone(context.WithValue(r.Context(), principalKey{}, &authed{p: p, cred: cred}))
+		r2.Header.Set("Authorization", "Bearer "+cred.Token)
+		inner(next).ServeHTTP(w, r2)
+	})
+}
+
+func publicAuthError(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+const extraPrincipal = "mandate.principal"
+
+type authed struct {
+	p    *Principal
+	cred Credential
+}
+
+// credentialFrom reads an Authorization: Bearer or DPoP header (and the
+// DPoP proof), and the request's public URL for the proof's htu.
+func credentialFrom(r *http.Request, publicURL string) (Credential, bool) {
+	h := r.Header.Values("Authorization")
+	if len(h) != 1 {
+		return Credential{}, false
+	}
+	scheme, tok, ok := strings.Cut(h[0], " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || tok == "" || strings.ContainsAny(tok, " \t") {
+		return Credential{}, false
+	}
+	c := Credential{Token: tok, Method: r.Method}
+	u := publicURL + r.URL.Path
+	if publicURL == "" {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		u = proto + "://" + r.Host + r.URL.Path
+	}
+	c.URL = u
+	switch strings.ToLower(scheme) {
+	case "bearer":
+	case "dpop":
+		proofs := r.Header.Values("DPoP")
+		if len(proofs) != 1 {
+			return Credential{}, false
+		}
+		c.DPoPProof = proofs[0]
+	default:
+		return Credential{}, false
+	}
+	return c, true
+}
+
+func principalFrom(extra *mcp.RequestExtra) *authed {
+	if extra == nil || extra.TokenInfo == nil {
+		return nil
+	}
+	a, _ := extra.TokenInfo.Extra[extraPrincipal].(*authed)
+	return a
+}
+
+// logWriter forwards an upstream's stderr to the log, line by line.
+type logWriter struct {
+	log      *slog.Logger
+	upstream string
+	mu       sync.Mutex
+	buf      bytes.Buffer
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err == io.EOF {
+			if w.buf.Len() > 8<<10 {
+				w.buf.Reset()
+			}
+			w.buf.WriteString(line)
+			return len(p), nil
+		}
+		w.log.Debug("upstream stderr", "upstream", w.upstream, "line", strings.TrimRight(line, "\r\n"))
+	}
+}
+
+// retryError is an error the caller may retry after a delay.
+type retryError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// jsonData marshals v for a JSON-RPC error's data member.
+func jsonData(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}

@@ -1,0 +1,197 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Upstream is one MCP server behind the gateway, by name. Exactly one of
+// Command (a stdio server the gateway spawns) or URL (a Streamable HTTP
+// server) is set.
+type Upstream struct {
+	// Name is the upstream's name: the endpoint path segment and the tool
+	// namespace on the aggregated endpoint. [a-z0-9_-], 1-64 bytes.
+	Name string `json:"name"`
+	// Command and Args start a stdio server; Env is its whole environment
+	// (KEY=VALUE; the gateway's own environment is not inherited, so
+	// brokered secrets reach only the server they are for) and Dir its
+	// working directory.
+	Command string   `json:"command,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	Dir     string   `json:"dir,omitempty"`
+	// URL is a Streamable HTTP server's endpoint; Headers are sent with
+	// every request to it (they can carry brokered credentials).
+	URL     string            `json:"url,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// Timeout bounds each call to the upstream; zero means the gateway's
+	// Limits.CallTimeout.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+var upstreamName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// Validate checks u's fields.
+func (u *Upstream) Validate() error {
+	if !upstreamName.MatchString(u.Name) {
+		return fmt.Errorf("mcpproxy: upstream name %q must match %s", u.Name, upstreamName)
+	}
+	if (u.Command == "") == (u.URL == "") {
+		return fmt.Errorf("mcpproxy: upstream %q needs exactly one of command or url", u.Name)
+	}
+	if u.URL == "" && len(u.Headers) > 0 {
+		return fmt.Errorf("mcpproxy: upstream %q: headers need a url", u.Name)
+	}
+	return nil
+}
+
+// Backoff bounds for restarting a failed upstream connection.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// upConn is a downstream session's connection to one upstream. It is
+// (re)established on demand: when a stdio server exits or an HTTP session
+// breaks, the next call reconnects, with exponential backoff between
+// failed attempts.
+type upConn struct {
+	s   *session
+	cfg *Upstream
+
+	mu       sync.Mutex
+	cs       *mcp.ClientSession
+	client   *mcp.Client
+	init     *mcp.InitializeResult
+	roots    []string // root URIs mirrored from the downstream client
+	failures int
+	nextTry  time.Time
+	closed   bool
+}
+
+// errUpstreamDown marks failures to reach an upstream.
+var errUpstreamDown = errors.New("upstream unavailable")
+
+// get returns a live client session, connecting if needed.
+func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, fmt.Errorf("%w: session closed", errUpstreamDown)
+	}
+	if u.cs != nil {
+		return u.cs, nil
+	}
+	now := time.Now()
+	if now.Before(u.nextTry) {
+		return nil, &retryError{err: fmt.Errorf("%w: upstream %q is restarting", errUpstreamDown, u.cfg.Name), after: u.nextTry.Sub(now)}
+	}
+	cs, err := u.connect(ctx)
+	if err != nil {
+		u.failures++
+		d := min(maxBackoff, minBackoff<<min(u.failures-1, 16))
+		u.nextTry = now.Add(d)
+		u.s.gw.log.Warn("upstream connect failed", "upstream", u.cfg.Name, "err", err, "retry_in", d)
+		return nil, &retryError{err: fmt.Errorf("%w: upstream %q: %v", errUpstreamDown, u.cfg.Name, err), after: d}
+	}
+	u.failures = 0
+	u.cs = cs
+	u.init = cs.InitializeResult()
+	u.s.gw.wg.Add(1)
+	go func() {
+		defer u.s.gw.wg.Done()
+		err := cs.Wait()
+		u.mu.Lock()
+		if u.cs == cs {
+			u.cs = nil
+			if !u.closed {
+				u.s.gw.log.Warn("upstream session ended", "upstream", u.cfg.Name, "err", err)
+			}
+		}
+		u.mu.Unlock()
+	}()
+	return cs, nil
+}
+
+func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
+	if u.client == nil {
+		u.client = mcp.NewClient(&mcp.Implementation{Name: "mandate-gateway", Version: "1"}, u.s.clientOptions(u))
+	}
+	var t mcp.Transport
+	if u.cfg.Command != "" {
+		cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
+		cmd.Env = u.cfg.Env
+		if cmd.Env == nil {
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		}
+		cmd.Dir = u.cfg.Dir
+		cmd.Stderr = &logWriter{log: u.s.gw.log, upstream: u.cfg.Name}
+		t = &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+	} else {
+		t = &mcp.StreamableClientTransport{
+			Endpoint:   u.cfg.URL,
+			HTTPClient: u.s.gw.upstreamHTTP(u.cfg),
+			MaxRetries: -1,
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, u.s.gw.cfg.Limits.ConnectTimeout)
+	defer cancel()
+	// The session outlives the request that opened it: connect under the
+	// gateway's lifetime, bounded by the connect timeout.
+	cctx = mergeCancel(u.s.gw.ctx, cctx)
+	return u.client.Connect(cctx, t, nil)
+}
+
+// close ends the upstream session (stopping a stdio server).
+func (u *upConn) close() {
+	u.mu.Lock()
+	u.closed = true
+	cs := u.cs
+	u.cs = nil
+	u.mu.Unlock()
+	if cs != nil {
+		_ = cs.Close()
+	}
+}
+
+// drop discards a session that failed mid-call so the next call reconnects.
+func (u *upConn) drop(cs *mcp.ClientSession) {
+	u.mu.Lock()
+	if u.cs == cs {
+		u.cs = nil
+	}
+	u.mu.Unlock()
+	_ = cs.Close()
+}
+
+// mergeCancel returns a context carrying b's values and deadline that is
+// also cancelled when a is.
+func mergeCancel(a, b context.Context) context.Context {
+	ctx, cancel := context.WithCancel(b)
+	stop := context.AfterFunc(a, cancel)
+	context.AfterFunc(ctx, func() { stop() })
+	return ctx
+}
+
+// headerTransport adds fixed headers to every request.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers map[string]string
+}
+
+func (h *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h.headers {
+		r.Header.Set(k, v)
+	}
+	return h.base.RoundTrip(r)
+}
