@@ -31,13 +31,14 @@ type session struct {
 	ups      []*upConn
 	byName   map[string]*upConn
 
-	mu        sync.Mutex
-	ss        *mcp.ServerSession
-	closed    bool
-	inflight  []*inflight
-	tools     map[string]*toolEntry
-	prompts   map[string]*promptEntry
-	resources map[string]*upConn
+	mu         sync.Mutex
+	ss         *mcp.ServerSession
+	clientCaps *mcp.ClientCapabilities // the downstream client's, mirrored upstream
+	closed     bool
+	inflight   []*inflight
+	tools      map[string]*toolEntry
+	prompts    map[string]*promptEntry
+	resources  map[string]*upConn
 }
 
 type inflight struct {
@@ -130,8 +131,12 @@ func (s *session) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 // capabilities to them) and answers with their capabilities.
 func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method string, req mcp.Request) (mcp.Result, error) {
 	ss, _ := req.GetSession().(*mcp.ServerSession)
+	ip, _ := req.GetParams().(*mcp.InitializeParams)
 	s.mu.Lock()
 	s.ss = ss
+	if ip != nil {
+		s.clientCaps = ip.Capabilities
+	}
 	s.mu.Unlock()
 	var inits []*mcp.InitializeResult
 	var errs []error
@@ -282,21 +287,22 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 			_ = s.server.ResourceUpdated(ctx, r.Params)
 		},
 		LoggingMessageHandler: func(ctx context.Context, r *mcp.LoggingMessageRequest) {
+			defer u.order.handled.Add(1)
 			if ss := s.session(); ss != nil {
 				_ = ss.Log(s.relayCtx(ctx, nil), r.Params)
 			}
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+			defer u.order.handled.Add(1)
 			if ss := s.session(); ss != nil {
 				_ = ss.NotifyProgress(s.relayCtx(ctx, r.Params.ProgressToken), r.Params)
 			}
 		},
 		Capabilities: &mcp.ClientCapabilities{},
 	}
-	var caps *mcp.ClientCapabilities
-	if ss := s.session(); ss != nil && ss.InitializeParams() != nil {
-		caps = ss.InitializeParams().Capabilities
-	}
+	s.mu.Lock()
+	caps := s.clientCaps
+	s.mu.Unlock()
 	if caps != nil {
 		c := *caps
 		o.Capabilities = &c
@@ -312,6 +318,27 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		}
 	}
 	return o
+}
+
+// relayRequests passes an upstream's sampling and elicitation requests to
+// the downstream client as they are: the downstream client (not the
+// gateway's SDK client) validates them and their results.
+func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		ss := s.session()
+		if ss == nil {
+			return next(ctx, method, req)
+		}
+		switch method {
+		case "elicitation/create":
+			return ss.Elicit(s.relayCtx(ctx, nil), req.GetParams().(*mcp.ElicitParams))
+		case "sampling/createMessage":
+			if p, ok := req.GetParams().(*mcp.CreateMessageParams); ok {
+				return ss.CreateMessage(s.relayCtx(ctx, nil), p)
+			}
+		}
+		return next(ctx, method, req)
+	}
 }
 
 func (s *session) session() *mcp.ServerSession {
@@ -433,6 +460,7 @@ func (u *upConn) call(ctx context.Context, cs *mcp.ClientSession, f func(context
 	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	err := f(cctx)
+	u.order.barrier()
 	if err == nil {
 		return nil
 	}
@@ -441,6 +469,7 @@ func (u *upConn) call(ctx context.Context, cs *mcp.ClientSession, f func(context
 		return err
 	}
 	if cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		u.drop(cs)
 		return &timeoutError{upstream: u.cfg.Name, after: d}
 	}
 	if ctx.Err() != nil {

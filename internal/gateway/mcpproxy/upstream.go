@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -73,6 +75,7 @@ type upConn struct {
 	client   *mcp.Client
 	init     *mcp.InitializeResult
 	roots    []string // root URIs mirrored from the downstream client
+	order    msgCounter
 	failures int
 	nextTry  time.Time
 	closed   bool
@@ -125,6 +128,7 @@ func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
 func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	if u.client == nil {
 		u.client = mcp.NewClient(&mcp.Implementation{Name: "mandate-gateway", Version: "1"}, u.s.clientOptions(u))
+		u.client.AddReceivingMiddleware(u.s.relayRequests)
 	}
 	var t mcp.Transport
 	if u.cfg.Command != "" {
@@ -135,20 +139,95 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		}
 		cmd.Dir = u.cfg.Dir
 		cmd.Stderr = &logWriter{log: u.s.gw.log, upstream: u.cfg.Name}
-		t = &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
-	} else {
-		t = &mcp.StreamableClientTransport{
-			Endpoint:   u.cfg.URL,
-			HTTPClient: u.s.gw.upstreamHTTP(u.cfg),
-			MaxRetries: -1,
+		pt, err := startProcess(cmd, &u.order)
+		if err != nil {
+			return nil, err
 		}
+		t = pt
+	} else {
+		hc := *u.s.gw.upstreamHTTP(u.cfg)
+		base := hc.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		hc.Transport = &countingTransport{base: base, c: &u.order}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &hc, MaxRetries: -1}
 	}
 	cctx, cancel := context.WithTimeout(ctx, u.s.gw.cfg.Limits.ConnectTimeout)
 	defer cancel()
 	// The session outlives the request that opened it: connect under the
 	// gateway's lifetime, bounded by the connect timeout.
 	cctx = mergeCancel(u.s.gw.ctx, cctx)
-	return u.client.Connect(cctx, t, nil)
+	cs, err := u.client.Connect(cctx, t, nil)
+	if err != nil {
+		if pt, ok := t.(*process); ok {
+			pt.stop()
+		}
+		return nil, err
+	}
+	return cs, nil
+}
+
+// process is a spawned stdio server: an IOTransport over its pipes, whose
+// closing stops the process (stdin closed, then SIGTERM, then SIGKILL).
+type process struct {
+	mcp.IOTransport
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProcess(cmd *exec.Cmd, c *msgCounter) (*process, error) {
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	p.IOTransport = mcp.IOTransport{
+		Reader: &procReader{countingReader: countingReader{r: stdout, c: c}},
+		Writer: &procWriter{WriteCloser: stdin, p: p},
+	}
+	return p, nil
+}
+
+// stop ends the process: stdin is closed so a well-behaved server exits;
+// after a grace period it is terminated, then killed.
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	case <-time.After(2 * time.Second):
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+type procReader struct{ countingReader }
+
+func (r *procReader) Close() error { return nil }
+
+// procWriter is the process's stdin; closing it stops the process.
+type procWriter struct {
+	io.WriteCloser
+	p *process
+}
+
+func (w *procWriter) Close() error {
+	err := w.WriteCloser.Close()
+	w.p.stop()
+	return err
 }
 
 // close ends the upstream session (stopping a stdio server).

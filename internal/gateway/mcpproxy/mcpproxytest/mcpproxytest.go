@@ -1,0 +1,190 @@
+// Package mcpproxytest provides what tests and the load generator need to
+// run the MCP gateway against mandate's real authorization server: a
+// token.Server over a SQLite store that registers agents and issues task
+// tokens, an Authenticator over token.Verifier, and a small Decider built
+// only from the task's scope and the agent's tier.
+//
+// The Decider is not a policy engine: it is the honest minimum (scope
+// patterns and tier rules) until the access pipeline is merged, and the
+// gateway is tested against the mcpproxy.Decider interface either way.
+package mcpproxytest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/store"
+	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+// TrustDomain is the trust domain of the agents Authority registers.
+const TrustDomain = "example.org"
+
+// Authority is a real mandate authorization server over SQLite.
+type Authority struct {
+	Backend store.Backend
+	Tokens  *token.Server
+	Audit   audit.Recorder
+	Issuer  string
+}
+
+// NewAuthority opens a SQLite store in dir and starts a token server
+// whose issuer (and task token audience) is issuer.
+func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
+	b, err := store.Open(ctx, filepath.Join(dir, "mandate.db"))
+	if err != nil {
+		return nil, err
+	}
+	rec := &audit.StoreRecorder{Store: b}
+	ts, err := token.NewServer(ctx, token.Config{
+		Issuer: issuer, TrustDomain: TrustDomain,
+		Identities: b, Tasks: b, Tokens: b, Audit: rec,
+		TaskTokenTTL: 30 * time.Minute,
+	})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return &Authority{Backend: b, Tokens: ts, Audit: rec, Issuer: issuer}, nil
+}
+
+// Close closes the store.
+func (a *Authority) Close() error { return a.Backend.Close() }
+
+// Agent is a registered agent and its private key.
+type Agent struct {
+	ID  identity.ID
+	Key ed25519.PrivateKey
+	kid string
+}
+
+// Register creates an active agent of the given tier.
+func (a *Authority) Register(ctx context.Context, name string, tier identity.Tier) (*Agent, error) {
+	id, err := identity.NewID(TrustDomain, name)
+	if err != nil {
+		return nil, err
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	kid := name + "-k1"
+	now := time.Now().UTC()
+	ag := &identity.Agent{
+		ID: id, Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: tier,
+		Status: identity.StatusActive, Keys: []jose.JSONWebKey{{Key: pub, KeyID: kid, Algorithm: "EdDSA", Use: "sig"}},
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if err := a.Backend.CreateAgent(ctx, ag); err != nil {
+		return nil, err
+	}
+	return &Agent{ID: id, Key: priv, kid: kid}, nil
+}
+
+// TaskToken starts a task for ag with the given scope (space-separated
+// patterns) and returns its Bearer task token, the way an agent does:
+// client_credentials with private_key_jwt, then token exchange.
+func (a *Authority) TaskToken(ctx context.Context, ag *Agent, scope, purpose string) (string, error) {
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: ag.Key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", ag.kid))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	assertion, err := josejwt.Signed(sig).Claims(josejwt.Claims{
+		Issuer: ag.ID.String(), Subject: ag.ID.String(), Audience: josejwt.Audience{a.Tokens.TokenEndpoint()},
+		ID: rand.Text(), IssuedAt: josejwt.NewNumericDate(now), Expiry: josejwt.NewNumericDate(now.Add(time.Minute)),
+	}).Serialize()
+	if err != nil {
+		return "", err
+	}
+	at, err := a.Tokens.Token(ctx, &token.TokenRequest{
+		GrantType: token.GrantClientCredentials, ClientAssertionType: token.ClientAssertionJWT, ClientAssertion: assertion,
+	})
+	if err != nil {
+		return "", fmt.Errorf("agent token: %w", err)
+	}
+	tt, err := a.Tokens.Token(ctx, &token.TokenRequest{
+		GrantType: token.GrantTokenExchange, SubjectToken: at.AccessToken, SubjectTokenType: token.TokenTypeAccessToken,
+		Scope: scope, Purpose: purpose, OnBehalfOf: "alice@example.com",
+	})
+	if err != nil {
+		return "", fmt.Errorf("task token: %w", err)
+	}
+	return tt.AccessToken, nil
+}
+
+// Authenticator verifies task tokens (Bearer or DPoP) with token.Verifier.
+type Authenticator struct{ Verifier *token.Verifier }
+
+var _ mcpproxy.Authenticator = Authenticator{}
+
+// Authenticate implements mcpproxy.Authenticator.
+func (a Authenticator) Authenticate(ctx context.Context, c mcpproxy.Credential) (*mcpproxy.Principal, error) {
+	cl, err := a.Verifier.Verify(ctx, token.VerifyRequest{
+		Token: c.Token, DPoPProof: c.DPoPProof, Method: c.Method, URL: c.URL, Use: token.UseTask,
+	})
+	if err != nil {
+		if te := token.AsError(err); te != nil && te.Status >= 500 {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", mcpproxy.ErrUnauthenticated, err)
+	}
+	p := &mcpproxy.Principal{
+		Task: cl.TaskID, Agent: cl.ClientID, Chain: cl.Act.Chain(), OnBehalfOf: cl.Subject,
+		Tier: cl.Tier, Scope: cl.Scope, TokenID: cl.ID,
+	}
+	if cl.Expiry != nil {
+		p.Expiry = cl.Expiry.Time()
+	}
+	return p, nil
+}
+
+// Decider decides from the task's scope and the agent's tier alone:
+// outside the scope is denied; an assist agent may only read; a
+// supervised agent needs approval for anything but reads; an autonomous
+// agent may do what its scope allows. Errors and unknown tiers deny.
+type Decider struct{}
+
+var _ mcpproxy.Decider = Decider{}
+
+// Decide implements mcpproxy.Decider.
+func (Decider) Decide(_ context.Context, r mcpproxy.Request) (mcpproxy.Decision, error) {
+	p := r.Principal
+	if p == nil {
+		return mcpproxy.Decision{}, errors.New("no principal")
+	}
+	deny := func(format string, args ...any) (mcpproxy.Decision, error) {
+		return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{fmt.Sprintf(format, args...)}}, nil
+	}
+	sc, err := task.ParseScope(p.Scope)
+	if err != nil {
+		return deny("task scope is invalid")
+	}
+	if !sc.Allows(r.Action, r.Resource) {
+		return deny("task scope does not allow %s on %s", r.Action, r.Resource)
+	}
+	switch identity.Tier(p.Tier) {
+	case identity.TierAssist:
+		if r.Risk != mcpproxy.RiskRead {
+			return deny("assist agents may only read; %s is a %s action", r.Resource, r.Risk)
+		}
+	case identity.TierSupervised:
+		if r.Risk != mcpproxy.RiskRead {
+			return mcpproxy.Decision{Effect: mcpproxy.ApprovalRequired, Reasons: []string{fmt.Sprintf("supervised agents need approval for %s actions", r.Risk)}}, nil
+		}
+	case identity.TierAutonomous:
+	default:
+		return deny("unknown agent tier %q", p.Tier)
+	}
+	return mcpproxy.Decision{Effect: mcpproxy.Allow, Reasons: []string{"task scope allows " + r.Action + " on " + r.Resource}}, nil
+}
