@@ -233,17 +233,13 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if e == nil {
 		return nil, invalidParams("unknown tool %q", p.Name)
 	}
-	switch e.status {
-	case PinApproved:
-		// The pin may have changed since the list (an upstream that
-		// changed its definition, seen by another session).
-		if !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest) {
-			return nil, s.quarantined(p.Name, e.digest)
-		}
-	case PinQuarantined:
-		return nil, s.quarantined(p.Name, e.digest)
-	default:
+	switch {
+	case e.status == PinCollision:
 		return nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", p.Name)
+	case !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest):
+		// Checked at call time: the pin may have changed (or been
+		// approved) since the list.
+		return nil, s.quarantined(p.Name, e.digest)
 	}
 	r := s.toolRequest(a, e, p.Arguments, false)
 	done, err := s.gw.govern(ctx, s, r)

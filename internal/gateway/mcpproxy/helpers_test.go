@@ -165,6 +165,7 @@ type env struct {
 	gw   *mcpproxy.Gateway
 	srv  *httptest.Server
 	rec  *recorder
+	ups  []mcpproxy.Upstream
 }
 
 func newEnv(t testing.TB, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *env {
@@ -178,11 +179,28 @@ func newEnv(t testing.TB, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *
 	}
 	t.Cleanup(func() { a.Close() })
 	rec := &recorder{}
+	return startGateway(t, a, rec, srv, ups, mod)
+}
+
+// newEnvSharing starts a second gateway with the same authority and
+// upstreams as e, over pins.
+func newEnvSharing(t testing.TB, e *env, pins mcpproxy.PinStore) *env {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	return startGateway(t, e.auth, &recorder{}, srv, e.ups, func(c *mcpproxy.Config) {
+		c.Pins = pins
+		c.PublicURL = e.auth.Issuer
+	})
+}
+
+func startGateway(t testing.TB, a *mcpproxytest.Authority, rec *recorder, srv *httptest.Server, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *env {
+	t.Helper()
+	base := a.Issuer
 	cfg := mcpproxy.Config{
 		Upstreams:            ups,
 		Authenticator:        mcpproxytest.Authenticator{Verifier: a.Tokens.Verifier()},
 		Decider:              mcpproxytest.Decider{},
-		Audit:                rec,
+		Audit:                tee{rec, a.Audit},
 		PublicURL:            base,
 		AuthorizationServers: []string{base},
 	}
@@ -200,7 +218,7 @@ func newEnv(t testing.TB, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *
 		srv.Close()
 		gw.Close()
 	})
-	return &env{auth: a, gw: gw, srv: srv, rec: rec}
+	return &env{auth: a, gw: gw, srv: srv, rec: rec, ups: ups}
 }
 
 // withToken serves h with every request carrying token as a Bearer
@@ -224,3 +242,16 @@ func bearerClient(token string) *http.Client {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// tee records into the in-memory recorder and the authority's SQLite
+// ledger.
+type tee []audit.Recorder
+
+func (t tee) Record(ctx context.Context, ev audit.Event) error {
+	for _, r := range t {
+		if err := r.Record(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
