@@ -124,30 +124,7 @@ func (a *Authority) TaskToken(ctx context.Context, ag *Agent, scope, purpose str
 }
 
 // Authenticator verifies task tokens (Bearer or DPoP) with token.Verifier.
-type Authenticator struct{ Verifier *token.Verifier }
-
-var _ mcpproxy.Authenticator = Authenticator{}
-
-// Authenticate implements mcpproxy.Authenticator.
-func (a Authenticator) Authenticate(ctx context.Context, c mcpproxy.Credential) (*mcpproxy.Principal, error) {
-	cl, err := a.Verifier.Verify(ctx, token.VerifyRequest{
-		Token: c.Token, DPoPProof: c.DPoPProof, Method: c.Method, URL: c.URL, Use: token.UseTask,
-	})
-	if err != nil {
-		if te := token.AsError(err); te != nil && te.Status >= 500 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %v", mcpproxy.ErrUnauthenticated, err)
-	}
-	p := &mcpproxy.Principal{
-		Task: cl.TaskID, Agent: cl.ClientID, Chain: cl.Act.Chain(), OnBehalfOf: cl.Subject,
-		Tier: cl.Tier, Scope: cl.Scope, TokenID: cl.ID,
-	}
-	if cl.Expiry != nil {
-		p.Expiry = cl.Expiry.Time()
-	}
-	return p, nil
-}
+type Authenticator = mcpproxy.TokenAuthenticator
 
 // Decider decides from the task's scope and the agent's tier alone:
 // outside the scope is denied; an assist agent may only read; a
