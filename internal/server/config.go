@@ -42,6 +42,7 @@ type Config struct {
 	Tasks               TasksConfig
 	Admin               AdminConfig
 	Federation          FederationConfig
+	MCP                 MCPConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from
@@ -104,6 +105,33 @@ type FederationIssuer struct {
 	JWKSURL  string `json:"jwks_url,omitempty" yaml:"jwks_url"`
 	JWKSFile string `json:"jwks_file,omitempty" yaml:"jwks_file"`
 	Audience string `json:"audience,omitempty" yaml:"audience"`
+}
+
+// MCPConfig configures the MCP gateway (mounted at /mcp when upstreams
+// are configured).
+type MCPConfig struct {
+	Upstreams []MCPUpstream
+	// CallTimeout bounds each upstream call.
+	CallTimeout time.Duration
+	// MaxMessageBytes bounds a downstream request body.
+	MaxMessageBytes int
+	// AgentRate and ToolRate are calls per second per agent and per agent
+	// and tool; TaskCalls is each task's call budget. Zero: unlimited.
+	AgentRate int
+	ToolRate  int
+	TaskCalls int
+}
+
+// MCPUpstream is one MCP server behind the gateway: a stdio command or a
+// Streamable HTTP URL (see mcpproxy.Upstream).
+type MCPUpstream struct {
+	Name    string            `json:"name" yaml:"name"`
+	Command string            `json:"command,omitempty" yaml:"command"`
+	Args    []string          `json:"args,omitempty" yaml:"args"`
+	Env     []string          `json:"env,omitempty" yaml:"env"`
+	Dir     string            `json:"dir,omitempty" yaml:"dir"`
+	URL     string            `json:"url,omitempty" yaml:"url"`
+	Headers map[string]string `json:"headers,omitempty" yaml:"headers"`
 }
 
 // Limits on configuration values.
@@ -173,6 +201,10 @@ func (c *Config) Validate() error {
 		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
 			bad("tls.cert", "cannot load the certificate and key: %v", err)
 		}
+	}
+
+	if err := checkMCP(&c.MCP); err != nil {
+		errs = append(errs, err)
 	}
 
 	// The listener: non-loopback needs TLS or an explicit opt-out.

@@ -25,6 +25,9 @@ const (
 	// KindIssuers is the federation issuer list: a YAML sequence of
 	// mappings, or a JSON array in the environment and flags.
 	KindIssuers Kind = "issuers"
+	// KindUpstreams is the MCP upstream list: a YAML sequence of mappings,
+	// or a JSON array in the environment and flags.
+	KindUpstreams Kind = "upstreams"
 )
 
 // Key is one configuration key. Its flag and environment variable names
@@ -123,6 +126,24 @@ var keys = []Key{
 	{Path: "federation.issuers", Kind: KindIssuers,
 		Help:  "trusted external OIDC issuers for federated agents: a list of {issuer, jwks_url | jwks_file, audience}; JSON in flags and environment",
 		field: func(c *Config) any { return &c.Federation.Issuers }},
+	{Path: "mcp.upstreams", Kind: KindUpstreams,
+		Help:  "MCP servers behind the gateway: a list of {name, command, args, env, dir} (stdio) or {name, url, headers} (Streamable HTTP); JSON in flags and environment; none disables the gateway",
+		field: func(c *Config) any { return &c.MCP.Upstreams }},
+	{Path: "mcp.call_timeout", Kind: KindDuration, Default: "60s",
+		Help:  "longest the MCP gateway waits for an upstream call",
+		field: func(c *Config) any { return &c.MCP.CallTimeout }},
+	{Path: "mcp.max_message_bytes", Kind: KindInt, Default: "4194304",
+		Help:  "largest MCP request body the gateway accepts",
+		field: func(c *Config) any { return &c.MCP.MaxMessageBytes }},
+	{Path: "mcp.agent_rate", Kind: KindInt, Default: "0",
+		Help:  "MCP calls per second allowed per agent (0: unlimited)",
+		field: func(c *Config) any { return &c.MCP.AgentRate }},
+	{Path: "mcp.tool_rate", Kind: KindInt, Default: "0",
+		Help:  "MCP calls per second allowed per agent and tool (0: unlimited)",
+		field: func(c *Config) any { return &c.MCP.ToolRate }},
+	{Path: "mcp.task_calls", Kind: KindInt, Default: "0",
+		Help:  "MCP calls each task may make through the gateway (0: unlimited)",
+		field: func(c *Config) any { return &c.MCP.TaskCalls }},
 }
 
 // Keys returns the configuration keys in documentation order.
@@ -166,6 +187,8 @@ func (k Key) assign(c *Config, v any) error {
 		*p = v.([]string)
 	case *[]FederationIssuer:
 		*p = v.([]FederationIssuer)
+	case *[]MCPUpstream:
+		*p = v.([]MCPUpstream)
 	default:
 		return fmt.Errorf("unsupported field type %T", p)
 	}
@@ -215,6 +238,20 @@ func parseValue(kind Kind, raw string) (any, error) {
 		}
 		if dec.More() {
 			return nil, fmt.Errorf("invalid JSON list of issuers: trailing data")
+		}
+		return out, nil
+	case KindUpstreams:
+		var out []MCPUpstream
+		if strings.TrimSpace(raw) == "" {
+			return out, nil
+		}
+		dec := json.NewDecoder(bytes.NewReader([]byte(raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			return nil, fmt.Errorf("invalid JSON list of upstreams (want [{\"name\":…,\"command\":…} or {\"name\":…,\"url\":…}]): %v", err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("invalid JSON list of upstreams: trailing data")
 		}
 		return out, nil
 	}

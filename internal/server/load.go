@@ -62,7 +62,7 @@ func (f *rawFlag) Type() string {
 	switch f.kind {
 	case KindList:
 		return "strings"
-	case KindIssuers:
+	case KindIssuers, KindUpstreams:
 		return "json"
 	case KindBool:
 		return "bool"
@@ -254,6 +254,16 @@ func nodeValue(k Key, n ast.Node) (any, error) {
 		return out, nil
 	case KindIssuers:
 		var out []FederationIssuer
+		if err := yaml.NodeToValue(n, &out, yaml.Strict()); err != nil {
+			var ye yaml.Error
+			if errors.As(err, &ye) {
+				return nil, &lineError{line: line(ye.GetToken()), msg: ye.GetMessage()}
+			}
+			return nil, err
+		}
+		return out, nil
+	case KindUpstreams:
+		var out []MCPUpstream
 		if err := yaml.NodeToValue(n, &out, yaml.Strict()); err != nil {
 			var ye yaml.Error
 			if errors.As(err, &ye) {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/admin"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/token"
@@ -67,7 +68,8 @@ type Server struct {
 	httpSrv *http.Server // main listener
 	sockSrv *http.Server // admin socket
 	metrics *prometheus.Registry
-	authz   *token.Server // the OAuth authorization server
+	authz   *token.Server     // the OAuth authorization server
+	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -186,6 +188,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
+	if err := s.mountMCP(mux, sockMux, recorder, tokens); err != nil {
+		return nil, err
+	}
 
 	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
 	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))
@@ -289,6 +294,9 @@ func (s *Server) Close() error {
 					errs = append(errs, err)
 				}
 			}
+		}
+		if s.mcp != nil {
+			errs = append(errs, s.mcp.Close())
 		}
 		if s.backend != nil {
 			errs = append(errs, s.backend.Close())

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+
+	"golang.org/x/time/rate"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/httpapi"
+)
+
+// checkMCP validates the MCP gateway's configuration.
+func checkMCP(c *MCPConfig) error {
+	var errs []error
+	for i, u := range c.Upstreams {
+		up := u.upstream()
+		if err := up.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("mcp.upstreams[%d]: %v", i, err))
+		}
+	}
+	if c.CallTimeout < 0 || c.MaxMessageBytes < 0 || c.AgentRate < 0 || c.ToolRate < 0 || c.TaskCalls < 0 {
+		errs = append(errs, errors.New("mcp: limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (u MCPUpstream) upstream() mcpproxy.Upstream {
+	return mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Env: u.Env, Dir: u.Dir, URL: u.URL, Headers: u.Headers}
+}
+
+// mountMCP builds the MCP gateway when upstreams are configured and mounts
+// it (at /mcp, with its RFC 9728 metadata) and the tool pin admin API.
+func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, tokens adminTokens) error {
+	c := s.cfg.MCP
+	if len(c.Upstreams) == 0 {
+		return nil
+	}
+	ups := make([]mcpproxy.Upstream, 0, len(c.Upstreams))
+	for _, u := range c.Upstreams {
+		ups = append(ups, u.upstream())
+	}
+	pins, err := mcpproxy.OpenFilePins(filepath.Join(s.cfg.DataDir, "mcp-pins.json"))
+	if err != nil {
+		return err
+	}
+	gw, err := mcpproxy.New(mcpproxy.Config{
+		Upstreams:     ups,
+		Authenticator: mcpproxy.TokenAuthenticator{Verifier: s.authz.Verifier()},
+		// TODO(access): the decision pipeline (internal/access) goes here.
+		// Until it is merged the gateway denies every call, fail closed.
+		Decider:              noPipeline{},
+		Audit:                rec,
+		Pins:                 pins,
+		PublicURL:            s.publicURL,
+		AuthorizationServers: []string{s.publicURL},
+		Limits: mcpproxy.Limits{
+			CallTimeout: c.CallTimeout, MaxMessageBytes: int64(c.MaxMessageBytes),
+			AgentRate: rate.Limit(c.AgentRate), ToolRate: rate.Limit(c.ToolRate), TaskCalls: int64(c.TaskCalls),
+		},
+		Logger: s.log.With("component", "mcp"),
+	})
+	if err != nil {
+		return err
+	}
+	s.mcp = gw
+	for _, p := range []string{"/mcp", "/mcp/", "/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource/mcp/"} {
+		mux.Handle(p, gw)
+	}
+	tools := httpapi.NewTools(httpapi.ToolsConfig{Pins: gw.Pins(), Logger: s.log.With("component", "adminapi")})
+	for _, p := range []string{"/admin/v1/tools", "/admin/v1/tools/"} {
+		mux.Handle(p, requireAdminToken(tokens, s.log, tools))
+		sockMux.Handle(p, localAdmin(tools))
+	}
+	return nil
+}
+
+// noPipeline denies every MCP call until the access pipeline is wired.
+type noPipeline struct{}
+
+func (noPipeline) Decide(context.Context, mcpproxy.Request) (mcpproxy.Decision, error) {
+	return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{"no decision pipeline is configured on this server (denied by default)"}}, nil
+}
