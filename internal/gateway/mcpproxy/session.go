@@ -1,3 +1,8 @@
+// The gateway relays MCP 2025-11-25 as it is, including the logging,
+// roots and sampling features the SDK marks deprecated for later protocol
+// versions.
+//
+//lint:file-ignore SA1019 relaying deprecated-but-current protocol features is the point
 package mcpproxy
 
 import (
