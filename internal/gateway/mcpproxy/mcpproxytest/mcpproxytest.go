@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -94,6 +96,38 @@ func (a *Authority) Register(ctx context.Context, name string, tier identity.Tie
 // patterns) and returns its Bearer task token, the way an agent does:
 // client_credentials with private_key_jwt, then token exchange.
 func (a *Authority) TaskToken(ctx context.Context, ag *Agent, scope, purpose string) (string, error) {
+	return a.taskToken(ctx, ag, scope, purpose, nil)
+}
+
+// TaskTokenDPoP is TaskToken for a token bound to dpopKey (RFC 9449).
+func (a *Authority) TaskTokenDPoP(ctx context.Context, ag *Agent, scope, purpose string, dpopKey ed25519.PrivateKey) (string, error) {
+	return a.taskToken(ctx, ag, scope, purpose, dpopKey)
+}
+
+// DPoPProof is an RFC 9449 proof by key for method and URL, bound to
+// accessToken when it is not empty.
+func DPoPProof(key ed25519.PrivateKey, method, u, accessToken string) (string, error) {
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	if err != nil {
+		return "", err
+	}
+	claims := map[string]any{"jti": rand.Text(), "htm": method, "htu": u, "iat": time.Now().Unix()}
+	if accessToken != "" {
+		h := sha256.Sum256([]byte(accessToken))
+		claims["ath"] = base64.RawURLEncoding.EncodeToString(h[:])
+	}
+	return josejwt.Signed(sig).Claims(claims).Serialize()
+}
+
+func (a *Authority) taskToken(ctx context.Context, ag *Agent, scope, purpose string, dpopKey ed25519.PrivateKey) (string, error) {
+	proof := func() string {
+		if dpopKey == nil {
+			return ""
+		}
+		p, _ := DPoPProof(dpopKey, "POST", a.Tokens.TokenEndpoint(), "")
+		return p
+	}
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: ag.Key},
 		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", ag.kid))
 	if err != nil {
@@ -109,13 +143,14 @@ func (a *Authority) TaskToken(ctx context.Context, ag *Agent, scope, purpose str
 	}
 	at, err := a.Tokens.Token(ctx, &token.TokenRequest{
 		GrantType: token.GrantClientCredentials, ClientAssertionType: token.ClientAssertionJWT, ClientAssertion: assertion,
+		DPoPProof: proof(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("agent token: %w", err)
 	}
 	tt, err := a.Tokens.Token(ctx, &token.TokenRequest{
 		GrantType: token.GrantTokenExchange, SubjectToken: at.AccessToken, SubjectTokenType: token.TokenTypeAccessToken,
-		Scope: scope, Purpose: purpose, OnBehalfOf: "alice@example.com",
+		Scope: scope, Purpose: purpose, OnBehalfOf: "alice@example.com", DPoPProof: proof(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("task token: %w", err)
