@@ -139,24 +139,20 @@ func run(rate int, dur time.Duration, conns int, auditKind string) error {
 		return err
 	}
 	// Warm up both paths.
-	for _, ss := range [][]*mcp.ClientSession{direct, via} {
-		if _, _, err := fixedRate(ctx, ss, 500, time.Second); err != nil {
-			return err
-		}
-	}
-	dl, derr, err := fixedRate(ctx, direct, rate, dur)
-	if err != nil {
+	if _, _, _, err := interleaved(ctx, direct, via, 500, time.Second); err != nil {
 		return err
 	}
-	gl, gerr, err := fixedRate(ctx, via, rate, dur)
+	// Direct and gateway calls alternate on the same schedule, so that
+	// noise from other load on the machine hits both alike.
+	dl, gl, nerr, err := interleaved(ctx, direct, via, rate, dur)
 	if err != nil {
 		return err
 	}
 	dp50, dp99 := pct(dl, 50), pct(dl, 99)
 	gp50, gp99 := pct(gl, 50), pct(gl, 99)
-	fmt.Printf("latency at %d calls/s for %s:\n", rate, dur)
-	fmt.Printf("  direct:  n=%d errors=%d p50=%v p99=%v\n", len(dl), derr, dp50, dp99)
-	fmt.Printf("  gateway: n=%d errors=%d p50=%v p99=%v\n", len(gl), gerr, gp50, gp99)
+	fmt.Printf("latency at %d calls/s on each path (interleaved) for %s, errors %d:\n", rate, dur, nerr)
+	fmt.Printf("  direct:  n=%d p50=%v p90=%v p99=%v\n", len(dl), dp50, pct(dl, 90), dp99)
+	fmt.Printf("  gateway: n=%d p50=%v p90=%v p99=%v\n", len(gl), gp50, pct(gl, 90), gp99)
 	fmt.Printf("  added:   p50=%v p99=%v\n", gp50-dp50, gp99-dp99)
 
 	dn, dErr := maxRate(ctx, direct, dur)
@@ -205,40 +201,51 @@ func call(ctx context.Context, cs *mcp.ClientSession) error {
 	return err
 }
 
-// fixedRate issues calls at rate per second, spread over the sessions,
-// and returns each call's latency.
-func fixedRate(ctx context.Context, ss []*mcp.ClientSession, rate int, d time.Duration) ([]time.Duration, int, error) {
+// interleaved issues calls at rate per second on each of two paths,
+// spread over the session pairs, alternating between the paths, and
+// returns each path's sorted latencies.
+func interleaved(ctx context.Context, a, b []*mcp.ClientSession, rate int, d time.Duration) ([]time.Duration, []time.Duration, int, error) {
 	var mu sync.Mutex
-	var lats []time.Duration
+	var la, lb []time.Duration
 	var errs atomic.Int64
 	var wg sync.WaitGroup
-	interval := time.Duration(float64(time.Second) * float64(len(ss)) / float64(rate))
+	n := min(len(a), len(b))
+	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
 	end := time.Now().Add(d)
-	for i, cs := range ss {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Stagger the sessions across one interval.
-			next := time.Now().Add(interval * time.Duration(i) / time.Duration(len(ss)))
-			var mine []time.Duration
-			for next.Before(end) {
+			next := time.Now().Add(interval * time.Duration(i) / time.Duration(n))
+			var ma, mb []time.Duration
+			for k := 0; next.Before(end); k++ {
 				time.Sleep(time.Until(next))
-				t0 := time.Now()
-				if err := call(ctx, cs); err != nil {
-					errs.Add(1)
-				} else {
-					mine = append(mine, time.Since(t0))
+				first, second, lf, ls := a[i], b[i], &ma, &mb
+				if k%2 == 1 {
+					first, second, lf, ls = b[i], a[i], &mb, &ma
+				}
+				for _, p := range []struct {
+					cs  *mcp.ClientSession
+					out *[]time.Duration
+				}{{first, lf}, {second, ls}} {
+					t0 := time.Now()
+					if err := call(ctx, p.cs); err != nil {
+						errs.Add(1)
+					} else {
+						*p.out = append(*p.out, time.Since(t0))
+					}
 				}
 				next = next.Add(interval)
 			}
 			mu.Lock()
-			lats = append(lats, mine...)
+			la, lb = append(la, ma...), append(lb, mb...)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	slices.Sort(lats)
-	return lats, int(errs.Load()), nil
+	slices.Sort(la)
+	slices.Sort(lb)
+	return la, lb, int(errs.Load()), nil
 }
 
 // maxRate issues calls back to back on every session for d.

@@ -148,7 +148,11 @@ func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, erro
 				out[name] = &toolEntry{up: u, tool: t, digest: d, status: PinCollision}
 				continue
 			}
-			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st}
+			var ann json.RawMessage
+			if t.Annotations != nil {
+				ann, _ = json.Marshal(t.Annotations)
+			}
+			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st, ann: ann}
 			bare[t.Name] = append(bare[t.Name], u.cfg.Name)
 		}
 	}
@@ -199,14 +203,10 @@ func (s *session) listTools(ctx context.Context, req *mcp.ListToolsRequest) (mcp
 }
 
 func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, preview bool) Request {
-	var ann json.RawMessage
-	if e.tool.Annotations != nil {
-		ann, _ = json.Marshal(e.tool.Annotations)
-	}
 	return Request{
 		Credential: a.cred, Principal: a.p, Action: ActionToolCall,
 		Upstream: e.up.cfg.Name, Name: e.tool.Name, Resource: e.up.cfg.Name + "/" + e.tool.Name,
-		Arguments: args, Annotations: ann, Risk: RiskOf(e.tool.Annotations), Preview: preview,
+		Arguments: args, Annotations: e.ann, Risk: RiskOf(e.tool.Annotations), Preview: preview,
 	}
 }
 

@@ -56,6 +56,7 @@ type toolEntry struct {
 	tool   *mcp.Tool
 	digest string
 	status PinStatus
+	ann    json.RawMessage // the tool's annotations as JSON, or nil
 }
 
 type promptEntry struct {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -169,6 +170,21 @@ type Decider struct{}
 
 var _ mcpproxy.Decider = Decider{}
 
+// scopes caches parsed scopes by their string form (tokens repeat them on
+// every call).
+var scopes sync.Map
+
+func parseScope(s string) (task.Scope, error) {
+	if sc, ok := scopes.Load(s); ok {
+		return sc.(task.Scope), nil
+	}
+	sc, err := task.ParseScope(s)
+	if err == nil {
+		scopes.Store(s, sc)
+	}
+	return sc, err
+}
+
 // Decide implements mcpproxy.Decider.
 func (Decider) Decide(_ context.Context, r mcpproxy.Request) (mcpproxy.Decision, error) {
 	p := r.Principal
@@ -178,7 +194,7 @@ func (Decider) Decide(_ context.Context, r mcpproxy.Request) (mcpproxy.Decision,
 	deny := func(format string, args ...any) (mcpproxy.Decision, error) {
 		return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{fmt.Sprintf(format, args...)}}, nil
 	}
-	sc, err := task.ParseScope(p.Scope)
+	sc, err := parseScope(p.Scope)
 	if err != nil {
 		return deny("task scope is invalid")
 	}
