@@ -60,6 +60,9 @@ func (u *Upstream) Validate() error {
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 30 * time.Second
+	// stableAfter is how long a session must have lived for its end not to
+	// count as a failed start.
+	stableAfter = 10 * time.Second
 )
 
 // upConn is a downstream session's connection to one upstream. It is
@@ -106,7 +109,9 @@ func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
 		u.s.gw.log.Warn("upstream connect failed", "upstream", u.cfg.Name, "err", err, "retry_in", d)
 		return nil, &retryError{err: fmt.Errorf("%w: upstream %q: %v", errUpstreamDown, u.cfg.Name, err), after: d}
 	}
-	u.failures = 0
+	// failures is reset only once a session has proved stable (below), so
+	// a server that crashes right after starting backs off further each time.
+	connectedAt := time.Now()
 	u.cs = cs
 	u.init = cs.InitializeResult()
 	u.s.gw.wg.Add(1)
@@ -114,15 +119,50 @@ func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
 		defer u.s.gw.wg.Done()
 		err := cs.Wait()
 		u.mu.Lock()
+		restart := false
 		if u.cs == cs {
 			u.cs = nil
 			if !u.closed {
-				u.s.gw.log.Warn("upstream session ended", "upstream", u.cfg.Name, "err", err)
+				u.s.gw.log.Warn("upstream session ended; restarting", "upstream", u.cfg.Name, "err", err)
+				if time.Since(connectedAt) > stableAfter {
+					u.failures = 0
+				}
+				u.failures++
+				u.nextTry = time.Now().Add(min(maxBackoff, minBackoff<<min(u.failures-1, 16)))
+				restart = true
 			}
 		}
 		u.mu.Unlock()
+		if restart {
+			u.supervise()
+		}
 	}()
 	return cs, nil
+}
+
+// supervise restarts a crashed upstream once its backoff has passed (and
+// again, with growing backoff, while restarting fails), so that it is
+// ready before the next call. It stops when the session or gateway closes.
+func (u *upConn) supervise() {
+	ctx := u.s.gw.ctx
+	for {
+		u.mu.Lock()
+		wait, done := time.Until(u.nextTry), u.closed || u.cs != nil
+		u.mu.Unlock()
+		if done {
+			return
+		}
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if _, err := u.get(ctx); err == nil {
+			return
+		}
+	}
 }
 
 func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
