@@ -427,3 +427,51 @@ func TestClientDisconnect(t *testing.T) {
 		t.Fatalf("events: %d mcp.call, %d mcp.result; want 1 and 1", len(e.rec.events(audit.TypeMCPCall)), len(e.rec.events(audit.TypeMCPResult)))
 	}
 }
+
+// TestAggregatedResourcesAndPrompts: resources are routed by URI and
+// prompts by namespaced name on the aggregated endpoint, and both are
+// decided.
+func TestAggregatedResourcesAndPrompts(t *testing.T) {
+	a, b := newGoUpstream(t), newGoUpstream(t)
+	a.server.AddResource(&mcp.Resource{Name: "readme", URI: "test://a/readme", MIMEType: "text/plain"}, func(_ context.Context, r *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: r.Params.URI, Text: "from a"}}}, nil
+	})
+	b.server.AddPrompt(&mcp.Prompt{Name: "greet", Arguments: []*mcp.PromptArgument{{Name: "who"}}}, func(_ context.Context, r *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello " + r.Params.Arguments["who"]}}}}, nil
+	})
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "a", URL: a.url}, {Name: "b", URL: b.url}}, nil)
+	cs := connect(t, e, "/mcp", taskToken(t, e, "agent", identity.TierAssist, "resource.read:test://a/** prompt.get:b/*"))
+	ctx := t.Context()
+	rl, err := cs.ListResources(ctx, nil)
+	if err != nil || len(rl.Resources) != 1 || rl.Resources[0].URI != "test://a/readme" {
+		t.Fatalf("resources/list = %+v, %v", rl, err)
+	}
+	rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://a/readme"})
+	if err != nil || rr.Contents[0].Text != "from a" {
+		t.Fatalf("resources/read = %+v, %v", rr, err)
+	}
+	pl, err := cs.ListPrompts(ctx, nil)
+	if err != nil || len(pl.Prompts) != 1 || pl.Prompts[0].Name != "b__greet" {
+		t.Fatalf("prompts/list = %+v, %v", pl, err)
+	}
+	pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "b__greet", Arguments: map[string]string{"who": "alice"}})
+	if err != nil || pr.Messages[0].Content.(*mcp.TextContent).Text != "hello alice" {
+		t.Fatalf("prompts/get = %+v, %v", pr, err)
+	}
+	// Tools are outside this task's scope: none listed, calls denied.
+	if names := toolNames(t, cs); len(names) != 0 {
+		t.Errorf("tools/list = %v, want none", names)
+	}
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "x"}})
+	if code, _ := rpcCode(err); code != mcpproxy.CodeDenied {
+		t.Fatalf("a__echo: %v, want denied", err)
+	}
+	var actions []string
+	for _, ev := range e.rec.events(audit.TypeMCPCall) {
+		actions = append(actions, ev.Action+" "+ev.Resource+" "+ev.Decision)
+	}
+	want := []string{"resource.read test://a/readme allow", "prompt.get b/greet allow", "tool.call a/echo deny"}
+	if !slices.Equal(actions, want) {
+		t.Errorf("mcp.call events = %q, want %q", actions, want)
+	}
+}
