@@ -1,0 +1,62 @@
+package mcpproxy_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/identity"
+)
+
+// TestRawJSONRPC: malformed and unknown JSON-RPC gets clear errors.
+func TestRawJSONRPC(t *testing.T) {
+	up := newGoUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call")
+	post := func(session, body string) (int, string, string) {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/mcp/go", bytes.NewReader([]byte(body)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+			req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Mcp-Session-Id"), string(b)
+	}
+	_, session, _ := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	post(session, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"malformed", `{"jsonrpc":`, 400, ""},
+		// The SDK's transport refuses these before they reach a handler,
+		// as it does in front of any Go SDK server.
+		{"unknown method", `{"jsonrpc":"2.0","id":2,"method":"tools/destroy"}`, 400, `"tools/destroy" unsupported`},
+		{"call without params", `{"jsonrpc":"2.0","id":3,"method":"tools/call"}`, 400, `missing required "params"`},
+		{"unknown tool", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope"}}`, 200, `unknown tool`},
+		{"arguments not an object", `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":"x"}}`, 200, `"code":-32602`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, body := post(session, tc.body)
+			if status != tc.status || !strings.Contains(body, tc.want) {
+				t.Fatalf("POST %s = %d %s; want %d containing %q", tc.body, status, body, tc.status, tc.want)
+			}
+		})
+	}
+	// An unknown session is refused, not created.
+	if status, _, _ := post("no-such-session", `{"jsonrpc":"2.0","id":6,"method":"tools/list"}`); status != 404 {
+		t.Errorf("unknown session: %d, want 404", status)
+	}
+}
