@@ -475,3 +475,28 @@ func TestAggregatedResourcesAndPrompts(t *testing.T) {
 		t.Errorf("mcp.call events = %q, want %q", actions, want)
 	}
 }
+
+// TestUpstreamDown: a session cannot start when its upstream is
+// unreachable; the client gets an error at once, and the gateway keeps
+// serving.
+func TestUpstreamDown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	dead := srv.URL
+	srv.Close()
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "dead", URL: dead}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call")
+	c := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/dead", HTTPClient: bearerClient(tok), MaxRetries: -1}, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "dead") {
+			t.Fatalf("Connect with the upstream down: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connect hung")
+	}
+}

@@ -154,12 +154,12 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 		inits = append(inits, u.init)
 	}
 	if len(inits) == 0 {
-		s.close()
+		s.abort()
 		return nil, s.gw.errorFor(errors.Join(errs...), "")
 	}
 	res, err := next(ctx, method, req)
 	if err != nil {
-		s.close()
+		s.abort()
 		return nil, err
 	}
 	r := res.(*mcp.InitializeResult)
@@ -177,7 +177,7 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	s.gw.mu.Lock()
 	if s.gw.ctx.Err() != nil {
 		s.gw.mu.Unlock()
-		s.close()
+		s.abort()
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "gateway is shutting down"}
 	}
 	s.gw.sessions[s] = struct{}{}
@@ -186,7 +186,7 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	go func() {
 		defer s.gw.wg.Done()
 		_ = ss.Wait()
-		s.close()
+		s.abort()
 	}()
 	return r, nil
 }
@@ -256,6 +256,19 @@ func (s *session) syncRoots(ctx context.Context) {
 		}
 		c.RemoveRoots(old...)
 		c.AddRoots(res.Roots...)
+	}
+}
+
+// abort releases the upstream sessions of a session whose initialization
+// failed. It does not close the downstream session: it runs inside that
+// session's initialize handler, and the SDK closes a session that failed
+// to initialize.
+func (s *session) abort() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	for _, u := range s.ups {
+		u.close()
 	}
 }
 
