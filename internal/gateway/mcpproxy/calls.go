@@ -231,14 +231,17 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 		e = tools[p.Name]
 	}
 	if e == nil {
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionToolCall, Name: p.Name, Resource: p.Name, Arguments: p.Arguments}, "unknown tool")
 		return nil, invalidParams("unknown tool %q", p.Name)
 	}
 	switch {
 	case e.status == PinCollision:
+		s.gw.refused(ctx, s, s.toolRequest(a, e, p.Arguments, false), "tool name is ambiguous across upstreams")
 		return nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", p.Name)
 	case !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest):
 		// Checked at call time: the pin may have changed (or been
 		// approved) since the list.
+		s.gw.refused(ctx, s, s.toolRequest(a, e, p.Arguments, false), "tool is quarantined: its definition changed since it was approved")
 		return nil, s.quarantined(p.Name, e.digest)
 	}
 	r := s.toolRequest(a, e, p.Arguments, false)
@@ -381,6 +384,18 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (func(mcp.R
 		}
 		return err
 	}, nil
+}
+
+// refused records a call the gateway refused before asking the decider
+// (unknown, ambiguous or quarantined tool), so that every attempted call
+// is in the ledger.
+func (g *Gateway) refused(ctx context.Context, s *session, r Request, reason string) {
+	ev := g.event(s, r)
+	ev.Decision = audit.DecisionDeny
+	ev.Reason = reason
+	if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
+		g.log.Error("audit record failed", "err", err)
+	}
 }
 
 func isToolError(res mcp.Result) bool {

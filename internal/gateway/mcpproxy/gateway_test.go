@@ -187,8 +187,8 @@ func TestCalls(t *testing.T) {
 			denied = append(denied, ev.Resource)
 		}
 	}
-	if !slices.Equal(denied, []string{"go/delete_all"}) {
-		t.Errorf("denied events for %v, want [go/delete_all]", denied)
+	if !slices.Equal(denied, []string{"nope", "go/delete_all"}) {
+		t.Errorf("denied events for %v, want [nope go/delete_all]", denied)
 	}
 	results := e.rec.events(audit.TypeMCPResult)
 	if len(results) != 2 || results[0].Details["outcome"] != "ok" || results[1].Details["outcome"] != "error" {
