@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
@@ -22,7 +24,7 @@ func (a *app) mcpCmd() *cobra.Command {
 }
 
 func (a *app) mcpStdioCmd() *cobra.Command {
-	var endpoint, token string
+	var endpoint, token, dpopKeyFile string
 	cmd := &cobra.Command{
 		Use:   "stdio",
 		Short: "Serve a stdio MCP client through the gateway",
@@ -43,12 +45,38 @@ like any other.`,
 			if endpoint == "" || token == "" {
 				return usageError{fmt.Errorf("mcp stdio: --url (or MANDATE_MCP_URL) and --token (or MANDATE_TASK_TOKEN) are required")}
 			}
-			return mcpproxy.Bridge(cmd.Context(), os.Stdin, nopWriteCloser{a.stdout}, mcpproxy.BridgeConfig{Endpoint: endpoint, Token: token})
+			cfg := mcpproxy.BridgeConfig{Endpoint: endpoint, Token: token}
+			if dpopKeyFile = firstNonEmpty(dpopKeyFile, a.getenv("MANDATE_DPOP_KEY")); dpopKeyFile != "" {
+				key, err := readPrivateJWK(dpopKeyFile)
+				if err != nil {
+					return err
+				}
+				cfg.DPoPKey = key
+			}
+			return mcpproxy.Bridge(cmd.Context(), os.Stdin, nopWriteCloser{a.stdout}, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&endpoint, "url", "", "gateway endpoint URL: <server>/mcp (aggregated) or <server>/mcp/<upstream> (default $MANDATE_MCP_URL)")
+	cmd.Flags().StringVar(&dpopKeyFile, "dpop-key", "", "private JWK file of the key a DPoP-bound task token is bound to (default $MANDATE_DPOP_KEY)")
 	cmd.Flags().StringVar(&token, "token", "", "the task token (default $MANDATE_TASK_TOKEN; prefer the environment: flags are visible to other users)")
 	return cmd
+}
+
+// readPrivateJWK reads an Ed25519 or P-256 private key from a JWK file.
+func readPrivateJWK(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var k jose.JSONWebKey
+	if err := k.UnmarshalJSON(b); err != nil {
+		return nil, fmt.Errorf("%s: not a JWK: %v", path, err)
+	}
+	s, ok := k.Key.(crypto.Signer)
+	if !ok || k.IsPublic() {
+		return nil, fmt.Errorf("%s: not a private key", path)
+	}
+	return s, nil
 }
 
 type nopWriteCloser struct{ io.Writer }

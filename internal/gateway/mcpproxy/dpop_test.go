@@ -1,8 +1,10 @@
 package mcpproxy_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -75,5 +77,30 @@ func TestDPoP(t *testing.T) {
 		if resp.StatusCode != 401 {
 			t.Errorf("%s: status %d, want 401", name, resp.StatusCode)
 		}
+	}
+}
+
+// TestBridgeDPoP: `mandate mcp stdio` with a DPoP-bound task token.
+func TestBridgeDPoP(t *testing.T) {
+	up := newGoUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, nil)
+	ag, _ := e.auth.Register(t.Context(), "bound", identity.TierAutonomous)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	tok, err := e.auth.TaskTokenDPoP(t.Context(), ag, "tool.call:go/echo", "dpop", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, bw := io.Pipe()
+	br, cw := io.Pipe()
+	go mcpproxy.Bridge(context.Background(), br, bw, mcpproxy.BridgeConfig{Endpoint: e.srv.URL + "/mcp/go", Token: tok, DPoPKey: key})
+	c := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "bound stdio"}})
+	if err != nil || text(res) != "bound stdio" {
+		t.Fatalf("echo = %v, %v", res, err)
 	}
 }

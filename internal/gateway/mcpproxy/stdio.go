@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"io"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 type BridgeConfig struct {
 	// Endpoint is the gateway endpoint URL (…/mcp or …/mcp/<upstream>).
 	Endpoint string
-	// Token is the task token sent as a Bearer credential.
-	Token string
+	// Token is the task token: sent as a Bearer credential, or with DPoP
+	// proofs by DPoPKey when the token is bound to that key.
+	Token   string
+	DPoPKey crypto.Signer
 	// HTTPClient is the client to use (default http.DefaultClient's
 	// transport).
 	HTTPClient *http.Client
@@ -29,7 +32,7 @@ func Bridge(ctx context.Context, in io.ReadCloser, out io.WriteCloser, cfg Bridg
 	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
 		base = cfg.HTTPClient.Transport
 	}
-	hc := &http.Client{Transport: &headerTransport{base: base, headers: map[string]string{"Authorization": "Bearer " + cfg.Token}}}
+	hc := &http.Client{Transport: &credentialTransport{base: base, token: cfg.Token, dpopKey: cfg.DPoPKey}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	down, err := (&mcp.IOTransport{Reader: in, Writer: out}).Connect(ctx)

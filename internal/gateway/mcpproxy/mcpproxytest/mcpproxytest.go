@@ -13,8 +13,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -108,17 +106,7 @@ func (a *Authority) TaskTokenDPoP(ctx context.Context, ag *Agent, scope, purpose
 // DPoPProof is an RFC 9449 proof by key for method and URL, bound to
 // accessToken when it is not empty.
 func DPoPProof(key ed25519.PrivateKey, method, u, accessToken string) (string, error) {
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key},
-		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
-	if err != nil {
-		return "", err
-	}
-	claims := map[string]any{"jti": rand.Text(), "htm": method, "htu": u, "iat": time.Now().Unix()}
-	if accessToken != "" {
-		h := sha256.Sum256([]byte(accessToken))
-		claims["ath"] = base64.RawURLEncoding.EncodeToString(h[:])
-	}
-	return josejwt.Signed(sig).Claims(claims).Serialize()
+	return mcpproxy.DPoPProof(key, method, u, accessToken)
 }
 
 func (a *Authority) taskToken(ctx context.Context, ag *Agent, scope, purpose string, dpopKey ed25519.PrivateKey) (string, error) {
