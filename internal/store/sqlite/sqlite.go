@@ -82,6 +82,7 @@ type DB struct {
 
 	stopCkpt chan struct{}
 	ckptDone chan struct{}
+	stopOnce sync.Once
 
 	// Prepared statements for the hot paths, by query text. Parsing a
 	// statement costs more than running a point query, so these are
@@ -279,14 +280,16 @@ func (db *DB) Close() error {
 		}
 	}
 	db.stmtMu.Unlock()
-	if db.stopCkpt != nil {
-		close(db.stopCkpt)
-		<-db.ckptDone
-	}
-	if db.ckpt != nil {
-		_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-		errs = append(errs, db.ckpt.Close())
-	}
+	db.stopOnce.Do(func() {
+		if db.stopCkpt != nil {
+			close(db.stopCkpt)
+			<-db.ckptDone
+		}
+		if db.ckpt != nil {
+			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			errs = append(errs, db.ckpt.Close())
+		}
+	})
 	if db.reader != nil {
 		errs = append(errs, db.reader.Close())
 	}
