@@ -318,7 +318,8 @@ func (a *app) auditKeyCmd(cf *clientFlags) *cobra.Command {
 		Long: `Print the ledger's public key, <origin>+<key hash>+<base64 Ed25519 key>: the key
 checkpoints are signed with. Auditors pin it and pass it to
 'mandate audit verify --key'.`,
-		Args: noArgs,
+		Example: "  mandate audit key > ledger.pub",
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.newClient(cf)
 			if err != nil {
