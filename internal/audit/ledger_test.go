@@ -27,6 +27,7 @@ type env struct {
 	ledger *audit.Ledger
 	path   string
 	now    time.Time
+	next   int // index of the next event fill records
 }
 
 func newEnv(t *testing.T, cfg audit.LedgerConfig) *env {
@@ -75,7 +76,9 @@ func event(i int) audit.Event {
 // fill records n events, one at a time, a second apart.
 func (e *env) fill(t *testing.T, n int) {
 	t.Helper()
-	for i := range n {
+	for range n {
+		i := e.next
+		e.next++
 		e.now = e.now.Add(time.Second)
 		if err := e.ledger.Record(t.Context(), event(i)); err != nil {
 			t.Fatalf("Record(%d) = %v", i, err)
