@@ -24,9 +24,10 @@ const MaxEventSize = 256 << 10
 // so an exported line is the leaf itself rather than a second encoding to
 // keep in step. encoding/json makes it deterministic here: struct fields
 // are written in declaration order with fixed names, map keys are sorted,
-// json.RawMessage is compacted, there is no insignificant whitespace, and
-// times are RFC 3339 in UTC (Normalize truncates them to microseconds, the
-// precision every store keeps, and re-encodes Args with sorted keys).
+// json.RawMessage is compacted, there is no insignificant whitespace, <, >
+// and & are always escaped (\u003c, \u003e, \u0026), and times are RFC
+// 3339 in UTC (Normalize truncates them to microseconds, the precision
+// every store keeps, and re-encodes Args with sorted keys).
 func Canonical(ev *Event) ([]byte, error) {
 	b, err := json.Marshal(ev)
 	if err != nil {

@@ -55,7 +55,7 @@ func event(i int) audit.Event {
 	ev := audit.Event{
 		Type:  audit.TypeActionDecided,
 		Agent: fmt.Sprintf("spiffe://example.org/agent/a%d", i%3), Task: fmt.Sprintf("tsk_%d", i%4),
-		Chain: []string{"spiffe://example.org/agent/root", fmt.Sprintf("spiffe://example.org/agent/a%d", i%3)},
+		Chain:      []string{"spiffe://example.org/agent/root", fmt.Sprintf("spiffe://example.org/agent/a%d", i%3)},
 		OnBehalfOf: "alice@example.com", Action: "file.write", Resource: fmt.Sprintf("file:/repo/f%d.go", i),
 		Decision: audit.DecisionAllow, Reasons: []audit.PolicyReason{{Policy: "p-write", Message: "in scope"}},
 		Outcome:   &audit.Outcome{Status: "ok", Bytes: int64(i), Duration: time.Duration(i) * time.Millisecond},

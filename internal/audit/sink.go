@@ -231,19 +231,34 @@ func (s *FileSink) rotate() error {
 	return s.open()
 }
 
-// WriteEvents implements SinkWriter.
+// WriteEvents implements SinkWriter. A file is rotated before a line
+// that would take it past the limit (a single longer line gets a file of
+// its own).
 func (s *FileSink) WriteEvents(_ context.Context, evs []*Event) error {
-	b, err := eventLines(evs)
-	if err != nil {
-		return err
-	}
-	if s.size > 0 && s.size+int64(len(b)) > s.maxBytes {
-		if err := s.rotate(); err != nil {
-			return fmt.Errorf("audit file sink: rotate: %w", err)
+	var buf bytes.Buffer
+	for _, ev := range evs {
+		b, err := Canonical(ev)
+		if err != nil {
+			return err
 		}
+		if s.size+int64(buf.Len()) > 0 && s.size+int64(buf.Len()+len(b)+1) > s.maxBytes {
+			if err := s.flush(&buf); err != nil {
+				return err
+			}
+			if err := s.rotate(); err != nil {
+				return fmt.Errorf("audit file sink: rotate: %w", err)
+			}
+		}
+		buf.Write(b)
+		buf.WriteByte('\n')
 	}
-	n, err := s.f.Write(b)
+	return s.flush(&buf)
+}
+
+func (s *FileSink) flush(buf *bytes.Buffer) error {
+	n, err := s.f.Write(buf.Bytes())
 	s.size += int64(n)
+	buf.Reset()
 	return err
 }
 
