@@ -22,7 +22,7 @@ func TestToOCSF(t *testing.T) {
 			Reasons: []audit.PolicyReason{{Policy: "p1", Message: "ok"}}},
 			map[string]string{"class_uid": "6003", "category_uid": "6", "activity_id": "3", "type_uid": "600303",
 				"action_id": "1", "disposition_id": "1", "status_id": "1", "severity_id": "1", "time": "1772366400000",
-				"policy": `{"desc":"ok","name":"p1","uid":"p1"}`,
+				"policy":    `{"desc":"ok","name":"p1","uid":"p1"}`,
 				"resources": `[{"type":"file","uid":"file:/repo/a.go"}]`,
 				"api":       `{"operation":"file.write","request":{"uid":"r1"},"service":{"name":"mcp"}}`}},
 		{"denied action", audit.Event{Time: t0, Type: audit.TypeActionDecided, Action: "file.read", Decision: audit.DecisionDeny, Reason: "out of scope"},
