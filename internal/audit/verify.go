@@ -531,7 +531,6 @@ func (l *Ledger) Export(ctx context.Context, w io.Writer) (int64, error) {
 				bw.WriteByte(',')
 			}
 			fmt.Fprintf(bw, `"leaf_hash":"%s"}`+"\n", leaf)
-			after = rec.Seq
 		}
 		if err := bw.Flush(); err != nil {
 			return 0, err
