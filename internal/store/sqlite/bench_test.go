@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
@@ -142,4 +144,13 @@ func BenchmarkLedgerRecord(b *testing.B) {
 		b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds()), "p99-µs")
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(led.Collectors()...)
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "mandate_audit_commit_events" {
+			h := mf.GetMetric()[0].GetHistogram()
+			b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), "events/commit")
+		}
+	}
 }
