@@ -129,6 +129,9 @@ func TestVerifyLiveTampering(t *testing.T) {
 		{"edit a tree hash", func(t *testing.T, e *env) {
 			e.exec(t, `UPDATE ledger_hashes SET hashes = CAST(zeroblob(32) || substr(hashes, 33) AS BLOB) WHERE start = 0`)
 		}, 1, "does not match its leaf hash"},
+		{"delete tree hashes", func(t *testing.T, e *env) {
+			e.exec(t, `DELETE FROM ledger_hashes WHERE start = 0`)
+		}, 1, "tree hashes of these events are missing"},
 		{"edit an event and recompute every hash", func(t *testing.T, e *env) {
 			e.exec(t, `UPDATE events SET data = CAST(replace(CAST(data AS TEXT), 'f9.go', 'f9-evil.go') AS BLOB) WHERE seq = 10`)
 			rehash(t, e)

@@ -33,6 +33,8 @@ type Problem struct {
 	Message        string `json:"message"`
 }
 
+// String formats the problem with its location first:
+// "line 5, seq 5: …".
 func (p Problem) String() string {
 	var where []string
 	if p.Line > 0 {
@@ -87,6 +89,7 @@ type treeBuilder struct {
 	hashes map[int64]tlog.Hash
 }
 
+// ReadHashes implements tlog.HashReader over the frontier.
 func (t *treeBuilder) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(idx))
 	for i, x := range idx {
@@ -373,7 +376,11 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 		hashStart := tlog.StoredHashCount(first - 1)
 		if first <= size {
 			if storedHashes, err = l.store.ReadHashes(ctx, hashStart, tlog.StoredHashCount(last)); err != nil {
-				return nil, err
+				if !errors.Is(err, ErrNotFound) {
+					return nil, err
+				}
+				rep.problem(Problem{Seq: first, Message: "the tree hashes of these events are missing from the store: deleted"})
+				break
 			}
 		}
 		for _, rec := range recs {
