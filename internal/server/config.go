@@ -42,6 +42,7 @@ type Config struct {
 	Tasks               TasksConfig
 	Admin               AdminConfig
 	Federation          FederationConfig
+	Audit               AuditConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from
@@ -258,6 +259,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.Audit.validate(bad)
 	return errors.Join(errs...)
 }
 
