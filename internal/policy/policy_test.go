@@ -107,7 +107,11 @@ func TestDelegationAndTaint(t *testing.T) {
 		{"delegate at depth 0", func(r *Request) {}, ActionTaskDelegate, RiskWrite, Allow},
 		{"delegate at depth 2", func(r *Request) { r.Task.Depth = 2 }, ActionTaskDelegate, RiskWrite, Allow},
 		{"delegate at depth 3", func(r *Request) { r.Task.Depth = 3 }, ActionTaskDelegate, RiskWrite, Deny},
-		{"delegate up a tier", func(r *Request) { r.Resource.Tier = TierAutonomous; r.Agent.Tier = TierSupervised; r.Approvals = []string{"supervised-write"} }, ActionTaskDelegate, RiskWrite, Deny},
+		{"delegate up a tier", func(r *Request) {
+			r.Resource.Tier = TierAutonomous
+			r.Agent.Tier = TierSupervised
+			r.Approvals = []string{"supervised-write"}
+		}, ActionTaskDelegate, RiskWrite, Deny},
 		{"chain root can be matched", func(r *Request) {
 			r.Task.Depth = 1
 			r.Task.Chain = []string{"spiffe://example.org/agent/root", r.Agent.ID}
