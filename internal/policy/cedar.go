@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cedar-policy/cedar-go/types"
@@ -11,6 +14,7 @@ import (
 // at most a handful of entities.
 type cedarInput struct {
 	req       types.Request
+	ctx       types.RecordMap // the context's map, reused through inputPool
 	principal types.Entity
 	resource  types.Entity
 	server    types.Entity
@@ -64,10 +68,23 @@ func orPublic(s string) string {
 	return s
 }
 
-// toCedar converts a validated request. now is used when r.Time is zero.
-func toCedar(r *Request, now time.Time) *cedarInput {
-	in := &cedarInput{}
-	principal := types.NewEntityUID(typeAgent, types.String(r.Agent.ID))
+// appendKey appends length-prefixed parts to k: no choice of strings
+// makes two different inputs share a key.
+func appendKey(k []byte, ss ...string) []byte {
+	for _, s := range ss {
+		k = strconv.AppendInt(k, int64(len(s)), 10)
+		k = append(k, ':')
+		k = append(k, s...)
+	}
+	return k
+}
+
+func appendNum(k []byte, n int64) []byte {
+	k = strconv.AppendInt(k, n, 10)
+	return append(k, ';')
+}
+
+func principalEntity(r *Request) types.Entity {
 	var tags types.Record
 	if len(r.Agent.Labels) > 0 {
 		m := make(types.RecordMap, len(r.Agent.Labels))
@@ -76,8 +93,8 @@ func toCedar(r *Request, now time.Time) *cedarInput {
 		}
 		tags = types.NewRecord(m)
 	}
-	in.principal = types.Entity{
-		UID: principal,
+	return types.Entity{
+		UID: types.NewEntityUID(typeAgent, types.String(r.Agent.ID)),
 		Attributes: types.NewRecord(types.RecordMap{
 			"tier":              types.String(r.Agent.Tier),
 			"tier_level":        types.Long(TierLevel(r.Agent.Tier)),
@@ -88,9 +105,9 @@ func toCedar(r *Request, now time.Time) *cedarInput {
 		}),
 		Tags: tags,
 	}
+}
 
-	rtype := ResourceType(r.Action)
-	resource := types.NewEntityUID(types.EntityType(rtype), types.String(r.Resource.ID))
+func resourceEntity(r *Request, rtype string) types.Entity {
 	sens := orPublic(r.Resource.Sensitivity)
 	attrs := types.RecordMap{
 		"sensitivity":       types.String(sens),
@@ -102,64 +119,171 @@ func toCedar(r *Request, now time.Time) *cedarInput {
 		attrs["tier_level"] = types.Long(TierLevel(r.Resource.Tier))
 		attrs["owner"] = types.String("")
 	}
-	in.resource = types.Entity{UID: resource, Attributes: types.NewRecord(attrs)}
-	if r.Resource.Server != "" && (rtype == TypeTool || rtype == TypeFile) {
+	e := types.Entity{
+		UID:        types.NewEntityUID(types.EntityType(rtype), types.String(r.Resource.ID)),
+		Attributes: types.NewRecord(attrs),
+	}
+	if hasServer(r, rtype) {
+		e.Parents = types.NewEntityUIDSet(types.NewEntityUID(typeServer, types.String(r.Resource.Server)))
+	}
+	return e
+}
+
+func hasServer(r *Request, rtype string) bool {
+	return r.Resource.Server != "" && (rtype == TypeTool || rtype == TypeFile)
+}
+
+func taskRecord(r *Request) types.Record {
+	tsens := orPublic(r.Task.Sensitivity)
+	return types.NewRecord(types.RecordMap{
+		"id":                types.String(r.Task.ID),
+		"purpose":           types.String(r.Task.Purpose),
+		"on_behalf_of":      types.String(r.Task.OnBehalfOf),
+		"scope":             strSet(r.Task.Scope),
+		"in_scope":          types.Boolean(r.Task.InScope),
+		"sensitivity":       types.String(tsens),
+		"sensitivity_level": types.Long(SensitivityLevel(tsens)),
+		"depth":             types.Long(r.Task.Depth),
+	})
+}
+
+func chainOf(r *Request) []string {
+	if len(r.Task.Chain) == 0 {
+		return []string{r.Agent.ID}
+	}
+	return r.Task.Chain
+}
+
+func delegationRecord(r *Request) types.Record {
+	chain := chainOf(r)
+	uids := make([]types.Value, len(chain))
+	for i, a := range chain {
+		uids[i] = types.NewEntityUID(typeAgent, types.String(a))
+	}
+	return types.NewRecord(types.RecordMap{
+		"depth": types.Long(r.Task.Depth),
+		"chain": types.NewSet(uids...),
+		"root":  uids[0],
+	})
+}
+
+func subjectKey(k []byte, r *Request) []byte {
+	k = appendKey(k, r.Agent.ID, r.Agent.Tier, r.Agent.Owner)
+	if len(r.Agent.Labels) > 0 {
+		keys := make([]string, 0, len(r.Agent.Labels))
+		for l := range r.Agent.Labels {
+			keys = append(keys, l)
+		}
+		slices.Sort(keys)
+		k = appendNum(k, int64(len(keys)))
+		for _, l := range keys {
+			k = appendKey(k, l, r.Agent.Labels[l])
+		}
+	} else {
+		k = appendNum(k, 0)
+	}
+	k = appendKey(k, r.Task.ID, r.Task.Purpose, r.Task.OnBehalfOf, strconv.FormatBool(r.Task.InScope), r.Task.Sensitivity)
+	k = appendNum(k, int64(r.Task.Depth))
+	k = appendNum(k, int64(budget(r.Task.ActionsLeft)))
+	k = appendNum(k, int64(budget(r.Task.WritesLeft)))
+	k = appendNum(k, int64(len(r.Task.Scope)))
+	k = appendKey(k, r.Task.Scope...)
+	k = appendNum(k, int64(len(r.Task.Chain)))
+	return appendKey(k, r.Task.Chain...)
+}
+
+func buildSubject(r *Request) subjectParts {
+	return subjectParts{
+		principal:  principalEntity(r),
+		task:       types.Value(taskRecord(r)),
+		delegation: types.Value(delegationRecord(r)),
+		budget: types.Value(types.NewRecord(types.RecordMap{
+			"actions_left": budget(r.Task.ActionsLeft),
+			"writes_left":  budget(r.Task.WritesLeft),
+		})),
+	}
+}
+
+func objectKey(k []byte, r *Request, rtype string) []byte {
+	k = appendKey(k, rtype, r.Resource.ID, r.Resource.Server, r.Resource.Sensitivity, r.Resource.Tier)
+	k = appendKey(k, r.Destination.Host, r.Destination.Method, r.Destination.Path)
+	k = appendNum(k, int64(len(r.Resource.Labels)))
+	return appendKey(k, r.Resource.Labels...)
+}
+
+func buildObject(r *Request, rtype string) objectParts {
+	return objectParts{
+		resource: resourceEntity(r, rtype),
+		dest: types.Value(types.NewRecord(types.RecordMap{
+			"host":   types.String(r.Destination.Host),
+			"method": types.String(r.Destination.Method),
+			"path":   types.String(r.Destination.Path),
+		})),
+	}
+}
+
+// toCedar converts a validated request; c (may be nil) memoizes the parts
+// that are stable across requests. now is used when r.Time is zero.
+//
+// The input comes from inputPool: the caller returns it with putInput
+// once the evaluation is over (nothing retains it: cedar-go does not keep
+// requests, and Decisions hold only strings).
+func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
+	in := inputPool.Get().(*cedarInput)
+	rtype := ResourceType(r.Action)
+	var subj subjectParts
+	var obj objectParts
+	if c == nil {
+		subj, obj = buildSubject(r), buildObject(r, rtype)
+	} else {
+		var buf [512]byte
+		subj = c.subjects.get(subjectKey(buf[:0], r), func() subjectParts { return buildSubject(r) })
+		obj = c.objects.get(objectKey(buf[:0], r, rtype), func() objectParts { return buildObject(r, rtype) })
+	}
+	in.principal, in.resource = subj.principal, obj.resource
+	if hasServer(r, rtype) {
 		in.hasServer = true
 		in.server = types.Entity{UID: types.NewEntityUID(typeServer, types.String(r.Resource.Server))}
-		in.resource.Parents = types.NewEntityUIDSet(in.server.UID)
-	}
-
-	chain := r.Task.Chain
-	if len(chain) == 0 {
-		chain = []string{r.Agent.ID}
-	}
-	chainUIDs := make([]types.Value, len(chain))
-	for i, a := range chain {
-		chainUIDs[i] = types.NewEntityUID(typeAgent, types.String(a))
 	}
 	t := r.Time
 	if t.IsZero() {
 		t = now
 	}
 	t = t.UTC()
-	tsens := orPublic(r.Task.Sensitivity)
 	taint := orPublic(r.Taint)
 	in.req = types.Request{
-		Principal: principal,
+		Principal: in.principal.UID,
 		Action:    actionUID(r.Action),
-		Resource:  resource,
-		Context: types.NewRecord(types.RecordMap{
-			"task": types.NewRecord(types.RecordMap{
-				"id":                types.String(r.Task.ID),
-				"purpose":           types.String(r.Task.Purpose),
-				"on_behalf_of":      types.String(r.Task.OnBehalfOf),
-				"scope":             strSet(r.Task.Scope),
-				"in_scope":          types.Boolean(r.Task.InScope),
-				"sensitivity":       types.String(tsens),
-				"sensitivity_level": types.Long(SensitivityLevel(tsens)),
-				"depth":             types.Long(r.Task.Depth),
-				"actions_left":      budget(r.Task.ActionsLeft),
-				"writes_left":       budget(r.Task.WritesLeft),
-			}),
-			"delegation": types.NewRecord(types.RecordMap{
-				"depth": types.Long(r.Task.Depth),
-				"chain": types.NewSet(chainUIDs...),
-				"root":  chainUIDs[0],
-			}),
-			"risk":        types.String(r.Risk),
-			"high_impact": types.Boolean(r.HighImpact),
-			"destination": types.NewRecord(types.RecordMap{
-				"host":   types.String(r.Destination.Host),
-				"method": types.String(r.Destination.Method),
-				"path":   types.String(r.Destination.Path),
-			}),
-			"command":     types.String(r.Command),
-			"taint":       types.String(taint),
-			"taint_level": types.Long(SensitivityLevel(taint)),
-			"time":        types.NewDatetime(t),
-			"hour":        types.Long(t.Hour()),
-			"weekday":     types.Long(t.Weekday()),
-		}),
+		Resource:  in.resource.UID,
 	}
+	m := in.ctx
+	m["task"] = subj.task
+	m["budget"] = subj.budget
+	m["delegation"] = subj.delegation
+	m["risk"] = boxString(r.Risk)
+	m["high_impact"] = types.Boolean(r.HighImpact)
+	m["destination"] = obj.dest
+	m["command"] = boxString(r.Command)
+	m["taint"] = boxString(taint)
+	m["taint_level"] = types.Long(SensitivityLevel(taint))
+	m["time"] = types.NewDatetime(t)
+	m["hour"] = types.Long(t.Hour())
+	m["weekday"] = types.Long(t.Weekday())
+	in.req.Context = rawRecord(m)
 	return in
+}
+
+// contextKeys is the number of top-level context attributes.
+const contextKeys = 12
+
+var inputPool = sync.Pool{New: func() any {
+	return &cedarInput{ctx: make(types.RecordMap, contextKeys)}
+}}
+
+// putInput returns in to the pool. When the fast record path is off,
+// NewRecord copied the map, so reuse is safe either way.
+func putInput(in *cedarInput) {
+	in.principal, in.resource, in.server, in.hasServer = types.Entity{}, types.Entity{}, types.Entity{}, false
+	in.req = types.Request{}
+	inputPool.Put(in)
 }

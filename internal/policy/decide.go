@@ -68,13 +68,13 @@ type Explanation struct {
 // request that does not validate is denied and the error returned wraps
 // ErrInvalidRequest.
 func (s *Set) Decide(r *Request, now time.Time) (Decision, error) {
-	x, err := s.evaluate(r, now, false)
+	x, err := s.evaluate(r, now, false, nil)
 	return x.Decision, err
 }
 
 // Explain is Decide, evaluating every candidate policy and reporting them.
 func (s *Set) Explain(r *Request, now time.Time) (Explanation, error) {
-	return s.evaluate(r, now, true)
+	return s.evaluate(r, now, true, nil)
 }
 
 func (s *Set) reason(id cedar.PolicyID) Reason {
@@ -85,7 +85,7 @@ func (s *Set) reason(id cedar.PolicyID) Reason {
 	return Reason{Policy: c.ID, Effect: c.Effect, Message: c.Message, Approval: c.Approval, Position: c.Position}
 }
 
-func (s *Set) evaluate(r *Request, now time.Time, full bool) (Explanation, error) {
+func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explanation, error) {
 	if s == nil {
 		s = &Set{}
 	}
@@ -94,13 +94,36 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool) (Explanation, error
 		x.Decision = Decision{Effect: Deny, Errors: []string{err.Error()}}
 		return x, err
 	}
-	in := toCedar(r, now)
+	in := toCedar(r, now, c)
+	defer putInput(in)
 	forbids, permits := s.candidates(r.Action, in.req.Resource)
-	x.Considered = len(forbids.a) + len(forbids.b) + len(permits.a) + len(permits.b)
+	x.Considered = forbids.len() + permits.len()
 
+	// Common path: one cedar evaluation of every candidate. cedar-go
+	// reports only the matching forbids when any forbid matches; the
+	// permits are evaluated separately only when they are needed (every
+	// matching forbid is an @approval one) or for an explanation.
 	var fdiag, pdiag cedar.Diagnostic
-	if !forbids.empty() {
-		_, fdiag = cedar.Authorize(forbids, in, in.req)
+	switch {
+	case full:
+		if !forbids.empty() {
+			_, fdiag = cedar.Authorize(&forbids, in, in.req)
+		}
+		if !permits.empty() {
+			_, pdiag = cedar.Authorize(&permits, in, in.req)
+		}
+	default:
+		all := policyList{a: forbids.a, b: forbids.b, c: permits.a, d: permits.b}
+		if !all.empty() {
+			var diag cedar.Diagnostic
+			_, diag = cedar.Authorize(&all, in, in.req)
+			fdiag.Errors = diag.Errors
+			if len(diag.Reasons) > 0 && s.byID[string(diag.Reasons[0].PolicyID)].forbid {
+				fdiag.Reasons = diag.Reasons
+			} else {
+				pdiag.Reasons = diag.Reasons
+			}
+		}
 	}
 	var plain, pending, lifted []Reason
 	for _, m := range fdiag.Reasons {
@@ -119,14 +142,12 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool) (Explanation, error
 			x.Forbids = append(x.Forbids, rs)
 		}
 	}
-	evalPermits := full || (len(plain) == 0 && len(fdiag.Errors) == 0)
-	if evalPermits && !permits.empty() {
-		_, pdiag = cedar.Authorize(permits, in, in.req)
+	if !full && len(fdiag.Reasons) > 0 && len(plain) == 0 && len(fdiag.Errors) == 0 && !permits.empty() {
+		_, pdiag = cedar.Authorize(&permits, in, in.req)
 	}
 	var matched []Reason
 	for _, m := range pdiag.Reasons {
-		rs := s.reason(m.PolicyID)
-		matched = append(matched, rs)
+		matched = append(matched, s.reason(m.PolicyID))
 	}
 	if full {
 		x.Permits = matched
@@ -175,8 +196,9 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool) (Explanation, error
 // Engine holds the live policy set. Decisions read it through an atomic
 // pointer, so Swap never stalls them. It is safe for concurrent use.
 type Engine struct {
-	cur atomic.Pointer[Set]
-	now func() time.Time
+	cur    atomic.Pointer[Set]
+	now    func() time.Time
+	caches *caches
 }
 
 // NewEngine returns an Engine serving set. now supplies the decision time
@@ -185,7 +207,7 @@ func NewEngine(set *Set, now func() time.Time) *Engine {
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{now: now}
+	e := &Engine{now: now, caches: newCaches()}
 	e.cur.Store(set)
 	return e
 }
@@ -198,10 +220,11 @@ func (e *Engine) Swap(set *Set) *Set { return e.cur.Swap(set) }
 
 // Decide evaluates r against the live set. See Set.Decide.
 func (e *Engine) Decide(r *Request) (Decision, error) {
-	return e.cur.Load().Decide(r, e.now())
+	x, err := e.cur.Load().evaluate(r, e.now(), false, e.caches)
+	return x.Decision, err
 }
 
 // Explain evaluates r against the live set. See Set.Explain.
 func (e *Engine) Explain(r *Request) (Explanation, error) {
-	return e.cur.Load().Explain(r, e.now())
+	return e.cur.Load().evaluate(r, e.now(), true, e.caches)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cedar-policy/cedar-go/types"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -327,5 +328,59 @@ func TestAgentLabelsAndServer(t *testing.T) {
 	r.Resource.Server = "gitlab"
 	if d, _ := set.Decide(r, TestTime); d.Effect != Deny {
 		t.Errorf("infra on gitlab: %+v", d)
+	}
+}
+
+func TestRawRecordFastPath(t *testing.T) {
+	if !rawRecordOK() {
+		t.Fatal("types.Record's layout changed: rawRecord falls back to the slow types.NewRecord; update recordLayout")
+	}
+	r := rawRecord(map[types.String]types.Value{"a": types.Long(1)})
+	if v, ok := r.Get("a"); !ok || v != types.Long(1) || r.Len() != 1 {
+		t.Fatalf("rawRecord.Get(a) = %v, %v", v, ok)
+	}
+}
+
+func TestWholeContextRejected(t *testing.T) {
+	t.Parallel()
+	for _, src := range []string{
+		`permit(principal, action, resource) when { context == {} };`,
+		`permit(principal, action, resource) when { [context].contains(context) };`,
+	} {
+		if _, err := Compile([]Source{{Name: "c.cedar", Text: []byte(src)}}); err == nil || !strings.Contains(err.Error(), "context as a whole") {
+			t.Errorf("Compile(%s) = %v, want the whole-context error", src, err)
+		}
+	}
+	compile(t, `permit(principal, action, resource) when { context has task && context.task.in_scope };`)
+}
+
+func TestEngineCachesDoNotConfuse(t *testing.T) {
+	t.Parallel()
+	eng := NewEngine(mustDefaults(t), nil)
+	// Same agent and task, different resource sensitivity and labels:
+	// cached parts must not leak between requests.
+	for i := range 3 {
+		r := baseRequest(TierAssist, ActionFileWrite, RiskWrite, true)
+		r.Resource.Labels = []string{"draft"}
+		if d, _ := eng.Decide(r); d.Effect != Allow {
+			t.Fatalf("round %d: draft: %+v", i, d)
+		}
+		r.Resource.Labels = nil
+		if d, _ := eng.Decide(r); d.Effect != Deny {
+			t.Fatalf("round %d: non-draft: %+v", i, d)
+		}
+		r.Resource.Labels = []string{"dra", "ft"}
+		if d, _ := eng.Decide(r); d.Effect != Deny {
+			t.Fatalf("round %d: split label: %+v", i, d)
+		}
+		r = baseRequest(TierAutonomous, ActionFileRead, RiskRead, true)
+		r.Resource.Sensitivity = "restricted"
+		if d, _ := eng.Decide(r); d.Effect != Deny {
+			t.Fatalf("round %d: restricted: %+v", i, d)
+		}
+		r.Task.Sensitivity = "restricted"
+		if d, _ := eng.Decide(r); d.Effect != Allow {
+			t.Fatalf("round %d: restricted task: %+v", i, d)
+		}
 	}
 }

@@ -159,6 +159,11 @@ func Compile(sources []Source) (*Set, error) {
 				probs = append(probs, *perr)
 				continue
 			}
+			if wholeContextUse((*xast.Policy)(p.AST())) {
+				pos := p.Position()
+				probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID,
+					Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
+			}
 			if err := v.Policy(c.ID, (*xast.Policy)(p.AST())); err != nil {
 				pos := p.Position()
 				for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
@@ -332,20 +337,22 @@ func (s *Set) candidates(action string, resource types.EntityUID) (forbids, perm
 	return
 }
 
-// policyList is a cedar.PolicyIterator over two slices of policies.
-type policyList struct{ a, b []*compiled }
+// policyList is a cedar.PolicyIterator over up to four slices of
+// policies (unpinned and pinned, forbids and permits).
+type policyList struct{ a, b, c, d []*compiled }
 
-func (l policyList) empty() bool { return len(l.a) == 0 && len(l.b) == 0 }
+func (l *policyList) empty() bool { return len(l.a)+len(l.b)+len(l.c)+len(l.d) == 0 }
+
+func (l *policyList) len() int { return len(l.a) + len(l.b) + len(l.c) + len(l.d) }
 
 // All implements cedar.PolicyIterator.
-func (l policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
-	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-		for _, c := range l.a {
-			if !yield(cedar.PolicyID(c.ID), c.policy) {
-				return
-			}
-		}
-		for _, c := range l.b {
+func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return l.each
+}
+
+func (l *policyList) each(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+	for _, s := range [...][]*compiled{l.a, l.b, l.c, l.d} {
+		for _, c := range s {
 			if !yield(cedar.PolicyID(c.ID), c.policy) {
 				return
 			}
