@@ -239,7 +239,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	if err != nil {
 		return p.refuse(ctx, taskID, agent, act, err)
 	}
-	t := st.t
+	st.mu.Lock()
+	t, scope, chain, used := st.t, st.scope, st.chain, st.used
+	st.mu.Unlock()
 	if t.Agent.String() != agent {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: the task belongs to another agent", ErrUnauthenticated))
 	}
@@ -261,9 +263,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		Time:      now,
 		Approvals: act.Approvals,
 		Task: policy.TaskInfo{
-			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: st.scope,
+			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
 			InScope:     t.Scope.Allows(act.Kind, act.Resource),
-			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: st.chain,
+			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: chain,
 		},
 	}
 	if policy.SensitivityLevel(act.Sensitivity) > policy.SensitivityLevel(req.Resource.Sensitivity) {
@@ -276,9 +278,6 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 			}
 		}
 	}
-	st.mu.Lock()
-	used := st.used
-	st.mu.Unlock()
 	req.Task.ActionsLeft = left(t.Budget.MaxActions, used.Actions)
 	req.Task.WritesLeft = left(t.Budget.MaxWrites, used.Writes)
 	req.Taint = p.taint(st)
