@@ -3,16 +3,16 @@
 // hands an attempted action to Pipeline.Decide and enforces the answer;
 // nothing else decides.
 //
-//	1. authenticate — verify the task token (and its DPoP proof) with the
-//	   shared token.Verifier (cached), or accept a task named by an
-//	   authenticated enforcement point (DecideFor)
-//	2. task check   — active, unexpired, inside budget and scope
-//	3. policy       — build the Cedar request (agent, task, delegation
-//	   chain, risk, resource sensitivity, destination, taint, time) and
-//	   decide it with the live policy set; a shadow (candidate) set, if
-//	   any, is evaluated beside it and differences are recorded
-//	4. audit        — the decision event is durable before Decide returns;
-//	   if it cannot be written the action is denied
+//  1. authenticate — verify the task token (and its DPoP proof) with the
+//     shared token.Verifier (cached), or accept a task named by an
+//     authenticated enforcement point (DecideFor)
+//  2. task check   — active, unexpired, inside budget and scope
+//  3. policy       — build the Cedar request (agent, task, delegation
+//     chain, risk, resource sensitivity, destination, taint, time) and
+//     decide it with the live policy set; a shadow (candidate) set, if
+//     any, is evaluated beside it and differences are recorded
+//  4. audit        — the decision event is durable before Decide returns;
+//     if it cannot be written the action is denied
 //
 // Approval waiting and obligations fulfilment (secrets injection) belong
 // to the enforcement points and the approval service; Decide returns
@@ -65,6 +65,9 @@ type Credential struct {
 	// Method and URL of the HTTP request the proof was made for.
 	Method string
 	URL    string
+	// Agent, if set, is the agent the caller claims to be: the token must
+	// be that agent's.
+	Agent string
 }
 
 // Action is one attempted operation.
@@ -202,6 +205,9 @@ func (p *Pipeline) Decide(ctx context.Context, cred Credential, act Action) (Dec
 	})
 	if err != nil {
 		return p.refuse(ctx, "", "", act, fmt.Errorf("%w: %v", ErrUnauthenticated, err))
+	}
+	if cred.Agent != "" && cred.Agent != claims.ClientID {
+		return p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
 	}
 	return p.decide(ctx, task.ID(claims.TaskID), claims.ClientID, act)
 }
