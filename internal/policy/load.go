@@ -66,6 +66,9 @@ type LoaderConfig struct {
 	Dir string
 	// Defaults adds the default policy set (DefaultSources) to the files.
 	Defaults bool
+	// APIDir holds the API-managed policies (see APIStore); empty means
+	// none.
+	APIDir string
 	// Extra returns further sources on every load: the API-managed
 	// policies. Nil means none.
 	Extra func(context.Context) ([]Source, error)
@@ -124,6 +127,13 @@ func (l *Loader) Sources(ctx context.Context) ([]Source, error) {
 		}
 		srcs = append(srcs, files...)
 	}
+	if l.cfg.APIDir != "" {
+		api, err := APIStore{Dir: l.cfg.APIDir}.List()
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, api...)
+	}
 	if l.cfg.Extra != nil {
 		extra, err := l.cfg.Extra(ctx)
 		if err != nil {
@@ -140,7 +150,7 @@ func (l *Loader) Sources(ctx context.Context) ([]Source, error) {
 func (l *Loader) Reload(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.stamp = dirStamp(l.cfg.Dir)
+	l.stamp = l.dirStamps()
 	err := l.reload(ctx)
 	l.lastErr = err
 	if err != nil {
@@ -174,7 +184,7 @@ func (l *Loader) Status() (loaded time.Time, lastErr error) {
 
 // Run polls the directory until ctx ends, reloading on change.
 func (l *Loader) Run(ctx context.Context) error {
-	if l.cfg.Dir == "" {
+	if l.cfg.Dir == "" && l.cfg.APIDir == "" {
 		<-ctx.Done()
 		return nil
 	}
@@ -187,7 +197,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		l.mu.Lock()
-		changed := dirStamp(l.cfg.Dir) != l.stamp
+		changed := l.dirStamps() != l.stamp
 		l.mu.Unlock()
 		if changed {
 			if err := l.Reload(ctx); err != nil && errors.Is(err, context.Canceled) {
@@ -195,6 +205,25 @@ func (l *Loader) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+func (l *Loader) dirStamps() string {
+	return dirStamp(l.cfg.Dir) + "\n--\n" + dirStamp(l.cfg.APIDir)
+}
+
+// Candidate compiles the current sources with src added (or replacing
+// the source of the same name, or removed when src.Text is nil) without
+// making them live: what a change would do.
+func (l *Loader) Candidate(ctx context.Context, src Source) (*Set, error) {
+	srcs, err := l.Sources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	srcs = slices.DeleteFunc(srcs, func(s Source) bool { return s.Name == src.Name })
+	if src.Text != nil {
+		srcs = append(srcs, src)
+	}
+	return Compile(srcs)
 }
 
 // dirStamp summarizes the names, sizes and modification times of the
