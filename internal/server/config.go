@@ -42,6 +42,8 @@ type Config struct {
 	Tasks               TasksConfig
 	Admin               AdminConfig
 	Federation          FederationConfig
+	Policy              PolicyConfig
+	Access              AccessConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from

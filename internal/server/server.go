@@ -154,7 +154,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, log)
+	if err != nil {
+		return nil, err
+	}
 	s.background = append(s.background,
+		acc.run,   // policy directory polling
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
 	)
@@ -186,6 +191,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
+	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 
 	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
 	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))
