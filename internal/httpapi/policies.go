@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/admin"
@@ -101,7 +103,7 @@ func (h *PolicyAdmin) writeCompileError(w http.ResponseWriter, r *http.Request, 
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusBadRequest)
 	_ = jsonEncode(w, compileProblem{
-		Problem:  Problem{Type: "about:blank", Title: "Bad Request", Status: http.StatusBadRequest, Detail: "the policy does not compile"},
+		Problem:  Problem{Type: "about:blank", Title: "Bad Request", Status: http.StatusBadRequest, Detail: "the policies do not compile:\n" + ce.Error()},
 		Problems: ce.Problems,
 	})
 }
@@ -121,10 +123,21 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, errors.Join(errBadRequest, err))
 		return
 	}
-	text, err := io.ReadAll(http.MaxBytesReader(w, r.Body, policy.MaxSourceSize))
+	text, err := io.ReadAll(http.MaxBytesReader(w, r.Body, policy.MaxSourceSize+1024))
 	if err != nil {
 		writeError(w, r, h.log, errTooLarge)
 		return
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		// {"text": "<cedar>"}, as the CLI sends it.
+		var body struct {
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(text, &body); err != nil {
+			writeError(w, r, h.log, fmt.Errorf("%w: want {\"text\": \"<cedar policies>\"} or a text/plain body", errBadRequest))
+			return
+		}
+		text = []byte(body.Text)
 	}
 	if _, err := h.cfg.Loader.Candidate(r.Context(), policy.Source{Name: policy.SourceName(name), Text: text}); err != nil {
 		h.writeCompileError(w, r, err)
