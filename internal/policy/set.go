@@ -208,6 +208,9 @@ func parseProblem(file string, err error) Problem {
 			p.Msg = pre + ": " + p.Msg
 		}
 	}
+	// Some errors (invalid UTF-8) carry position 0:0: point at the start.
+	p.Line, p.Column = max(p.Line, 1), max(p.Column, 1)
+	p.Msg = strings.ReplaceAll(p.Msg, "::", ":")
 	return p
 }
 
