@@ -41,10 +41,10 @@ import (
 // Event types recorded by the pipeline.
 const (
 	// TypeDecided is recorded for every decision, allow or not.
-	TypeDecided audit.Type = "access.decided"
+	TypeDecided = audit.TypeAccessDecided
 	// TypeShadowDiffers is recorded when the shadow (candidate) policy
 	// set would have decided differently from the live one.
-	TypeShadowDiffers audit.Type = "policy.shadow_differs"
+	TypeShadowDiffers = audit.TypePolicyShadowDiffers
 )
 
 // Sentinel errors returned by Decide (with a deny decision).

@@ -39,6 +39,17 @@ const (
 	DecisionDeny  = "deny"
 )
 
+// Event types recorded by the decision pipeline (package access) and the
+// policy admin API.
+const (
+	TypeAccessDecided       Type = "access.decided"
+	TypePolicyShadowDiffers Type = "policy.shadow_differs"
+	TypePolicyChanged       Type = "policy.changed"
+	// DecisionApprovalRequired is the decision of an action held for
+	// human approval.
+	DecisionApprovalRequired = "approval_required"
+)
+
 // Event is one audit record.
 type Event struct {
 	// Seq is assigned by the store when the event is appended; zero before.

@@ -18,7 +18,7 @@ import (
 
 // TypePolicyChanged is recorded when an admin changes the API-managed
 // policies or reloads the policy set.
-const TypePolicyChanged audit.Type = "policy.changed"
+const TypePolicyChanged = audit.TypePolicyChanged
 
 // PolicyAdminConfig configures the policy admin API.
 type PolicyAdminConfig struct {
