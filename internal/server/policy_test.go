@@ -137,6 +137,18 @@ func TestAuthZENEndToEnd(t *testing.T) {
 	if code, body := sockDo(t, sock, "DELETE", "/admin/v1/policies/no-reads", "", ""); code != 204 {
 		t.Errorf("DELETE: %d %s", code, body)
 	}
+	// Policy changes are audited.
+	changes, err := s.backend.ListEvents(t.Context(), audit.Query{Type: audit.TypePolicyChanged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, ev := range changes {
+		ops = append(ops, ev.Action+":"+ev.Resource+":"+ev.Actor)
+	}
+	if strings.Join(ops, " ") != "put:no-reads:admin:local delete:no-reads:admin:local" {
+		t.Errorf("policy change events = %v", ops)
+	}
 	// A file change is picked up by polling.
 	if err := os.WriteFile(filepath.Join(cfg.Policy.Dir, "site.cedar"), []byte(`@id("no-go") forbid(principal, action == Action::"file.write", resource == File::"/repo/main.go");`), 0o600); err != nil {
 		t.Fatal(err)
