@@ -15,6 +15,8 @@ import (
 type cedarInput struct {
 	req       types.Request
 	ctx       types.RecordMap // the context's map, reused through inputPool
+	// all is the candidate list of the common path, reused likewise.
+	all *policyList
 	principal types.Entity
 	resource  types.Entity
 	server    types.Entity
@@ -277,7 +279,7 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 const contextKeys = 12
 
 var inputPool = sync.Pool{New: func() any {
-	return &cedarInput{ctx: make(types.RecordMap, contextKeys)}
+	return &cedarInput{ctx: make(types.RecordMap, contextKeys), all: newPolicyList()}
 }}
 
 // putInput returns in to the pool. When the fast record path is off,
@@ -285,5 +287,6 @@ var inputPool = sync.Pool{New: func() any {
 func putInput(in *cedarInput) {
 	in.principal, in.resource, in.server, in.hasServer = types.Entity{}, types.Entity{}, types.Entity{}, false
 	in.req = types.Request{}
+	in.all.a, in.all.b, in.all.c, in.all.d = nil, nil, nil, nil
 	inputPool.Put(in)
 }

@@ -106,17 +106,18 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	var fdiag, pdiag cedar.Diagnostic
 	switch {
 	case full:
-		if !forbids.empty() {
-			_, fdiag = cedar.Authorize(&forbids, in, in.req)
+		if f := forbids; !f.empty() {
+			_, fdiag = cedar.Authorize(&f, in, in.req)
 		}
-		if !permits.empty() {
-			_, pdiag = cedar.Authorize(&permits, in, in.req)
+		if p := permits; !p.empty() {
+			_, pdiag = cedar.Authorize(&p, in, in.req)
 		}
 	default:
-		all := policyList{a: forbids.a, b: forbids.b, c: permits.a, d: permits.b}
+		all := in.all
+		all.a, all.b, all.c, all.d = forbids.a, forbids.b, permits.a, permits.b
 		if !all.empty() {
 			var diag cedar.Diagnostic
-			_, diag = cedar.Authorize(&all, in, in.req)
+			_, diag = cedar.Authorize(all, in, in.req)
 			fdiag.Errors = diag.Errors
 			if len(diag.Reasons) > 0 && s.byID[string(diag.Reasons[0].PolicyID)].forbid {
 				fdiag.Reasons = diag.Reasons
@@ -143,9 +144,11 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 		}
 	}
 	if !full && len(fdiag.Reasons) > 0 && len(plain) == 0 && len(fdiag.Errors) == 0 && !permits.empty() {
-		_, pdiag = cedar.Authorize(&permits, in, in.req)
+		all := in.all
+		all.a, all.b, all.c, all.d = permits.a, permits.b, nil, nil
+		_, pdiag = cedar.Authorize(all, in, in.req)
 	}
-	var matched []Reason
+	matched := make([]Reason, 0, len(pdiag.Reasons))
 	for _, m := range pdiag.Reasons {
 		matched = append(matched, s.reason(m.PolicyID))
 	}

@@ -342,7 +342,19 @@ func (s *Set) candidates(action string, resource types.EntityUID) (forbids, perm
 
 // policyList is a cedar.PolicyIterator over up to four slices of
 // policies (unpinned and pinned, forbids and permits).
-type policyList struct{ a, b, c, d []*compiled }
+// seq, when set, is l.each bound once (see newPolicyList), so that All
+// does not allocate a method value on every decision.
+type policyList struct {
+	a, b, c, d []*compiled
+	seq        iter.Seq2[cedar.PolicyID, *cedar.Policy]
+}
+
+// newPolicyList returns an empty list whose All does not allocate.
+func newPolicyList() *policyList {
+	l := &policyList{}
+	l.seq = l.each
+	return l
+}
 
 func (l *policyList) empty() bool { return len(l.a)+len(l.b)+len(l.c)+len(l.d) == 0 }
 
@@ -350,6 +362,9 @@ func (l *policyList) len() int { return len(l.a) + len(l.b) + len(l.c) + len(l.d
 
 // All implements cedar.PolicyIterator.
 func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	if l.seq != nil {
+		return l.seq
+	}
 	return l.each
 }
 
