@@ -13,10 +13,10 @@ import (
 // names. It implements types.EntityGetter without a map: a request names
 // at most a handful of entities.
 type cedarInput struct {
-	req       types.Request
-	ctx       types.RecordMap // the context's map, reused through inputPool
+	req types.Request
+	ctx types.RecordMap // the context's map, reused through inputPool
 	// all is the candidate list of the common path, reused likewise.
-	all *policyList
+	all       *policyList
 	principal types.Entity
 	resource  types.Entity
 	server    types.Entity
