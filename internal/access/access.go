@@ -93,7 +93,9 @@ type Action struct {
 	// authenticated enforcement point rather than by the agent itself:
 	// an agent could otherwise declare its tools read-only.
 	Trusted bool
-	// Approvals are the approvals verified for this exact action.
+	// Approvals are approvals granted for this exact action, asserted by
+	// an enforcement point; used only when Trusted (an agent cannot
+	// approve its own actions). The pipeline also asks Config.Approvals.
 	Approvals []string
 	// Point names the enforcement point; RequestID correlates the event.
 	Point     string
@@ -120,6 +122,13 @@ type Revocations interface {
 	AgentInactive(id identity.ID) bool
 }
 
+// ApprovalChecker finds the approvals granted for an action of a task:
+// the names of the @approval forbids they lift. The approval service
+// implements it, binding each approval to the action's exact arguments.
+type ApprovalChecker interface {
+	Approved(ctx context.Context, taskID task.ID, act Action) ([]string, error)
+}
+
 // Config configures a Pipeline.
 type Config struct {
 	Verifier    Verifier
@@ -131,6 +140,9 @@ type Config struct {
 		GetAgent(ctx context.Context, id identity.ID) (*identity.Agent, error)
 	}
 	Engine *policy.Engine
+	// Approvals, if set, is asked for the approvals granted to each
+	// action (held and approved requests bound to its arguments).
+	Approvals ApprovalChecker
 	// Shadow, if set, is a candidate policy set evaluated beside Engine
 	// without being enforced.
 	Shadow     *policy.Engine
@@ -267,7 +279,6 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		Risk:     class.Risk, HighImpact: class.HighImpact,
 		Destination: act.Destination, Command: act.Command,
 		Time:      now,
-		Approvals: act.Approvals,
 		Task: policy.TaskInfo{
 			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
 			InScope:     t.Scope.Allows(act.Kind, act.Resource),
@@ -283,6 +294,16 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 				req.Resource.Labels = append(req.Resource.Labels, l)
 			}
 		}
+	}
+	if act.Trusted {
+		req.Approvals = append(req.Approvals, act.Approvals...)
+	}
+	if p.cfg.Approvals != nil {
+		granted, err := p.cfg.Approvals.Approved(ctx, taskID, act)
+		if err != nil {
+			return p.refuse(ctx, taskID, agent, act, fmt.Errorf("access: approvals: %w", err))
+		}
+		req.Approvals = append(req.Approvals, granted...)
 	}
 	req.Task.ActionsLeft = left(t.Budget.MaxActions, used.Actions)
 	req.Task.WritesLeft = left(t.Budget.MaxWrites, used.Writes)

@@ -25,7 +25,9 @@ func TestDecideTiers(t *testing.T) {
 		{identity.TierAssist, access.Action{Kind: "file.read", Resource: "/repo/a.go"}, policy.Allow},
 		{identity.TierAssist, access.Action{Kind: "file.write", Resource: "/repo/a.go"}, policy.Deny},
 		{identity.TierSupervised, access.Action{Kind: "file.write", Resource: "/repo/a.go"}, policy.ApprovalRequired},
-		{identity.TierSupervised, access.Action{Kind: "file.write", Resource: "/repo/a.go", Approvals: []string{"supervised-write"}}, policy.Allow},
+		{identity.TierSupervised, access.Action{Kind: "file.write", Resource: "/repo/a.go", Approvals: []string{"supervised-write"}, Trusted: true}, policy.Allow},
+		// An agent cannot approve its own action.
+		{identity.TierSupervised, access.Action{Kind: "file.write", Resource: "/repo/a.go", Approvals: []string{"supervised-write"}}, policy.ApprovalRequired},
 		{identity.TierAutonomous, access.Action{Kind: "file.write", Resource: "/repo/a.go"}, policy.Allow},
 		{identity.TierAutonomous, access.Action{Kind: "file.write", Resource: "/etc/passwd"}, policy.Deny},
 		{identity.TierAutonomous, access.Action{Kind: "tool.call", Resource: "ci/deploy", Server: "ci"}, policy.ApprovalRequired},
@@ -244,4 +246,47 @@ func TestShadow(t *testing.T) {
 	if ev.Type != access.TypeShadowDiffers || ev.Decision != "allow" || ev.Details["shadow_decision"] != "deny" || ev.Details["shadow_policies"] != "no-writes" {
 		t.Errorf("shadow event = %+v", ev)
 	}
+}
+
+type fakeApprovals struct{ granted map[string][]string }
+
+func (f fakeApprovals) Approved(_ context.Context, id task.ID, act access.Action) ([]string, error) {
+	return f.granted[act.Resource], nil
+}
+
+// TestApprovalLifted: an approval granted for exactly this action (by the
+// approval service) lifts the step-up forbid; others stay held.
+func TestApprovalLifted(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, fixtureOpts{classifier: policy.ClassifierConfig{Risks: []policy.RiskRule{{Match: "tool.call:ci/*", Risk: policy.RiskPrivileged}}}})
+	p, err := access.New(access.Config{
+		Verifier: f.verifier, Revocations: f.rev, Tasks: f.backend, Agents: f.backend, Engine: f.engine,
+		Classifier: mustClassifier(t, policy.ClassifierConfig{Risks: []policy.RiskRule{{Match: "tool.call:ci/*", Risk: policy.RiskPrivileged}}}),
+		Recorder:   f.rec, Approvals: fakeApprovals{granted: map[string][]string{"ci/deploy-staging": {"step-up"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "tool.call:ci/*"})
+	cred := access.Credential{Token: f.token(t, tk)}
+	d, _ := p.Decide(context.Background(), cred, access.Action{Kind: "tool.call", Resource: "ci/deploy-staging", Server: "ci"})
+	if d.Effect != policy.Allow || len(d.Obligations) == 0 {
+		t.Errorf("approved action: %+v, want allow with obligations", d)
+	}
+	d, _ = p.Decide(context.Background(), cred, access.Action{Kind: "tool.call", Resource: "ci/deploy-prod", Server: "ci"})
+	if d.Effect != policy.ApprovalRequired || d.Approvals[0] != "step-up" {
+		t.Errorf("unapproved action: %+v, want approval_required", d)
+	}
+	if ev := f.rec.last(t); ev.Decision != "approval_required" || ev.Details["approvals"] != "step-up" {
+		t.Errorf("event = %+v", ev)
+	}
+}
+
+func mustClassifier(t testing.TB, cfg policy.ClassifierConfig) *policy.Classifier {
+	t.Helper()
+	c, err := policy.NewClassifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
