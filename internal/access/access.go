@@ -207,21 +207,47 @@ func New(cfg Config) (*Pipeline, error) {
 	return &Pipeline{cfg: cfg, log: log, tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
 }
 
+// Subject is an authenticated agent acting under a task, as returned by
+// Authenticate.
+type Subject struct {
+	Task  task.ID
+	Agent string
+}
+
+// Authenticate verifies cred as a task token (with its DPoP proof, which
+// is single-use: authenticate once per HTTP request, then decide any
+// number of actions with DecideAs). A failure is recorded as a denied
+// attempt at act and returned as ErrUnauthenticated.
+func (p *Pipeline) Authenticate(ctx context.Context, cred Credential, act Action) (Subject, error) {
+	claims, err := p.cfg.Verifier.Verify(ctx, token.VerifyRequest{
+		Token: cred.Token, DPoPProof: cred.DPoPProof, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
+	})
+	if err != nil {
+		_, err = p.refuse(ctx, "", "", act, fmt.Errorf("%w: %v", ErrUnauthenticated, err))
+		return Subject{}, err
+	}
+	if cred.Agent != "" && cred.Agent != claims.ClientID {
+		_, err = p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
+		return Subject{}, err
+	}
+	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID}, nil
+}
+
 // Decide authenticates cred as a task token (with its DPoP proof) and
 // decides act for that task. The returned error explains a denial that
 // was not a policy decision (ErrUnauthenticated, ErrInvalidAction,
 // audit.ErrUnavailable, a store failure); the Decision is then a deny.
 func (p *Pipeline) Decide(ctx context.Context, cred Credential, act Action) (Decision, error) {
-	claims, err := p.cfg.Verifier.Verify(ctx, token.VerifyRequest{
-		Token: cred.Token, DPoPProof: cred.DPoPProof, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
-	})
+	subj, err := p.Authenticate(ctx, cred, act)
 	if err != nil {
-		return p.refuse(ctx, "", "", act, fmt.Errorf("%w: %v", ErrUnauthenticated, err))
+		return Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{err.Error()}}}, err
 	}
-	if cred.Agent != "" && cred.Agent != claims.ClientID {
-		return p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
-	}
-	return p.decide(ctx, task.ID(claims.TaskID), claims.ClientID, act)
+	return p.decide(ctx, subj.Task, subj.Agent, act)
+}
+
+// DecideAs decides act for a subject returned by Authenticate.
+func (p *Pipeline) DecideAs(ctx context.Context, subj Subject, act Action) (Decision, error) {
+	return p.decide(ctx, subj.Task, subj.Agent, act)
 }
 
 // DecideFor decides act for a task named by an authenticated enforcement
@@ -278,7 +304,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		Resource: policy.Resource{ID: act.Resource, Server: act.Server, Sensitivity: class.Sensitivity, Labels: class.Labels, Tier: act.DelegateTier},
 		Risk:     class.Risk, HighImpact: class.HighImpact,
 		Destination: act.Destination, Command: act.Command,
-		Time:      now,
+		Time: now,
 		Task: policy.TaskInfo{
 			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
 			InScope:     t.Scope.Allows(act.Kind, act.Resource),

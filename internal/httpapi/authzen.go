@@ -40,7 +40,8 @@ var errForbidden = errors.New("forbidden")
 
 // Decider is the decision pipeline (access.Pipeline).
 type Decider interface {
-	Decide(ctx context.Context, cred access.Credential, act access.Action) (access.Decision, error)
+	Authenticate(ctx context.Context, cred access.Credential, act access.Action) (access.Subject, error)
+	DecideAs(ctx context.Context, subj access.Subject, act access.Action) (access.Decision, error)
 	DecideFor(ctx context.Context, taskID task.ID, agent string, act access.Action) (access.Decision, error)
 }
 
@@ -232,10 +233,11 @@ var resourceTypes = map[string]string{
 }
 
 // caller is who is asking: an enforcement point, or an agent with its
-// task token.
+// task token (verified once per HTTP request: a DPoP proof is single-use).
 type caller struct {
-	point string
-	cred  access.Credential
+	point   string
+	cred    access.Credential
+	subject *access.Subject
 }
 
 func (h *AuthZEN) authenticate(r *http.Request) (caller, error) {
@@ -358,7 +360,7 @@ func (h *AuthZEN) evaluation(w http.ResponseWriter, r *http.Request) {
 		h.writeAZError(w, r, err)
 		return
 	}
-	resp, err := h.evaluate(r.Context(), c, ev, reqID)
+	resp, err := h.evaluate(r.Context(), &c, ev, reqID)
 	if err != nil {
 		h.writeAZError(w, r, err)
 		return
@@ -389,7 +391,7 @@ func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Evaluations) == 0 {
 		// Without an evaluations array the request is a single evaluation.
-		resp, err := h.evaluate(r.Context(), c, req.AZEvaluation, reqID)
+		resp, err := h.evaluate(r.Context(), &c, req.AZEvaluation, reqID)
 		if err != nil {
 			h.writeAZError(w, r, err)
 			return
@@ -406,7 +408,7 @@ func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
 	}{Evaluations: make([]AZResponse, 0, len(req.Evaluations))}
 	for _, item := range req.Evaluations {
 		ev := merge(req.AZEvaluation, item)
-		resp, err := h.evaluate(r.Context(), c, ev, reqID)
+		resp, err := h.evaluate(r.Context(), &c, ev, reqID)
 		if err != nil {
 			status, detail := errorStatus(err)
 			if status == http.StatusUnauthorized || status >= 500 {
@@ -482,7 +484,7 @@ func ToAction(ev AZEvaluation) (access.Action, error) {
 
 // evaluate decides one evaluation. Request errors wrap errBadRequest;
 // a caller that could not be authenticated gets access.ErrUnauthenticated.
-func (h *AuthZEN) evaluate(ctx context.Context, c caller, ev AZEvaluation, reqID string) (AZResponse, error) {
+func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqID string) (AZResponse, error) {
 	act, err := ToAction(ev)
 	if err != nil {
 		return AZResponse{}, err
@@ -507,9 +509,19 @@ func (h *AuthZEN) evaluate(ctx context.Context, c caller, ev AZEvaluation, reqID
 		}
 	} else {
 		act.Point = "authzen"
-		cred := c.cred
-		cred.Agent = ev.Subject.ID
-		d, err = h.cfg.Pipeline.Decide(ctx, cred, act)
+		if c.subject == nil {
+			cred := c.cred
+			cred.Agent = ev.Subject.ID
+			subj, err := h.cfg.Pipeline.Authenticate(ctx, cred, act)
+			if err != nil {
+				return AZResponse{}, err
+			}
+			c.subject = &subj
+		}
+		if c.subject.Agent != ev.Subject.ID {
+			return AZResponse{}, fmt.Errorf("%w: a task token may only ask about its own agent", access.ErrUnauthenticated)
+		}
+		d, err = h.cfg.Pipeline.DecideAs(ctx, *c.subject, act)
 		if err != nil {
 			if errors.Is(err, access.ErrInvalidAction) {
 				return AZResponse{}, fmt.Errorf("%w: %v", errBadRequest, err)

@@ -21,8 +21,9 @@ import (
 // fakeDecider allows resources named "ok*", requires approval for
 // "hold*", denies the rest; the token "good" is the only valid one.
 type fakeDecider struct {
-	mu   sync.Mutex
-	acts []access.Action
+	mu    sync.Mutex
+	acts  []access.Action
+	auths int
 }
 
 var _ Decider = (*fakeDecider)(nil)
@@ -40,10 +41,17 @@ func (f *fakeDecider) decide(act access.Action) access.Decision {
 	return access.Decision{Decision: policy.Decision{Effect: policy.Deny}}
 }
 
-func (f *fakeDecider) Decide(_ context.Context, cred access.Credential, act access.Action) (access.Decision, error) {
+func (f *fakeDecider) Authenticate(_ context.Context, cred access.Credential, act access.Action) (access.Subject, error) {
+	f.mu.Lock()
+	f.auths++
+	f.mu.Unlock()
 	if cred.Token != "good" || cred.Agent != "spiffe://example.org/agent/a" {
-		return access.Decision{Decision: policy.Decision{Effect: policy.Deny}}, fmt.Errorf("%w: bad token", access.ErrUnauthenticated)
+		return access.Subject{}, fmt.Errorf("%w: bad token", access.ErrUnauthenticated)
 	}
+	return access.Subject{Task: "tsk_x", Agent: cred.Agent}, nil
+}
+
+func (f *fakeDecider) DecideAs(_ context.Context, subj access.Subject, act access.Action) (access.Decision, error) {
 	return f.decide(act), nil
 }
 
@@ -168,7 +176,7 @@ func TestAuthZENEnforcementPoint(t *testing.T) {
 
 func TestAuthZENEvaluations(t *testing.T) {
 	t.Parallel()
-	srv, _ := newAuthZENServer(t)
+	srv, f := newAuthZENServer(t)
 	items := `"evaluations": [{"resource": {"type": "file", "id": "ok1"}}, {"resource": {"type": "file", "id": "no"}}, {"resource": {"type": "file", "id": "ok2"}}, {"action": {"name": "bogus"}}]`
 	head := `{` + subj + `, "action": {"name": "file.read"}, `
 	decisions := func(got string) []string {
@@ -206,13 +214,26 @@ func TestAuthZENEvaluations(t *testing.T) {
 			t.Errorf("semantic %q (-want +got):\n%s", tt.semantic, diff)
 		}
 	}
+	// A batch authenticates once (a DPoP proof is single-use).
+	f.mu.Lock()
+	f.auths = 0
+	f.mu.Unlock()
+	post(t, srv, "/access/v1/evaluations", "Bearer good", head+items+`}`, nil)
+	if f.auths != 1 {
+		t.Errorf("a batch authenticated %d times, want 1", f.auths)
+	}
+	// Another agent in one entry of a task-token batch is refused.
+	resp, _ := post(t, srv, "/access/v1/evaluations", "Bearer good", head+`"evaluations": [{"resource": {"type": "file", "id": "ok"}}, {"subject": {"type": "agent", "id": "spiffe://example.org/agent/b"}, "resource": {"type": "file", "id": "ok"}}]}`, nil)
+	if resp.StatusCode != 401 {
+		t.Errorf("batch about another agent: %d, want 401", resp.StatusCode)
+	}
 	// Without evaluations: a single decision.
 	_, got := post(t, srv, "/access/v1/evaluations", "Bearer good", head+`"resource": {"type": "file", "id": "ok"}}`, nil)
 	if !strings.HasPrefix(got, `{"decision":true`) {
 		t.Errorf("evaluations without an array = %s", got)
 	}
 	// Bad semantic, too many evaluations: 400.
-	resp, _ := post(t, srv, "/access/v1/evaluations", "Bearer good", head+items+`, "options": {"evaluations_semantic": "first"}}`, nil)
+	resp, _ = post(t, srv, "/access/v1/evaluations", "Bearer good", head+items+`, "options": {"evaluations_semantic": "first"}}`, nil)
 	if resp.StatusCode != 400 {
 		t.Errorf("bad semantic: %d", resp.StatusCode)
 	}
