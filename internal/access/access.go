@@ -182,6 +182,9 @@ type taskState struct {
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
 	scope, chain []string
+	// untracked marks a task the pipeline had no room to track: its
+	// taint is unknown, so it is treated as restricted (fail closed).
+	untracked bool
 }
 
 type agentEntry struct {
@@ -424,6 +427,9 @@ func (p *Pipeline) account(st *taskState, req *policy.Request) {
 // delegated from (a delegate inherits what its delegator has seen).
 func (p *Pipeline) taint(st *taskState) string {
 	taint := ""
+	if st.untracked {
+		return policy.Sensitivities[len(policy.Sensitivities)-1]
+	}
 	for cur := st; cur != nil; {
 		cur.mu.Lock()
 		if policy.SensitivityLevel(cur.taint) > policy.SensitivityLevel(taint) {
@@ -493,6 +499,9 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 	st = &taskState{t: t, fetched: now, used: t.Used, scope: t.Scope.Strings(), chain: actorStrings(t.Actors)}
 	if len(p.tasks) < maxTracked {
 		p.tasks[id] = st
+	} else {
+		st.untracked = true
+		p.log.Warn("too many active tasks to track taint and budget; treating the task as tainted", "task", id, "limit", maxTracked)
 	}
 	return st, nil
 }

@@ -186,7 +186,11 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	default:
 		*d = Decision{Effect: Allow, Reasons: matched}
 		for _, rs := range append(matched, lifted...) {
-			for _, o := range s.byID[rs.Policy].Obligations {
+			c := s.byID[rs.Policy]
+			if c == nil {
+				continue
+			}
+			for _, o := range c.Obligations {
 				if !slices.Contains(d.Obligations, o) {
 					d.Obligations = append(d.Obligations, o)
 				}

@@ -384,3 +384,26 @@ func TestEngineCachesDoNotConfuse(t *testing.T) {
 		}
 	}
 }
+
+func TestMemo(t *testing.T) {
+	t.Parallel()
+	m := newMemo[int](100)
+	builds := 0
+	for round := range 3 {
+		for i := range 90 {
+			key := fmt.Appendf(nil, "k%d", i)
+			if got := m.get(key, func() int { builds++; return i }); got != i {
+				t.Fatalf("round %d: get(k%d) = %d", round, i, got)
+			}
+		}
+	}
+	if builds != 90 {
+		t.Errorf("built %d values for 90 keys over 3 rounds, want 90", builds)
+	}
+	for i := range 500 {
+		m.get(fmt.Appendf(nil, "x%d", i), func() int { return i })
+	}
+	if n := len(*m.read.Load()) + len(m.dirty); n > 100 {
+		t.Errorf("memo holds %d entries, bound is 100", n)
+	}
+}

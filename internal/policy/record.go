@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"maps"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cedar-policy/cedar-go/types"
@@ -80,34 +82,51 @@ func isContextVar(n xast.IsNode) bool {
 	return ok && v.Name == "context"
 }
 
-// memo is a bounded concurrent cache of Cedar values by key. When full it
-// starts over: entries are cheap to rebuild, and a reset keeps memory
-// bounded without bookkeeping on the hot path. Lookups take a []byte key
-// and do not allocate.
+// memo is a bounded concurrent cache of Cedar values by key. Hits read an
+// immutable snapshot through an atomic pointer — no lock, no shared
+// write, so parallel decisions do not contend; misses go to a small
+// mutex-guarded map that is merged into a new snapshot once it holds an
+// eighth of the snapshot's size (amortized constant work per insert).
+// When full it starts over: entries are cheap to rebuild. Lookups take a
+// []byte key and do not allocate.
 type memo[V any] struct {
-	mu   sync.RWMutex
-	m    map[string]V
-	size int
+	read  atomic.Pointer[map[string]V]
+	mu    sync.Mutex
+	dirty map[string]V
+	size  int
 }
 
 func newMemo[V any](size int) *memo[V] {
-	return &memo[V]{m: make(map[string]V), size: size}
+	c := &memo[V]{dirty: make(map[string]V), size: size}
+	c.read.Store(&map[string]V{})
+	return c
 }
 
 func (c *memo[V]) get(key []byte, build func() V) V {
-	c.mu.RLock()
-	v, ok := c.m[string(key)]
-	c.mu.RUnlock()
-	if ok {
+	read := *c.read.Load()
+	if v, ok := read[string(key)]; ok {
 		return v
 	}
-	v = build()
 	c.mu.Lock()
-	if len(c.m) >= c.size {
-		clear(c.m)
+	defer c.mu.Unlock()
+	if v, ok := c.dirty[string(key)]; ok {
+		return v
 	}
-	c.m[string(key)] = v
-	c.mu.Unlock()
+	v := build()
+	read = *c.read.Load()
+	if len(read)+len(c.dirty) >= c.size {
+		c.read.Store(&map[string]V{})
+		clear(c.dirty)
+		read = nil
+	}
+	c.dirty[string(key)] = v
+	if len(c.dirty) > len(read)/8 {
+		merged := make(map[string]V, len(read)+len(c.dirty))
+		maps.Copy(merged, read)
+		maps.Copy(merged, c.dirty)
+		c.read.Store(&merged)
+		clear(c.dirty)
+	}
 	return v
 }
 
