@@ -166,7 +166,7 @@ type Pipeline struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
 	agents map[identity.ID]*agentEntry
 }
@@ -182,6 +182,9 @@ type taskState struct {
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
 	scope, chain []string
+	// inScope memoizes t.Scope.Allows by action and resource (scope
+	// patterns are immutable; matching is a regexp).
+	inScope map[string]bool
 	// untracked marks a task the pipeline had no room to track: its
 	// taint is unknown, so it is treated as restricted (fail closed).
 	untracked bool
@@ -310,7 +313,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		Time: now,
 		Task: policy.TaskInfo{
 			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
-			InScope:     t.Scope.Allows(act.Kind, act.Resource),
+			InScope:     st.allows(t, act.Kind, act.Resource),
 			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: chain,
 		},
 	}
@@ -393,6 +396,29 @@ func actorStrings(ids []identity.ID) []string {
 	return out
 }
 
+// maxScopeMemo bounds a task's memo of scope checks.
+const maxScopeMemo = 1024
+
+// allows reports whether t's scope allows action on resource, memoized.
+func (st *taskState) allows(t *task.Task, action, resource string) bool {
+	var buf [256]byte
+	key := append(append(append(buf[:0], action...), 0), resource...)
+	st.mu.Lock()
+	ok, hit := st.inScope[string(key)]
+	st.mu.Unlock()
+	if hit {
+		return ok
+	}
+	ok = t.Scope.Allows(action, resource)
+	st.mu.Lock()
+	if st.inScope == nil || len(st.inScope) >= maxScopeMemo {
+		st.inScope = make(map[string]bool)
+	}
+	st.inScope[string(key)] = ok
+	st.mu.Unlock()
+	return ok
+}
+
 // account counts an allowed action against the budget and raises the
 // task's taint (and its ancestors': data read by a delegate flows back
 // to whoever delegated) when it read something sensitive.
@@ -417,9 +443,9 @@ func (p *Pipeline) account(st *taskState, req *policy.Request) {
 		if parent == "" {
 			break
 		}
-		p.mu.Lock()
+		p.mu.RLock()
 		cur = p.tasks[parent]
-		p.mu.Unlock()
+		p.mu.RUnlock()
 	}
 }
 
@@ -440,9 +466,9 @@ func (p *Pipeline) taint(st *taskState) string {
 		if parent == "" {
 			break
 		}
-		p.mu.Lock()
+		p.mu.RLock()
 		cur = p.tasks[parent]
-		p.mu.Unlock()
+		p.mu.RUnlock()
 	}
 	return taint
 }
@@ -450,9 +476,9 @@ func (p *Pipeline) taint(st *taskState) string {
 // Taint returns the highest sensitivity the task (or a task it was
 // delegated from) has read, as far as this pipeline has seen.
 func (p *Pipeline) Taint(id task.ID) string {
-	p.mu.Lock()
+	p.mu.RLock()
 	st := p.tasks[id]
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if st == nil {
 		return ""
 	}
@@ -462,9 +488,9 @@ func (p *Pipeline) Taint(id task.ID) string {
 // taskState returns the tracked state of a task, loading (or refreshing)
 // its record. Budget usage starts from the stored usage.
 func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*taskState, error) {
-	p.mu.Lock()
+	p.mu.RLock()
 	st := p.tasks[id]
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if st != nil {
 		st.mu.Lock()
 		fresh := now.Sub(st.fetched) < p.cfg.CacheTTL
@@ -507,9 +533,9 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 }
 
 func (p *Pipeline) agent(ctx context.Context, id identity.ID, now time.Time) (*identity.Agent, error) {
-	p.mu.Lock()
+	p.mu.RLock()
 	e := p.agents[id]
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if e != nil && now.Sub(e.fetched) < p.cfg.CacheTTL {
 		return e.a, nil
 	}

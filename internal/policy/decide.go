@@ -227,7 +227,11 @@ func (e *Engine) Swap(set *Set) *Set { return e.cur.Swap(set) }
 
 // Decide evaluates r against the live set. See Set.Decide.
 func (e *Engine) Decide(r *Request) (Decision, error) {
-	x, err := e.cur.Load().evaluate(r, e.now(), false, e.caches)
+	var now time.Time
+	if r.Time.IsZero() {
+		now = e.now()
+	}
+	x, err := e.cur.Load().evaluate(r, now, false, e.caches)
 	return x.Decision, err
 }
 
