@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/goccy/go-yaml"
@@ -102,10 +104,24 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 
 // run keeps the policy sets in step with their directories.
 func (a *accessLayer) run(ctx context.Context) error {
+	var wg sync.WaitGroup
 	if a.shadow != nil {
-		go func() { _ = a.shadow.Run(ctx) }()
+		wg.Go(func() { _ = a.shadow.Run(ctx) })
 	}
-	return a.loader.Run(ctx)
+	err := a.loader.Run(ctx)
+	wg.Wait()
+	return err
+}
+
+// ReloadPolicies reloads the live (and shadow) policy sets now, as
+// 'mandate policy reload' and SIGHUP do. On error the last good set
+// stays live.
+func (s *Server) ReloadPolicies(ctx context.Context) error {
+	err := s.acc.loader.Reload(ctx)
+	if s.acc.shadow != nil {
+		err = errors.Join(err, s.acc.shadow.Reload(ctx))
+	}
+	return err
 }
 
 // mount adds the AuthZEN API to the main listener and the policy admin

@@ -68,6 +68,7 @@ type Server struct {
 	sockSrv *http.Server // admin socket
 	metrics *prometheus.Registry
 	authz   *token.Server // the OAuth authorization server
+	acc     *accessLayer  // policies and the decision pipeline
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -158,6 +159,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.acc = acc
 	s.background = append(s.background,
 		acc.run,   // policy directory polling
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
