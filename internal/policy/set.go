@@ -77,6 +77,7 @@ type CompileError struct {
 	Problems []Problem
 }
 
+// Error lists the problems, one per line.
 func (e *CompileError) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
