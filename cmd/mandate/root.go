@@ -61,7 +61,10 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 		RunE:          groupRun,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.serveCmd(), a.agentCmd(), a.taskCmd(), a.adminCmd(), a.toolCmd(), a.mcpCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.agentCmd(), a.taskCmd(), a.adminCmd(), a.versionCmd())
+	root.AddCommand(a.auditCmd())
+	root.AddCommand(a.policyCmd())
+	root.AddCommand(a.toolCmd(), a.mcpCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -31,8 +31,8 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
 func main() {

@@ -42,6 +42,9 @@ type Config struct {
 	Tasks               TasksConfig
 	Admin               AdminConfig
 	Federation          FederationConfig
+	Audit               AuditConfig
+	Policy              PolicyConfig
+	Access              AccessConfig
 	MCP                 MCPConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
@@ -290,6 +293,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.Audit.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -69,6 +69,7 @@ type Server struct {
 	sockSrv *http.Server // admin socket
 	metrics *prometheus.Registry
 	authz   *token.Server     // the OAuth authorization server
+	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 
 	// background are the subsystems that run beside the listeners under
@@ -120,7 +121,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Domain services. One revocation state is shared by the token layer
 	// (which checks it on every verification) and the admin service (which
 	// updates it in the same request that suspends an agent or ends a task).
-	recorder := &audit.StoreRecorder{Store: s.backend}
+	ledger, err := s.openLedger(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var recorder audit.Recorder = ledger
 	revocations := token.NewRevocations(nil)
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
 		return nil, fmt.Errorf("load revocation state: %w", err)
@@ -156,15 +161,23 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, log)
+	if err != nil {
+		return nil, err
+	}
+	s.acc = acc
 	s.background = append(s.background,
+		acc.run,   // policy directory polling
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
+		ledger.Run, // checkpoints, retention, streaming sinks
 	)
 
 	// HTTP.
 	s.metrics = newRegistry()
+	s.metrics.MustRegister(ledger.Collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
-	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Logger: log.With("component", "adminapi")})
+	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
 	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
 	if err != nil {
 		return nil, err
@@ -188,6 +201,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
+	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 	if err := s.mountMCP(mux, sockMux, recorder, tokens); err != nil {
 		return nil, err
 	}

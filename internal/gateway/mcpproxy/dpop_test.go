@@ -12,8 +12,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
 // dpopTransport sends a DPoP-bound token with a fresh proof per request.

@@ -10,8 +10,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
 // An MCP server behind the gateway, and an agent whose task may only

@@ -16,7 +16,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
 // repoRoot is the module root (two levels above this package's parent).

@@ -37,8 +37,9 @@ const TrustDomain = "example.org"
 type Authority struct {
 	Backend store.Backend
 	Tokens  *token.Server
-	Audit   audit.Recorder
-	Issuer  string
+	// Audit is the tamper-evident ledger over the same store.
+	Audit  *audit.Ledger
+	Issuer string
 }
 
 // NewAuthority opens a SQLite store in dir and starts a token server
@@ -48,7 +49,11 @@ func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec := &audit.StoreRecorder{Store: b}
+	rec, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: b, CheckpointInterval: -1})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
 	ts, err := token.NewServer(ctx, token.Config{
 		Issuer: issuer, TrustDomain: TrustDomain,
 		Identities: b, Tasks: b, Tokens: b, Audit: rec,
