@@ -67,11 +67,14 @@ func TestToolCommands(t *testing.T) {
 	t.Parallel()
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
 	echo := func(desc string) {
-		mcp.AddTool(up, &mcp.Tool{Name: "echo", Description: desc}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{}, nil, nil
+		mcp.AddTool(up, &mcp.Tool{Name: "echo", Description: desc, Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "echoed"}}}, nil, nil
 		})
 	}
 	echo("Echo text back.")
+	mcp.AddTool(up, &mcp.Tool{Name: "wipe"}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{}, nil, nil
+	})
 	us := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
 	defer us.Close()
 	dataDir, base := testServer(t, func(c *server.Config) {
@@ -98,6 +101,24 @@ func TestToolCommands(t *testing.T) {
 		}
 	}
 	list()
+
+	// The server decides calls with its decision pipeline (default
+	// policies): an assist agent may read, not wipe.
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: base + "/mcp/up", HTTPClient: &http.Client{Transport: bearerRT{tok}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo"}); err != nil || res.IsError {
+		t.Fatalf("echo (read-only) as assist: %v, %v", res, err)
+	}
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "wipe"}); err == nil || !strings.Contains(err.Error(), "denied") {
+		t.Fatalf("wipe as assist: %v, want denied", err)
+	}
+	cs.Close()
+	if out := mustRun(t, env, "audit", "query", "--type", "action.decided"); !strings.Contains(out, "up/echo") || !strings.Contains(out, "up/wipe") {
+		t.Fatalf("audit query:\n%s", out)
+	}
 	if out := mustRun(t, env, "tool", "list"); !strings.Contains(out, "up") || !strings.Contains(out, "echo") || !strings.Contains(out, "approved") {
 		t.Fatalf("tool list after first sight:\n%s", out)
 	}

@@ -2,16 +2,21 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/time/rate"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/task"
 )
 
 // checkMCP validates the MCP gateway's configuration.
@@ -49,11 +54,9 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		return err
 	}
 	gw, err := mcpproxy.New(mcpproxy.Config{
-		Upstreams:     ups,
-		Authenticator: mcpproxy.TokenAuthenticator{Verifier: s.authz.Verifier()},
-		// TODO(access): the decision pipeline (internal/access) goes here.
-		// Until it is merged the gateway denies every call, fail closed.
-		Decider:              noPipeline{},
+		Upstreams:            ups,
+		Authenticator:        mcpproxy.TokenAuthenticator{Verifier: s.authz.Verifier()},
+		Decider:              s.mcpDecider(),
 		Audit:                rec,
 		Pins:                 pins,
 		PublicURL:            s.publicURL,
@@ -79,9 +82,87 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 	return nil
 }
 
-// noPipeline denies every MCP call until the access pipeline is wired.
+// mcpDecider is the decision pipeline as the gateway's Decider, or one
+// that denies everything when there is no pipeline (fail closed).
+func (s *Server) mcpDecider() mcpproxy.Decider {
+	if s.acc == nil || s.acc.pipeline == nil {
+		return noPipeline{}
+	}
+	return accessDecider{p: s.acc.pipeline}
+}
+
+// noPipeline denies every MCP call.
 type noPipeline struct{}
 
 func (noPipeline) Decide(context.Context, mcpproxy.Request) (mcpproxy.Decision, error) {
 	return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{"no decision pipeline is configured on this server (denied by default)"}}, nil
+}
+
+// accessDecider adapts the access pipeline to the gateway. The gateway has
+// authenticated the request already (DPoP proofs are single-use), so it
+// decides as the authenticated subject; the pipeline records the decision
+// (action.decided) itself. List previews (tools/list, prompts/list) are
+// answered from the task's scope alone, without recording: the policy
+// decides each call.
+type accessDecider struct{ p *access.Pipeline }
+
+// scopeCache memoizes parsed scopes by their string (tokens repeat them).
+var scopeCache sync.Map
+
+func (d accessDecider) Decide(ctx context.Context, r mcpproxy.Request) (mcpproxy.Decision, error) {
+	if r.Principal == nil {
+		return mcpproxy.Decision{}, errors.New("no principal")
+	}
+	if r.Preview {
+		sc, ok := scopeCache.Load(r.Principal.Scope)
+		if !ok {
+			parsed, err := task.ParseScope(r.Principal.Scope)
+			if err != nil {
+				return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{"task scope is invalid"}}, nil
+			}
+			scopeCache.Store(r.Principal.Scope, parsed)
+			sc = parsed
+		}
+		if !sc.(task.Scope).Allows(r.Action, r.Resource) {
+			return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{"outside the task's scope"}}, nil
+		}
+		return mcpproxy.Decision{Effect: mcpproxy.Allow}, nil
+	}
+	act := access.Action{Kind: r.Action, Resource: r.Resource, Server: r.Upstream, Point: "mcp", Trusted: true}
+	if len(r.Annotations) > 0 {
+		var ann policy.ToolAnnotations
+		if json.Unmarshal(r.Annotations, &ann) == nil {
+			act.Annotations = &ann
+		}
+	}
+	dec, err := d.p.DecideAs(ctx, access.Subject{Task: task.ID(r.Principal.Task), Agent: r.Principal.Agent}, act)
+	out := mcpproxy.Decision{Recorded: true}
+	switch dec.Effect {
+	case policy.Allow:
+		out.Effect = mcpproxy.Allow
+	case policy.ApprovalRequired:
+		out.Effect = mcpproxy.ApprovalRequired
+	default:
+		out.Effect = mcpproxy.Deny
+	}
+	for _, rs := range dec.Reasons {
+		out.Reasons = append(out.Reasons, rs.Policy+": "+rs.Message)
+	}
+	out.Reasons = append(out.Reasons, dec.Errors...)
+	if err != nil && out.Effect != mcpproxy.Deny {
+		out.Effect = mcpproxy.Deny
+	}
+	if err != nil {
+		out.Reasons = append(out.Reasons, err.Error())
+		// The pipeline records its refusals; only a failure to record
+		// leaves the gateway to do it.
+		out.Recorded = !errors.Is(err, audit.ErrUnavailable)
+	}
+	if out.Effect == mcpproxy.Deny && len(out.Reasons) == 0 {
+		out.Reasons = []string{"no policy permits this action (denied by default)"}
+	}
+	for _, o := range dec.Obligations {
+		out.Obligations = append(out.Obligations, mcpproxy.Obligation{Kind: o})
+	}
+	return out, nil
 }
