@@ -1,8 +1,8 @@
 -- 0004: the MCP gateway's tool definition pins (mcpproxy.PinStore).
 --
 -- PENDING: not embedded yet. Migrations must be numbered without gaps and
--- 0002/0003 belong to branches not merged at the time of writing; move this
--- file to migrations/ once they are, and implement mcpproxy.PinStore on
+-- 0003 belongs to a branch not merged at the time of writing; move this
+-- file to migrations/ once it is, and implement mcpproxy.PinStore on
 -- the store (GetPin, PutPin as an upsert, ListPins ordered by upstream,
 -- tool). Until then the server keeps pins in <data_dir>/mcp-pins.json
 -- (mcpproxy.FilePins).
