@@ -227,7 +227,10 @@ func (l *Ledger) Collectors() []prometheus.Collector { return l.metrics.collecto
 // cannot be written, Record returns an error wrapping ErrUnavailable (the
 // caller must deny the action) — unless the ledger fails open, in which
 // case it logs the failure and returns nil. An invalid event returns an
-// error wrapping ErrInvalid either way.
+// error wrapping ErrInvalid either way. If ctx ends while the event waits
+// for its commit, Record returns an error (the caller must deny) although
+// the event may still be committed: the ledger then shows an attempt that
+// was refused, never an action that went unrecorded.
 func (l *Ledger) Record(ctx context.Context, ev Event) error {
 	err := l.record(ctx, &ev)
 	if err == nil {
