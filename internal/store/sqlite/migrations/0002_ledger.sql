@@ -26,14 +26,11 @@ CREATE TABLE events (
 	data     BLOB    NOT NULL              -- canonical JSON: the Merkle leaf
 ) STRICT;
 
--- Every index costs each group commit a B-tree insert per event and a page
--- write, so the events table has few: by agent, by task, by time, and the
--- events that were not simply allowed (denials, held actions) — what
--- investigations look for. A filter on type alone scans in seq order.
+CREATE INDEX events_type ON events (type, seq);
 CREATE INDEX events_agent ON events (agent, seq);
 CREATE INDEX events_task ON events (task, seq);
+CREATE INDEX events_decision ON events (decision, seq);
 CREATE INDEX events_time ON events (time);
-CREATE INDEX events_flagged ON events (decision, seq) WHERE decision = 'deny' OR decision = 'approval_required';
 
 -- hashes holds the stored hashes with indexes start, start+1, … (32 bytes
 -- each); size is the tree size after the commit that wrote them.
