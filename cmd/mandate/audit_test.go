@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -251,4 +254,44 @@ func otherSigner(t *testing.T) note.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestAuditTailFollow(t *testing.T) {
+	t.Parallel()
+	env, _ := auditServer(t, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	var out, errb lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"audit", "tail", "-f", "--interval", "50ms", "-o", "json"}, &out, &errb, func(k string) string { return env[k] })
+	}()
+	mustRun(t, env, "agent", "register", "newcomer", "--owner", "a@example.com", "--escalation", "b@example.com")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "agent/newcomer") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("audit tail -f exited %d: %s", code, errb.String())
+	}
+	if got := out.String(); !strings.Contains(got, "agent/bot-0") || !strings.Contains(got, "agent/newcomer") || strings.Count(got, "agent/newcomer\"") != 1 {
+		t.Errorf("audit tail -f printed\n%s\nwant the existing event, then the new one once", got)
+	}
 }
