@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
@@ -34,6 +38,9 @@ type AuditConfig struct {
 	FileSinkBackups int
 	// Webhook is the URL of a webhook sink; empty disables it.
 	Webhook string
+	// WebhookTokenFile holds a bearer token the webhook sink sends in
+	// Authorization; empty sends none.
+	WebhookTokenFile string
 	// Syslog is the syslog sink: "local", udp://host:port,
 	// tcp://host:port or unix:///path; empty disables it.
 	Syslog string
@@ -62,6 +69,14 @@ func (a *AuditConfig) validate(bad func(key, format string, args ...any)) {
 			bad("audit.sinks.webhook", "%q must be an absolute http(s) URL", a.Webhook)
 		}
 	}
+	if a.WebhookTokenFile != "" {
+		if a.Webhook == "" {
+			bad("audit.sinks.webhook_token_file", "is set but audit.sinks.webhook is not")
+		}
+		if _, err := readToken(a.WebhookTokenFile); err != nil {
+			bad("audit.sinks.webhook_token_file", "%v", err)
+		}
+	}
 }
 
 // openLedger opens the audit ledger on the store, with the configured
@@ -81,7 +96,15 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		sinks = append(sinks, audit.SinkConfig{Name: "file", Writer: w, Buffer: a.SinkBuffer})
 	}
 	if a.Webhook != "" {
-		w, err := audit.NewWebhookSink(a.Webhook, nil, nil)
+		var header http.Header
+		if a.WebhookTokenFile != "" {
+			tok, err := readToken(a.WebhookTokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("audit.sinks.webhook_token_file: %w", err)
+			}
+			header = http.Header{"Authorization": {"Bearer " + tok}}
+		}
+		w, err := audit.NewWebhookSink(a.Webhook, header, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -114,4 +137,17 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		return nil, fmt.Errorf("audit ledger: %w", err)
 	}
 	return l, nil
+}
+
+// readToken reads a bearer token from a file: one line, no whitespace.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", errors.New("the file must hold one token without whitespace")
+	}
+	return tok, nil
 }
