@@ -40,6 +40,13 @@ type LedgerConfig struct {
 	// used only when the key is first generated; afterwards the stored
 	// key's name is the origin. Default DefaultOrigin.
 	Origin string
+	// SignerKey, if set, is the checkpoint signing key in note signer
+	// format (PRIVATE+KEY+<origin>+<hash>+<base64>, see GenerateSignerKey),
+	// kept outside the store so that someone who can write the database
+	// cannot also sign checkpoints. Empty: a key generated once and kept
+	// in the store. Checkpoints signed by a previous key verify only
+	// against that key.
+	SignerKey string
 	// FailOpen makes Record return nil when an event cannot be written, so
 	// that the action proceeds unaudited. Every such failure is logged at
 	// error level, and New logs a warning. Off by default: fail closed.
@@ -129,13 +136,18 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	if l.now == nil {
 		l.now = time.Now
 	}
-	skey, err := cfg.Store.LedgerKey(ctx, keySigner, func() ([]byte, error) {
-		skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
-		return []byte(skey), err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit: ledger signing key: %w", err)
+	skey := []byte(cfg.SignerKey)
+	if len(skey) == 0 {
+		var err error
+		skey, err = cfg.Store.LedgerKey(ctx, keySigner, func() ([]byte, error) {
+			skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
+			return []byte(skey), err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("audit: ledger signing key: %w", err)
+		}
 	}
+	var err error
 	if l.signer, err = note.NewSigner(string(skey)); err != nil {
 		return nil, fmt.Errorf("audit: ledger signing key: %w", err)
 	}
@@ -542,4 +554,10 @@ func withSeq(ev *Event, data []byte) ([]byte, error) {
 	out = strconv.AppendInt(out, ev.Seq, 10)
 	out = append(out, ',')
 	return append(out, data[1:]...), nil
+}
+
+// GenerateSignerKey returns a new Ed25519 checkpoint signing key for
+// origin, in note signer format, and its public verifier key.
+func GenerateSignerKey(origin string) (skey, vkey string, err error) {
+	return note.GenerateKey(rand.Reader, origin)
 }

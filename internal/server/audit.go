@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mandatehq/mandate/internal/audit"
 )
 
@@ -21,6 +23,10 @@ type AuditConfig struct {
 	// Origin names the ledger in its checkpoints; it is fixed when the
 	// ledger's signing key is first generated. Empty: <trust_domain>/audit.
 	Origin string
+	// SigningKeyFile holds the checkpoint signing key (note signer format,
+	// from `mandate audit keygen`); empty keeps a generated key in the
+	// store.
+	SigningKeyFile string
 	// CheckpointInterval is how often a checkpoint is signed if the tree
 	// grew; 0 disables periodic checkpoints.
 	CheckpointInterval time.Duration
@@ -67,6 +73,11 @@ func (a *AuditConfig) validate(bad func(key, format string, args ...any)) {
 	if a.Webhook != "" {
 		if u, err := url.Parse(a.Webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad("audit.sinks.webhook", "%q must be an absolute http(s) URL", a.Webhook)
+		}
+	}
+	if a.SigningKeyFile != "" {
+		if _, err := readSignerKey(a.SigningKeyFile); err != nil {
+			bad("audit.signing_key_file", "%v", err)
 		}
 	}
 	if a.WebhookTokenFile != "" {
@@ -121,12 +132,19 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		}
 		sinks = append(sinks, audit.SinkConfig{Name: "syslog", Writer: w, Buffer: a.SinkBuffer})
 	}
+	var skey string
+	if a.SigningKeyFile != "" {
+		var err error
+		if skey, err = readSignerKey(a.SigningKeyFile); err != nil {
+			return nil, fmt.Errorf("audit.signing_key_file: %w", err)
+		}
+	}
 	interval := a.CheckpointInterval
 	if interval == 0 {
 		interval = -1 // disabled
 	}
 	l, err := audit.NewLedger(ctx, audit.LedgerConfig{
-		Store: s.backend, Origin: origin, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
+		Store: s.backend, Origin: origin, SignerKey: skey, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
 		Sinks: sinks, CheckpointInterval: interval, Retention: a.Retention,
 		Logger: s.log.With("component", "audit"),
 	})
@@ -150,4 +168,25 @@ func readToken(path string) (string, error) {
 		return "", errors.New("the file must hold one token without whitespace")
 	}
 	return tok, nil
+}
+
+// readSignerKey reads a note signer key (PRIVATE+KEY+…) from a file that
+// only its owner may read.
+func readSignerKey(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is accessible by other users (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	skey := strings.TrimSpace(string(b))
+	if _, err := note.NewSigner(skey); err != nil {
+		return "", fmt.Errorf("%s does not hold a note signer key (PRIVATE+KEY+…, see mandate audit keygen): %v", path, err)
+	}
+	return skey, nil
 }
