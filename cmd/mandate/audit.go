@@ -597,6 +597,11 @@ checked with --key. Exit status 1 means verification failed.`,
 			if err != nil {
 				return err
 			}
+			// Verifying a large ledger takes longer than the client's
+			// default timeout; interrupting the command stops it.
+			hc := *c.http
+			hc.Timeout = 0
+			c.http = &hc
 			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/audit/verify", nil, nil)
 			if err != nil {
 				return err

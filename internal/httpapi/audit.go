@@ -14,6 +14,10 @@ import (
 // maxAuditPage caps the events one query returns.
 const maxAuditPage = 1000
 
+// longRequest is the write deadline of exports and verifications, which
+// read the whole ledger.
+const longRequest = time.Hour
+
 // CheckpointResponse is a signed checkpoint as the admin API returns it.
 type CheckpointResponse struct {
 	Origin string `json:"origin"`
@@ -223,6 +227,8 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, fmt.Errorf("%w: export takes no limit; filter with since, until or after", errBadRequest))
 		return
 	}
+	// An export of a large ledger outlasts the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longRequest))
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -268,6 +274,8 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Admin) auditVerify(w http.ResponseWriter, r *http.Request) {
+	// Verifying a large ledger outlasts the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longRequest))
 	rep, err := h.ledger.Verify(r.Context())
 	if err != nil {
 		writeError(w, r, h.log, err)
