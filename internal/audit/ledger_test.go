@@ -30,7 +30,9 @@ type env struct {
 	next   int // index of the next event fill records
 }
 
-func newEnv(t *testing.T, cfg audit.LedgerConfig) *env {
+func newEnv(t *testing.T, cfg audit.LedgerConfig) *env { return newEnvTB(t, cfg) }
+
+func newEnvTB(t testing.TB, cfg audit.LedgerConfig) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "m.db")
 	db, err := sqlite.Open(t.Context(), path)
