@@ -521,14 +521,25 @@ func (l *Ledger) prune(ctx context.Context) {
 // their tree hashes so that checkpoints and proofs still verify. It
 // returns how many events were deleted and the last pruned seq.
 func (l *Ledger) Prune(ctx context.Context, cutoff time.Time) (int64, int64, error) {
-	last, err := l.store.ListEvents(ctx, Query{Until: cutoff, Last: true, Limit: 1})
+	// The prefix ends before the first event at or after the cutoff, so
+	// that no newer event goes even if times are not in seq order.
+	var through int64
+	next, err := l.store.ListEvents(ctx, Query{Since: cutoff, Limit: 1})
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(last) == 0 {
+	if len(next) > 0 {
+		through = next[0].Seq - 1
+	} else if through, _, err = l.Head(ctx); err != nil {
+		return 0, 0, err
+	}
+	st, err := l.store.LedgerState(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if through <= st.PrunedThrough {
 		return 0, 0, nil
 	}
-	through := last[0].Seq
 	if _, err := l.Checkpoint(ctx); err != nil {
 		return 0, 0, fmt.Errorf("checkpoint before pruning: %w", err)
 	}

@@ -441,3 +441,25 @@ func otherSigner(t *testing.T, name string) note.Signer {
 	}
 	return s
 }
+
+func TestPruneKeepsNewerEventsWhenTimesAreOutOfOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, audit.LedgerConfig{})
+	for _, d := range []time.Duration{1, 10, 2} { // seconds after t0, in seq order
+		ev := event(0)
+		ev.Time = t0.Add(d * time.Second)
+		if err := e.ledger.Record(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, through, err := e.ledger.Prune(t.Context(), t0.Add(5*time.Second))
+	if err != nil || n != 1 || through != 1 {
+		t.Errorf("Prune(t0+5s) = %d, %d, %v; want only seq 1 (seq 2 is newer than the cutoff)", n, through, err)
+	}
+	if n, _, err := e.ledger.Prune(t.Context(), t0.Add(5*time.Second)); err != nil || n != 0 {
+		t.Errorf("Prune() again = %d, %v; want nothing more", n, err)
+	}
+	if rep, err := e.ledger.Verify(t.Context()); err != nil || !rep.OK() || rep.PrunedThrough != 1 {
+		t.Errorf("Verify() = %+v, %v", rep, err)
+	}
+}
