@@ -48,7 +48,7 @@ func (h *Admin) auditQuery(q url.Values) (audit.Query, error) {
 	}
 	for k := range q {
 		switch k {
-		case "agent", "task", "type", "decision", "since", "until", "after", "limit", "last", "format":
+		case "agent", "task", "type", "decision", "since", "until", "after", "limit", "last":
 		default:
 			return bad("unknown parameter %q (want agent, task, type, decision, since, until, after, limit, last)", k)
 		}
@@ -218,7 +218,13 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, fmt.Errorf("%w: format must be jsonl or ocsf", errBadRequest))
 		return
 	}
-	q, err := h.auditQuery(vals)
+	filters := url.Values{}
+	for k, v := range vals {
+		if k != "format" {
+			filters[k] = v
+		}
+	}
+	q, err := h.auditQuery(filters)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return
