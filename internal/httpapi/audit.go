@@ -229,8 +229,8 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, err)
 		return
 	}
-	if vals.Get("limit") != "" {
-		writeError(w, r, h.log, fmt.Errorf("%w: export takes no limit; filter with since, until or after", errBadRequest))
+	if vals.Get("limit") != "" || q.Last {
+		writeError(w, r, h.log, fmt.Errorf("%w: export takes no limit or last; filter with since, until or after", errBadRequest))
 		return
 	}
 	// An export of a large ledger outlasts the server's write timeout.
