@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -351,14 +352,33 @@ func (l *Ledger) commitQueued() {
 	}
 }
 
+// commit appends batch. When another writer on the same store (a replica)
+// appended first, the batch is rebuilt on the new tree and retried, after
+// a short random pause so that competing writers do not keep colliding,
+// until CommitTimeout.
 func (l *Ledger) commit(batch []*pending) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
 	defer cancel()
-	if l.stale {
-		if err := l.load(ctx); err != nil {
+	for attempt := 0; ; attempt++ {
+		if l.stale {
+			if err := l.load(ctx); err != nil {
+				return err
+			}
+		}
+		err := l.commitOnce(ctx, batch)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		pause := time.Duration(mrand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
 			return err
 		}
 	}
+}
+
+func (l *Ledger) commitOnce(ctx context.Context, batch []*pending) error {
 	size := l.size
 	b := &Batch{Records: make([]Record, len(batch)), HashStart: tlog.StoredHashCount(size), Size: size + int64(len(batch))}
 	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
@@ -424,13 +444,18 @@ func (l *Ledger) lock(ctx context.Context) error {
 
 func (l *Ledger) unlock() { <-l.token }
 
-// Head returns the current tree size and root hash.
+// Head returns the current tree size and root hash, as stored (another
+// writer on the same store may have appended since this one did).
 func (l *Ledger) Head(ctx context.Context) (int64, tlog.Hash, error) {
 	if err := l.lock(ctx); err != nil {
 		return 0, tlog.Hash{}, err
 	}
 	defer l.unlock()
-	if l.stale {
+	st, err := l.store.LedgerState(ctx)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if l.stale || st.Size != l.size {
 		if err := l.load(ctx); err != nil {
 			return 0, tlog.Hash{}, err
 		}

@@ -463,3 +463,34 @@ func TestPruneKeepsNewerEventsWhenTimesAreOutOfOrder(t *testing.T) {
 		t.Errorf("Verify() = %+v, %v", rep, err)
 	}
 }
+
+// TestTwoWritersOnOneStore: two ledgers (as two replicas would) append to
+// one store; a batch that loses the race is rebuilt after the winner's.
+func TestTwoWritersOnOneStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, audit.LedgerConfig{})
+	other, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, l := range []*audit.Ledger{e.ledger, other} {
+		for range 4 {
+			wg.Go(func() {
+				for i := range 25 {
+					if err := l.Record(t.Context(), event(i)); err != nil {
+						t.Errorf("Record() = %v", err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, l := range []*audit.Ledger{e.ledger, other} {
+		rep, err := l.Verify(t.Context())
+		if err != nil || !rep.OK() || rep.TreeSize != 200 {
+			t.Errorf("Verify() = %+v, %v; want OK with 200 events", rep, err)
+		}
+	}
+}
