@@ -1,6 +1,10 @@
 package main
 
 import (
+	"os"
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
 
 	"github.com/mandatehq/mandate/internal/server"
@@ -22,7 +26,8 @@ which wins over the file. Unknown keys in the file are errors.
 
 A non-loopback listen address needs TLS (--tls-cert and --tls-key) unless
 --allow-insecure-listen says a TLS-terminating proxy is the only client.
-SIGINT or SIGTERM shuts the server down gracefully.
+SIGINT or SIGTERM shuts the server down gracefully; SIGHUP reloads the
+policies (as 'mandate policy reload' does).
 
 See docs/configuration.md for every key.`,
 		Example: `  # Zero configuration: 127.0.0.1:8420, data in ~/.local/share/mandate
@@ -50,6 +55,21 @@ See docs/configuration.md for every key.`,
 			if err != nil {
 				return err
 			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case <-done:
+						return
+					case <-hup:
+						_ = s.ReloadPolicies(cmd.Context()) // failures are logged; the last good set stays
+					}
+				}
+			}()
 			return s.Run(cmd.Context())
 		},
 	}

@@ -61,6 +61,12 @@ const (
 	DecisionApprovalRequired = "approval_required"
 )
 
+// Event types recorded by the policy admin API and shadow evaluation.
+const (
+	TypePolicyShadowDiffers Type = "policy.shadow_differs"
+	TypePolicyChanged       Type = "policy.changed"
+)
+
 // Event is one audit record: a leaf of the ledger's Merkle tree.
 //
 // The JSON encoding of an Event is part of the ledger format: its leaf

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/admin"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -42,12 +44,15 @@ func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
-	case errors.Is(err, errUnauthenticated):
+	case errors.Is(err, errUnauthenticated), errors.Is(err, access.ErrUnauthenticated):
 		return http.StatusUnauthorized, err.Error()
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden, err.Error()
 	case errors.Is(err, errBadRequest),
 		errors.Is(err, identity.ErrInvalid), errors.Is(err, identity.ErrInvalidID),
 		errors.Is(err, task.ErrInvalid), errors.Is(err, task.ErrNotNarrower), errors.Is(err, task.ErrTooDeep),
-		errors.Is(err, audit.ErrInvalid):
+		errors.Is(err, audit.ErrInvalid),
+		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, identity.ErrNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound):
 		return http.StatusNotFound, err.Error()

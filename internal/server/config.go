@@ -43,6 +43,8 @@ type Config struct {
 	Admin               AdminConfig
 	Federation          FederationConfig
 	Audit               AuditConfig
+	Policy              PolicyConfig
+	Access              AccessConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from

@@ -68,6 +68,7 @@ type Server struct {
 	sockSrv *http.Server // admin socket
 	metrics *prometheus.Registry
 	authz   *token.Server // the OAuth authorization server
+	acc     *accessLayer  // policies and the decision pipeline
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -158,7 +159,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, log)
+	if err != nil {
+		return nil, err
+	}
+	s.acc = acc
 	s.background = append(s.background,
+		acc.run,   // policy directory polling
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
 		ledger.Run, // checkpoints, retention, streaming sinks
@@ -192,6 +199,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux := http.NewServeMux()
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
+	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 
 	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
 	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))

@@ -1,0 +1,642 @@
+// Package access is mandate's one decision pipeline. Every enforcement
+// point (MCP gateway, egress proxy, coding-agent hooks, the AuthZEN API)
+// hands an attempted action to Pipeline.Decide and enforces the answer;
+// nothing else decides.
+//
+//  1. authenticate — verify the task token (and its DPoP proof) with the
+//     shared token.Verifier (cached), or accept a task named by an
+//     authenticated enforcement point (DecideFor)
+//  2. task check   — active, unexpired, inside budget and scope
+//  3. policy       — build the Cedar request (agent, task, delegation
+//     chain, risk, resource sensitivity, destination, taint, time) and
+//     decide it with the live policy set; a shadow (candidate) set, if
+//     any, is evaluated beside it and differences are recorded
+//  4. audit        — the decision event is durable before Decide returns;
+//     if it cannot be written the action is denied
+//
+// Approval waiting and obligations fulfilment (secrets injection) belong
+// to the enforcement points and the approval service; Decide returns
+// approval_required with the approvals that would lift it, and the
+// obligations of an allow.
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+// Event types recorded by the pipeline.
+const (
+	// TypeDecided is recorded for every decision, allow or not.
+	TypeDecided = audit.TypeActionDecided
+	// TypeShadowDiffers is recorded when the shadow (candidate) policy
+	// set would have decided differently from the live one.
+	TypeShadowDiffers = audit.TypePolicyShadowDiffers
+)
+
+// Sentinel errors returned by Decide (with a deny decision).
+var (
+	// ErrUnauthenticated: the credential is missing, invalid, revoked or
+	// not a task token.
+	ErrUnauthenticated = errors.New("task credential not accepted")
+	// ErrInvalidAction: the action cannot be decided (unknown kind,
+	// missing resource, oversized field).
+	ErrInvalidAction = errors.New("invalid action")
+)
+
+// Credential is what an agent presents with an action: its task token
+// and, for a DPoP-bound token, the proof for the HTTP request carrying it.
+type Credential struct {
+	Token     string
+	DPoPProof string
+	// Method and URL of the HTTP request the proof was made for.
+	Method string
+	URL    string
+	// Agent, if set, is the agent the caller claims to be: the token must
+	// be that agent's.
+	Agent string
+}
+
+// Action is one attempted operation.
+type Action struct {
+	// Kind is one of policy.Actions.
+	Kind string
+	// Resource is the resource as named in scope patterns.
+	Resource string
+	// Server is the MCP server of a tool, prompt or resource.
+	Server      string
+	Destination policy.Destination
+	Command     string
+	// DelegateTier is the delegate's tier, for task.delegate.
+	DelegateTier string
+	// Annotations are the tool's MCP annotations; used only when Trusted.
+	Annotations *policy.ToolAnnotations
+	// Sensitivity may raise (never lower) the configured sensitivity of
+	// the resource.
+	Sensitivity string
+	// Labels add resource labels; used only when Trusted.
+	Labels []string
+	// Trusted marks hints (annotations, labels) supplied by an
+	// authenticated enforcement point rather than by the agent itself:
+	// an agent could otherwise declare its tools read-only.
+	Trusted bool
+	// Approvals are approvals granted for this exact action, asserted by
+	// an enforcement point; used only when Trusted (an agent cannot
+	// approve its own actions). The pipeline also asks Config.Approvals.
+	Approvals []string
+	// Point names the enforcement point; RequestID correlates the event.
+	Point     string
+	RequestID string
+}
+
+// Decision is a policy decision with the task and agent it was made for.
+type Decision struct {
+	policy.Decision
+	Task  task.ID `json:"task,omitempty"`
+	Agent string  `json:"agent,omitempty"`
+	// Risk is the risk class the action was given.
+	Risk string `json:"risk,omitempty"`
+}
+
+// Verifier authenticates task tokens (token.Verifier).
+type Verifier interface {
+	Verify(ctx context.Context, r token.VerifyRequest) (*token.Claims, error)
+}
+
+// Revocations reports live revocation state (token.Revocations).
+type Revocations interface {
+	TaskInactive(id task.ID) bool
+	AgentInactive(id identity.ID) bool
+}
+
+// ApprovalChecker finds the approvals granted for an action of a task:
+// the names of the @approval forbids they lift. The approval service
+// implements it, binding each approval to the action's exact arguments.
+type ApprovalChecker interface {
+	Approved(ctx context.Context, taskID task.ID, act Action) ([]string, error)
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	Verifier    Verifier
+	Revocations Revocations
+	Tasks       interface {
+		GetTask(ctx context.Context, id task.ID) (*task.Task, error)
+	}
+	Agents interface {
+		GetAgent(ctx context.Context, id identity.ID) (*identity.Agent, error)
+	}
+	Engine *policy.Engine
+	// Approvals, if set, is asked for the approvals granted to each
+	// action (held and approved requests bound to its arguments).
+	Approvals ApprovalChecker
+	// Shadow, if set, is a candidate policy set evaluated beside Engine
+	// without being enforced.
+	Shadow     *policy.Engine
+	Classifier *policy.Classifier
+	Recorder   audit.Recorder
+	// CacheTTL bounds how long a task or agent record is reused (default
+	// DefaultCacheTTL). Revocation is checked on every decision.
+	CacheTTL time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// DefaultCacheTTL is how long task and agent records are cached.
+const DefaultCacheTTL = 30 * time.Second
+
+// maxTracked bounds the per-task state kept in memory.
+const maxTracked = 100_000
+
+// Pipeline decides actions. It is safe for concurrent use.
+type Pipeline struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	tasks  map[task.ID]*taskState
+	agents map[identity.ID]*agentEntry
+}
+
+// taskState is what the pipeline tracks per task: the cached record, the
+// actions counted against its budget and its taint.
+type taskState struct {
+	mu      sync.Mutex
+	t       *task.Task
+	fetched time.Time
+	used    task.Usage
+	taint   string // highest sensitivity read
+	// scope and chain are t's scope patterns and delegation chain as
+	// strings, computed once per load.
+	scope, chain []string
+	// inScope memoizes t.Scope.Allows by action and resource (scope
+	// patterns are immutable; matching is a regexp).
+	inScope map[string]bool
+	// untracked marks a task the pipeline had no room to track: its
+	// taint is unknown, so it is treated as restricted (fail closed).
+	untracked bool
+}
+
+type agentEntry struct {
+	a       *identity.Agent
+	fetched time.Time
+}
+
+// New returns a Pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Verifier == nil || cfg.Revocations == nil || cfg.Tasks == nil || cfg.Agents == nil || cfg.Engine == nil || cfg.Recorder == nil {
+		return nil, errors.New("access: pipeline needs a verifier, revocations, task and agent stores, a policy engine and a recorder")
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{cfg: cfg, log: log, tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
+}
+
+// Subject is an authenticated agent acting under a task, as returned by
+// Authenticate.
+type Subject struct {
+	Task  task.ID
+	Agent string
+}
+
+// Authenticate verifies cred as a task token (with its DPoP proof, which
+// is single-use: authenticate once per HTTP request, then decide any
+// number of actions with DecideAs). A failure is recorded as a denied
+// attempt at act and returned as ErrUnauthenticated.
+func (p *Pipeline) Authenticate(ctx context.Context, cred Credential, act Action) (Subject, error) {
+	claims, err := p.cfg.Verifier.Verify(ctx, token.VerifyRequest{
+		Token: cred.Token, DPoPProof: cred.DPoPProof, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
+	})
+	if err != nil {
+		_, err = p.refuse(ctx, "", "", act, fmt.Errorf("%w: %v", ErrUnauthenticated, err))
+		return Subject{}, err
+	}
+	if cred.Agent != "" && cred.Agent != claims.ClientID {
+		_, err = p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
+		return Subject{}, err
+	}
+	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID}, nil
+}
+
+// Decide authenticates cred as a task token (with its DPoP proof) and
+// decides act for that task. The returned error explains a denial that
+// was not a policy decision (ErrUnauthenticated, ErrInvalidAction,
+// audit.ErrUnavailable, a store failure); the Decision is then a deny.
+func (p *Pipeline) Decide(ctx context.Context, cred Credential, act Action) (Decision, error) {
+	subj, err := p.Authenticate(ctx, cred, act)
+	if err != nil {
+		return Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{err.Error()}}}, err
+	}
+	return p.decide(ctx, subj.Task, subj.Agent, act)
+}
+
+// DecideAs decides act for a subject returned by Authenticate.
+func (p *Pipeline) DecideAs(ctx context.Context, subj Subject, act Action) (Decision, error) {
+	return p.decide(ctx, subj.Task, subj.Agent, act)
+}
+
+// DecideFor decides act for a task named by an authenticated enforcement
+// point, which vouches that agent is acting under taskID (it verified the
+// agent's credential itself). The task and agent must be active.
+func (p *Pipeline) DecideFor(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
+	id, err := identity.ParseID(agent)
+	if err != nil {
+		return p.refuse(ctx, taskID, "", act, fmt.Errorf("%w: subject is not an agent ID", ErrUnauthenticated))
+	}
+	if p.cfg.Revocations.TaskInactive(taskID) || p.cfg.Revocations.AgentInactive(id) {
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task or agent is not active", ErrUnauthenticated))
+	}
+	return p.decide(ctx, taskID, agent, act)
+}
+
+// refuse records and returns a denial that did not come from policy.
+func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act Action, cause error) (Decision, error) {
+	d := Decision{Decision: policy.Decision{Effect: policy.Deny}, Task: taskID, Agent: agent}
+	d.Errors = []string{cause.Error()}
+	if err := p.record(ctx, d, act, nil); err != nil {
+		return d, errors.Join(cause, err)
+	}
+	return d, cause
+}
+
+func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
+	now := p.cfg.Now()
+	if policy.ResourceType(act.Kind) == "" || act.Resource == "" || len(act.Resource) > policy.MaxIDLen {
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: unknown action kind %q or missing resource", ErrInvalidAction, act.Kind))
+	}
+	st, err := p.taskState(ctx, taskID, now)
+	if err != nil {
+		return p.refuse(ctx, taskID, agent, act, err)
+	}
+	st.mu.Lock()
+	t, scope, chain, used := st.t, st.scope, st.chain, st.used
+	st.mu.Unlock()
+	if t.Agent.String() != agent {
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: the task belongs to another agent", ErrUnauthenticated))
+	}
+	ag, err := p.agent(ctx, t.Agent, now)
+	if err != nil {
+		return p.refuse(ctx, taskID, agent, act, err)
+	}
+	if !t.ActiveAt(now) || !ag.Active() {
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s is not active", ErrUnauthenticated, taskID))
+	}
+
+	class := p.cfg.Classifier.Classify(act.Kind, act.Resource, trustedAnnotations(act))
+	req := &policy.Request{
+		Agent:    policy.Agent{ID: agent, Tier: string(ag.Tier), Owner: ag.Owner, Labels: ag.Labels},
+		Action:   act.Kind,
+		Resource: policy.Resource{ID: act.Resource, Server: act.Server, Sensitivity: class.Sensitivity, Labels: class.Labels, Tier: act.DelegateTier},
+		Risk:     class.Risk, HighImpact: class.HighImpact,
+		Destination: act.Destination, Command: act.Command,
+		Time: now,
+		Task: policy.TaskInfo{
+			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
+			InScope:     st.allows(t, act.Kind, act.Resource),
+			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: chain,
+		},
+	}
+	if policy.SensitivityLevel(act.Sensitivity) > policy.SensitivityLevel(req.Resource.Sensitivity) {
+		req.Resource.Sensitivity = act.Sensitivity
+	}
+	if act.Trusted {
+		for _, l := range act.Labels {
+			if !slices.Contains(req.Resource.Labels, l) {
+				req.Resource.Labels = append(req.Resource.Labels, l)
+			}
+		}
+	}
+	if act.Trusted {
+		req.Approvals = append(req.Approvals, act.Approvals...)
+	}
+	if p.cfg.Approvals != nil {
+		granted, err := p.cfg.Approvals.Approved(ctx, taskID, act)
+		if err != nil {
+			return p.refuse(ctx, taskID, agent, act, fmt.Errorf("access: approvals: %w", err))
+		}
+		req.Approvals = append(req.Approvals, granted...)
+	}
+	req.Task.ActionsLeft = left(t.Budget.MaxActions, used.Actions)
+	req.Task.WritesLeft = left(t.Budget.MaxWrites, used.Writes)
+	req.Taint = p.taint(st)
+
+	var d Decision
+	switch pd, err := p.cfg.Engine.Decide(req); {
+	case err != nil:
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: %v", ErrInvalidAction, err))
+	case !req.Task.InScope && pd.Effect != policy.Deny:
+		// The task's scope bounds everything, whatever the policies say.
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:task-scope", Effect: "forbid", Message: "the action is outside the task's scope"}}}
+	default:
+		d.Decision = pd
+	}
+	d.Task, d.Agent, d.Risk = taskID, agent, class.Risk
+
+	var shadow *policy.Decision
+	if p.cfg.Shadow != nil {
+		if sd, err := p.cfg.Shadow.Decide(req); err == nil && sd.Effect != d.Effect {
+			shadow = &sd
+		}
+	}
+	if err := p.record(ctx, d, act, req); err != nil {
+		// Fail closed: an action that cannot be audited does not happen.
+		denied := Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{"audit log unavailable"}}, Task: taskID, Agent: agent, Risk: class.Risk}
+		return denied, err
+	}
+	if shadow != nil {
+		p.recordShadow(ctx, d, *shadow, act)
+	}
+	if d.Allowed() {
+		p.account(st, req)
+	}
+	return d, nil
+}
+
+func trustedAnnotations(act Action) *policy.ToolAnnotations {
+	if act.Trusted {
+		return act.Annotations
+	}
+	return nil
+}
+
+func left(limit, used int64) *int64 {
+	if limit == 0 {
+		return nil
+	}
+	n := max(limit-used, 0)
+	return &n
+}
+
+func actorStrings(ids []identity.ID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
+	}
+	return out
+}
+
+// maxScopeMemo bounds a task's memo of scope checks.
+const maxScopeMemo = 1024
+
+// allows reports whether t's scope allows action on resource, memoized.
+func (st *taskState) allows(t *task.Task, action, resource string) bool {
+	var buf [256]byte
+	key := append(append(append(buf[:0], action...), 0), resource...)
+	st.mu.Lock()
+	ok, hit := st.inScope[string(key)]
+	st.mu.Unlock()
+	if hit {
+		return ok
+	}
+	ok = t.Scope.Allows(action, resource)
+	st.mu.Lock()
+	if st.inScope == nil || len(st.inScope) >= maxScopeMemo {
+		st.inScope = make(map[string]bool)
+	}
+	st.inScope[string(key)] = ok
+	st.mu.Unlock()
+	return ok
+}
+
+// account counts an allowed action against the budget and raises the
+// task's taint (and its ancestors': data read by a delegate flows back
+// to whoever delegated) when it read something sensitive.
+func (p *Pipeline) account(st *taskState, req *policy.Request) {
+	st.mu.Lock()
+	st.used.Actions++
+	if req.Risk != policy.RiskRead {
+		st.used.Writes++
+	}
+	st.mu.Unlock()
+	if req.Risk != policy.RiskRead || req.Resource.Sensitivity == "" {
+		return
+	}
+	sens := req.Resource.Sensitivity
+	for cur := st; cur != nil; {
+		cur.mu.Lock()
+		if policy.SensitivityLevel(sens) > policy.SensitivityLevel(cur.taint) {
+			cur.taint = sens
+		}
+		parent := cur.t.Parent
+		cur.mu.Unlock()
+		if parent == "" {
+			break
+		}
+		p.mu.RLock()
+		cur = p.tasks[parent]
+		p.mu.RUnlock()
+	}
+}
+
+// taint is the highest sensitivity read by the task or any task it was
+// delegated from (a delegate inherits what its delegator has seen).
+func (p *Pipeline) taint(st *taskState) string {
+	taint := ""
+	if st.untracked {
+		return policy.Sensitivities[len(policy.Sensitivities)-1]
+	}
+	for cur := st; cur != nil; {
+		cur.mu.Lock()
+		if policy.SensitivityLevel(cur.taint) > policy.SensitivityLevel(taint) {
+			taint = cur.taint
+		}
+		parent := cur.t.Parent
+		cur.mu.Unlock()
+		if parent == "" {
+			break
+		}
+		p.mu.RLock()
+		cur = p.tasks[parent]
+		p.mu.RUnlock()
+	}
+	return taint
+}
+
+// Taint returns the highest sensitivity the task (or a task it was
+// delegated from) has read, as far as this pipeline has seen.
+func (p *Pipeline) Taint(id task.ID) string {
+	p.mu.RLock()
+	st := p.tasks[id]
+	p.mu.RUnlock()
+	if st == nil {
+		return ""
+	}
+	return p.taint(st)
+}
+
+// taskState returns the tracked state of a task, loading (or refreshing)
+// its record. Budget usage starts from the stored usage.
+func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*taskState, error) {
+	p.mu.RLock()
+	st := p.tasks[id]
+	p.mu.RUnlock()
+	if st != nil {
+		st.mu.Lock()
+		fresh := now.Sub(st.fetched) < p.cfg.CacheTTL
+		st.mu.Unlock()
+		if fresh {
+			return st, nil
+		}
+	}
+	t, err := p.cfg.Tasks.GetTask(ctx, id)
+	if err != nil {
+		if errors.Is(err, task.ErrNotFound) {
+			return nil, fmt.Errorf("%w: unknown task", ErrUnauthenticated)
+		}
+		return nil, fmt.Errorf("access: load task: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st = p.tasks[id]; st != nil {
+		st.mu.Lock()
+		st.t, st.fetched = t, now
+		st.scope, st.chain = t.Scope.Strings(), actorStrings(t.Actors)
+		st.mu.Unlock()
+		return st, nil
+	}
+	if len(p.tasks) >= maxTracked {
+		for k, s := range p.tasks {
+			if !now.Before(s.t.ExpiresAt) {
+				delete(p.tasks, k)
+			}
+		}
+	}
+	st = &taskState{t: t, fetched: now, used: t.Used, scope: t.Scope.Strings(), chain: actorStrings(t.Actors)}
+	if len(p.tasks) < maxTracked {
+		p.tasks[id] = st
+	} else {
+		st.untracked = true
+		p.log.Warn("too many active tasks to track taint and budget; treating the task as tainted", "task", id, "limit", maxTracked)
+	}
+	return st, nil
+}
+
+func (p *Pipeline) agent(ctx context.Context, id identity.ID, now time.Time) (*identity.Agent, error) {
+	p.mu.RLock()
+	e := p.agents[id]
+	p.mu.RUnlock()
+	if e != nil && now.Sub(e.fetched) < p.cfg.CacheTTL {
+		return e.a, nil
+	}
+	a, err := p.cfg.Agents.GetAgent(ctx, id)
+	if err != nil {
+		if errors.Is(err, identity.ErrNotFound) {
+			return nil, fmt.Errorf("%w: unknown agent", ErrUnauthenticated)
+		}
+		return nil, fmt.Errorf("access: load agent: %w", err)
+	}
+	p.mu.Lock()
+	if len(p.agents) >= maxTracked {
+		clear(p.agents)
+	}
+	p.agents[id] = &agentEntry{a: a, fetched: now}
+	p.mu.Unlock()
+	return a, nil
+}
+
+// Forget drops cached task and agent records (not budget or taint
+// state): the next decision reloads them.
+func (p *Pipeline) Forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.agents)
+	for _, st := range p.tasks {
+		st.mu.Lock()
+		st.fetched = time.Time{}
+		st.mu.Unlock()
+	}
+}
+
+func reasonText(d policy.Decision) (ids, text string) {
+	var idl, msgs []string
+	for _, r := range d.Reasons {
+		idl = append(idl, r.Policy)
+		if r.Message != "" {
+			msgs = append(msgs, r.Message)
+		}
+	}
+	msgs = append(msgs, d.Errors...)
+	return strings.Join(idl, ","), strings.Join(msgs, "; ")
+}
+
+// record writes the decision event; it returns only once the event is
+// durable.
+func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *policy.Request) error {
+	ids, text := reasonText(d.Decision)
+	ev := audit.Event{
+		Type: TypeDecided, Actor: d.Agent, Agent: d.Agent, Task: string(d.Task),
+		Action: act.Kind, Resource: act.Resource, Decision: string(d.Effect), Reason: text,
+		RequestID: act.RequestID, Point: act.Point,
+		Details: map[string]string{},
+	}
+	if ids != "" {
+		ev.Details["policies"] = ids
+	}
+	if d.Risk != "" {
+		ev.Details["risk"] = d.Risk
+	}
+	if len(d.Obligations) > 0 {
+		ev.Details["obligations"] = strings.Join(d.Obligations, ",")
+	}
+	if len(d.Approvals) > 0 {
+		ev.Details["approvals"] = strings.Join(d.Approvals, ",")
+	}
+	if req != nil {
+		ev.Chain = req.Task.Chain
+		ev.OnBehalfOf = req.Task.OnBehalfOf
+		if req.Taint != "" {
+			ev.Details["taint"] = req.Taint
+		}
+		if req.Resource.Sensitivity != "" {
+			ev.Details["sensitivity"] = req.Resource.Sensitivity
+		}
+		if req.Destination.Host != "" {
+			ev.Details["destination"] = req.Destination.Method + " " + req.Destination.Host + req.Destination.Path
+		}
+		ev.Details["in_scope"] = strconv.FormatBool(req.Task.InScope)
+	}
+	if err := p.cfg.Recorder.Record(ctx, ev); err != nil {
+		p.log.Error("decision not recorded; denying", "err", err, "task", d.Task, "action", act.Kind)
+		if errors.Is(err, audit.ErrUnavailable) {
+			return err
+		}
+		return errors.Join(audit.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// recordShadow records that the candidate set would have decided
+// differently. It is best effort: the live decision stands either way.
+func (p *Pipeline) recordShadow(ctx context.Context, live Decision, shadow policy.Decision, act Action) {
+	ids, text := reasonText(shadow)
+	ev := audit.Event{
+		Type: TypeShadowDiffers, Actor: live.Agent, Agent: live.Agent, Task: string(live.Task),
+		Action: act.Kind, Resource: act.Resource, Decision: string(live.Effect), Reason: text,
+		RequestID: act.RequestID, Point: act.Point,
+		Details: map[string]string{"shadow_decision": string(shadow.Effect), "shadow_policies": ids},
+	}
+	if err := p.cfg.Recorder.Record(ctx, ev); err != nil {
+		p.log.Warn("shadow difference not recorded", "err", err)
+	}
+}

@@ -1,0 +1,380 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	cedar "github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+)
+
+// Annotations mandate gives meaning to.
+const (
+	// AnnotationID names a policy (Cedar's convention); without it a
+	// policy is named "<source>#<index>".
+	AnnotationID = "id"
+	// AnnotationApproval on a forbid turns its denial into
+	// approval_required; the value names the approval that lifts it.
+	AnnotationApproval = "approval"
+	// AnnotationReason and AnnotationMessage give the text shown with a
+	// decision (reason preferred).
+	AnnotationReason  = "reason"
+	AnnotationMessage = "message"
+	// AnnotationObligation lists comma-separated obligations the
+	// enforcement point must fulfil when the policy determines the
+	// decision (e.g. "redact", "full_arguments", "inject_secret:github").
+	AnnotationObligation = "obligation"
+)
+
+// Limits on policy sources.
+const (
+	// MaxSourceSize is the largest policy source (file) accepted.
+	MaxSourceSize = 4 << 20
+	// MaxPolicies bounds the policies of one set.
+	MaxPolicies = 100_000
+)
+
+// Source is one policy document: a .cedar file or an API-managed policy.
+type Source struct {
+	// Name identifies the source in errors and policy ids: a file path
+	// relative to the policy directory, or "api:<name>".
+	Name string `json:"name"`
+	Text []byte `json:"-"`
+}
+
+// ErrInvalidPolicy marks a policy set that fails to parse or validate.
+var ErrInvalidPolicy = errors.New("invalid policy")
+
+// Problem is one reason a policy set does not compile, with its location.
+type Problem struct {
+	File   string `json:"file"`
+	Line   int    `json:"line"`
+	Column int    `json:"column"`
+	Policy string `json:"policy,omitempty"`
+	Msg    string `json:"message"`
+}
+
+// String formats p as "file:line:col: [policy: ]message".
+func (p Problem) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:%d:%d: ", p.File, p.Line, p.Column)
+	if p.Policy != "" {
+		b.WriteString("policy " + strconv.Quote(p.Policy) + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// CompileError lists every problem found in a policy set. It matches
+// ErrInvalidPolicy.
+type CompileError struct {
+	Problems []Problem
+}
+
+// Error lists the problems, one per line.
+func (e *CompileError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Is reports whether target is ErrInvalidPolicy.
+func (e *CompileError) Is(target error) bool { return target == ErrInvalidPolicy }
+
+// Info describes one compiled policy.
+type Info struct {
+	ID       string   `json:"id"`
+	Effect   string   `json:"effect"` // permit | forbid
+	Approval string   `json:"approval,omitempty"`
+	Message  string   `json:"message,omitempty"`
+	Actions  []string `json:"actions"` // the actions its scope applies to
+	// Resource is the resource its scope is pinned to, or "".
+	Resource    string   `json:"resource,omitempty"`
+	Obligations []string `json:"obligations,omitempty"`
+	Position    string   `json:"position"`
+}
+
+// compiled is one policy with the annotations mandate interprets.
+type compiled struct {
+	Info
+	policy      *cedar.Policy
+	forbid      bool
+	hasApproval bool
+	pinned      bool
+	pin         types.EntityUID
+}
+
+// bucket holds the policies of one action: those whose resource scope is
+// pinned to one entity (resource == X) by that entity, the rest in any.
+type bucket struct {
+	forbids, permits []*compiled
+	byResource       map[types.EntityUID]*pinned
+}
+
+type pinned struct {
+	forbids, permits []*compiled
+}
+
+// Set is a compiled, validated, indexed policy set. It is immutable and
+// safe for concurrent use.
+type Set struct {
+	byAction [9]bucket // indexed like Actions
+	byID     map[string]*compiled
+	ordered  []*compiled
+	sources  []string
+}
+
+var parsePosRE = regexp.MustCompile(`<input>:(\d+):(\d+)`)
+
+// Compile parses, validates against the schema and indexes sources. It
+// returns a *CompileError listing every problem, with its location.
+func Compile(sources []Source) (*Set, error) {
+	v, err := newValidator()
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{byID: make(map[string]*compiled)}
+	var probs []Problem
+	for _, src := range sources {
+		s.sources = append(s.sources, src.Name)
+		if len(src.Text) > MaxSourceSize {
+			probs = append(probs, Problem{File: src.Name, Line: 1, Column: 1, Msg: fmt.Sprintf("source is larger than %d bytes", MaxSourceSize)})
+			continue
+		}
+		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
+		if err != nil {
+			probs = append(probs, parseProblem(src.Name, err))
+			continue
+		}
+		for i, p := range list {
+			c, perr := s.add(src.Name, i, p)
+			if perr != nil {
+				probs = append(probs, *perr)
+				continue
+			}
+			if wholeContextUse((*xast.Policy)(p.AST())) {
+				pos := p.Position()
+				probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID,
+					Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
+			}
+			if err := v.Policy(c.ID, (*xast.Policy)(p.AST())); err != nil {
+				pos := p.Position()
+				for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
+					probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID, Msg: msg})
+				}
+			}
+		}
+		if len(s.ordered) > MaxPolicies {
+			probs = append(probs, Problem{File: src.Name, Line: 1, Column: 1, Msg: fmt.Sprintf("more than %d policies", MaxPolicies)})
+			break
+		}
+	}
+	if len(probs) > 0 {
+		return nil, &CompileError{Problems: probs}
+	}
+	for _, c := range s.ordered {
+		s.index(c)
+	}
+	return s, nil
+}
+
+func dedupe(ss []string) []string {
+	var out []string
+	for _, m := range ss {
+		if m = strings.TrimSpace(m); m != "" && !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// parseProblem locates a cedar-go parse error ("parse error at
+// <input>:L:C ...").
+func parseProblem(file string, err error) Problem {
+	msg := err.Error()
+	p := Problem{File: file, Line: 1, Column: 1, Msg: msg}
+	if m := parsePosRE.FindStringSubmatchIndex(msg); m != nil {
+		p.Line, _ = strconv.Atoi(msg[m[2]:m[3]])
+		p.Column, _ = strconv.Atoi(msg[m[4]:m[5]])
+		p.Msg = strings.TrimSpace(strings.TrimPrefix(msg[m[1]:], ":"))
+		if pre := strings.TrimSuffix(strings.TrimSpace(msg[:m[0]]), " at"); pre != "" {
+			p.Msg = pre + ": " + p.Msg
+		}
+	}
+	// Some errors (invalid UTF-8) carry position 0:0: point at the start.
+	p.Line, p.Column = max(p.Line, 1), max(p.Column, 1)
+	p.Msg = strings.ReplaceAll(p.Msg, "::", ":")
+	return p
+}
+
+// add records one parsed policy, reading its annotations.
+func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
+	pos := p.Position()
+	ann := p.Annotations()
+	c := &compiled{policy: p, forbid: p.Effect() == cedar.Forbid}
+	c.ID = string(ann[AnnotationID])
+	if c.ID == "" {
+		c.ID = file + "#" + strconv.Itoa(i)
+	}
+	c.Effect = "permit"
+	if c.forbid {
+		c.Effect = "forbid"
+	}
+	c.Position = fmt.Sprintf("%s:%d:%d", file, pos.Line, pos.Column)
+	prob := func(msg string) *Problem {
+		return &Problem{File: file, Line: pos.Line, Column: pos.Column, Policy: c.ID, Msg: msg}
+	}
+	if prev, dup := s.byID[c.ID]; dup {
+		return nil, prob("duplicate policy id (also at " + prev.Position + ")")
+	}
+	if a, ok := ann[AnnotationApproval]; ok {
+		if !c.forbid {
+			return nil, prob("@approval is only meaningful on a forbid")
+		}
+		c.hasApproval, c.Approval = true, string(a)
+	}
+	c.Message = string(ann[AnnotationReason])
+	if c.Message == "" {
+		c.Message = string(ann[AnnotationMessage])
+	}
+	if o := string(ann[AnnotationObligation]); o != "" {
+		for _, part := range strings.Split(o, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				c.Obligations = append(c.Obligations, part)
+			}
+		}
+	}
+	ast := (*xast.Policy)(p.AST())
+	switch sc := ast.Action.(type) {
+	case xast.ScopeTypeEq:
+		c.Actions = scopeActions(sc.Entity)
+	case xast.ScopeTypeIn:
+		c.Actions = scopeActions(sc.Entity)
+	case xast.ScopeTypeInSet:
+		for _, e := range sc.Entities {
+			c.Actions = append(c.Actions, scopeActions(e)...)
+		}
+	default:
+		c.Actions = Actions
+	}
+	if sc, ok := ast.Resource.(xast.ScopeTypeEq); ok {
+		c.Resource = sc.Entity.String()
+		c.pin = sc.Entity
+		c.pinned = true
+	}
+	s.byID[c.ID] = c
+	s.ordered = append(s.ordered, c)
+	return c, nil
+}
+
+// scopeActions maps an action entity to the action kinds it names. The
+// validator rejects unknown actions; this is only the index.
+func scopeActions(e types.EntityUID) []string {
+	if e.Type == typeAction && slices.Contains(Actions, string(e.ID)) {
+		return []string{string(e.ID)}
+	}
+	return nil
+}
+
+func (s *Set) index(c *compiled) {
+	for _, a := range c.Actions {
+		b := &s.byAction[slices.Index(Actions, a)]
+		if c.pinned {
+			if b.byResource == nil {
+				b.byResource = make(map[types.EntityUID]*pinned)
+			}
+			p := b.byResource[c.pin]
+			if p == nil {
+				p = &pinned{}
+				b.byResource[c.pin] = p
+			}
+			if c.forbid {
+				p.forbids = append(p.forbids, c)
+			} else {
+				p.permits = append(p.permits, c)
+			}
+			continue
+		}
+		if c.forbid {
+			b.forbids = append(b.forbids, c)
+		} else {
+			b.permits = append(b.permits, c)
+		}
+	}
+}
+
+// Len returns the number of policies in the set.
+func (s *Set) Len() int { return len(s.ordered) }
+
+// Sources returns the names of the sources the set was compiled from.
+func (s *Set) Sources() []string { return slices.Clone(s.sources) }
+
+// Policies describes the set's policies in source order.
+func (s *Set) Policies() []Info {
+	out := make([]Info, len(s.ordered))
+	for i, c := range s.ordered {
+		out[i] = c.Info
+	}
+	return out
+}
+
+// candidates returns the forbids and permits that may apply to action on
+// resource: the action's unpinned policies and those pinned to resource.
+func (s *Set) candidates(action string, resource types.EntityUID) (forbids, permits policyList) {
+	i := slices.Index(Actions, action)
+	if i < 0 {
+		return
+	}
+	b := &s.byAction[i]
+	forbids.a, permits.a = b.forbids, b.permits
+	if p := b.byResource[resource]; p != nil {
+		forbids.b, permits.b = p.forbids, p.permits
+	}
+	return
+}
+
+// policyList is a cedar.PolicyIterator over up to four slices of
+// policies (unpinned and pinned, forbids and permits).
+// seq, when set, is l.each bound once (see newPolicyList), so that All
+// does not allocate a method value on every decision.
+type policyList struct {
+	a, b, c, d []*compiled
+	seq        iter.Seq2[cedar.PolicyID, *cedar.Policy]
+}
+
+// newPolicyList returns an empty list whose All does not allocate.
+func newPolicyList() *policyList {
+	l := &policyList{}
+	l.seq = l.each
+	return l
+}
+
+func (l *policyList) empty() bool { return len(l.a)+len(l.b)+len(l.c)+len(l.d) == 0 }
+
+func (l *policyList) len() int { return len(l.a) + len(l.b) + len(l.c) + len(l.d) }
+
+// All implements cedar.PolicyIterator.
+func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	if l.seq != nil {
+		return l.seq
+	}
+	return l.each
+}
+
+func (l *policyList) each(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+	for _, s := range [...][]*compiled{l.a, l.b, l.c, l.d} {
+		for _, c := range s {
+			if !yield(cedar.PolicyID(c.ID), c.policy) {
+				return
+			}
+		}
+	}
+}

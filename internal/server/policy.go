@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/store"
+	"github.com/mandatehq/mandate/internal/token"
+)
+
+// PolicyConfig configures the policy engine.
+type PolicyConfig struct {
+	// Dir is a directory of .cedar files, polled for changes.
+	Dir string
+	// Defaults includes mandate's default graded-trust policy set.
+	Defaults bool
+	// ShadowDir is a candidate policy set evaluated beside the live one
+	// without being enforced; differences are recorded.
+	ShadowDir string
+	// ClassificationFile is a YAML file of risk rules, high-impact tools
+	// and resource sensitivity rules (policy.ClassifierConfig).
+	ClassificationFile string
+	// PollInterval is how often the policy directories are checked.
+	PollInterval time.Duration
+}
+
+// AccessConfig configures the decision API's callers.
+type AccessConfig struct {
+	// PointTokenHashes are "sha256:<hex>" digests of the bearer tokens of
+	// enforcement points (gateways, proxies) allowed to ask for decisions
+	// on behalf of agents through the AuthZEN API.
+	PointTokenHashes []string
+}
+
+// accessLayer is the policy engine, its loaders and the decision
+// pipeline, as wired by New.
+type accessLayer struct {
+	engine   *policy.Engine
+	loader   *policy.Loader
+	shadow   *policy.Loader
+	pipeline *access.Pipeline
+	points   adminTokens
+	apiStore policy.APIStore
+	recorder audit.Recorder
+}
+
+// newAccessLayer loads the policies (a bad policy set stops the start:
+// there is no last good set yet) and builds the pipeline.
+func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, log *slog.Logger) (*accessLayer, error) {
+	a := &accessLayer{recorder: recorder, apiStore: policy.APIStore{Dir: filepath.Join(cfg.DataDir, "policies")}}
+	classes, err := loadClassification(cfg.Policy.ClassificationFile)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := parseTokenHashes(cfg.Access.PointTokenHashes)
+	if err != nil {
+		return nil, fmt.Errorf("access.point_token_hashes: %w", err)
+	}
+	a.points = adminTokens{hashes: hashes}
+
+	a.engine = policy.NewEngine(nil, nil)
+	a.loader = policy.NewLoader(policy.LoaderConfig{
+		Engine: a.engine, Dir: cfg.Policy.Dir, Defaults: cfg.Policy.Defaults, APIDir: a.apiStore.Dir,
+		Interval: cfg.Policy.PollInterval, Logger: log.With("component", "policy"),
+	})
+	if err := a.loader.Reload(ctx); err != nil {
+		return nil, fmt.Errorf("load policies:\n%w", err)
+	}
+	var shadow *policy.Engine
+	if cfg.Policy.ShadowDir != "" {
+		shadow = policy.NewEngine(nil, nil)
+		a.shadow = policy.NewLoader(policy.LoaderConfig{
+			Engine: shadow, Dir: cfg.Policy.ShadowDir, Defaults: cfg.Policy.Defaults,
+			Interval: cfg.Policy.PollInterval, Logger: log.With("component", "policy-shadow"),
+		})
+		if err := a.shadow.Reload(ctx); err != nil {
+			return nil, fmt.Errorf("load shadow policies:\n%w", err)
+		}
+	}
+	a.pipeline, err = access.New(access.Config{
+		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
+		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
+		Logger: log.With("component", "access"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// run keeps the policy sets in step with their directories.
+func (a *accessLayer) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if a.shadow != nil {
+		wg.Go(func() { _ = a.shadow.Run(ctx) })
+	}
+	err := a.loader.Run(ctx)
+	wg.Wait()
+	return err
+}
+
+// ReloadPolicies reloads the live (and shadow) policy sets now, as
+// 'mandate policy reload' and SIGHUP do. On error the last good set
+// stays live.
+func (s *Server) ReloadPolicies(ctx context.Context) error {
+	err := s.acc.loader.Reload(ctx)
+	if s.acc.shadow != nil {
+		err = errors.Join(err, s.acc.shadow.Reload(ctx))
+	}
+	return err
+}
+
+// mount adds the AuthZEN API to the main listener and the policy admin
+// API to both listeners.
+func (a *accessLayer) mount(mux, sockMux *http.ServeMux, publicURL string, tokens adminTokens, log *slog.Logger) {
+	httpapi.NewAuthZEN(httpapi.AuthZENConfig{
+		Pipeline: a.pipeline, PublicURL: publicURL, PointAuth: a.pointAuth,
+		Logger: log.With("component", "authzen"),
+	}).Register(mux)
+	pa := httpapi.NewPolicyAdmin(httpapi.PolicyAdminConfig{
+		Engine: a.engine, Loader: a.loader, Store: a.apiStore, Recorder: a.recorder,
+		Logger: log.With("component", "policyapi"),
+	})
+	for _, p := range []string{"/admin/v1/policies", "/admin/v1/policies/"} {
+		mux.Handle(p, requireAdminToken(tokens, log, pa))
+		sockMux.Handle(p, localAdmin(pa))
+	}
+}
+
+// pointAuth recognizes an enforcement point's bearer token.
+func (a *accessLayer) pointAuth(r *http.Request) (string, bool) {
+	if len(a.points.hashes) == 0 {
+		return "", false
+	}
+	actor, problem := a.points.check(r)
+	if problem != "" {
+		return "", false
+	}
+	return "point:" + strings.TrimPrefix(actor, "admin:token:"), true
+}
+
+// loadClassification reads the classification file (strict YAML).
+func loadClassification(path string) (*policy.Classifier, error) {
+	var cc policy.ClassifierConfig
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("policy.classification_file: %w", err)
+		}
+		if err := yaml.UnmarshalWithOptions(b, &cc, yaml.Strict()); err != nil {
+			return nil, fmt.Errorf("policy.classification_file %s: %s", path, yaml.FormatError(err, false, true))
+		}
+	}
+	c, err := policy.NewClassifier(cc)
+	if err != nil {
+		return nil, fmt.Errorf("policy.classification_file %s: %w", path, err)
+	}
+	return c, nil
+}
