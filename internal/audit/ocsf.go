@@ -67,9 +67,14 @@ func ToOCSF(ev *Event) map[string]any {
 	if ev.Reason != "" {
 		out["status_detail"] = ev.Reason
 	}
-	if len(ev.Reasons) > 0 {
+	switch {
+	case len(ev.Reasons) > 0:
 		p := ev.Reasons[0]
 		out["policy"] = map[string]any{"uid": p.Policy, "name": p.Policy, "desc": p.Message}
+	case ev.Details["policies"] != "":
+		// The decision pipeline lists the deciding policies in details.
+		id, _, _ := strings.Cut(ev.Details["policies"], ",")
+		out["policy"] = map[string]any{"uid": id, "name": id}
 	}
 	actor := map[string]any{}
 	if ev.Agent != "" {
