@@ -318,6 +318,13 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{TreeSize: size, PrunedThrough: st.PrunedThrough}
+	if st.PrunedThrough > 0 {
+		note := fmt.Sprintf("events 1 to %d were pruned: their tree hashes were checked against the checkpoints, the events themselves cannot be", st.PrunedThrough)
+		if l.cfg.Retention == 0 {
+			note += "; retention is off now, so if it never was on, someone deleted them"
+		}
+		rep.Notes = append(rep.Notes, note)
+	}
 	stored, err := l.store.Checkpoints(ctx, 0)
 	if err != nil {
 		return nil, err
