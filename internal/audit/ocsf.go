@@ -25,6 +25,16 @@ const (
 // records that OCSF has no field for is under unmapped.
 func ToOCSF(ev *Event) map[string]any {
 	class, category, activity, activityName := ocsfClass(ev)
+	meta := map[string]any{
+		"version":  OCSFVersion,
+		"product":  map[string]any{"name": "mandate", "vendor_name": "mandate"},
+		"uid":      strconv.FormatInt(ev.Seq, 10),
+		"profiles": []string{"security_control"},
+		"log_name": "mandate audit ledger",
+	}
+	if ev.RequestID != "" {
+		meta["correlation_uid"] = ev.RequestID
+	}
 	out := map[string]any{
 		"class_uid":     class,
 		"category_uid":  category,
@@ -33,14 +43,7 @@ func ToOCSF(ev *Event) map[string]any {
 		"type_uid":      class*100 + activity,
 		"time":          ev.Time.UnixMilli(),
 		"message":       string(ev.Type),
-		"metadata": map[string]any{
-			"version":         OCSFVersion,
-			"product":         map[string]any{"name": "mandate", "vendor_name": "mandate"},
-			"uid":             strconv.FormatInt(ev.Seq, 10),
-			"correlation_uid": ev.RequestID,
-			"profiles":        []string{"security_control"},
-			"log_name":        "mandate audit ledger",
-		},
+		"metadata":      meta,
 	}
 	sev, sevName := 1, "Informational"
 	status, statusName := 1, "Success"
