@@ -327,7 +327,7 @@ func (s *FileSink) WriteCheckpoint(_ context.Context, cp *Checkpoint) error {
 	}
 	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("checkpoint-%d.txt", cp.Size)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
-		return nil // already written (a restart re-offers the latest)
+		return nil // already written
 	}
 	if err != nil {
 		return fmt.Errorf("audit file sink: %w", err)
