@@ -26,7 +26,7 @@ func TestPolicyTestDefaults(t *testing.T) {
 	mustRun(t, nil, "policy", "validate", dir)
 }
 
-func writeFile(t *testing.T, path, text string) {
+func writePolicyFile(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -39,14 +39,14 @@ func writeFile(t *testing.T, path, text string) {
 func TestPolicyValidate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "ok.cedar"), `permit(principal, action == Action::"file.read", resource);`)
-	writeFile(t, filepath.Join(dir, "sub", "bad.cedar"), "permit(principal, action, resource);\n\n  forbid(principal, action, resource) when { resource.nope };\n")
+	writePolicyFile(t, filepath.Join(dir, "ok.cedar"), `permit(principal, action == Action::"file.read", resource);`)
+	writePolicyFile(t, filepath.Join(dir, "sub", "bad.cedar"), "permit(principal, action, resource);\n\n  forbid(principal, action, resource) when { resource.nope };\n")
 	code, out, errs := mandate(t, nil, "policy", "validate", dir)
 	want := filepath.Join(dir, "sub", "bad.cedar") + ":3:3: "
 	if code != 1 || !strings.Contains(out, want) || !strings.Contains(errs, "problem(s)") {
 		t.Errorf("validate: exit %d, stdout %q (want %q), stderr %q", code, out, want, errs)
 	}
-	writeFile(t, filepath.Join(dir, "sub", "bad.cedar"), "permit(principal, action,\n")
+	writePolicyFile(t, filepath.Join(dir, "sub", "bad.cedar"), "permit(principal, action,\n")
 	if code, out, _ := mandate(t, nil, "policy", "validate", dir); code != 1 || !strings.Contains(out, "bad.cedar:2:1: ") {
 		t.Errorf("validate parse error: exit %d, %q", code, out)
 	}
@@ -58,8 +58,8 @@ func TestPolicyValidate(t *testing.T) {
 func TestPolicyTestFailures(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "p.cedar"), `@id("reads") permit(principal, action == Action::"file.read", resource);`)
-	writeFile(t, filepath.Join(dir, "t.yaml"), `
+	writePolicyFile(t, filepath.Join(dir, "p.cedar"), `@id("reads") permit(principal, action == Action::"file.read", resource);`)
+	writePolicyFile(t, filepath.Join(dir, "t.yaml"), `
 defaults:
   agent: {id: "spiffe://x/agent/a", tier: assist}
   task: {id: t, in_scope: true}
@@ -76,7 +76,7 @@ cases:
 	if code != 1 || !strings.Contains(out, "FAIL t.yaml: wrong expectation: got deny, want allow") || !strings.Contains(out, "1 passed, 1 failed") {
 		t.Errorf("policy test: exit %d\n%s", code, out)
 	}
-	writeFile(t, filepath.Join(dir, "t.yaml"), "cases:\n  - name: x\n    request: {action: file.read, bogus: 1}\n    expect: allow\n")
+	writePolicyFile(t, filepath.Join(dir, "t.yaml"), "cases:\n  - name: x\n    request: {action: file.read, bogus: 1}\n    expect: allow\n")
 	if code, _, errs := mandate(t, nil, "policy", "test", dir); code != 1 || !strings.Contains(errs, "bogus") {
 		t.Errorf("policy test with a bad case: exit %d, %s", code, errs)
 	}
@@ -99,7 +99,7 @@ func TestPolicyExplain(t *testing.T) {
 		t.Errorf("explain json: %v %s", err, out)
 	}
 	req := filepath.Join(t.TempDir(), "req.json")
-	writeFile(t, req, `{"agent":{"id":"spiffe://x/agent/a","tier":"assist"},"action":"file.read","resource":{"id":"/a"},"risk":"read","task":{"id":"t","in_scope":true}}`)
+	writePolicyFile(t, req, `{"agent":{"id":"spiffe://x/agent/a","tier":"assist"},"action":"file.read","resource":{"id":"/a"},"risk":"read","task":{"id":"t","in_scope":true}}`)
 	if out := mustRun(t, nil, "policy", "explain", "--request", req); !strings.Contains(out, "decision:    allow") {
 		t.Errorf("explain --request: %s", out)
 	}
@@ -113,14 +113,14 @@ func TestPolicyRemote(t *testing.T) {
 	dataDir, _ := testServer(t, nil)
 	env := map[string]string{"MANDATE_DATA_DIR": dataDir}
 	file := filepath.Join(t.TempDir(), "x.cedar")
-	writeFile(t, file, `@id("no-etc") forbid(principal, action, resource == File::"/etc/passwd");`)
+	writePolicyFile(t, file, `@id("no-etc") forbid(principal, action, resource == File::"/etc/passwd");`)
 	if out := mustRun(t, env, "policy", "put", "no-etc", file); !strings.Contains(out, "no-etc") {
 		t.Errorf("put: %s", out)
 	}
 	if out := mustRun(t, env, "policy", "list"); !strings.Contains(out, "no-etc") || !strings.Contains(out, "autonomous-act") {
 		t.Errorf("list: %s", out)
 	}
-	writeFile(t, file, `forbid(principal, action, resource) when { context.nope };`)
+	writePolicyFile(t, file, `forbid(principal, action, resource) when { context.nope };`)
 	if code, _, errs := mandate(t, env, "policy", "put", "bad", file); code != 1 || !strings.Contains(errs, "api:bad:1:1") {
 		t.Errorf("put bad: exit %d, %s", code, errs)
 	}

@@ -62,6 +62,7 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.taskCmd(), a.adminCmd(), a.versionCmd())
+	root.AddCommand(a.auditCmd())
 	root.AddCommand(a.policyCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root

@@ -41,7 +41,7 @@ import (
 // Event types recorded by the pipeline.
 const (
 	// TypeDecided is recorded for every decision, allow or not.
-	TypeDecided = audit.TypeAccessDecided
+	TypeDecided = audit.TypeActionDecided
 	// TypeShadowDiffers is recorded when the shadow (candidate) policy
 	// set would have decided differently from the live one.
 	TypeShadowDiffers = audit.TypePolicyShadowDiffers
@@ -586,9 +586,12 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	ids, text := reasonText(d.Decision)
 	ev := audit.Event{
 		Type: TypeDecided, Actor: d.Agent, Agent: d.Agent, Task: string(d.Task),
-		Action: act.Kind, Resource: act.Resource, Decision: string(d.Effect), Reason: text,
+		Action: act.Kind, Resource: typedResource(act), Decision: string(d.Effect), Reason: text,
 		RequestID: act.RequestID, Point: act.Point,
 		Details: map[string]string{},
+	}
+	for _, r := range d.Reasons {
+		ev.Reasons = append(ev.Reasons, audit.PolicyReason{Policy: r.Policy, Message: r.Message})
 	}
 	if ids != "" {
 		ev.Details["policies"] = ids
@@ -626,13 +629,23 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	return nil
 }
 
+// typedResource names the resource as the ledger does: its type, a
+// colon, its id ("file:/repo/main.go", "tool:github/create_issue").
+func typedResource(act Action) string {
+	t := policy.ResourceType(act.Kind)
+	if t == "" || act.Resource == "" {
+		return act.Resource
+	}
+	return strings.ToLower(t) + ":" + act.Resource
+}
+
 // recordShadow records that the candidate set would have decided
 // differently. It is best effort: the live decision stands either way.
 func (p *Pipeline) recordShadow(ctx context.Context, live Decision, shadow policy.Decision, act Action) {
 	ids, text := reasonText(shadow)
 	ev := audit.Event{
 		Type: TypeShadowDiffers, Actor: live.Agent, Agent: live.Agent, Task: string(live.Task),
-		Action: act.Kind, Resource: act.Resource, Decision: string(live.Effect), Reason: text,
+		Action: act.Kind, Resource: typedResource(act), Decision: string(live.Effect), Reason: text,
 		RequestID: act.RequestID, Point: act.Point,
 		Details: map[string]string{"shadow_decision": string(shadow.Effect), "shadow_policies": ids},
 	}

@@ -38,7 +38,7 @@ func newFixture(t *testing.T, rec audit.Recorder) *fixture {
 	f := &fixture{db: db, now: time.Now().UTC().Truncate(time.Microsecond)}
 	f.revs = token.NewRevocations(func() time.Time { return f.now })
 	if rec == nil {
-		rec = &audit.StoreRecorder{Store: db}
+		rec = mustLedger(t, db)
 	}
 	f.svc, err = admin.New(admin.Config{
 		Agents: db, Tasks: db, Recorder: rec, Revoker: f.revs, TrustDomain: "example.org",
@@ -241,7 +241,7 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	t.Parallel()
 	rec := &switchRecorder{}
 	f := newFixture(t, rec)
-	rec.next = &audit.StoreRecorder{Store: f.db}
+	rec.next = mustLedger(t, f.db)
 	ctx := ctxAdmin()
 	if _, err := f.svc.RegisterAgent(ctx, registerReq("a")); err != nil {
 		t.Fatal(err)
@@ -284,4 +284,13 @@ func TestExpireTasks(t *testing.T) {
 	if got.Status != task.StatusExpired || !f.revs.TaskInactive(tk.ID) {
 		t.Fatalf("after expiry: status %s, inactive %v", got.Status, f.revs.TaskInactive(tk.ID))
 	}
+}
+
+func mustLedger(t *testing.T, s audit.Store) *audit.Ledger {
+	t.Helper()
+	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -1,14 +1,25 @@
-// Package audit defines mandate's security events and the interface every
-// part of mandate records them through. Every admin change, every token
-// issued or refused and (later) every decided action is one Event.
+// Package audit is mandate's tamper-evident audit ledger.
 //
-// This package is the single write path for events; the tamper-evident
-// ledger that makes them provable is built behind the same Recorder
-// interface.
+// Every admin change, every token issued or refused, and every decided
+// action is one Event, recorded through the Recorder interface. The Ledger
+// implementation makes each event durable before Record returns (group
+// commit: concurrent appends share one transaction) and makes the whole
+// log provable: events are the leaves of an RFC 6962/9162 Merkle tree built
+// with golang.org/x/mod/sumdb/tlog, whose roots are signed periodically and
+// on demand as C2SP checkpoints (golang.org/x/mod/sumdb/note, Ed25519).
+// Inclusion proofs show that an event is in a checkpointed tree;
+// consistency proofs show that a later checkpoint extends an earlier one.
+// Verify checks the live ledger and VerifyExport an exported one offline,
+// naming the first sequence number that does not check out.
+//
+// Arguments of actions are kept as a keyed digest by default; when a
+// policy asks for full arguments, secret-looking values and configured
+// fields are replaced by keyed hmac-sha256: values (see Redactor).
 package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -31,28 +42,42 @@ const (
 	TypeTokenRefused      Type = "token.refused"
 	TypeTokenRevoked      Type = "token.revoked"
 	TypeSigningKeyRotated Type = "signing_key.rotated"
+	// TypeActionDecided is an attempted action and the decision on it,
+	// from any enforcement point.
+	TypeActionDecided Type = "action.decided"
+	// TypeActionCompleted records the outcome of an allowed action.
+	TypeActionCompleted Type = "action.completed"
+	// TypeApprovalRequested, TypeApprovalGranted and TypeApprovalDenied
+	// follow a held action through human step-up approval.
+	TypeApprovalRequested Type = "approval.requested"
+	TypeApprovalGranted   Type = "approval.granted"
+	TypeApprovalDenied    Type = "approval.denied"
 )
 
 // Decision outcomes recorded on events.
 const (
-	DecisionAllow = "allow"
-	DecisionDeny  = "deny"
-)
-
-// Event types recorded by the decision pipeline (package access) and the
-// policy admin API.
-const (
-	TypeAccessDecided       Type = "access.decided"
-	TypePolicyShadowDiffers Type = "policy.shadow_differs"
-	TypePolicyChanged       Type = "policy.changed"
-	// DecisionApprovalRequired is the decision of an action held for
-	// human approval.
+	DecisionAllow            = "allow"
+	DecisionDeny             = "deny"
 	DecisionApprovalRequired = "approval_required"
 )
 
-// Event is one audit record.
+// Event types recorded by the policy engine: shadow-mode differences and
+// policy changes through the admin API.
+const (
+	TypePolicyShadowDiffers Type = "policy.shadow_differs"
+	TypePolicyChanged       Type = "policy.changed"
+)
+
+// Event is one audit record: a leaf of the ledger's Merkle tree.
+//
+// The JSON encoding of an Event is part of the ledger format: its leaf
+// hash is computed over Canonical(ev). Adding, renaming or reordering
+// fields changes the hashes of new events; such a change must bump V.
 type Event struct {
-	// Seq is assigned by the store when the event is appended; zero before.
+	// V is the canonical format version; zero (omitted) is version 1.
+	V int `json:"v,omitempty"`
+	// Seq is the event's position in the ledger, from 1; the Merkle leaf
+	// index is Seq-1. Assigned when the event is appended; zero before.
 	Seq  int64     `json:"seq,omitempty"`
 	Time time.Time `json:"time"`
 	Type Type      `json:"type"`
@@ -61,21 +86,57 @@ type Event struct {
 	Actor string `json:"actor,omitempty"`
 	// Agent is the agent the event concerns, as a SPIFFE ID.
 	Agent string `json:"agent,omitempty"`
-	// Chain is the delegation chain of agents, root first.
+	// Chain is the whole delegation chain of agents, root first.
 	Chain      []string `json:"chain,omitempty"`
 	OnBehalfOf string   `json:"on_behalf_of,omitempty"`
 	Task       string   `json:"task,omitempty"`
-	Action     string   `json:"action,omitempty"`
-	Resource   string   `json:"resource,omitempty"`
-	Decision   string   `json:"decision,omitempty"`
+	// Action is the attempted operation, e.g. tool.call or file.write.
+	Action string `json:"action,omitempty"`
+	// Resource is the typed resource acted on, e.g. file:/repo/main.go.
+	Resource string `json:"resource,omitempty"`
+	// Decision is allow, deny or approval_required.
+	Decision string `json:"decision,omitempty"`
 	// Reason is a human-readable explanation (why a token was refused).
 	Reason string `json:"reason,omitempty"`
+	// Reasons are the policies that determined the decision.
+	Reasons []PolicyReason `json:"reasons,omitempty"`
+	// ApprovalID names the approval request a held action matched or opened.
+	ApprovalID string `json:"approval_id,omitempty"`
+	// Outcome is what happened when an allowed action ran.
+	Outcome *Outcome `json:"outcome,omitempty"`
+	// ArgsDigest is the keyed digest of the action's canonical arguments
+	// ("hmac-sha256:<hex>", see Redactor.Digest): it correlates equal
+	// arguments without revealing them.
+	ArgsDigest string `json:"args_digest,omitempty"`
+	// Args are the full arguments, kept only when a policy obligation asks
+	// for them, with secret-looking values and configured fields replaced
+	// by hmac-sha256: values (see Redactor.Redact). Canonical JSON.
+	Args json.RawMessage `json:"args,omitempty"`
 	// Details carries type-specific fields (grant type, token ID, scope).
 	// Never secrets.
 	Details   map[string]string `json:"details,omitempty"`
 	RequestID string            `json:"request_id,omitempty"`
-	// Point names the enforcement point or endpoint that produced the event.
+	// Point names the enforcement point or endpoint that produced the
+	// event: mcp, egress, hook, authzen, oauth, admin.
 	Point string `json:"point,omitempty"`
+}
+
+// PolicyReason is one policy's contribution to a decision.
+type PolicyReason struct {
+	Policy  string `json:"policy"`
+	Message string `json:"message,omitempty"`
+}
+
+// Outcome is the result of an action that ran.
+type Outcome struct {
+	// Status is ok, error, or an enforcement point's own status word.
+	Status string `json:"status"`
+	// Error is the error message of a failed action (never a secret).
+	Error string `json:"error,omitempty"`
+	// Bytes is the size of the action's result or transfer.
+	Bytes int64 `json:"bytes,omitempty"`
+	// Duration is how long the action ran.
+	Duration time.Duration `json:"duration_ns,omitempty"`
 }
 
 // ErrUnavailable is returned by a Recorder that cannot make an event
@@ -83,53 +144,17 @@ type Event struct {
 // proceed.
 var ErrUnavailable = errors.New("audit log unavailable")
 
+// ErrInvalid is returned for an event, query or proof request that is not
+// well-formed; its message is safe to show to the caller.
+var ErrInvalid = errors.New("invalid audit request")
+
+// ErrNotFound is returned for an event or checkpoint that does not exist
+// (or was pruned).
+var ErrNotFound = errors.New("not found in the audit ledger")
+
 // Recorder records events. Record returns only once the event is durable;
 // a non-nil error means it is not, and the caller must deny the action.
 // Implementations are safe for concurrent use.
 type Recorder interface {
 	Record(ctx context.Context, ev Event) error
-}
-
-// Query selects events in Store.ListEvents. Zero fields match everything.
-type Query struct {
-	Type     Type
-	Agent    string
-	Task     string
-	AfterSeq int64
-	Since    time.Time
-	Until    time.Time
-	Limit    int
-}
-
-// Store persists events in append order. Implementations are safe for
-// concurrent use.
-type Store interface {
-	// AppendEvents durably appends events in order, assigning each its
-	// sequence number (in place) in one transaction.
-	AppendEvents(ctx context.Context, evs []*Event) error
-	// ListEvents returns the events matching q in sequence order.
-	ListEvents(ctx context.Context, q Query) ([]*Event, error)
-}
-
-// StoreRecorder is a Recorder that appends each event to a Store.
-type StoreRecorder struct {
-	Store Store
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
-}
-
-// Record stamps ev with the current time (if unset) and appends it.
-func (r *StoreRecorder) Record(ctx context.Context, ev Event) error {
-	if ev.Time.IsZero() {
-		if r.Now != nil {
-			ev.Time = r.Now()
-		} else {
-			ev.Time = time.Now()
-		}
-	}
-	ev.Time = ev.Time.UTC()
-	if err := r.Store.AppendEvents(ctx, []*Event{&ev}); err != nil {
-		return errors.Join(ErrUnavailable, err)
-	}
-	return nil
 }

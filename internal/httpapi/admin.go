@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/mandatehq/mandate/internal/admin"
+	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
 )
@@ -16,6 +17,9 @@ import (
 // AdminConfig configures the admin API handler.
 type AdminConfig struct {
 	Service *admin.Service
+	// Ledger serves the audit endpoints (/admin/v1/audit/…); nil leaves
+	// them out.
+	Ledger *audit.Ledger
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -26,9 +30,10 @@ type AdminConfig struct {
 // token check on TCP); a request without one is refused with 401, so a
 // mis-wired listener fails closed.
 type Admin struct {
-	svc *admin.Service
-	log *slog.Logger
-	mux *http.ServeMux
+	svc    *admin.Service
+	ledger *audit.Ledger
+	log    *slog.Logger
+	mux    *http.ServeMux
 }
 
 // NewAdmin returns the admin API handler.
@@ -37,7 +42,10 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Admin{svc: cfg.Service, log: log, mux: http.NewServeMux()}
+	h := &Admin{svc: cfg.Service, ledger: cfg.Ledger, log: log, mux: http.NewServeMux()}
+	if cfg.Ledger != nil {
+		h.registerAudit()
+	}
 	h.mux.HandleFunc("POST /admin/v1/agents", h.registerAgent)
 	h.mux.HandleFunc("GET /admin/v1/agents", h.listAgents)
 	h.mux.HandleFunc("GET /admin/v1/agents/{name}", h.getAgent)

@@ -27,7 +27,7 @@ func newAdminServer(t *testing.T, withActor bool) (*httptest.Server, *sqlite.DB)
 	}
 	t.Cleanup(func() { db.Close() })
 	svc, err := admin.New(admin.Config{
-		Agents: db, Tasks: db, Recorder: &audit.StoreRecorder{Store: db},
+		Agents: db, Tasks: db, Recorder: mustLedger(t, db),
 		Revoker: token.NewRevocations(time.Now), TrustDomain: "example.org",
 	})
 	if err != nil {
@@ -143,3 +143,12 @@ func TestAdminAPIRequiresActor(t *testing.T) {
 }
 
 func identityFilter() identity.Filter { return identity.Filter{} }
+
+func mustLedger(t *testing.T, s audit.Store) *audit.Ledger {
+	t.Helper()
+	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

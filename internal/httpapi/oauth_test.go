@@ -51,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(ts.Close)
 	srv, err := token.NewServer(ctx, token.Config{
 		Issuer: ts.URL, TrustDomain: "example.org",
-		Identities: db, Tasks: db, Tokens: db, Audit: &audit.StoreRecorder{Store: db},
+		Identities: db, Tasks: db, Tokens: db, Audit: mustLedger(t, db),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -51,9 +51,10 @@ func errorStatus(err error) (int, string) {
 	case errors.Is(err, errBadRequest),
 		errors.Is(err, identity.ErrInvalid), errors.Is(err, identity.ErrInvalidID),
 		errors.Is(err, task.ErrInvalid), errors.Is(err, task.ErrNotNarrower), errors.Is(err, task.ErrTooDeep),
+		errors.Is(err, audit.ErrInvalid),
 		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy):
 		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, identity.ErrNotFound), errors.Is(err, task.ErrNotFound):
+	case errors.Is(err, identity.ErrNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, identity.ErrExists), errors.Is(err, identity.ErrFederationTaken),
 		errors.Is(err, identity.ErrInactive), errors.Is(err, task.ErrExists),

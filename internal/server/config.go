@@ -42,6 +42,7 @@ type Config struct {
 	Tasks               TasksConfig
 	Admin               AdminConfig
 	Federation          FederationConfig
+	Audit               AuditConfig
 	Policy              PolicyConfig
 	Access              AccessConfig
 
@@ -260,6 +261,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.Audit.validate(bad)
 	return errors.Join(errs...)
 }
 

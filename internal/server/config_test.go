@@ -58,6 +58,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Log:         LogConfig{Level: "info", Format: "text"},
 		Tokens:      TokensConfig{AgentTTL: 5 * time.Minute, TaskTTL: 5 * time.Minute, KeyRotation: 24 * time.Hour},
 		Tasks:       TasksConfig{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, MaxDepth: 4},
+		Audit:       AuditConfig{CheckpointInterval: time.Minute, SinkBuffer: 4096, FileSinkMaxMB: 100, FileSinkBackups: 5},
 		Policy:      PolicyConfig{Defaults: true, PollInterval: 2 * time.Second},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {

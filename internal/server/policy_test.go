@@ -98,7 +98,7 @@ func TestAuthZENEndToEnd(t *testing.T) {
 	}
 
 	// Every decision is in the event log.
-	evs, err := s.backend.ListEvents(t.Context(), audit.Query{Type: "access.decided", Task: tk.ID})
+	evs, err := s.backend.ListEvents(t.Context(), audit.Query{Type: audit.TypeActionDecided, Task: tk.ID})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Domain services. One revocation state is shared by the token layer
 	// (which checks it on every verification) and the admin service (which
 	// updates it in the same request that suspends an agent or ends a task).
-	recorder := &audit.StoreRecorder{Store: s.backend}
+	ledger, err := s.openLedger(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var recorder audit.Recorder = ledger
 	revocations := token.NewRevocations(nil)
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
 		return nil, fmt.Errorf("load revocation state: %w", err)
@@ -164,12 +168,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		acc.run,   // policy directory polling
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
+		ledger.Run, // checkpoints, retention, streaming sinks
 	)
 
 	// HTTP.
 	s.metrics = newRegistry()
+	s.metrics.MustRegister(ledger.Collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
-	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Logger: log.With("component", "adminapi")})
+	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
 	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
 	if err != nil {
 		return nil, err

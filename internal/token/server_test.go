@@ -690,3 +690,35 @@ func TestMetadataAndJWKS(t *testing.T) {
 	}
 	_ = base64.RawURLEncoding
 }
+
+func TestFederationJWKSSources(t *testing.T) {
+	t.Parallel()
+	f := newSFix(t)
+	ctx := context.Background()
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &f.fedK.PublicKey, KeyID: "fed1", Algorithm: "RS256", Use: "sig"}}})
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", 500) }))
+	defer down.Close()
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"keys":[` + string(make([]byte, MaxJWKSSize)) + `]}`))
+	}))
+	defer huge.Close()
+	for _, tc := range []struct {
+		name string
+		fed  FederatedIssuer
+		want string
+	}{
+		{"static", FederatedIssuer{Issuer: fedIssuer, JWKS: jwks, Audience: testIssuer}, ""},
+		{"unreachable", FederatedIssuer{Issuer: fedIssuer, JWKSURL: down.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
+		{"oversized", FederatedIssuer{Issuer: fedIssuer, JWKSURL: huge.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
+	} {
+		srv, err := NewServer(ctx, Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec,
+			Federation: []FederatedIssuer{tc.fed}, Now: f.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = srv.Token(ctx, &TokenRequest{GrantType: GrantJWTBearer, Assertion: f.federated(nil, "fed1", nil)})
+		if got := oauthCode(err); got != tc.want {
+			t.Errorf("%s: Token = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -297,3 +297,26 @@ func TestRevocationsLoad(t *testing.T) {
 		t.Error("Prune kept expired state")
 	}
 }
+
+// TestRotationDoesNotStallSigning signs and verifies while rotating.
+func TestRotationDoesNotStallSigning(t *testing.T) {
+	t.Parallel()
+	f := newVFix(t)
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5 {
+			if err := f.kr.Rotate(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	for range 50 {
+		raw := f.sign(t, f.taskClaims())
+		if _, err := f.v.Verify(ctx, VerifyRequest{Token: raw}); err != nil {
+			t.Fatalf("Verify during rotation: %v", err)
+		}
+	}
+	<-done
+}

@@ -77,7 +77,12 @@ type DB struct {
 	path   string
 	writer *sql.DB // exactly one connection: writes are serialized in Go
 	reader *sql.DB // read-only connections
+	ckpt   *sql.DB // one connection that checkpoints the WAL
 	now    func() time.Time
+
+	stopCkpt chan struct{}
+	ckptDone chan struct{}
+	stopOnce sync.Once
 
 	// Prepared statements for the hot paths, by query text. Parsing a
 	// statement costs more than running a point query, so these are
@@ -141,6 +146,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// transaction that reads before it writes cannot fail to upgrade.
 	wq := cloneValues(q)
 	wq.Set("_txlock", "immediate")
+	// The writer never checkpoints the WAL itself: an automatic checkpoint
+	// copies ~1000 pages and fsyncs inside whichever commit crosses the
+	// threshold, which stalled group commits for tens of milliseconds.
+	// A background checkpointer on its own connection does it instead
+	// (see checkpointLoop); WAL lets it run alongside the writer.
+	wq.Add("_pragma", "wal_autocheckpoint(0)")
 	rq := cloneValues(q)
 	rq.Add("_pragma", "query_only(1)")
 
@@ -179,7 +190,48 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
+
+	ckpt, err := sql.Open("sqlite", base+"?"+q.Encode())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	ckpt.SetMaxIdleConns(1)
+	ckpt.SetConnMaxIdleTime(0)
+	ckpt.SetConnMaxLifetime(0)
+	db.ckpt = ckpt
+	if err := ckpt.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
+	go db.checkpointLoop()
 	return db, nil
+}
+
+// checkpointInterval is how often the WAL is checkpointed into the
+// database file.
+const checkpointInterval = 500 * time.Millisecond
+
+// checkpointLoop checkpoints the WAL in the background until Close.
+// PASSIVE checkpoints never block the writer or readers; they copy what
+// no reader still needs, and the WAL restarts from its beginning once it
+// has been copied entirely.
+func (db *DB) checkpointLoop() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopCkpt:
+			return
+		case <-t.C:
+			// Errors (SQLITE_BUSY from another process's checkpoint) are
+			// retried at the next tick.
+			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+	}
 }
 
 // createFile creates the database file with mode 0600 (and its directory
@@ -228,6 +280,16 @@ func (db *DB) Close() error {
 		}
 	}
 	db.stmtMu.Unlock()
+	db.stopOnce.Do(func() {
+		if db.stopCkpt != nil {
+			close(db.stopCkpt)
+			<-db.ckptDone
+		}
+		if db.ckpt != nil {
+			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			errs = append(errs, db.ckpt.Close())
+		}
+	})
 	if db.reader != nil {
 		errs = append(errs, db.reader.Close())
 	}
@@ -403,11 +465,11 @@ func (db *DB) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // the database is opened: preparing one later could wait forever for the
 // single writer connection while a transaction holds it.
 var writerQueries = []string{
-	qTaskStatus, qAgentExists, qInsertTask, qUseOnce, qRevokeToken, qInsertEvent,
+	qTaskStatus, qAgentExists, qInsertTask, qUseOnce, qRevokeToken,
 }
 
 func (db *DB) prepareWriter(ctx context.Context) error {
-	for _, q := range writerQueries {
+	for _, q := range append(writerQueries, ledgerWriterQueries()...) {
 		s, err := db.writer.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("sqlite: open: prepare: %w", err)

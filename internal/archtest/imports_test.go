@@ -1,0 +1,112 @@
+// Package archtest enforces the import rules of DESIGN.md ("Layout"): the
+// domain never depends on storage, transports or wiring; gateways and
+// httpapi reach storage only through the domain; only server and store
+// know the backends.
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/mandatehq/mandate/"
+
+var (
+	domain   = []string{"internal/identity", "internal/task", "internal/token", "internal/policy", "internal/approval", "internal/secrets", "internal/audit"}
+	backends = []string{"internal/store/sqlite", "internal/store/postgres"}
+	// transports are the packages that face the network.
+	transports = []string{"internal/gateway", "internal/httpapi", "internal/hook"}
+)
+
+// rule forbids packages under from importing packages under any of to,
+// unless the importer is also under one of except.
+type rule struct {
+	name string
+	from []string
+	to   []string
+}
+
+var rules = []rule{
+	{"domain packages never import store backends, the store switch, gateways, httpapi or server",
+		domain, append(append([]string{"internal/store", "internal/server", "internal/access"}, transports...), backends...)},
+	{"gateways and httpapi depend on the domain and access, not on storage",
+		transports, append([]string{"internal/store", "internal/server"}, backends...)},
+	{"access composes the domain without storage or transports",
+		[]string{"internal/access"}, append(append([]string{"internal/store", "internal/server"}, transports...), backends...)},
+}
+
+func under(pkg string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if pkg == p || strings.HasPrefix(pkg, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestImportRules(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imports := map[string]map[string]bool{} // package dir → imported module packages
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		// Non-test files only: tests may wire real backends (CONVENTIONS:
+		// real fakes over mocks).
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		rel = filepath.ToSlash(rel)
+		for _, imp := range f.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if dep, ok := strings.CutPrefix(p, module); ok {
+				if imports[rel] == nil {
+					imports[rel] = map[string]bool{}
+				}
+				imports[rel][dep] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imports) < 5 {
+		t.Fatalf("found imports for only %d packages under %s; is the walk broken?", len(imports), root)
+	}
+	for pkg, deps := range imports {
+		for dep := range deps {
+			for _, r := range rules {
+				if under(pkg, r.from) && under(dep, r.to) && !under(dep, r.from) {
+					t.Errorf("%s imports %s: %s", pkg, dep, r.name)
+				}
+			}
+			if under(dep, backends) && !under(pkg, []string{"internal/store", "internal/server"}) {
+				t.Errorf("%s imports backend %s: only server and store may", pkg, dep)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "internal/identity")); err != nil {
+		t.Fatalf("layout moved: %v", err)
+	}
+}
