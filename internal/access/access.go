@@ -97,8 +97,11 @@ type Action struct {
 	// an enforcement point; used only when Trusted (an agent cannot
 	// approve its own actions). The pipeline also asks Config.Approvals.
 	Approvals []string
-	// Point names the enforcement point; RequestID correlates the event.
+	// Point names the enforcement point (mcp, egress, hook, authzen);
+	// Caller identifies which instance asked (an enforcement point's
+	// token name), if any; RequestID correlates the event.
 	Point     string
+	Caller    string
 	RequestID string
 }
 
@@ -598,6 +601,9 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	}
 	if d.Risk != "" {
 		ev.Details["risk"] = d.Risk
+	}
+	if act.Caller != "" {
+		ev.Details["caller"] = act.Caller
 	}
 	if len(d.Obligations) > 0 {
 		ev.Details["obligations"] = strings.Join(d.Obligations, ",")

@@ -499,7 +499,7 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 		if err != nil {
 			return AZResponse{}, fmt.Errorf("%w: subject.properties.task: %v", errBadRequest, err)
 		}
-		act.Point, act.Trusted = "authzen:"+c.point, true
+		act.Point, act.Caller, act.Trusted = "authzen", c.point, true
 		d, err = h.cfg.Pipeline.DecideFor(ctx, tid, ev.Subject.ID, act)
 		if err != nil && !errors.Is(err, access.ErrUnauthenticated) && !errors.Is(err, access.ErrInvalidAction) {
 			return AZResponse{}, err

@@ -169,7 +169,7 @@ func TestAuthZENEnforcementPoint(t *testing.T) {
 		t.Fatalf("enforcement point: %d %s", resp.StatusCode, got)
 	}
 	a := f.acts[0]
-	if !a.Trusted || a.Point != "authzen:gw" || a.Annotations == nil || !*a.Annotations.ReadOnlyHint || a.Approvals[0] != "step-up" || a.Destination.Host != "h" {
+	if !a.Trusted || a.Point != "authzen" || a.Caller != "gw" || a.Annotations == nil || !*a.Annotations.ReadOnlyHint || a.Approvals[0] != "step-up" || a.Destination.Host != "h" {
 		t.Errorf("action = %+v", a)
 	}
 }
