@@ -348,9 +348,14 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	switch pd, err := p.cfg.Engine.Decide(req); {
 	case err != nil:
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: %v", ErrInvalidAction, err))
-	case !req.Task.InScope && pd.Effect != policy.Deny:
+	case pd.Effect == policy.Deny:
+		d.Decision = pd
+	case !req.Task.InScope:
 		// The task's scope bounds everything, whatever the policies say.
 		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:task-scope", Effect: "forbid", Message: "the action is outside the task's scope"}}}
+	case spent(req.Task.ActionsLeft) || class.Risk != policy.RiskRead && spent(req.Task.WritesLeft):
+		// So does its budget.
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:budget", Effect: "forbid", Message: "the task's budget is spent"}}}
 	default:
 		d.Decision = pd
 	}
@@ -382,6 +387,8 @@ func trustedAnnotations(act Action) *policy.ToolAnnotations {
 	}
 	return nil
 }
+
+func spent(left *int64) bool { return left != nil && *left <= 0 }
 
 func left(limit, used int64) *int64 {
 	if limit == 0 {
