@@ -93,10 +93,11 @@ type Loader struct {
 	cfg LoaderConfig
 	log *slog.Logger
 
-	mu      sync.Mutex // serializes loads
-	stamp   string
-	lastErr error
-	loaded  time.Time
+	mu       sync.Mutex // serializes loads
+	compiler Compiler   // re-parses only changed sources
+	stamp    string
+	lastErr  error
+	loaded   time.Time
 }
 
 // NewLoader returns a Loader. Call Reload (or Run) to load the first set.
@@ -165,7 +166,7 @@ func (l *Loader) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	set, err := Compile(srcs)
+	set, err := l.compiler.Compile(srcs)
 	if err != nil {
 		return err
 	}
@@ -223,7 +224,7 @@ func (l *Loader) Candidate(ctx context.Context, src Source) (*Set, error) {
 	if src.Text != nil {
 		srcs = append(srcs, src)
 	}
-	return Compile(srcs)
+	return l.compiler.Compile(srcs)
 }
 
 // dirStamp summarizes the names, sizes and modification times of the

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"iter"
@@ -8,10 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
 )
 
 // Annotations mandate gives meaning to.
@@ -137,39 +140,86 @@ var parsePosRE = regexp.MustCompile(`<input>:(\d+):(\d+)`)
 // Compile parses, validates against the schema and indexes sources. It
 // returns a *CompileError listing every problem, with its location.
 func Compile(sources []Source) (*Set, error) {
+	return new(Compiler).Compile(sources)
+}
+
+// Compiler compiles policy sets like Compile and remembers, per source
+// name, the parsed and validated policies of the last content it saw
+// (by SHA-256), so that recompiling a large set after one file changed
+// parses and validates only that file. Parsed policies are immutable and
+// shared between the sets. A Compiler is safe for concurrent use; its
+// zero value is ready.
+type Compiler struct {
+	mu    sync.Mutex
+	cache map[string]*parsedSource
+}
+
+// parsedSource is one source's parse and validation result.
+type parsedSource struct {
+	sum   [sha256.Size]byte
+	list  cedar.PolicyList
+	probs []Problem // parse and per-policy validation problems
+}
+
+// parse parses and validates one source (or returns the cached result).
+func (c *Compiler) parse(v *validate.Validator, src Source) *parsedSource {
+	sum := sha256.Sum256(src.Text)
+	c.mu.Lock()
+	ps := c.cache[src.Name]
+	c.mu.Unlock()
+	if ps != nil && ps.sum == sum {
+		return ps
+	}
+	ps = &parsedSource{sum: sum}
+	list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
+	if err != nil {
+		ps.probs = []Problem{parseProblem(src.Name, err)}
+	}
+	ps.list = list
+	for i, p := range list {
+		id := policyID(src.Name, i, p)
+		pos := p.Position()
+		if wholeContextUse((*xast.Policy)(p.AST())) {
+			ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id,
+				Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
+		}
+		if err := v.Policy(id, (*xast.Policy)(p.AST())); err != nil {
+			for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
+				ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id, Msg: msg})
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.cache == nil {
+		c.cache = make(map[string]*parsedSource)
+	}
+	c.cache[src.Name] = ps
+	c.mu.Unlock()
+	return ps
+}
+
+// Compile is the package-level Compile, reusing what this Compiler has
+// already parsed. Sources it no longer sees are forgotten.
+func (c *Compiler) Compile(sources []Source) (*Set, error) {
 	v, err := newValidator()
 	if err != nil {
 		return nil, err
 	}
 	s := &Set{byID: make(map[string]*compiled)}
 	var probs []Problem
+	seen := make(map[string]bool, len(sources))
 	for _, src := range sources {
 		s.sources = append(s.sources, src.Name)
+		seen[src.Name] = true
 		if len(src.Text) > MaxSourceSize {
 			probs = append(probs, Problem{File: src.Name, Line: 1, Column: 1, Msg: fmt.Sprintf("source is larger than %d bytes", MaxSourceSize)})
 			continue
 		}
-		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
-		if err != nil {
-			probs = append(probs, parseProblem(src.Name, err))
-			continue
-		}
-		for i, p := range list {
-			c, perr := s.add(src.Name, i, p)
-			if perr != nil {
+		ps := c.parse(v, src)
+		probs = append(probs, ps.probs...)
+		for i, p := range ps.list {
+			if _, perr := s.add(src.Name, i, p); perr != nil {
 				probs = append(probs, *perr)
-				continue
-			}
-			if wholeContextUse((*xast.Policy)(p.AST())) {
-				pos := p.Position()
-				probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID,
-					Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
-			}
-			if err := v.Policy(c.ID, (*xast.Policy)(p.AST())); err != nil {
-				pos := p.Position()
-				for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
-					probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID, Msg: msg})
-				}
 			}
 		}
 		if len(s.ordered) > MaxPolicies {
@@ -177,13 +227,28 @@ func Compile(sources []Source) (*Set, error) {
 			break
 		}
 	}
+	c.mu.Lock()
+	for name := range c.cache {
+		if !seen[name] {
+			delete(c.cache, name)
+		}
+	}
+	c.mu.Unlock()
 	if len(probs) > 0 {
 		return nil, &CompileError{Problems: probs}
 	}
-	for _, c := range s.ordered {
-		s.index(c)
+	for _, cp := range s.ordered {
+		s.index(cp)
 	}
 	return s, nil
+}
+
+// policyID is a policy's @id, or "<source>#<index>".
+func policyID(file string, i int, p *cedar.Policy) string {
+	if id := string(p.Annotations()[AnnotationID]); id != "" {
+		return id
+	}
+	return file + "#" + strconv.Itoa(i)
 }
 
 func dedupe(ss []string) []string {
@@ -220,10 +285,7 @@ func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
 	pos := p.Position()
 	ann := p.Annotations()
 	c := &compiled{policy: p, forbid: p.Effect() == cedar.Forbid}
-	c.ID = string(ann[AnnotationID])
-	if c.ID == "" {
-		c.ID = file + "#" + strconv.Itoa(i)
-	}
+	c.ID = policyID(file, i, p)
 	c.Effect = "permit"
 	if c.forbid {
 		c.Effect = "forbid"
