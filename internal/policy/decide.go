@@ -85,6 +85,13 @@ func (s *Set) reason(id cedar.PolicyID) Reason {
 	return Reason{Policy: c.ID, Effect: c.Effect, Message: c.Message, Approval: c.Approval, Position: c.Position}
 }
 
+// isForbid reports whether id names a forbid; an unknown id counts as
+// one (fail closed).
+func (s *Set) isForbid(id cedar.PolicyID) bool {
+	c := s.byID[string(id)]
+	return c == nil || c.forbid
+}
+
 func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explanation, error) {
 	if s == nil {
 		s = &Set{}
@@ -119,7 +126,7 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 			var diag cedar.Diagnostic
 			_, diag = cedar.Authorize(all, in, in.req)
 			fdiag.Errors = diag.Errors
-			if len(diag.Reasons) > 0 && s.byID[string(diag.Reasons[0].PolicyID)].forbid {
+			if len(diag.Reasons) > 0 && s.isForbid(diag.Reasons[0].PolicyID) {
 				fdiag.Reasons = diag.Reasons
 			} else {
 				pdiag.Reasons = diag.Reasons
