@@ -166,8 +166,9 @@ const maxTracked = 100_000
 
 // Pipeline decides actions. It is safe for concurrent use.
 type Pipeline struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	metrics pipelineMetrics
 
 	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
@@ -213,7 +214,8 @@ func New(cfg Config) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, log: log, tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
+	return &Pipeline{cfg: cfg, log: log, metrics: newPipelineMetrics(),
+		tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
 }
 
 // Subject is an authenticated agent acting under a task, as returned by
@@ -285,6 +287,7 @@ func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act
 
 func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
 	now := p.cfg.Now()
+	defer func(start time.Time) { p.metrics.seconds.Observe(time.Since(start).Seconds()) }(time.Now())
 	if policy.ResourceType(act.Kind) == "" || act.Resource == "" || len(act.Resource) > policy.MaxIDLen {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: unknown action kind %q or missing resource", ErrInvalidAction, act.Kind))
 	}
@@ -632,7 +635,16 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 		}
 		ev.Details["in_scope"] = strconv.FormatBool(req.Task.InScope)
 	}
-	if err := p.cfg.Recorder.Record(ctx, ev); err != nil {
+	err := p.cfg.Recorder.Record(ctx, ev)
+	switch {
+	case err == nil && d.Effect == policy.Allow:
+		p.metrics.allow.Inc()
+	case err == nil && d.Effect == policy.ApprovalRequired:
+		p.metrics.held.Inc()
+	default:
+		p.metrics.deny.Inc()
+	}
+	if err != nil {
 		p.log.Error("decision not recorded; denying", "err", err, "task", d.Task, "action", act.Kind)
 		if errors.Is(err, audit.ErrUnavailable) {
 			return err
@@ -655,6 +667,7 @@ func typedResource(act Action) string {
 // recordShadow records that the candidate set would have decided
 // differently. It is best effort: the live decision stands either way.
 func (p *Pipeline) recordShadow(ctx context.Context, live Decision, shadow policy.Decision, act Action) {
+	p.metrics.shadowDiffers.Inc()
 	ids, text := reasonText(shadow)
 	ev := audit.Event{
 		Type: TypeShadowDiffers, Actor: live.Agent, Agent: live.Agent, Task: string(live.Task),

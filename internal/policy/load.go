@@ -77,6 +77,8 @@ type LoaderConfig struct {
 	Interval time.Duration
 	// Logger receives reload results; nil discards.
 	Logger *slog.Logger
+	// Name labels the loader's metrics (default "live").
+	Name string
 }
 
 // DefaultPollInterval is how often a Loader checks the policy directory.
@@ -90,8 +92,9 @@ const DefaultPollInterval = 2 * time.Second
 // SIGHUP). A set that fails to compile leaves the live one in place; the
 // problems are logged and kept for Status.
 type Loader struct {
-	cfg LoaderConfig
-	log *slog.Logger
+	cfg     LoaderConfig
+	log     *slog.Logger
+	metrics loaderMetrics
 
 	mu       sync.Mutex // serializes loads
 	compiler Compiler   // re-parses only changed sources
@@ -109,7 +112,10 @@ func NewLoader(cfg LoaderConfig) *Loader {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Loader{cfg: cfg, log: log}
+	if cfg.Name == "" {
+		cfg.Name = "live"
+	}
+	return &Loader{cfg: cfg, log: log, metrics: newLoaderMetrics(cfg.Name)}
 }
 
 // Sources reads the current sources: defaults, files, extra.
@@ -155,6 +161,7 @@ func (l *Loader) Reload(ctx context.Context) error {
 	err := l.reload(ctx)
 	l.lastErr = err
 	if err != nil {
+		l.metrics.failed.Inc()
 		l.log.Error("policy reload failed; keeping the last good policy set", "err", err)
 		return err
 	}
@@ -172,6 +179,8 @@ func (l *Loader) reload(ctx context.Context) error {
 	}
 	l.cfg.Engine.Swap(set)
 	l.loaded = time.Now()
+	l.metrics.ok.Inc()
+	l.metrics.policies.Set(float64(set.Len()))
 	l.log.Info("policies loaded", "policies", set.Len(), "sources", len(srcs))
 	return nil
 }

@@ -110,6 +110,15 @@ func TestAuthZENEndToEnd(t *testing.T) {
 		t.Errorf("decision events = %v", got)
 	}
 
+	// Metrics.
+	_, metrics := get(t, http.DefaultClient, base+"/metrics")
+	for _, want := range []string{`mandate_access_decisions_total{decision="allow"} 1`, `mandate_access_decisions_total{decision="deny"} 3`,
+		`mandate_policy_policies{set="live"} 15`, `mandate_policy_reloads_total{result="ok",set="live"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// Discovery.
 	code, body = get(t, http.DefaultClient, base+"/.well-known/authzen-configuration")
 	if code != 200 || !strings.Contains(body, `"access_evaluations_endpoint":"`+s.PublicURL()+`/access/v1/evaluations"`) {
