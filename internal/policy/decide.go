@@ -103,7 +103,10 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	}
 	in := toCedar(r, now, c)
 	defer putInput(in)
-	forbids, permits := s.candidates(r.Action, in.req.Resource)
+	fs, ps := s.candidates(r.Action, in.req.Resource, in.server.UID, in.hasServer)
+	var forbids, permits policyList
+	forbids.set(fs, [3][]*compiled{})
+	permits.set(ps, [3][]*compiled{})
 	x.Considered = forbids.len() + permits.len()
 
 	// Common path: one cedar evaluation of every candidate. cedar-go
@@ -121,7 +124,7 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 		}
 	default:
 		all := in.all
-		all.a, all.b, all.c, all.d = forbids.a, forbids.b, permits.a, permits.b
+		all.set(fs, ps)
 		if !all.empty() {
 			var diag cedar.Diagnostic
 			_, diag = cedar.Authorize(all, in, in.req)
@@ -152,7 +155,7 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	}
 	if !full && len(fdiag.Reasons) > 0 && len(plain) == 0 && len(fdiag.Errors) == 0 && !permits.empty() {
 		all := in.all
-		all.a, all.b, all.c, all.d = permits.a, permits.b, nil, nil
+		all.set(ps, [3][]*compiled{})
 		_, pdiag = cedar.Authorize(all, in, in.req)
 	}
 	matched := make([]Reason, 0, len(pdiag.Reasons))

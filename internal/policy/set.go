@@ -113,13 +113,19 @@ type compiled struct {
 	hasApproval bool
 	pinned      bool
 	pin         types.EntityUID
+	// pinIn marks "resource in X" (or "is T in X"): it also matches the
+	// resources whose parent is X.
+	pinIn bool
 }
 
 // bucket holds the policies of one action: those whose resource scope is
-// pinned to one entity (resource == X) by that entity, the rest in any.
+// pinned to one entity (resource == X, resource in X) by that entity, the
+// "in" ones also in under (looked up by the resource's parent server), the
+// rest in forbids and permits.
 type bucket struct {
 	forbids, permits []*compiled
 	byResource       map[types.EntityUID]*pinned
+	under            map[types.EntityUID]*pinned
 }
 
 type pinned struct {
@@ -327,10 +333,13 @@ func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
 	default:
 		c.Actions = Actions
 	}
-	if sc, ok := ast.Resource.(xast.ScopeTypeEq); ok {
-		c.Resource = sc.Entity.String()
-		c.pin = sc.Entity
-		c.pinned = true
+	switch sc := ast.Resource.(type) {
+	case xast.ScopeTypeEq:
+		c.Resource, c.pin, c.pinned = sc.Entity.String(), sc.Entity, true
+	case xast.ScopeTypeIn:
+		c.Resource, c.pin, c.pinned, c.pinIn = "in "+sc.Entity.String(), sc.Entity, true, true
+	case xast.ScopeTypeIsIn:
+		c.Resource, c.pin, c.pinned, c.pinIn = "in "+sc.Entity.String(), sc.Entity, true, true
 	}
 	s.byID[c.ID] = c
 	s.ordered = append(s.ordered, c)
@@ -350,18 +359,9 @@ func (s *Set) index(c *compiled) {
 	for _, a := range c.Actions {
 		b := &s.byAction[slices.Index(Actions, a)]
 		if c.pinned {
-			if b.byResource == nil {
-				b.byResource = make(map[types.EntityUID]*pinned)
-			}
-			p := b.byResource[c.pin]
-			if p == nil {
-				p = &pinned{}
-				b.byResource[c.pin] = p
-			}
-			if c.forbid {
-				p.forbids = append(p.forbids, c)
-			} else {
-				p.permits = append(p.permits, c)
+			b.byResource = addPinned(b.byResource, c)
+			if c.pinIn {
+				b.under = addPinned(b.under, c)
 			}
 			continue
 		}
@@ -371,6 +371,23 @@ func (s *Set) index(c *compiled) {
 			b.permits = append(b.permits, c)
 		}
 	}
+}
+
+func addPinned(m map[types.EntityUID]*pinned, c *compiled) map[types.EntityUID]*pinned {
+	if m == nil {
+		m = make(map[types.EntityUID]*pinned)
+	}
+	p := m[c.pin]
+	if p == nil {
+		p = &pinned{}
+		m[c.pin] = p
+	}
+	if c.forbid {
+		p.forbids = append(p.forbids, c)
+	} else {
+		p.permits = append(p.permits, c)
+	}
+	return m
 }
 
 // Len returns the number of policies in the set.
@@ -389,27 +406,39 @@ func (s *Set) Policies() []Info {
 }
 
 // candidates returns the forbids and permits that may apply to action on
-// resource: the action's unpinned policies and those pinned to resource.
-func (s *Set) candidates(action string, resource types.EntityUID) (forbids, permits policyList) {
+// resource (whose parent is server, if hasServer): the action's unpinned
+// policies, those pinned to resource, and those pinned "in" server.
+func (s *Set) candidates(action string, resource, server types.EntityUID, hasServer bool) (forbids, permits [3][]*compiled) {
 	i := slices.Index(Actions, action)
 	if i < 0 {
 		return
 	}
 	b := &s.byAction[i]
-	forbids.a, permits.a = b.forbids, b.permits
+	forbids[0], permits[0] = b.forbids, b.permits
 	if p := b.byResource[resource]; p != nil {
-		forbids.b, permits.b = p.forbids, p.permits
+		forbids[1], permits[1] = p.forbids, p.permits
+	}
+	if hasServer {
+		if p := b.under[server]; p != nil {
+			forbids[2], permits[2] = p.forbids, p.permits
+		}
 	}
 	return
 }
 
-// policyList is a cedar.PolicyIterator over up to four slices of
-// policies (unpinned and pinned, forbids and permits).
+// policyList is a cedar.PolicyIterator over up to six slices of
+// policies (unpinned, pinned and pinned-under; forbids and permits).
 // seq, when set, is l.each bound once (see newPolicyList), so that All
 // does not allocate a method value on every decision.
 type policyList struct {
-	a, b, c, d []*compiled
-	seq        iter.Seq2[cedar.PolicyID, *cedar.Policy]
+	parts [6][]*compiled
+	seq   iter.Seq2[cedar.PolicyID, *cedar.Policy]
+}
+
+// set fills the list with a (and b, if given).
+func (l *policyList) set(a, b [3][]*compiled) {
+	copy(l.parts[:3], a[:])
+	copy(l.parts[3:], b[:])
 }
 
 // newPolicyList returns an empty list whose All does not allocate.
@@ -419,9 +448,15 @@ func newPolicyList() *policyList {
 	return l
 }
 
-func (l *policyList) empty() bool { return len(l.a)+len(l.b)+len(l.c)+len(l.d) == 0 }
+func (l *policyList) empty() bool { return l.len() == 0 }
 
-func (l *policyList) len() int { return len(l.a) + len(l.b) + len(l.c) + len(l.d) }
+func (l *policyList) len() int {
+	n := 0
+	for _, p := range l.parts {
+		n += len(p)
+	}
+	return n
+}
 
 // All implements cedar.PolicyIterator.
 func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
@@ -432,7 +467,7 @@ func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 }
 
 func (l *policyList) each(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-	for _, s := range [...][]*compiled{l.a, l.b, l.c, l.d} {
+	for _, s := range l.parts {
 		for _, c := range s {
 			if !yield(cedar.PolicyID(c.ID), c.policy) {
 				return
