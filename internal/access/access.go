@@ -161,8 +161,12 @@ type Config struct {
 // DefaultCacheTTL is how long task and agent records are cached.
 const DefaultCacheTTL = 30 * time.Second
 
-// maxTracked bounds the per-task state kept in memory.
-const maxTracked = 100_000
+// maxTracked bounds the per-task state kept in memory; expired tasks'
+// state is swept every sweepEvery new tasks.
+const (
+	maxTracked = 100_000
+	sweepEvery = 1024
+)
 
 // Pipeline decides actions. It is safe for concurrent use.
 type Pipeline struct {
@@ -528,7 +532,8 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 		st.mu.Unlock()
 		return st, nil
 	}
-	if len(p.tasks) >= maxTracked {
+	if len(p.tasks) >= maxTracked || len(p.tasks)%sweepEvery == sweepEvery-1 {
+		// Finished-by-time tasks need no state: sweep them now and then.
 		for k, s := range p.tasks {
 			if !now.Before(s.t.ExpiresAt) {
 				delete(p.tasks, k)
