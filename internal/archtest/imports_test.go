@@ -37,6 +37,8 @@ var rules = []rule{
 		domain, append(append([]string{"internal/store", "internal/server", "internal/access"}, transports...), backends...)},
 	{"gateways and httpapi depend on the domain and access, not on storage",
 		transports, append([]string{"internal/store", "internal/server"}, backends...)},
+	{"policy is pure evaluation: it may use task's scope patterns, nothing that does I/O",
+		[]string{"internal/policy"}, []string{"internal/token", "internal/admin", "internal/audit", "internal/identity"}},
 	{"access composes the domain without storage or transports",
 		[]string{"internal/access"}, append(append([]string{"internal/store", "internal/server"}, transports...), backends...)},
 }

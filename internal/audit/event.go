@@ -61,8 +61,7 @@ const (
 	DecisionApprovalRequired = "approval_required"
 )
 
-// Event types recorded by the policy engine: shadow-mode differences and
-// policy changes through the admin API.
+// Event types recorded by the policy admin API and shadow evaluation.
 const (
 	TypePolicyShadowDiffers Type = "policy.shadow_differs"
 	TypePolicyChanged       Type = "policy.changed"
