@@ -177,7 +177,7 @@ func (c *Compiler) parse(v *validate.Validator, src Source) *parsedSource {
 		return ps
 	}
 	ps = &parsedSource{sum: sum}
-	list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
+	list, err := parseSource(src.Name, src.Text)
 	if err != nil {
 		ps.probs = []Problem{parseProblem(src.Name, err)}
 	}
