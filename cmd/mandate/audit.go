@@ -41,7 +41,7 @@ server at all. See docs/audit.md.`,
 	}
 	a.addClientFlags(cmd, &cf)
 	cmd.AddCommand(a.auditTailCmd(&cf), a.auditQueryCmd(&cf), a.auditCheckpointCmd(&cf), a.auditKeyCmd(&cf),
-		a.auditProofCmd(&cf), a.auditExportCmd(&cf), a.auditVerifyCmd(&cf))
+		a.auditProofCmd(&cf), a.auditExportCmd(&cf), a.auditVerifyCmd(&cf), a.auditKeygenCmd())
 	return cmd
 }
 
@@ -597,6 +597,11 @@ checked with --key. Exit status 1 means verification failed.`,
 			if err != nil {
 				return err
 			}
+			// Verifying a large ledger takes longer than the client's
+			// default timeout; interrupting the command stops it.
+			hc := *c.http
+			hc.Timeout = 0
+			c.http = &hc
 			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/audit/verify", nil, nil)
 			if err != nil {
 				return err
@@ -687,4 +692,44 @@ func (a *app) printReport(rep *audit.Report, what string) error {
 		return fmt.Errorf("%s FAILED verification: the first bad event is seq %d (leaf index %d)", what, rep.FirstBadSeq, rep.FirstBadSeq-1)
 	}
 	return fmt.Errorf("%s FAILED verification", what)
+}
+
+func (a *app) auditKeygenCmd() *cobra.Command {
+	var origin, out string
+	cmd := &cobra.Command{
+		Use:   "keygen",
+		Short: "Generate a checkpoint signing key to keep outside the store",
+		Long: `Generate an Ed25519 checkpoint signing key for the ledger named --origin, write
+it to --output-file (mode 0600; an existing file is never overwritten) and
+print its public key. Point audit.signing_key_file at the file before the
+server's first start: then write access to the database is not enough to
+sign checkpoints. Needs no server.`,
+		Example: `  mandate audit keygen --origin mandate.example.com/audit -O /etc/mandate/ledger.key > ledger.pub`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if origin == "" || out == "" {
+				return usageError{errors.New("--origin and --output-file are required")}
+			}
+			skey, vkey, err := audit.GenerateSignerKey(origin)
+			if err != nil {
+				return usageError{fmt.Errorf("--origin %q: %v (a name without spaces or '+', e.g. mandate.example.com/audit)", origin, err)}
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintln(f, skey); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stdout, vkey)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&origin, "origin", "", "the ledger's origin (checkpoint name), e.g. mandate.example.com/audit (required)")
+	cmd.Flags().StringVarP(&out, "output-file", "O", "", "file to write the private key to (required)")
+	return cmd
 }

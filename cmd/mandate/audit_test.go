@@ -1,18 +1,23 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/mandatehq/mandate/internal/server"
 )
 
 // auditServer starts a server, registers agents so that the ledger has
@@ -251,4 +256,73 @@ func otherSigner(t *testing.T) note.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestAuditTailFollow(t *testing.T) {
+	t.Parallel()
+	env, _ := auditServer(t, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	var out, errb lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"audit", "tail", "-f", "--interval", "50ms", "-o", "json"}, &out, &errb, func(k string) string { return env[k] })
+	}()
+	mustRun(t, env, "agent", "register", "newcomer", "--owner", "a@example.com", "--escalation", "b@example.com")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "agent/newcomer") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("audit tail -f exited %d: %s", code, errb.String())
+	}
+	if got := out.String(); !strings.Contains(got, "agent/bot-0") || !strings.Contains(got, "agent/newcomer") || strings.Count(got, "agent/newcomer\"") != 1 {
+		t.Errorf("audit tail -f printed\n%s\nwant the existing event, then the new one once", got)
+	}
+}
+
+func TestAuditKeygenAndSigningKeyFile(t *testing.T) {
+	t.Parallel()
+	keyFile := filepath.Join(t.TempDir(), "ledger.key")
+	vkey := strings.TrimSpace(mustRun(t, nil, "audit", "keygen", "--origin", "ledger.example/audit", "-O", keyFile))
+	if !strings.HasPrefix(vkey, "ledger.example/audit+") {
+		t.Fatalf("audit keygen printed %q, want a verifier key", vkey)
+	}
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v; want mode 0600", st, err)
+	}
+	if code, _, errs := mandate(t, nil, "audit", "keygen", "--origin", "x", "-O", keyFile); code != 1 || !strings.Contains(errs, "exists") {
+		t.Errorf("audit keygen over an existing file = exit %d %s, want a refusal", code, errs)
+	}
+	dataDir, _ := testServer(t, func(c *server.Config) { c.Audit.SigningKeyFile = keyFile })
+	env := map[string]string{"MANDATE_DATA_DIR": dataDir}
+	if got := strings.TrimSpace(mustRun(t, env, "audit", "key")); got != vkey {
+		t.Errorf("the server's ledger key = %q, want the key file's %q", got, vkey)
+	}
+	cp := writeFile(t, "cp.txt", mustRun(t, env, "audit", "checkpoint"))
+	out := mustRun(t, env, "audit", "verify", "--checkpoint", cp, "--key", vkey)
+	if !strings.Contains(out, "OK: the ledger verifies") {
+		t.Errorf("audit verify with the file key = %s", out)
+	}
+	var n int
+	if err := rawDB(t, filepath.Join(dataDir, "mandate.db")).QueryRow(`SELECT count(*) FROM ledger_keys WHERE name = 'checkpoint-signer'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the store holds %d signing keys (%v), want none when the key is in a file", n, err)
+	}
 }

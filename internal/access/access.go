@@ -97,8 +97,11 @@ type Action struct {
 	// an enforcement point; used only when Trusted (an agent cannot
 	// approve its own actions). The pipeline also asks Config.Approvals.
 	Approvals []string
-	// Point names the enforcement point; RequestID correlates the event.
+	// Point names the enforcement point (mcp, egress, hook, authzen);
+	// Caller identifies which instance asked (an enforcement point's
+	// token name), if any; RequestID correlates the event.
 	Point     string
+	Caller    string
 	RequestID string
 }
 
@@ -158,13 +161,18 @@ type Config struct {
 // DefaultCacheTTL is how long task and agent records are cached.
 const DefaultCacheTTL = 30 * time.Second
 
-// maxTracked bounds the per-task state kept in memory.
-const maxTracked = 100_000
+// maxTracked bounds the per-task state kept in memory; expired tasks'
+// state is swept every sweepEvery new tasks.
+const (
+	maxTracked = 100_000
+	sweepEvery = 1024
+)
 
 // Pipeline decides actions. It is safe for concurrent use.
 type Pipeline struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	metrics pipelineMetrics
 
 	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
@@ -210,7 +218,8 @@ func New(cfg Config) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, log: log, tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
+	return &Pipeline{cfg: cfg, log: log, metrics: newPipelineMetrics(),
+		tasks: make(map[task.ID]*taskState), agents: make(map[identity.ID]*agentEntry)}, nil
 }
 
 // Subject is an authenticated agent acting under a task, as returned by
@@ -282,6 +291,7 @@ func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act
 
 func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
 	now := p.cfg.Now()
+	defer func(start time.Time) { p.metrics.seconds.Observe(time.Since(start).Seconds()) }(time.Now())
 	if policy.ResourceType(act.Kind) == "" || act.Resource == "" || len(act.Resource) > policy.MaxIDLen {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: unknown action kind %q or missing resource", ErrInvalidAction, act.Kind))
 	}
@@ -345,9 +355,14 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	switch pd, err := p.cfg.Engine.Decide(req); {
 	case err != nil:
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: %v", ErrInvalidAction, err))
-	case !req.Task.InScope && pd.Effect != policy.Deny:
+	case pd.Effect == policy.Deny:
+		d.Decision = pd
+	case !req.Task.InScope:
 		// The task's scope bounds everything, whatever the policies say.
 		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:task-scope", Effect: "forbid", Message: "the action is outside the task's scope"}}}
+	case spent(req.Task.ActionsLeft) || class.Risk != policy.RiskRead && spent(req.Task.WritesLeft):
+		// So does its budget.
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:budget", Effect: "forbid", Message: "the task's budget is spent"}}}
 	default:
 		d.Decision = pd
 	}
@@ -379,6 +394,8 @@ func trustedAnnotations(act Action) *policy.ToolAnnotations {
 	}
 	return nil
 }
+
+func spent(left *int64) bool { return left != nil && *left <= 0 }
 
 func left(limit, used int64) *int64 {
 	if limit == 0 {
@@ -515,7 +532,8 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 		st.mu.Unlock()
 		return st, nil
 	}
-	if len(p.tasks) >= maxTracked {
+	if len(p.tasks) >= maxTracked || len(p.tasks)%sweepEvery == sweepEvery-1 {
+		// Finished-by-time tasks need no state: sweep them now and then.
 		for k, s := range p.tasks {
 			if !now.Before(s.t.ExpiresAt) {
 				delete(p.tasks, k)
@@ -586,15 +604,21 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	ids, text := reasonText(d.Decision)
 	ev := audit.Event{
 		Type: TypeDecided, Actor: d.Agent, Agent: d.Agent, Task: string(d.Task),
-		Action: act.Kind, Resource: act.Resource, Decision: string(d.Effect), Reason: text,
+		Action: act.Kind, Resource: typedResource(act), Decision: string(d.Effect), Reason: text,
 		RequestID: act.RequestID, Point: act.Point,
 		Details: map[string]string{},
+	}
+	for _, r := range d.Reasons {
+		ev.Reasons = append(ev.Reasons, audit.PolicyReason{Policy: r.Policy, Message: r.Message})
 	}
 	if ids != "" {
 		ev.Details["policies"] = ids
 	}
 	if d.Risk != "" {
 		ev.Details["risk"] = d.Risk
+	}
+	if act.Caller != "" {
+		ev.Details["caller"] = act.Caller
 	}
 	if len(d.Obligations) > 0 {
 		ev.Details["obligations"] = strings.Join(d.Obligations, ",")
@@ -616,7 +640,16 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 		}
 		ev.Details["in_scope"] = strconv.FormatBool(req.Task.InScope)
 	}
-	if err := p.cfg.Recorder.Record(ctx, ev); err != nil {
+	err := p.cfg.Recorder.Record(ctx, ev)
+	switch {
+	case err == nil && d.Effect == policy.Allow:
+		p.metrics.allow.Inc()
+	case err == nil && d.Effect == policy.ApprovalRequired:
+		p.metrics.held.Inc()
+	default:
+		p.metrics.deny.Inc()
+	}
+	if err != nil {
 		p.log.Error("decision not recorded; denying", "err", err, "task", d.Task, "action", act.Kind)
 		if errors.Is(err, audit.ErrUnavailable) {
 			return err
@@ -626,13 +659,24 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	return nil
 }
 
+// typedResource names the resource as the ledger does: its type, a
+// colon, its id ("file:/repo/main.go", "tool:github/create_issue").
+func typedResource(act Action) string {
+	t := policy.ResourceType(act.Kind)
+	if t == "" || act.Resource == "" {
+		return act.Resource
+	}
+	return strings.ToLower(t) + ":" + act.Resource
+}
+
 // recordShadow records that the candidate set would have decided
 // differently. It is best effort: the live decision stands either way.
 func (p *Pipeline) recordShadow(ctx context.Context, live Decision, shadow policy.Decision, act Action) {
+	p.metrics.shadowDiffers.Inc()
 	ids, text := reasonText(shadow)
 	ev := audit.Event{
 		Type: TypeShadowDiffers, Actor: live.Agent, Agent: live.Agent, Task: string(live.Task),
-		Action: act.Kind, Resource: act.Resource, Decision: string(live.Effect), Reason: text,
+		Action: act.Kind, Resource: typedResource(act), Decision: string(live.Effect), Reason: text,
 		RequestID: act.RequestID, Point: act.Point,
 		Details: map[string]string{"shadow_decision": string(shadow.Effect), "shadow_policies": ids},
 	}

@@ -107,8 +107,8 @@ func TestDecideInvalidAction(t *testing.T) {
 	}
 }
 
-// TestScopeBoundsEverything: the pipeline denies out-of-scope actions
-// even if the policies would allow them.
+// TestScopeBoundsEverything: the pipeline denies out-of-scope actions and
+// actions beyond the budget even if the policies would allow them.
 func TestScopeBoundsEverything(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, fixtureOpts{})
@@ -121,6 +121,17 @@ func TestScopeBoundsEverything(t *testing.T) {
 	d, err := f.decide(t, f.token(t, tk), access.Action{Kind: "file.write", Resource: "/repo/a"})
 	if err != nil || d.Effect != policy.Deny || d.Reasons[0].Policy != "mandate:task-scope" {
 		t.Errorf("Decide = %+v, %v; want deny by mandate:task-scope", d, err)
+	}
+	tk = f.task(t, f.agent(t, "b", identity.TierAutonomous), taskOpts{scope: "*", budget: task.Budget{MaxWrites: 1}})
+	tok := f.token(t, tk)
+	for i, want := range []policy.Effect{policy.Allow, policy.Deny} {
+		d, err := f.decide(t, tok, access.Action{Kind: "file.write", Resource: "/repo/a"})
+		if err != nil || d.Effect != want {
+			t.Errorf("write %d: Decide = %+v, %v; want %s", i, d, err, want)
+		}
+		if want == policy.Deny && d.Reasons[0].Policy != "mandate:budget" {
+			t.Errorf("write %d: reasons %+v, want mandate:budget", i, d.Reasons)
+		}
 	}
 }
 

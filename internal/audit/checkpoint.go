@@ -124,6 +124,9 @@ func (l *Ledger) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("audit: store checkpoint: %w", err)
 	}
 	l.metrics.checkpoints.Inc()
+	for _, s := range l.sinks {
+		s.offerCheckpoint(c)
+	}
 	return c, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -40,6 +41,13 @@ type LedgerConfig struct {
 	// used only when the key is first generated; afterwards the stored
 	// key's name is the origin. Default DefaultOrigin.
 	Origin string
+	// SignerKey, if set, is the checkpoint signing key in note signer
+	// format (PRIVATE+KEY+<origin>+<hash>+<base64>, see GenerateSignerKey),
+	// kept outside the store so that someone who can write the database
+	// cannot also sign checkpoints. Empty: a key generated once and kept
+	// in the store. Checkpoints signed by a previous key verify only
+	// against that key.
+	SignerKey string
 	// FailOpen makes Record return nil when an event cannot be written, so
 	// that the action proceeds unaudited. Every such failure is logged at
 	// error level, and New logs a warning. Off by default: fail closed.
@@ -129,13 +137,18 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	if l.now == nil {
 		l.now = time.Now
 	}
-	skey, err := cfg.Store.LedgerKey(ctx, keySigner, func() ([]byte, error) {
-		skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
-		return []byte(skey), err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit: ledger signing key: %w", err)
+	skey := []byte(cfg.SignerKey)
+	if len(skey) == 0 {
+		var err error
+		skey, err = cfg.Store.LedgerKey(ctx, keySigner, func() ([]byte, error) {
+			skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
+			return []byte(skey), err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("audit: ledger signing key: %w", err)
+		}
 	}
+	var err error
 	if l.signer, err = note.NewSigner(string(skey)); err != nil {
 		return nil, fmt.Errorf("audit: ledger signing key: %w", err)
 	}
@@ -227,7 +240,10 @@ func (l *Ledger) Collectors() []prometheus.Collector { return l.metrics.collecto
 // cannot be written, Record returns an error wrapping ErrUnavailable (the
 // caller must deny the action) — unless the ledger fails open, in which
 // case it logs the failure and returns nil. An invalid event returns an
-// error wrapping ErrInvalid either way.
+// error wrapping ErrInvalid either way. If ctx ends while the event waits
+// for its commit, Record returns an error (the caller must deny) although
+// the event may still be committed: the ledger then shows an attempt that
+// was refused, never an action that went unrecorded.
 func (l *Ledger) Record(ctx context.Context, ev Event) error {
 	err := l.record(ctx, &ev)
 	if err == nil {
@@ -336,14 +352,33 @@ func (l *Ledger) commitQueued() {
 	}
 }
 
+// commit appends batch. When another writer on the same store (a replica)
+// appended first, the batch is rebuilt on the new tree and retried, after
+// a short random pause so that competing writers do not keep colliding,
+// until CommitTimeout.
 func (l *Ledger) commit(batch []*pending) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
 	defer cancel()
-	if l.stale {
-		if err := l.load(ctx); err != nil {
+	for attempt := 0; ; attempt++ {
+		if l.stale {
+			if err := l.load(ctx); err != nil {
+				return err
+			}
+		}
+		err := l.commitOnce(ctx, batch)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		pause := time.Duration(mrand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
 			return err
 		}
 	}
+}
+
+func (l *Ledger) commitOnce(ctx context.Context, batch []*pending) error {
 	size := l.size
 	b := &Batch{Records: make([]Record, len(batch)), HashStart: tlog.StoredHashCount(size), Size: size + int64(len(batch))}
 	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
@@ -409,13 +444,18 @@ func (l *Ledger) lock(ctx context.Context) error {
 
 func (l *Ledger) unlock() { <-l.token }
 
-// Head returns the current tree size and root hash.
+// Head returns the current tree size and root hash, as stored (another
+// writer on the same store may have appended since this one did).
 func (l *Ledger) Head(ctx context.Context) (int64, tlog.Hash, error) {
 	if err := l.lock(ctx); err != nil {
 		return 0, tlog.Hash{}, err
 	}
 	defer l.unlock()
-	if l.stale {
+	st, err := l.store.LedgerState(ctx)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if l.stale || st.Size != l.size {
 		if err := l.load(ctx); err != nil {
 			return 0, tlog.Hash{}, err
 		}
@@ -506,14 +546,25 @@ func (l *Ledger) prune(ctx context.Context) {
 // their tree hashes so that checkpoints and proofs still verify. It
 // returns how many events were deleted and the last pruned seq.
 func (l *Ledger) Prune(ctx context.Context, cutoff time.Time) (int64, int64, error) {
-	last, err := l.store.ListEvents(ctx, Query{Until: cutoff, Last: true, Limit: 1})
+	// The prefix ends before the first event at or after the cutoff, so
+	// that no newer event goes even if times are not in seq order.
+	var through int64
+	next, err := l.store.ListEvents(ctx, Query{Since: cutoff, Limit: 1})
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(last) == 0 {
+	if len(next) > 0 {
+		through = next[0].Seq - 1
+	} else if through, _, err = l.Head(ctx); err != nil {
+		return 0, 0, err
+	}
+	st, err := l.store.LedgerState(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if through <= st.PrunedThrough {
 		return 0, 0, nil
 	}
-	through := last[0].Seq
 	if _, err := l.Checkpoint(ctx); err != nil {
 		return 0, 0, fmt.Errorf("checkpoint before pruning: %w", err)
 	}
@@ -539,4 +590,10 @@ func withSeq(ev *Event, data []byte) ([]byte, error) {
 	out = strconv.AppendInt(out, ev.Seq, 10)
 	out = append(out, ',')
 	return append(out, data[1:]...), nil
+}
+
+// GenerateSignerKey returns a new Ed25519 checkpoint signing key for
+// origin, in note signer format, and its public verifier key.
+func GenerateSignerKey(origin string) (skey, vkey string, err error) {
+	return note.GenerateKey(rand.Reader, origin)
 }

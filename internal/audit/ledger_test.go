@@ -30,7 +30,9 @@ type env struct {
 	next   int // index of the next event fill records
 }
 
-func newEnv(t *testing.T, cfg audit.LedgerConfig) *env {
+func newEnv(t *testing.T, cfg audit.LedgerConfig) *env { return newEnvTB(t, cfg) }
+
+func newEnvTB(t testing.TB, cfg audit.LedgerConfig) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "m.db")
 	db, err := sqlite.Open(t.Context(), path)
@@ -438,4 +440,57 @@ func otherSigner(t *testing.T, name string) note.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func TestPruneKeepsNewerEventsWhenTimesAreOutOfOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, audit.LedgerConfig{})
+	for _, d := range []time.Duration{1, 10, 2} { // seconds after t0, in seq order
+		ev := event(0)
+		ev.Time = t0.Add(d * time.Second)
+		if err := e.ledger.Record(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, through, err := e.ledger.Prune(t.Context(), t0.Add(5*time.Second))
+	if err != nil || n != 1 || through != 1 {
+		t.Errorf("Prune(t0+5s) = %d, %d, %v; want only seq 1 (seq 2 is newer than the cutoff)", n, through, err)
+	}
+	if n, _, err := e.ledger.Prune(t.Context(), t0.Add(5*time.Second)); err != nil || n != 0 {
+		t.Errorf("Prune() again = %d, %v; want nothing more", n, err)
+	}
+	if rep, err := e.ledger.Verify(t.Context()); err != nil || !rep.OK() || rep.PrunedThrough != 1 {
+		t.Errorf("Verify() = %+v, %v", rep, err)
+	}
+}
+
+// TestTwoWritersOnOneStore: two ledgers (as two replicas would) append to
+// one store; a batch that loses the race is rebuilt after the winner's.
+func TestTwoWritersOnOneStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, audit.LedgerConfig{})
+	other, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, l := range []*audit.Ledger{e.ledger, other} {
+		for range 4 {
+			wg.Go(func() {
+				for i := range 25 {
+					if err := l.Record(t.Context(), event(i)); err != nil {
+						t.Errorf("Record() = %v", err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, l := range []*audit.Ledger{e.ledger, other} {
+		rep, err := l.Verify(t.Context())
+		if err != nil || !rep.OK() || rep.TreeSize != 200 {
+			t.Errorf("Verify() = %+v, %v; want OK with 200 events", rep, err)
+		}
+	}
 }

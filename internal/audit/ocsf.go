@@ -25,6 +25,16 @@ const (
 // records that OCSF has no field for is under unmapped.
 func ToOCSF(ev *Event) map[string]any {
 	class, category, activity, activityName := ocsfClass(ev)
+	meta := map[string]any{
+		"version":  OCSFVersion,
+		"product":  map[string]any{"name": "mandate", "vendor_name": "mandate"},
+		"uid":      strconv.FormatInt(ev.Seq, 10),
+		"profiles": []string{"security_control"},
+		"log_name": "mandate audit ledger",
+	}
+	if ev.RequestID != "" {
+		meta["correlation_uid"] = ev.RequestID
+	}
 	out := map[string]any{
 		"class_uid":     class,
 		"category_uid":  category,
@@ -33,14 +43,7 @@ func ToOCSF(ev *Event) map[string]any {
 		"type_uid":      class*100 + activity,
 		"time":          ev.Time.UnixMilli(),
 		"message":       string(ev.Type),
-		"metadata": map[string]any{
-			"version":         OCSFVersion,
-			"product":         map[string]any{"name": "mandate", "vendor_name": "mandate"},
-			"uid":             strconv.FormatInt(ev.Seq, 10),
-			"correlation_uid": ev.RequestID,
-			"profiles":        []string{"security_control"},
-			"log_name":        "mandate audit ledger",
-		},
+		"metadata":      meta,
 	}
 	sev, sevName := 1, "Informational"
 	status, statusName := 1, "Success"
@@ -67,9 +70,14 @@ func ToOCSF(ev *Event) map[string]any {
 	if ev.Reason != "" {
 		out["status_detail"] = ev.Reason
 	}
-	if len(ev.Reasons) > 0 {
+	switch {
+	case len(ev.Reasons) > 0:
 		p := ev.Reasons[0]
 		out["policy"] = map[string]any{"uid": p.Policy, "name": p.Policy, "desc": p.Message}
+	case ev.Details["policies"] != "":
+		// The decision pipeline lists the deciding policies in details.
+		id, _, _ := strings.Cut(ev.Details["policies"], ",")
+		out["policy"] = map[string]any{"uid": id, "name": id}
 	}
 	actor := map[string]any{}
 	if ev.Agent != "" {

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,17 @@ type SinkWriter interface {
 	Close() error
 }
 
+// CheckpointWriter is implemented by sinks that also receive every new
+// signed checkpoint: copies kept beyond the server's reach are what
+// expose a later rewrite of the ledger (see docs/audit.md). It is called
+// from the same goroutine as WriteEvents.
+type CheckpointWriter interface {
+	WriteCheckpoint(ctx context.Context, cp *Checkpoint) error
+}
+
+// checkpointBuffer is how many checkpoints may wait for a sink.
+const checkpointBuffer = 16
+
 // SinkConfig is one streaming sink.
 type SinkConfig struct {
 	// Name labels the sink in logs and metrics (file, webhook, syslog).
@@ -51,6 +64,7 @@ type sink struct {
 	name     string
 	w        SinkWriter
 	ch       chan *Event
+	cps      chan *Checkpoint // nil unless w is a CheckpointWriter
 	log      *slog.Logger
 	dropped  prometheus.Counter
 	failures prometheus.Counter
@@ -65,8 +79,27 @@ func newSink(sc SinkConfig, log *slog.Logger, m ledgerMetrics) *sink {
 	if sc.Buffer <= 0 {
 		sc.Buffer = DefaultSinkBuffer
 	}
-	return &sink{name: sc.Name, w: sc.Writer, ch: make(chan *Event, sc.Buffer), log: log.With("sink", sc.Name),
+	s := &sink{name: sc.Name, w: sc.Writer, ch: make(chan *Event, sc.Buffer), log: log.With("sink", sc.Name),
 		dropped: m.sinkDropped.WithLabelValues(sc.Name), failures: m.sinkFailures.WithLabelValues(sc.Name)}
+	if _, ok := sc.Writer.(CheckpointWriter); ok {
+		s.cps = make(chan *Checkpoint, checkpointBuffer)
+	}
+	return s
+}
+
+// offerCheckpoint queues cp without blocking, if the sink takes
+// checkpoints.
+func (s *sink) offerCheckpoint(cp *Checkpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.cps == nil {
+		return
+	}
+	select {
+	case s.cps <- cp:
+	default:
+		s.drop(1, "checkpoint buffer full")
+	}
 }
 
 // offer queues evs without blocking, dropping what does not fit.
@@ -106,51 +139,70 @@ func (s *sink) close() {
 	if !s.closed {
 		s.closed = true
 		close(s.ch)
+		if s.cps != nil {
+			close(s.cps)
+		}
 	}
 }
 
-// run delivers queued events until the buffer is closed and drained, or
-// ctx ends.
+// run delivers queued events and checkpoints until the buffers are
+// closed and drained, or ctx ends.
 func (s *sink) run(ctx context.Context) {
 	defer func() {
 		if err := s.w.Close(); err != nil {
 			s.log.Warn("closing audit sink", "err", err)
 		}
 	}()
+	evs, cps := s.ch, s.cps
 	batch := make([]*Event, 0, maxSinkBatch)
-	for {
-		var ev *Event
-		var ok bool
+	for evs != nil || cps != nil {
 		select {
-		case ev, ok = <-s.ch:
 		case <-ctx.Done():
 			return
-		}
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], ev)
-	fill:
-		for len(batch) < maxSinkBatch {
-			select {
-			case ev, ok := <-s.ch:
-				if !ok {
+		case cp, ok := <-cps:
+			if !ok {
+				cps = nil
+				continue
+			}
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := s.w.(CheckpointWriter).WriteCheckpoint(wctx, cp)
+			cancel()
+			if err != nil {
+				s.failures.Inc()
+				s.log.Error("audit sink checkpoint delivery failed", "err", err, "size", cp.Size)
+				s.mu.Lock()
+				s.drop(1, "checkpoint delivery failed")
+				s.mu.Unlock()
+			}
+		case ev, ok := <-evs:
+			if !ok {
+				evs = nil
+				continue
+			}
+			batch = append(batch[:0], ev)
+		fill:
+			for len(batch) < maxSinkBatch {
+				select {
+				case ev, ok := <-evs:
+					if !ok {
+						evs = nil
+						break fill
+					}
+					batch = append(batch, ev)
+				default:
 					break fill
 				}
-				batch = append(batch, ev)
-			default:
-				break fill
 			}
-		}
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := s.w.WriteEvents(wctx, batch)
-		cancel()
-		if err != nil {
-			s.failures.Inc()
-			s.log.Error("audit sink delivery failed", "err", err, "events", len(batch))
-			s.mu.Lock()
-			s.drop(int64(len(batch)), "delivery failed")
-			s.mu.Unlock()
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := s.w.WriteEvents(wctx, batch)
+			cancel()
+			if err != nil {
+				s.failures.Inc()
+				s.log.Error("audit sink delivery failed", "err", err, "events", len(batch))
+				s.mu.Lock()
+				s.drop(int64(len(batch)), "delivery failed")
+				s.mu.Unlock()
+			}
 		}
 	}
 }
@@ -265,6 +317,28 @@ func (s *FileSink) flush(buf *bytes.Buffer) error {
 // Close implements SinkWriter.
 func (s *FileSink) Close() error { return s.f.Close() }
 
+// WriteCheckpoint implements CheckpointWriter: each checkpoint is written
+// to <path>.checkpoints/checkpoint-<size>.txt (mode 0600), ready for
+// mandate audit verify --checkpoint.
+func (s *FileSink) WriteCheckpoint(_ context.Context, cp *Checkpoint) error {
+	dir := s.path + ".checkpoints"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("audit file sink: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("checkpoint-%d.txt", cp.Size)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil // already written
+	}
+	if err != nil {
+		return fmt.Errorf("audit file sink: %w", err)
+	}
+	if _, err := f.Write(cp.Note); err != nil {
+		f.Close()
+		return fmt.Errorf("audit file sink: %w", err)
+	}
+	return f.Close()
+}
+
 // WebhookSink POSTs batches of events as JSON lines
 // (application/x-ndjson) to a URL; any non-2xx answer is a failure.
 type WebhookSink struct {
@@ -315,6 +389,30 @@ func (s *WebhookSink) WriteEvents(ctx context.Context, evs []*Event) error {
 // Close implements SinkWriter.
 func (s *WebhookSink) Close() error { s.client.CloseIdleConnections(); return nil }
 
+// WriteCheckpoint implements CheckpointWriter: the signed checkpoint is
+// POSTed as text/plain, with its tree size in Mandate-Checkpoint-Size.
+func (s *WebhookSink) WriteCheckpoint(ctx context.Context, cp *Checkpoint) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(cp.Note))
+	if err != nil {
+		return err
+	}
+	for k, v := range s.header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	req.Header.Set("Mandate-Checkpoint-Size", strconv.FormatInt(cp.Size, 10))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("audit webhook sink: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("audit webhook sink: %s answered %s", s.url, resp.Status)
+	}
+	return nil
+}
+
 // SyslogSink sends each event as one syslog message (facility authpriv,
 // severity info, tag mandate-audit) whose text is the event's JSON.
 type SyslogSink struct {
@@ -364,3 +462,13 @@ func (s *SyslogSink) WriteEvents(_ context.Context, evs []*Event) error {
 
 // Close implements SinkWriter.
 func (s *SyslogSink) Close() error { return s.w.Close() }
+
+// WriteCheckpoint implements CheckpointWriter: one message whose text is
+// {"checkpoint": "<signed note>"}.
+func (s *SyslogSink) WriteCheckpoint(_ context.Context, cp *Checkpoint) error {
+	b, err := json.Marshal(map[string]string{"checkpoint": string(cp.Note)})
+	if err != nil {
+		return err
+	}
+	return s.w.Info(string(b))
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -229,5 +230,67 @@ func TestSyslogSink(t *testing.T) {
 	// <86>: facility authpriv (10) * 8 + severity info (6).
 	if !strings.HasPrefix(msg, "<86>") || !strings.Contains(msg, "mandate-audit") || !strings.Contains(msg, `"type":"token.refused"`) {
 		t.Errorf("syslog message = %q, want priority <86>, tag mandate-audit and the event", msg)
+	}
+	if err := ss.WriteCheckpoint(t.Context(), &audit.Checkpoint{Size: 1, Note: []byte("o\n1\nAAAA\n\n— o sig\n")}); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err = pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := string(buf[:n]); !strings.Contains(msg, `{"checkpoint":"o\n1\nAAAA\n\n— o sig\n"}`) {
+		t.Errorf("syslog checkpoint message = %q", msg)
+	}
+}
+
+func TestSinksReceiveCheckpoints(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var notes []string
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
+			mu.Lock()
+			notes = append(notes, r.Header.Get("Mandate-Checkpoint-Size")+"|"+string(b))
+			mu.Unlock()
+		}
+	}))
+	defer ts.Close()
+	ws, err := audit.NewWebhookSink(ts.URL, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	fs, err := audit.NewFileSink(path, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, audit.LedgerConfig{Sinks: []audit.SinkConfig{{Name: "file", Writer: fs}, {Name: "webhook", Writer: ws}}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- e.ledger.Run(ctx) }()
+	e.fill(t, 3)
+	if _, err := e.ledger.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.fill(t, 2)
+	cancel() // Run signs a final checkpoint (size 5) and drains the sinks
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int64{3, 5} {
+		b, err := os.ReadFile(filepath.Join(path+".checkpoints", fmt.Sprintf("checkpoint-%d.txt", size)))
+		if err != nil {
+			t.Errorf("file sink checkpoint %d: %v", size, err)
+			continue
+		}
+		if cp, err := audit.ParseCheckpoint(b, e.ledger.VerifierKey()); err != nil || cp.Size != size {
+			t.Errorf("file sink checkpoint %d = %+v, %v", size, cp, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notes) != 2 || !strings.HasPrefix(notes[0], "3|"+e.ledger.Origin()+"\n3\n") || !strings.HasPrefix(notes[1], "5|") {
+		t.Errorf("webhook received checkpoints %q, want sizes 3 and 5", notes)
 	}
 }

@@ -14,6 +14,10 @@ import (
 // maxAuditPage caps the events one query returns.
 const maxAuditPage = 1000
 
+// longRequest is the write deadline of exports and verifications, which
+// read the whole ledger.
+const longRequest = time.Hour
+
 // CheckpointResponse is a signed checkpoint as the admin API returns it.
 type CheckpointResponse struct {
 	Origin string `json:"origin"`
@@ -44,7 +48,7 @@ func (h *Admin) auditQuery(q url.Values) (audit.Query, error) {
 	}
 	for k := range q {
 		switch k {
-		case "agent", "task", "type", "decision", "since", "until", "after", "limit", "last", "format":
+		case "agent", "task", "type", "decision", "since", "until", "after", "limit", "last":
 		default:
 			return bad("unknown parameter %q (want agent, task, type, decision, since, until, after, limit, last)", k)
 		}
@@ -214,15 +218,23 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, fmt.Errorf("%w: format must be jsonl or ocsf", errBadRequest))
 		return
 	}
-	q, err := h.auditQuery(vals)
+	filters := url.Values{}
+	for k, v := range vals {
+		if k != "format" {
+			filters[k] = v
+		}
+	}
+	q, err := h.auditQuery(filters)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}
-	if vals.Get("limit") != "" {
-		writeError(w, r, h.log, fmt.Errorf("%w: export takes no limit; filter with since, until or after", errBadRequest))
+	if vals.Get("limit") != "" || q.Last {
+		writeError(w, r, h.log, fmt.Errorf("%w: export takes no limit or last; filter with since, until or after", errBadRequest))
 		return
 	}
+	// An export of a large ledger outlasts the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longRequest))
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -268,6 +280,8 @@ func (h *Admin) auditExport(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Admin) auditVerify(w http.ResponseWriter, r *http.Request) {
+	// Verifying a large ledger outlasts the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longRequest))
 	rep, err := h.ledger.Verify(r.Context())
 	if err != nil {
 		writeError(w, r, h.log, err)

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
 )
@@ -499,8 +500,11 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 		if err != nil {
 			return AZResponse{}, fmt.Errorf("%w: subject.properties.task: %v", errBadRequest, err)
 		}
-		act.Point, act.Trusted = "authzen:"+c.point, true
+		act.Point, act.Caller, act.Trusted = "authzen", c.point, true
 		d, err = h.cfg.Pipeline.DecideFor(ctx, tid, ev.Subject.ID, act)
+		if errors.Is(err, audit.ErrUnavailable) {
+			return AZResponse{}, audit.ErrUnavailable
+		}
 		if err != nil && !errors.Is(err, access.ErrUnauthenticated) && !errors.Is(err, access.ErrInvalidAction) {
 			return AZResponse{}, err
 		}
@@ -523,6 +527,9 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 		}
 		d, err = h.cfg.Pipeline.DecideAs(ctx, *c.subject, act)
 		if err != nil {
+			if errors.Is(err, audit.ErrUnavailable) {
+				return AZResponse{}, audit.ErrUnavailable
+			}
 			if errors.Is(err, access.ErrInvalidAction) {
 				return AZResponse{}, fmt.Errorf("%w: %v", errBadRequest, err)
 			}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
 )
@@ -52,6 +54,9 @@ func (f *fakeDecider) Authenticate(_ context.Context, cred access.Credential, ac
 }
 
 func (f *fakeDecider) DecideAs(_ context.Context, subj access.Subject, act access.Action) (access.Decision, error) {
+	if act.Resource == "audit-down" {
+		return access.Decision{Decision: policy.Decision{Effect: policy.Deny}}, errors.Join(access.ErrInvalidAction, audit.ErrUnavailable)
+	}
 	return f.decide(act), nil
 }
 
@@ -142,6 +147,7 @@ func TestAuthZENErrors(t *testing.T) {
 		{"deep JSON", "Bearer good", `{` + subj + `, "context": ` + strings.Repeat(`{"a":`, 40) + `1` + strings.Repeat(`}`, 40) + `}`, 400},
 		{"huge", "Bearer good", `{"subject": {"type": "agent", "id": "` + strings.Repeat("x", MaxAuthZENBody) + `"}}`, 413},
 		{"enforcement point without task", "Bearer ep-secret", ok, 400},
+		{"audit log down", "Bearer good", strings.Replace(ok, `"id": "ok"`, `"id": "audit-down"`, 1), 503},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,7 +175,7 @@ func TestAuthZENEnforcementPoint(t *testing.T) {
 		t.Fatalf("enforcement point: %d %s", resp.StatusCode, got)
 	}
 	a := f.acts[0]
-	if !a.Trusted || a.Point != "authzen:gw" || a.Annotations == nil || !*a.Annotations.ReadOnlyHint || a.Approvals[0] != "step-up" || a.Destination.Host != "h" {
+	if !a.Trusted || a.Point != "authzen" || a.Caller != "gw" || a.Annotations == nil || !*a.Annotations.ReadOnlyHint || a.Approvals[0] != "step-up" || a.Destination.Host != "h" {
 		t.Errorf("action = %+v", a)
 	}
 }

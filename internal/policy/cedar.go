@@ -287,6 +287,6 @@ var inputPool = sync.Pool{New: func() any {
 func putInput(in *cedarInput) {
 	in.principal, in.resource, in.server, in.hasServer = types.Entity{}, types.Entity{}, types.Entity{}, false
 	in.req = types.Request{}
-	in.all.a, in.all.b, in.all.c, in.all.d = nil, nil, nil, nil
+	in.all.parts = [6][]*compiled{}
 	inputPool.Put(in)
 }

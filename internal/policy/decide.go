@@ -85,6 +85,13 @@ func (s *Set) reason(id cedar.PolicyID) Reason {
 	return Reason{Policy: c.ID, Effect: c.Effect, Message: c.Message, Approval: c.Approval, Position: c.Position}
 }
 
+// isForbid reports whether id names a forbid; an unknown id counts as
+// one (fail closed).
+func (s *Set) isForbid(id cedar.PolicyID) bool {
+	c := s.byID[string(id)]
+	return c == nil || c.forbid
+}
+
 func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explanation, error) {
 	if s == nil {
 		s = &Set{}
@@ -96,7 +103,10 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	}
 	in := toCedar(r, now, c)
 	defer putInput(in)
-	forbids, permits := s.candidates(r.Action, in.req.Resource)
+	fs, ps := s.candidates(r.Action, in.req.Resource, in.server.UID, in.hasServer)
+	var forbids, permits policyList
+	forbids.set(fs, [3][]*compiled{})
+	permits.set(ps, [3][]*compiled{})
 	x.Considered = forbids.len() + permits.len()
 
 	// Common path: one cedar evaluation of every candidate. cedar-go
@@ -114,12 +124,12 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 		}
 	default:
 		all := in.all
-		all.a, all.b, all.c, all.d = forbids.a, forbids.b, permits.a, permits.b
+		all.set(fs, ps)
 		if !all.empty() {
 			var diag cedar.Diagnostic
 			_, diag = cedar.Authorize(all, in, in.req)
 			fdiag.Errors = diag.Errors
-			if len(diag.Reasons) > 0 && s.byID[string(diag.Reasons[0].PolicyID)].forbid {
+			if len(diag.Reasons) > 0 && s.isForbid(diag.Reasons[0].PolicyID) {
 				fdiag.Reasons = diag.Reasons
 			} else {
 				pdiag.Reasons = diag.Reasons
@@ -145,7 +155,7 @@ func (s *Set) evaluate(r *Request, now time.Time, full bool, c *caches) (Explana
 	}
 	if !full && len(fdiag.Reasons) > 0 && len(plain) == 0 && len(fdiag.Errors) == 0 && !permits.empty() {
 		all := in.all
-		all.a, all.b, all.c, all.d = permits.a, permits.b, nil, nil
+		all.set(ps, [3][]*compiled{})
 		_, pdiag = cedar.Authorize(all, in, in.req)
 	}
 	matched := make([]Reason, 0, len(pdiag.Reasons))

@@ -77,6 +77,8 @@ type LoaderConfig struct {
 	Interval time.Duration
 	// Logger receives reload results; nil discards.
 	Logger *slog.Logger
+	// Name labels the loader's metrics (default "live").
+	Name string
 }
 
 // DefaultPollInterval is how often a Loader checks the policy directory.
@@ -90,13 +92,15 @@ const DefaultPollInterval = 2 * time.Second
 // SIGHUP). A set that fails to compile leaves the live one in place; the
 // problems are logged and kept for Status.
 type Loader struct {
-	cfg LoaderConfig
-	log *slog.Logger
+	cfg     LoaderConfig
+	log     *slog.Logger
+	metrics loaderMetrics
 
-	mu      sync.Mutex // serializes loads
-	stamp   string
-	lastErr error
-	loaded  time.Time
+	mu       sync.Mutex // serializes loads
+	compiler Compiler   // re-parses only changed sources
+	stamp    string
+	lastErr  error
+	loaded   time.Time
 }
 
 // NewLoader returns a Loader. Call Reload (or Run) to load the first set.
@@ -108,7 +112,10 @@ func NewLoader(cfg LoaderConfig) *Loader {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Loader{cfg: cfg, log: log}
+	if cfg.Name == "" {
+		cfg.Name = "live"
+	}
+	return &Loader{cfg: cfg, log: log, metrics: newLoaderMetrics(cfg.Name)}
 }
 
 // Sources reads the current sources: defaults, files, extra.
@@ -154,6 +161,7 @@ func (l *Loader) Reload(ctx context.Context) error {
 	err := l.reload(ctx)
 	l.lastErr = err
 	if err != nil {
+		l.metrics.failed.Inc()
 		l.log.Error("policy reload failed; keeping the last good policy set", "err", err)
 		return err
 	}
@@ -165,12 +173,14 @@ func (l *Loader) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	set, err := Compile(srcs)
+	set, err := l.compiler.Compile(srcs)
 	if err != nil {
 		return err
 	}
 	l.cfg.Engine.Swap(set)
 	l.loaded = time.Now()
+	l.metrics.ok.Inc()
+	l.metrics.policies.Set(float64(set.Len()))
 	l.log.Info("policies loaded", "policies", set.Len(), "sources", len(srcs))
 	return nil
 }
@@ -223,7 +233,7 @@ func (l *Loader) Candidate(ctx context.Context, src Source) (*Set, error) {
 	if src.Text != nil {
 		srcs = append(srcs, src)
 	}
-	return Compile(srcs)
+	return l.compiler.Compile(srcs)
 }
 
 // dirStamp summarizes the names, sizes and modification times of the

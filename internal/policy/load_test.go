@@ -132,3 +132,34 @@ func TestReloadWhileDeciding(t *testing.T) {
 		t.Error("no decisions were made during the reloads")
 	}
 }
+
+// TestCompilerCache: a Compiler reuses unchanged sources, still reports
+// their problems, and sees changes.
+func TestCompilerCache(t *testing.T) {
+	t.Parallel()
+	var c Compiler
+	good := Source{Name: "a.cedar", Text: []byte(`@id("a") permit(principal, action == Action::"file.read", resource);`)}
+	bad := Source{Name: "b.cedar", Text: []byte(`forbid(principal, action, resource) when { context.nope };`)}
+	for range 2 {
+		if _, err := c.Compile([]Source{good, bad}); err == nil || !strings.Contains(err.Error(), "b.cedar:1:1") {
+			t.Fatalf("Compile with a bad source = %v", err)
+		}
+	}
+	set, err := c.Compile([]Source{good})
+	if err != nil || set.Len() != 1 {
+		t.Fatalf("Compile(good) = %v, %v", set, err)
+	}
+	a1 := set.byID["a"].policy
+	set, _ = c.Compile([]Source{good})
+	if set.byID["a"].policy != a1 {
+		t.Error("an unchanged source was parsed again")
+	}
+	changed := Source{Name: "a.cedar", Text: []byte(`@id("a2") permit(principal, action == Action::"file.write", resource);`)}
+	set, err = c.Compile([]Source{changed})
+	if err != nil || set.byID["a2"] == nil || set.byID["a"] != nil {
+		t.Fatalf("after a change: %v, %v", set.Policies(), err)
+	}
+	if len(c.cache) != 1 {
+		t.Errorf("cache holds %d sources, want 1", len(c.cache))
+	}
+}

@@ -407,3 +407,35 @@ func TestMemo(t *testing.T) {
 		t.Errorf("memo holds %d entries, bound is 100", n)
 	}
 }
+
+// TestIndexIn: "resource in Server::X" policies are considered only for
+// resources of server X (and for X itself), and still decide correctly.
+func TestIndexIn(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&b, "@id(\"s%d\") permit(principal, action == Action::\"tool.call\", resource in Server::\"srv%d\") when { context.risk != \"destructive\" };\n", i, i)
+	}
+	b.WriteString(`@id("no-s7") forbid(principal, action, resource is Tool in Server::"srv7") when { principal.tier == "assist" };` + "\n")
+	b.WriteString(`@id("self") permit(principal, action == Action::"file.read", resource in File::"/x");` + "\n")
+	set := compile(t, b.String())
+	r := baseRequest(TierAutonomous, ActionToolCall, RiskWrite, true)
+	r.Resource = Resource{ID: "srv7/deploy", Server: "srv7"}
+	x, _ := set.Explain(r, TestTime)
+	if x.Considered != 2 || x.Decision.Effect != Allow || x.Decision.Reasons[0].Policy != "s7" {
+		t.Errorf("tool in srv7: considered %d, %+v; want 2 considered, allowed by s7", x.Considered, x.Decision)
+	}
+	r.Agent.Tier = TierAssist
+	if d, _ := set.Decide(r, TestTime); d.Effect != Deny || d.Reasons[0].Policy != "no-s7" {
+		t.Errorf("assist on srv7: %+v, want deny by no-s7", d)
+	}
+	r.Resource = Resource{ID: "srv8/deploy"}
+	if x, _ := set.Explain(r, TestTime); x.Considered != 0 || x.Decision.Effect != Deny {
+		t.Errorf("tool without a server: considered %d, %s; want 0, deny", x.Considered, x.Decision.Effect)
+	}
+	r = baseRequest(TierAutonomous, ActionFileRead, RiskRead, true)
+	r.Resource.ID = "/x"
+	if d, _ := set.Decide(r, TestTime); d.Effect != Allow {
+		t.Errorf("resource in itself: %+v", d)
+	}
+}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"iter"
@@ -8,10 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
 )
 
 // Annotations mandate gives meaning to.
@@ -110,13 +113,19 @@ type compiled struct {
 	hasApproval bool
 	pinned      bool
 	pin         types.EntityUID
+	// pinIn marks "resource in X" (or "is T in X"): it also matches the
+	// resources whose parent is X.
+	pinIn bool
 }
 
 // bucket holds the policies of one action: those whose resource scope is
-// pinned to one entity (resource == X) by that entity, the rest in any.
+// pinned to one entity (resource == X, resource in X) by that entity, the
+// "in" ones also in under (looked up by the resource's parent server), the
+// rest in forbids and permits.
 type bucket struct {
 	forbids, permits []*compiled
 	byResource       map[types.EntityUID]*pinned
+	under            map[types.EntityUID]*pinned
 }
 
 type pinned struct {
@@ -137,39 +146,86 @@ var parsePosRE = regexp.MustCompile(`<input>:(\d+):(\d+)`)
 // Compile parses, validates against the schema and indexes sources. It
 // returns a *CompileError listing every problem, with its location.
 func Compile(sources []Source) (*Set, error) {
+	return new(Compiler).Compile(sources)
+}
+
+// Compiler compiles policy sets like Compile and remembers, per source
+// name, the parsed and validated policies of the last content it saw
+// (by SHA-256), so that recompiling a large set after one file changed
+// parses and validates only that file. Parsed policies are immutable and
+// shared between the sets. A Compiler is safe for concurrent use; its
+// zero value is ready.
+type Compiler struct {
+	mu    sync.Mutex
+	cache map[string]*parsedSource
+}
+
+// parsedSource is one source's parse and validation result.
+type parsedSource struct {
+	sum   [sha256.Size]byte
+	list  cedar.PolicyList
+	probs []Problem // parse and per-policy validation problems
+}
+
+// parse parses and validates one source (or returns the cached result).
+func (c *Compiler) parse(v *validate.Validator, src Source) *parsedSource {
+	sum := sha256.Sum256(src.Text)
+	c.mu.Lock()
+	ps := c.cache[src.Name]
+	c.mu.Unlock()
+	if ps != nil && ps.sum == sum {
+		return ps
+	}
+	ps = &parsedSource{sum: sum}
+	list, err := parseSource(src.Name, src.Text)
+	if err != nil {
+		ps.probs = []Problem{parseProblem(src.Name, err)}
+	}
+	ps.list = list
+	for i, p := range list {
+		id := policyID(src.Name, i, p)
+		pos := p.Position()
+		if wholeContextUse((*xast.Policy)(p.AST())) {
+			ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id,
+				Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
+		}
+		if err := v.Policy(id, (*xast.Policy)(p.AST())); err != nil {
+			for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
+				ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id, Msg: msg})
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.cache == nil {
+		c.cache = make(map[string]*parsedSource)
+	}
+	c.cache[src.Name] = ps
+	c.mu.Unlock()
+	return ps
+}
+
+// Compile is the package-level Compile, reusing what this Compiler has
+// already parsed. Sources it no longer sees are forgotten.
+func (c *Compiler) Compile(sources []Source) (*Set, error) {
 	v, err := newValidator()
 	if err != nil {
 		return nil, err
 	}
 	s := &Set{byID: make(map[string]*compiled)}
 	var probs []Problem
+	seen := make(map[string]bool, len(sources))
 	for _, src := range sources {
 		s.sources = append(s.sources, src.Name)
+		seen[src.Name] = true
 		if len(src.Text) > MaxSourceSize {
 			probs = append(probs, Problem{File: src.Name, Line: 1, Column: 1, Msg: fmt.Sprintf("source is larger than %d bytes", MaxSourceSize)})
 			continue
 		}
-		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Text)
-		if err != nil {
-			probs = append(probs, parseProblem(src.Name, err))
-			continue
-		}
-		for i, p := range list {
-			c, perr := s.add(src.Name, i, p)
-			if perr != nil {
+		ps := c.parse(v, src)
+		probs = append(probs, ps.probs...)
+		for i, p := range ps.list {
+			if _, perr := s.add(src.Name, i, p); perr != nil {
 				probs = append(probs, *perr)
-				continue
-			}
-			if wholeContextUse((*xast.Policy)(p.AST())) {
-				pos := p.Position()
-				probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID,
-					Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
-			}
-			if err := v.Policy(c.ID, (*xast.Policy)(p.AST())); err != nil {
-				pos := p.Position()
-				for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
-					probs = append(probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: c.ID, Msg: msg})
-				}
 			}
 		}
 		if len(s.ordered) > MaxPolicies {
@@ -177,13 +233,28 @@ func Compile(sources []Source) (*Set, error) {
 			break
 		}
 	}
+	c.mu.Lock()
+	for name := range c.cache {
+		if !seen[name] {
+			delete(c.cache, name)
+		}
+	}
+	c.mu.Unlock()
 	if len(probs) > 0 {
 		return nil, &CompileError{Problems: probs}
 	}
-	for _, c := range s.ordered {
-		s.index(c)
+	for _, cp := range s.ordered {
+		s.index(cp)
 	}
 	return s, nil
+}
+
+// policyID is a policy's @id, or "<source>#<index>".
+func policyID(file string, i int, p *cedar.Policy) string {
+	if id := string(p.Annotations()[AnnotationID]); id != "" {
+		return id
+	}
+	return file + "#" + strconv.Itoa(i)
 }
 
 func dedupe(ss []string) []string {
@@ -220,10 +291,7 @@ func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
 	pos := p.Position()
 	ann := p.Annotations()
 	c := &compiled{policy: p, forbid: p.Effect() == cedar.Forbid}
-	c.ID = string(ann[AnnotationID])
-	if c.ID == "" {
-		c.ID = file + "#" + strconv.Itoa(i)
-	}
+	c.ID = policyID(file, i, p)
 	c.Effect = "permit"
 	if c.forbid {
 		c.Effect = "forbid"
@@ -265,10 +333,13 @@ func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
 	default:
 		c.Actions = Actions
 	}
-	if sc, ok := ast.Resource.(xast.ScopeTypeEq); ok {
-		c.Resource = sc.Entity.String()
-		c.pin = sc.Entity
-		c.pinned = true
+	switch sc := ast.Resource.(type) {
+	case xast.ScopeTypeEq:
+		c.Resource, c.pin, c.pinned = sc.Entity.String(), sc.Entity, true
+	case xast.ScopeTypeIn:
+		c.Resource, c.pin, c.pinned, c.pinIn = "in "+sc.Entity.String(), sc.Entity, true, true
+	case xast.ScopeTypeIsIn:
+		c.Resource, c.pin, c.pinned, c.pinIn = "in "+sc.Entity.String(), sc.Entity, true, true
 	}
 	s.byID[c.ID] = c
 	s.ordered = append(s.ordered, c)
@@ -288,18 +359,9 @@ func (s *Set) index(c *compiled) {
 	for _, a := range c.Actions {
 		b := &s.byAction[slices.Index(Actions, a)]
 		if c.pinned {
-			if b.byResource == nil {
-				b.byResource = make(map[types.EntityUID]*pinned)
-			}
-			p := b.byResource[c.pin]
-			if p == nil {
-				p = &pinned{}
-				b.byResource[c.pin] = p
-			}
-			if c.forbid {
-				p.forbids = append(p.forbids, c)
-			} else {
-				p.permits = append(p.permits, c)
+			b.byResource = addPinned(b.byResource, c)
+			if c.pinIn {
+				b.under = addPinned(b.under, c)
 			}
 			continue
 		}
@@ -309,6 +371,23 @@ func (s *Set) index(c *compiled) {
 			b.permits = append(b.permits, c)
 		}
 	}
+}
+
+func addPinned(m map[types.EntityUID]*pinned, c *compiled) map[types.EntityUID]*pinned {
+	if m == nil {
+		m = make(map[types.EntityUID]*pinned)
+	}
+	p := m[c.pin]
+	if p == nil {
+		p = &pinned{}
+		m[c.pin] = p
+	}
+	if c.forbid {
+		p.forbids = append(p.forbids, c)
+	} else {
+		p.permits = append(p.permits, c)
+	}
+	return m
 }
 
 // Len returns the number of policies in the set.
@@ -327,27 +406,39 @@ func (s *Set) Policies() []Info {
 }
 
 // candidates returns the forbids and permits that may apply to action on
-// resource: the action's unpinned policies and those pinned to resource.
-func (s *Set) candidates(action string, resource types.EntityUID) (forbids, permits policyList) {
+// resource (whose parent is server, if hasServer): the action's unpinned
+// policies, those pinned to resource, and those pinned "in" server.
+func (s *Set) candidates(action string, resource, server types.EntityUID, hasServer bool) (forbids, permits [3][]*compiled) {
 	i := slices.Index(Actions, action)
 	if i < 0 {
 		return
 	}
 	b := &s.byAction[i]
-	forbids.a, permits.a = b.forbids, b.permits
+	forbids[0], permits[0] = b.forbids, b.permits
 	if p := b.byResource[resource]; p != nil {
-		forbids.b, permits.b = p.forbids, p.permits
+		forbids[1], permits[1] = p.forbids, p.permits
+	}
+	if hasServer {
+		if p := b.under[server]; p != nil {
+			forbids[2], permits[2] = p.forbids, p.permits
+		}
 	}
 	return
 }
 
-// policyList is a cedar.PolicyIterator over up to four slices of
-// policies (unpinned and pinned, forbids and permits).
+// policyList is a cedar.PolicyIterator over up to six slices of
+// policies (unpinned, pinned and pinned-under; forbids and permits).
 // seq, when set, is l.each bound once (see newPolicyList), so that All
 // does not allocate a method value on every decision.
 type policyList struct {
-	a, b, c, d []*compiled
-	seq        iter.Seq2[cedar.PolicyID, *cedar.Policy]
+	parts [6][]*compiled
+	seq   iter.Seq2[cedar.PolicyID, *cedar.Policy]
+}
+
+// set fills the list with a (and b, if given).
+func (l *policyList) set(a, b [3][]*compiled) {
+	copy(l.parts[:3], a[:])
+	copy(l.parts[3:], b[:])
 }
 
 // newPolicyList returns an empty list whose All does not allocate.
@@ -357,9 +448,15 @@ func newPolicyList() *policyList {
 	return l
 }
 
-func (l *policyList) empty() bool { return len(l.a)+len(l.b)+len(l.c)+len(l.d) == 0 }
+func (l *policyList) empty() bool { return l.len() == 0 }
 
-func (l *policyList) len() int { return len(l.a) + len(l.b) + len(l.c) + len(l.d) }
+func (l *policyList) len() int {
+	n := 0
+	for _, p := range l.parts {
+		n += len(p)
+	}
+	return n
+}
 
 // All implements cedar.PolicyIterator.
 func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
@@ -370,7 +467,7 @@ func (l *policyList) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 }
 
 func (l *policyList) each(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-	for _, s := range [...][]*compiled{l.a, l.b, l.c, l.d} {
+	for _, s := range l.parts {
 		for _, c := range s {
 			if !yield(cedar.PolicyID(c.ID), c.policy) {
 				return

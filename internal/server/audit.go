@@ -2,9 +2,15 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mandatehq/mandate/internal/audit"
 )
@@ -17,6 +23,10 @@ type AuditConfig struct {
 	// Origin names the ledger in its checkpoints; it is fixed when the
 	// ledger's signing key is first generated. Empty: <trust_domain>/audit.
 	Origin string
+	// SigningKeyFile holds the checkpoint signing key (note signer format,
+	// from `mandate audit keygen`); empty keeps a generated key in the
+	// store.
+	SigningKeyFile string
 	// CheckpointInterval is how often a checkpoint is signed if the tree
 	// grew; 0 disables periodic checkpoints.
 	CheckpointInterval time.Duration
@@ -34,6 +44,9 @@ type AuditConfig struct {
 	FileSinkBackups int
 	// Webhook is the URL of a webhook sink; empty disables it.
 	Webhook string
+	// WebhookTokenFile holds a bearer token the webhook sink sends in
+	// Authorization; empty sends none.
+	WebhookTokenFile string
 	// Syslog is the syslog sink: "local", udp://host:port,
 	// tcp://host:port or unix:///path; empty disables it.
 	Syslog string
@@ -62,6 +75,19 @@ func (a *AuditConfig) validate(bad func(key, format string, args ...any)) {
 			bad("audit.sinks.webhook", "%q must be an absolute http(s) URL", a.Webhook)
 		}
 	}
+	if a.SigningKeyFile != "" {
+		if _, err := readSignerKey(a.SigningKeyFile); err != nil {
+			bad("audit.signing_key_file", "%v", err)
+		}
+	}
+	if a.WebhookTokenFile != "" {
+		if a.Webhook == "" {
+			bad("audit.sinks.webhook_token_file", "is set but audit.sinks.webhook is not")
+		}
+		if _, err := readToken(a.WebhookTokenFile); err != nil {
+			bad("audit.sinks.webhook_token_file", "%v", err)
+		}
+	}
 }
 
 // openLedger opens the audit ledger on the store, with the configured
@@ -81,7 +107,15 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		sinks = append(sinks, audit.SinkConfig{Name: "file", Writer: w, Buffer: a.SinkBuffer})
 	}
 	if a.Webhook != "" {
-		w, err := audit.NewWebhookSink(a.Webhook, nil, nil)
+		var header http.Header
+		if a.WebhookTokenFile != "" {
+			tok, err := readToken(a.WebhookTokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("audit.sinks.webhook_token_file: %w", err)
+			}
+			header = http.Header{"Authorization": {"Bearer " + tok}}
+		}
+		w, err := audit.NewWebhookSink(a.Webhook, header, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -98,12 +132,19 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		}
 		sinks = append(sinks, audit.SinkConfig{Name: "syslog", Writer: w, Buffer: a.SinkBuffer})
 	}
+	var skey string
+	if a.SigningKeyFile != "" {
+		var err error
+		if skey, err = readSignerKey(a.SigningKeyFile); err != nil {
+			return nil, fmt.Errorf("audit.signing_key_file: %w", err)
+		}
+	}
 	interval := a.CheckpointInterval
 	if interval == 0 {
 		interval = -1 // disabled
 	}
 	l, err := audit.NewLedger(ctx, audit.LedgerConfig{
-		Store: s.backend, Origin: origin, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
+		Store: s.backend, Origin: origin, SignerKey: skey, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
 		Sinks: sinks, CheckpointInterval: interval, Retention: a.Retention,
 		Logger: s.log.With("component", "audit"),
 	})
@@ -114,4 +155,38 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		return nil, fmt.Errorf("audit ledger: %w", err)
 	}
 	return l, nil
+}
+
+// readToken reads a bearer token from a file: one line, no whitespace.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", errors.New("the file must hold one token without whitespace")
+	}
+	return tok, nil
+}
+
+// readSignerKey reads a note signer key (PRIVATE+KEY+…) from a file that
+// only its owner may read.
+func readSignerKey(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is accessible by other users (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	skey := strings.TrimSpace(string(b))
+	if _, err := note.NewSigner(skey); err != nil {
+		return "", fmt.Errorf("%s does not hold a note signer key (PRIVATE+KEY+…, see mandate audit keygen): %v", path, err)
+	}
+	return skey, nil
 }

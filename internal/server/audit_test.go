@@ -31,6 +31,11 @@ func TestValidateAudit(t *testing.T) {
 		{"file size", func(c *Config) { c.Audit.FileSinkMaxMB = 0 }, "audit.sinks.file_max_mb"},
 		{"backups", func(c *Config) { c.Audit.FileSinkBackups = 0 }, "audit.sinks.file_backups"},
 		{"webhook", func(c *Config) { c.Audit.Webhook = "siem.example/ingest" }, "audit.sinks.webhook: \"siem.example/ingest\" must be an absolute http(s) URL"},
+		{"signing key file missing", func(c *Config) { c.Audit.SigningKeyFile = "/nonexistent/ledger.key" }, "audit.signing_key_file: stat /nonexistent/ledger.key"},
+		{"webhook token without webhook", func(c *Config) { c.Audit.WebhookTokenFile = "/nonexistent" }, "audit.sinks.webhook_token_file: is set but audit.sinks.webhook is not"},
+		{"webhook token file missing", func(c *Config) {
+			c.Audit.Webhook, c.Audit.WebhookTokenFile = "https://siem.example/in", "/nonexistent/token"
+		}, "audit.sinks.webhook_token_file: open /nonexistent/token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

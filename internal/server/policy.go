@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
@@ -84,7 +85,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 	if cfg.Policy.ShadowDir != "" {
 		shadow = policy.NewEngine(nil, nil)
 		a.shadow = policy.NewLoader(policy.LoaderConfig{
-			Engine: shadow, Dir: cfg.Policy.ShadowDir, Defaults: cfg.Policy.Defaults,
+			Engine: shadow, Dir: cfg.Policy.ShadowDir, Defaults: cfg.Policy.Defaults, Name: "shadow",
 			Interval: cfg.Policy.PollInterval, Logger: log.With("component", "policy-shadow"),
 		})
 		if err := a.shadow.Reload(ctx); err != nil {
@@ -100,6 +101,15 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 		return nil, err
 	}
 	return a, nil
+}
+
+// collectors are the Prometheus collectors of the loaders and pipeline.
+func (a *accessLayer) collectors() []prometheus.Collector {
+	cs := append(a.loader.Collectors(), a.pipeline.Collectors()...)
+	if a.shadow != nil {
+		cs = append(cs, a.shadow.Collectors()...)
+	}
+	return cs
 }
 
 // run keeps the policy sets in step with their directories.

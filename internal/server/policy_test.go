@@ -110,6 +110,15 @@ func TestAuthZENEndToEnd(t *testing.T) {
 		t.Errorf("decision events = %v", got)
 	}
 
+	// Metrics.
+	_, metrics := get(t, http.DefaultClient, base+"/metrics")
+	for _, want := range []string{`mandate_access_decisions_total{decision="allow"} 1`, `mandate_access_decisions_total{decision="deny"} 3`,
+		`mandate_policy_policies{set="live"} 15`, `mandate_policy_reloads_total{result="ok",set="live"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// Discovery.
 	code, body = get(t, http.DefaultClient, base+"/.well-known/authzen-configuration")
 	if code != 200 || !strings.Contains(body, `"access_evaluations_endpoint":"`+s.PublicURL()+`/access/v1/evaluations"`) {
@@ -163,5 +172,48 @@ func TestAuthZENEndToEnd(t *testing.T) {
 			t.Fatalf("the policy file change was not picked up: %s", body)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestShadowPolicies: with policy.shadow_dir, a candidate set runs beside
+// the live one; its differences are recorded and not enforced.
+func TestShadowPolicies(t *testing.T) {
+	t.Parallel()
+	const pointToken = "mandate_point_shadow_token"
+	sum := sha256.Sum256([]byte(pointToken))
+	cfg := testConfig(t)
+	cfg.Access.PointTokenHashes = []string{"sha256:" + hex.EncodeToString(sum[:])}
+	cfg.Policy.ShadowDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg.Policy.ShadowDir, "candidate.cedar"),
+		[]byte(`@id("no-writes") forbid(principal, action == Action::"file.write", resource);`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := startServer(t, cfg)
+	sock := socketClient(s.SocketPath())
+	sockDo(t, sock, "POST", "/admin/v1/agents", "application/json",
+		`{"name": "coder", "owner": "alice@example.org", "escalation": "oncall@example.org", "tier": "autonomous"}`)
+	_, body := sockDo(t, sock, "POST", "/admin/v1/tasks", "application/json",
+		`{"agent": "coder", "on_behalf_of": "alice@example.org", "purpose": "p", "scope": ["file.*:/repo/**"]}`)
+	var tk struct{ ID, Agent string }
+	_ = json.Unmarshal([]byte(body), &tk)
+	req, _ := http.NewRequest("POST", "http://"+s.Addr().String()+"/access/v1/evaluation", strings.NewReader(
+		`{"subject": {"type": "agent", "id": "`+tk.Agent+`", "properties": {"task": "`+tk.ID+`"}}, "action": {"name": "file.write"}, "resource": {"type": "file", "id": "/repo/a"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+pointToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"decision":true`) {
+		t.Fatalf("the live set must decide: %s", b)
+	}
+	evs, err := s.backend.ListEvents(t.Context(), audit.Query{Type: audit.TypePolicyShadowDiffers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Decision != "allow" || evs[0].Details["shadow_decision"] != "deny" || evs[0].Details["shadow_policies"] != "no-writes" {
+		t.Errorf("shadow events = %+v", evs)
 	}
 }

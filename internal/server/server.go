@@ -176,6 +176,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// HTTP.
 	s.metrics = newRegistry()
 	s.metrics.MustRegister(ledger.Collectors()...)
+	s.metrics.MustRegister(acc.collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
 	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
 	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)

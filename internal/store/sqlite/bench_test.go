@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -148,6 +149,11 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	reg.MustRegister(led.Collectors()...)
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
+		if mf.GetName() == "mandate_audit_commit_seconds" && os.Getenv("BENCH_DEBUG") != "" {
+			for _, bk := range mf.GetMetric()[0].GetHistogram().GetBucket() {
+				b.Logf("commit <= %gs: %d", bk.GetUpperBound(), bk.GetCumulativeCount())
+			}
+		}
 		if mf.GetName() == "mandate_audit_commit_events" {
 			h := mf.GetMetric()[0].GetHistogram()
 			b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), "events/commit")

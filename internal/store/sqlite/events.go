@@ -182,8 +182,19 @@ func (db *DB) listEvents(ctx context.Context, q audit.Query) ([]*audit.Event, er
 	}
 	var where []string
 	var args []any
+	switch q.Decision {
+	// Literals, so that the planner can use the partial index
+	// events_flagged (it cannot prove a bound parameter matches its WHERE).
+	case audit.DecisionDeny:
+		where = append(where, "decision = 'deny'")
+	case audit.DecisionApprovalRequired:
+		where = append(where, "decision = 'approval_required'")
+	case "":
+	default:
+		where, args = append(where, "decision = ?"), append(args, q.Decision)
+	}
 	for _, f := range []struct{ col, val string }{
-		{"type", string(q.Type)}, {"agent", q.Agent}, {"task", q.Task}, {"decision", q.Decision},
+		{"type", string(q.Type)}, {"agent", q.Agent}, {"task", q.Task},
 	} {
 		if f.val != "" {
 			where, args = append(where, f.col+" = ?"), append(args, f.val)

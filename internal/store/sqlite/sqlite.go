@@ -6,7 +6,9 @@
 // token, audit). It keeps two connection pools on the same file: a single
 // writer connection, so that concurrent writers queue in Go instead of
 // failing with SQLITE_BUSY, and a pool of read-only connections, which WAL
-// mode lets run alongside the writer. The schema is versioned: the
+// mode lets run alongside the writer. A third connection checkpoints the
+// WAL into the database file in the background, so that no commit pays
+// for a checkpoint. The schema is versioned: the
 // migrations embedded in the binary are applied in order when the database
 // is opened, and a database written by a newer mandate is refused.
 package sqlite
