@@ -54,6 +54,9 @@ func (h *Tools) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, err)
 		return
 	}
+	if pins == nil {
+		pins = []*mcpproxy.Pin{}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"tools": pins})
 }
 

@@ -49,9 +49,15 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 	for _, u := range c.Upstreams {
 		ups = append(ups, u.upstream())
 	}
-	pins, err := mcpproxy.OpenFilePins(filepath.Join(s.cfg.DataDir, "mcp-pins.json"))
-	if err != nil {
-		return err
+	// Pins live in the store (table mcp_tool_pins); a backend without the
+	// table keeps them in a file in the data directory.
+	pins, ok := s.backend.(mcpproxy.PinStore)
+	if !ok {
+		fp, err := mcpproxy.OpenFilePins(filepath.Join(s.cfg.DataDir, "mcp-pins.json"))
+		if err != nil {
+			return err
+		}
+		pins = fp
 	}
 	gw, err := mcpproxy.New(mcpproxy.Config{
 		Upstreams:            ups,

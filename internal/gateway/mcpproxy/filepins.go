@@ -17,8 +17,8 @@ import (
 // 0600), for the embedded single-node server. It is safe for concurrent
 // use within one process.
 //
-// It stands in for a store table (migration 0004_mcp.sql, see
-// docs/mcp-gateway.md) until the store's migrations 0002 and 0003 land.
+// The server keeps pins in the store (table mcp_tool_pins); FilePins is
+// for stores without that table.
 type FilePins struct {
 	path string
 	mu   sync.Mutex

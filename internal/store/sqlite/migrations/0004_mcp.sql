@@ -1,11 +1,8 @@
 -- 0004: the MCP gateway's tool definition pins (mcpproxy.PinStore).
 --
--- PENDING: not embedded yet. Migrations must be numbered without gaps and
--- 0003 belongs to a branch not merged at the time of writing; move this
--- file to migrations/ once it is, and implement mcpproxy.PinStore on
--- the store (GetPin, PutPin as an upsert, ListPins ordered by upstream,
--- tool). Until then the server keeps pins in <data_dir>/mcp-pins.json
--- (mcpproxy.FilePins).
+-- One row per upstream tool: the approved definition and, while the tool
+-- is quarantined, the changed definition awaiting an admin's approval.
+-- Times are INTEGER unix nanoseconds in UTC.
 
 CREATE TABLE mcp_tool_pins (
 	upstream           TEXT    NOT NULL,
@@ -14,8 +11,8 @@ CREATE TABLE mcp_tool_pins (
 	definition         TEXT    NOT NULL, -- approved canonical JSON
 	pending_digest     TEXT    NOT NULL DEFAULT '',
 	pending_definition TEXT,             -- changed definition awaiting approval, NULL when none
-	pinned_at          INTEGER NOT NULL,
-	updated_at         INTEGER NOT NULL,
+	pinned_at          INTEGER,
+	updated_at         INTEGER,
 	approved_by        TEXT    NOT NULL DEFAULT '',
 	PRIMARY KEY (upstream, tool)
 ) STRICT, WITHOUT ROWID;
