@@ -56,7 +56,8 @@ func npmDeps(t testing.TB) string {
 		}
 	})
 	if npmErr != nil {
-		if _, err := exec.LookPath("npm"); err != nil {
+		if _, err := exec.LookPath("npm"); err != nil && os.Getenv("CI") == "" {
+			// CI must never skip the acceptance tests silently.
 			t.Skipf("npm not available to install the MCP test dependencies: %v", err)
 		}
 		t.Fatalf("installing MCP test dependencies: %v", npmErr)
