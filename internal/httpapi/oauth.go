@@ -152,45 +152,38 @@ func (h *OAuth) caller(r *http.Request, form url.Values) (token.Caller, error) {
 	return token.Caller{Agent: agent.ID}, nil
 }
 
-func (h *OAuth) introspect(w http.ResponseWriter, r *http.Request) {
+// tokenRequest reads the form of an introspection or revocation request,
+// authenticates its caller and returns the token it names. It writes the
+// OAuth error itself and returns ok=false on any failure.
+func (h *OAuth) tokenRequest(w http.ResponseWriter, r *http.Request) (caller token.Caller, raw string, ok bool) {
 	form, err := readForm(w, r)
 	if err == nil {
 		err = token.CheckParams(form)
 	}
+	if err == nil {
+		caller, err = h.caller(r, form)
+	}
+	if err == nil && form.Get("token") == "" {
+		err = &token.Error{Code: token.CodeInvalidRequest, Status: http.StatusBadRequest, Description: "token is required"}
+	}
 	if err != nil {
 		h.writeOAuthError(w, r, err)
-		return
+		return token.Caller{}, "", false
 	}
-	caller, err := h.caller(r, form)
-	if err != nil {
-		h.writeOAuthError(w, r, err)
-		return
-	}
-	raw := form.Get("token")
-	if raw == "" {
-		h.writeOAuthError(w, r, &token.Error{Code: token.CodeInvalidRequest, Status: http.StatusBadRequest, Description: "token is required"})
+	return caller, form.Get("token"), true
+}
+
+func (h *OAuth) introspect(w http.ResponseWriter, r *http.Request) {
+	caller, raw, ok := h.tokenRequest(w, r)
+	if !ok {
 		return
 	}
 	writeOAuthJSON(w, http.StatusOK, h.srv.Introspect(r.Context(), caller, raw))
 }
 
 func (h *OAuth) revoke(w http.ResponseWriter, r *http.Request) {
-	form, err := readForm(w, r)
-	if err == nil {
-		err = token.CheckParams(form)
-	}
-	if err != nil {
-		h.writeOAuthError(w, r, err)
-		return
-	}
-	caller, err := h.caller(r, form)
-	if err != nil {
-		h.writeOAuthError(w, r, err)
-		return
-	}
-	raw := form.Get("token")
-	if raw == "" {
-		h.writeOAuthError(w, r, &token.Error{Code: token.CodeInvalidRequest, Status: http.StatusBadRequest, Description: "token is required"})
+	caller, raw, ok := h.tokenRequest(w, r)
+	if !ok {
 		return
 	}
 	if err := h.srv.Revoke(r.Context(), caller, raw); err != nil {
