@@ -19,7 +19,7 @@ import (
 	"github.com/mandatehq/mandate/internal/token"
 )
 
-func newAdminServer(t *testing.T, withActor bool) (*httptest.Server, *sqlite.DB) {
+func newAdminServer(t testing.TB, withActor bool) (*httptest.Server, *sqlite.DB) {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
@@ -144,11 +144,57 @@ func TestAdminAPIRequiresActor(t *testing.T) {
 
 func identityFilter() identity.Filter { return identity.Filter{} }
 
-func mustLedger(t *testing.T, s audit.Store) *audit.Ledger {
+func mustLedger(t testing.TB, s audit.Store) *audit.Ledger {
 	t.Helper()
 	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// FuzzAdminAPI posts arbitrary bodies to the admin API's create endpoints:
+// a request is either accepted (201) or refused with a 4xx problem, never
+// a 5xx, and a refused request leaves no agent behind.
+func FuzzAdminAPI(f *testing.F) {
+	for _, seed := range []string{
+		agentBody,
+		`{"name":"x","owner":"o","escalation":"e","tier":"assist","labels":{"a":"b"}}`,
+		`{"name":"x","owner":"o","escalation":"e","tier":"assist","keys":[{"kty":"EC","crv":"P-256","x":"1","y":"2","kid":"k"}]}`,
+		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["file.read:/a/**"],"ttl":"5m"}`,
+		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["*:**"],"budget":{"max_actions":-1}}`,
+		`{"name":"spiffe://example.org/agent/y","owner":"o","escalation":"e","tier":"autonomous","federations":[{"issuer":"https://i","subject":"s"}]}`,
+		`[]`, `{"name":null}`, "\x00",
+	} {
+		f.Add(seed)
+	}
+	srv, db := newAdminServer(f, true)
+	resp, err := http.Post(srv.URL+"/admin/v1/agents", "application/json", strings.NewReader(agentBody))
+	if err != nil {
+		f.Fatal(err)
+	}
+	resp.Body.Close()
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, path := range []string{"/admin/v1/agents", "/admin/v1/tasks"} {
+			before, _ := db.ListAgents(context.Background(), identity.Filter{})
+			resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == http.StatusCreated:
+			case resp.StatusCode >= 400 && resp.StatusCode < 500:
+				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Fatalf("POST %s %q = %d with Content-Type %q", path, body, resp.StatusCode, ct)
+				}
+				after, _ := db.ListAgents(context.Background(), identity.Filter{})
+				if len(after) != len(before) {
+					t.Fatalf("refused POST %s %q changed the agents", path, body)
+				}
+			default:
+				t.Fatalf("POST %s %q = %d", path, body, resp.StatusCode)
+			}
+		}
+	})
 }
