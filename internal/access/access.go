@@ -138,6 +138,7 @@ type Config struct {
 	Revocations Revocations
 	Tasks       interface {
 		GetTask(ctx context.Context, id task.ID) (*task.Task, error)
+		AddUsage(ctx context.Context, deltas map[task.ID]task.Usage) error
 	}
 	Agents interface {
 		GetAgent(ctx context.Context, id identity.ID) (*identity.Agent, error)
@@ -186,6 +187,9 @@ type taskState struct {
 	t       *task.Task
 	fetched time.Time
 	used    task.Usage
+	// pending is the part of used not yet written to the task store
+	// (see FlushUsage).
+	pending task.Usage
 	taint   string // highest sensitivity read
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
@@ -442,8 +446,10 @@ func (st *taskState) allows(t *task.Task, action, resource string) bool {
 func (p *Pipeline) account(st *taskState, req *policy.Request) {
 	st.mu.Lock()
 	st.used.Actions++
+	st.pending.Actions++
 	if req.Risk != policy.RiskRead {
 		st.used.Writes++
+		st.pending.Writes++
 	}
 	st.mu.Unlock()
 	if req.Risk != policy.RiskRead || req.Resource.Sensitivity == "" {

@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/mandatehq/mandate/internal/access"
@@ -300,4 +301,48 @@ func mustClassifier(t testing.TB, cfg policy.ClassifierConfig) *policy.Classifie
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestBudgetSurvivesRestart: usage counted by one pipeline is flushed to
+// the task store, shows in the task record, and binds a new pipeline (a
+// restarted server) on the same store.
+func TestBudgetSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, fixtureOpts{})
+	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "*", budget: task.Budget{MaxActions: 2, MaxWrites: 1}})
+	tok := f.token(t, tk)
+	for _, act := range []access.Action{{Kind: "file.write", Resource: "/a"}, {Kind: "file.read", Resource: "/b"}} {
+		if d, err := f.decide(t, tok, act); err != nil || d.Effect != policy.Allow {
+			t.Fatalf("Decide(%s) = %s, %v; want allow", act.Kind, d.Effect, err)
+		}
+	}
+	if err := f.pipeline.FlushUsage(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := f.backend.GetTask(t.Context(), tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (task.Usage{Actions: 2, Writes: 1}); stored.Used != want {
+		t.Fatalf("stored usage = %+v, want %+v", stored.Used, want)
+	}
+	// Flushing again adds nothing.
+	if err := f.pipeline.FlushUsage(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.backend.GetTask(t.Context(), tk.ID); again.Used != stored.Used {
+		t.Fatalf("second flush changed usage to %+v", again.Used)
+	}
+
+	restarted, err := access.New(access.Config{
+		Verifier: f.verifier, Revocations: f.rev, Tasks: f.backend, Agents: f.backend,
+		Engine: f.engine, Recorder: f.rec,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := restarted.Decide(t.Context(), access.Credential{Token: tok}, access.Action{Kind: "file.read", Resource: "/c"})
+	if err != nil || d.Effect != policy.Deny || len(d.Reasons) == 0 || !strings.HasSuffix(d.Reasons[0].Policy, "budget") {
+		t.Fatalf("after restart: Decide = %s %+v, %v; want deny by the budget", d.Effect, d.Reasons, err)
+	}
 }

@@ -167,7 +167,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.acc = acc
 	s.background = append(s.background,
-		acc.run,   // policy directory polling
+		acc.run, // policy directory polling
+		func(ctx context.Context) error { return acc.pipeline.RunUsageFlush(ctx, 0) }, // budget usage to the store
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
 		ledger.Run, // checkpoints, retention, streaming sinks

@@ -263,6 +263,12 @@ type Store interface {
 	// ExpireTasks marks every active task whose ExpiresAt is not after now
 	// as expired and returns their IDs.
 	ExpireTasks(ctx context.Context, now time.Time) ([]ID, error)
+	// AddUsage adds each delta to its task's Used counters, in one
+	// transaction. IDs of tasks that do not exist are ignored. Usage is
+	// counted whatever the task's status, since actions decided before a
+	// task finished still happened.
+	AddUsage(ctx context.Context, deltas map[ID]Usage) error
+
 	// InactiveTaskIDs returns the IDs of tasks that finished and have not
 	// yet reached their ExpiresAt at time now: the ones whose tokens may
 	// still be unexpired and must be refused.

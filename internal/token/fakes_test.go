@@ -296,6 +296,18 @@ func (m *memStore) InactiveTaskIDs(_ context.Context, now time.Time) ([]task.ID,
 	return ids, nil
 }
 
+func (m *memStore) AddUsage(_ context.Context, deltas map[task.ID]task.Usage) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, d := range deltas {
+		if t, ok := m.tasks[id]; ok {
+			t.Used.Actions += d.Actions
+			t.Used.Writes += d.Writes
+		}
+	}
+	return nil
+}
+
 // memRecorder is an audit.Recorder that keeps events and can be told to fail.
 type memRecorder struct {
 	mu     sync.Mutex

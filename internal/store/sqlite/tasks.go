@@ -325,3 +325,32 @@ func scanTask(s scanner) (*task.Task, error) {
 	t.CreatedAt, t.ExpiresAt, t.EndedAt = timeVal(created), timeVal(expires), timeVal(ended)
 	return &t, nil
 }
+
+// AddUsage implements task.Store.
+func (db *DB) AddUsage(ctx context.Context, deltas map[task.ID]task.Usage) error {
+	if len(deltas) == 0 {
+		return nil
+	}
+	for id, d := range deltas {
+		if d.Actions < 0 || d.Writes < 0 {
+			return fmt.Errorf("sqlite: add usage: %w: negative usage for %s", task.ErrInvalid, id)
+		}
+	}
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET used_actions = used_actions + ?, used_writes = used_writes + ? WHERE id = ?`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for id, d := range deltas {
+			if _, err := stmt.ExecContext(ctx, d.Actions, d.Writes, string(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: add usage: %w", err)
+	}
+	return nil
+}

@@ -373,6 +373,41 @@ func testTasks(t *testing.T, open OpenFunc) {
 		testCreateChildRace(t, open)
 	})
 
+	t.Run("AddUsage", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		mustCreateAgents(t, s, alice)
+		a, b := newTask(alice.ID, nil), newTask(alice.ID, nil)
+		a.Used = task.Usage{Actions: 2, Writes: 1}
+		mustCreateTasks(t, s, a, b)
+		if _, err := s.FinishTask(t.Context(), b.ID, task.StatusEnded, "done", at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ {
+			err := s.AddUsage(t.Context(), map[task.ID]task.Usage{
+				a.ID: {Actions: 3, Writes: 2}, b.ID: {Actions: 1}, task.NewID(): {Actions: 9},
+			})
+			if err != nil {
+				t.Fatalf("AddUsage() = %v, want nil (unknown IDs are ignored)", err)
+			}
+		}
+		for tk, want := range map[*task.Task]task.Usage{a: {Actions: 8, Writes: 5}, b: {Actions: 2}} {
+			got, err := s.GetTask(t.Context(), tk.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Used != want {
+				t.Errorf("GetTask(%s).Used = %+v, want %+v", tk.ID, got.Used, want)
+			}
+		}
+		if err := s.AddUsage(t.Context(), map[task.ID]task.Usage{a.ID: {Actions: -1}}); !errors.Is(err, task.ErrInvalid) {
+			t.Errorf("AddUsage(negative) = %v, want ErrInvalid", err)
+		}
+		if err := s.AddUsage(t.Context(), nil); err != nil {
+			t.Errorf("AddUsage(nil) = %v, want nil", err)
+		}
+	})
+
 	t.Run("Expire", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
