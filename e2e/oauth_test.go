@@ -129,6 +129,7 @@ func (e *env) adminJSON(method, path string, in any) map[string]any {
 // agent is a registered agent and its private key.
 type agent struct {
 	id  string
+	kid string
 	key ed25519.PrivateKey
 }
 
@@ -140,14 +141,14 @@ func (e *env) register(name, tier string) agent {
 		"name": name, "owner": "alice@example.com", "escalation": "oncall@example.com", "tier": tier,
 		"keys": []any{jwkPub},
 	})
-	return agent{id: out["id"].(string), key: priv}
+	return agent{id: out["id"].(string), kid: name + "-k1", key: priv}
 }
 
 // assertion is a private_key_jwt client assertion (RFC 7523) for a.
 func (e *env) assertion(a agent) string {
 	e.t.Helper()
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: a.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", a.id[strings.LastIndex(a.id, "/")+1:]+"-k1"))
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", a.kid))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -396,4 +397,28 @@ func TestDPoPBoundToken(t *testing.T) {
 	if fmt.Sprint(taskClaims["cnf"]) != fmt.Sprint(claims["cnf"]) {
 		t.Fatalf("task token cnf = %v, want the same key as its subject token (%v)", taskClaims["cnf"], claims["cnf"])
 	}
+}
+
+// TestAgentKeyRotation: an agent's key is rotated without re-registering
+// it — the new key works at once, and the removed one no longer does.
+func TestAgentKeyRotation(t *testing.T) {
+	e := start(t)
+	old := e.register("rotating", "assist")
+	e.agentToken(old)
+
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	newKey := agent{id: old.id, kid: "rotating-k2", key: priv}
+	e.adminJSON("POST", "/admin/v1/agents/rotating/keys", jose.JSONWebKey{Key: pub, KeyID: newKey.kid, Algorithm: "EdDSA", Use: "sig"})
+	e.agentToken(newKey)
+	e.adminJSON("DELETE", "/admin/v1/agents/rotating/keys/"+old.kid, nil)
+
+	status, out := e.token(url.Values{
+		"grant_type":            {"client_credentials"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion":      {e.assertion(old)},
+	})
+	if status != 401 || out["error"] != "invalid_client" {
+		t.Fatalf("assertion signed with the removed key = %d %v, want 401 invalid_client", status, out)
+	}
+	e.agentToken(newKey)
 }

@@ -40,7 +40,7 @@ data directory, or to --server URL with --token.`,
 		RunE: groupRun,
 	}
 	a.addClientFlags(cmd, &cf)
-	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf))
+	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf), a.agentKeyCmd(&cf))
 	for _, t := range []struct{ verb, short, long string }{
 		{"suspend", "Suspend an agent: refuse its tokens and revoke its tasks at once",
 			"Suspend an agent. Its tokens are refused from this moment and every active task it holds\n(with its delegated descendants) is revoked. 'mandate agent resume' undoes the suspension\n(tasks stay revoked)."},

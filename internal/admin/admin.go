@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -255,5 +256,64 @@ func (s *Service) ResumeAgent(ctx context.Context, ref, reason string) (*identit
 		return nil, err
 	}
 	s.cfg.Revoker.SetAgentActive(a.ID, true)
+	return a, nil
+}
+
+// AddAgentKey registers another public key for an agent: the way to rotate
+// an agent's key without re-registering it (add the new key, move the
+// agent to it, then remove the old one).
+func (s *Service) AddAgentKey(ctx context.Context, ref string, key jose.JSONWebKey) (*identity.Agent, error) {
+	id, err := s.AgentID(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
+	}
+	if err := identity.ValidatePublicKey(key); err != nil {
+		return nil, fmt.Errorf("%w: key: %v", identity.ErrInvalid, err)
+	}
+	a, err := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
+		if _, ok := (&identity.Agent{Keys: keys}).Key(key.KeyID); ok {
+			return nil, fmt.Errorf("%w: %q", identity.ErrKeyExists, key.KeyID)
+		}
+		if len(keys) >= identity.MaxKeys {
+			return nil, fmt.Errorf("%w: at most %d keys", identity.ErrInvalid, identity.MaxKeys)
+		}
+		return append(keys, key), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add agent key: %w", err)
+	}
+	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentKeyAdded, Agent: a.ID.String(), Details: map[string]string{"kid": key.KeyID}}); err != nil {
+		// A credential nobody can see added must not work: take it back.
+		if _, rerr := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
+			return slices.DeleteFunc(slices.Clone(keys), func(k jose.JSONWebKey) bool { return k.KeyID == key.KeyID }), nil
+		}); rerr != nil {
+			s.log.Error("unrecorded agent key could not be removed", "agent", id, "kid", key.KeyID, "err", rerr)
+		}
+		return nil, err
+	}
+	return a, nil
+}
+
+// RemoveAgentKey removes one of an agent's public keys: no new client
+// assertion signed with it is accepted. Tokens already obtained with it
+// live out their short lifetime; suspend the agent to stop them at once.
+func (s *Service) RemoveAgentKey(ctx context.Context, ref, kid string) (*identity.Agent, error) {
+	id, err := s.AgentID(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
+	}
+	a, err := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
+		kept := slices.DeleteFunc(slices.Clone(keys), func(k jose.JSONWebKey) bool { return k.KeyID == kid })
+		if len(kept) == len(keys) {
+			return nil, fmt.Errorf("%w: %q", identity.ErrKeyNotFound, kid)
+		}
+		return kept, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remove agent key: %w", err)
+	}
+	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentKeyRemoved, Agent: a.ID.String(), Details: map[string]string{"kid": kid}}); err != nil {
+		return nil, err
+	}
 	return a, nil
 }

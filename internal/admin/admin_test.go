@@ -257,6 +257,14 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 		t.Fatalf("unrecorded agent: %+v, %v; want it suspended and refused", b, err)
 	}
 
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := f.svc.AddAgentKey(ctx, "a", jose.JSONWebKey{Key: pub, KeyID: "k2"}); !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("AddAgentKey error = %v, want ErrUnavailable", err)
+	}
+	if a, _ := f.svc.GetAgent(ctx, "a"); len(a.Keys) != 1 || a.Keys[0].KeyID != "k1" {
+		t.Fatalf("an unrecorded key stayed on the agent: %+v", a.Keys)
+	}
+
 	_, err = f.svc.StartTask(ctx, admin.StartTaskRequest{Agent: "a", OnBehalfOf: "alice", Purpose: "p", Scope: []string{"file.read"}})
 	if !errors.Is(err, audit.ErrUnavailable) {
 		t.Fatalf("StartTask error = %v, want ErrUnavailable", err)

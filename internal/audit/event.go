@@ -33,6 +33,8 @@ const (
 	TypeAgentSuspended    Type = "agent.suspended"
 	TypeAgentResumed      Type = "agent.resumed"
 	TypeAgentRetired      Type = "agent.retired"
+	TypeAgentKeyAdded     Type = "agent.key_added"
+	TypeAgentKeyRemoved   Type = "agent.key_removed"
 	TypeTaskStarted       Type = "task.started"
 	TypeTaskDelegated     Type = "task.delegated"
 	TypeTaskEnded         Type = "task.ended"

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/mandatehq/mandate/internal/admin"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
@@ -52,6 +54,8 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/suspend", h.agentTransition(h.svc.SuspendAgent))
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/resume", h.agentTransition(h.svc.ResumeAgent))
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/retire", h.agentTransition(h.svc.RetireAgent))
+	h.mux.HandleFunc("POST /admin/v1/agents/{name}/keys", h.addAgentKey)
+	h.mux.HandleFunc("DELETE /admin/v1/agents/{name}/keys/{kid}", h.removeAgentKey)
 	h.mux.HandleFunc("POST /admin/v1/tasks", h.startTask)
 	h.mux.HandleFunc("GET /admin/v1/tasks", h.listTasks)
 	h.mux.HandleFunc("GET /admin/v1/tasks/{id}", h.getTask)
@@ -122,6 +126,29 @@ func (h *Admin) listAgents(w http.ResponseWriter, r *http.Request) {
 
 func (h *Admin) getAgent(w http.ResponseWriter, r *http.Request) {
 	a, err := h.svc.GetAgent(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (h *Admin) addAgentKey(w http.ResponseWriter, r *http.Request) {
+	var key jose.JSONWebKey
+	if err := decodeJSON(w, r, &key, false); err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	a, err := h.svc.AddAgentKey(r.Context(), r.PathValue("name"), key)
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
+}
+
+func (h *Admin) removeAgentKey(w http.ResponseWriter, r *http.Request) {
+	a, err := h.svc.RemoveAgentKey(r.Context(), r.PathValue("name"), r.PathValue("kid"))
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return

@@ -74,6 +74,13 @@ func TestAdminAPI(t *testing.T) {
 		{name: "list", method: "GET", path: "/admin/v1/agents?tier=assist", wantStatus: 200, wantInBody: `"agents":[{`},
 		{name: "list bad tier", method: "GET", path: "/admin/v1/agents?tier=root", wantStatus: 400},
 		{name: "list bad limit", method: "GET", path: "/admin/v1/agents?limit=0", wantStatus: 400},
+		{name: "add key", method: "POST", path: "/admin/v1/agents/bot/keys", body: `{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k2"}`, wantStatus: 201, wantInBody: `"kid":"k2"`},
+		{name: "add key twice", method: "POST", path: "/admin/v1/agents/bot/keys", body: `{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k2"}`, wantStatus: 409, wantInBody: "already has a key"},
+		{name: "add private key", method: "POST", path: "/admin/v1/agents/bot/keys", body: `{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","kid":"k3"}`, wantStatus: 400, wantInBody: "private key"},
+		{name: "add malformed key", method: "POST", path: "/admin/v1/agents/bot/keys", body: `{"kty":"OKP","kid":"k4"}`, wantStatus: 400},
+		{name: "remove key", method: "DELETE", path: "/admin/v1/agents/bot/keys/k1", wantStatus: 200, wantInBody: `"kid":"k2"`},
+		{name: "remove unknown key", method: "DELETE", path: "/admin/v1/agents/bot/keys/k1", wantStatus: 404, wantInBody: "no key with that kid"},
+		{name: "key of unknown agent", method: "DELETE", path: "/admin/v1/agents/ghost/keys/k1", wantStatus: 404, wantInBody: "agent not found"},
 		{name: "start task", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"triage","scope":["file.read:/repo/**"]}`, wantStatus: 201, wantInBody: `"status":"active"`},
 		{name: "task bad scope", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["delete:/"]}`, wantStatus: 400, wantInBody: "unknown action"},
 		{name: "task list", method: "GET", path: "/admin/v1/tasks?agent=bot&status=active", wantStatus: 200, wantInBody: `"tasks":[{`},
@@ -121,7 +128,7 @@ func TestAdminAPI(t *testing.T) {
 	for _, e := range evs {
 		types = append(types, string(e.Type))
 	}
-	if got, want := strings.Join(types, ","), "agent.registered,task.started,agent.suspended,task.revoked"; got != want {
+	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,task.started,agent.suspended,task.revoked"; got != want {
 		t.Errorf("events = %s, want %s", got, want)
 	}
 }

@@ -54,9 +54,9 @@ func errorStatus(err error) (int, string) {
 		errors.Is(err, audit.ErrInvalid),
 		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy):
 		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, identity.ErrNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound):
+	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrKeyNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound):
 		return http.StatusNotFound, err.Error()
-	case errors.Is(err, identity.ErrExists), errors.Is(err, identity.ErrFederationTaken),
+	case errors.Is(err, identity.ErrExists), errors.Is(err, identity.ErrKeyExists), errors.Is(err, identity.ErrFederationTaken),
 		errors.Is(err, identity.ErrInactive), errors.Is(err, task.ErrExists),
 		errors.Is(err, task.ErrNotActive), errors.Is(err, admin.ErrTransition):
 		return http.StatusConflict, err.Error()

@@ -76,6 +76,10 @@ var (
 	ErrInvalid = errors.New("invalid agent")
 	// ErrInactive: the agent is suspended or retired.
 	ErrInactive = errors.New("agent is not active")
+	// ErrKeyExists: the agent already has a key with that kid.
+	ErrKeyExists = errors.New("agent already has a key with that kid")
+	// ErrKeyNotFound: the agent has no key with that kid.
+	ErrKeyNotFound = errors.New("agent has no key with that kid")
 	// ErrFederationTaken: another agent already trusts that issuer and subject.
 	ErrFederationTaken = errors.New("federated identity already bound to another agent")
 )
@@ -251,6 +255,12 @@ type Store interface {
 	FindFederated(ctx context.Context, issuer, subject string) (*Agent, error)
 	// ListAgents returns the agents matching f, ordered by ID.
 	ListAgents(ctx context.Context, f Filter) ([]*Agent, error)
+	// UpdateAgentKeys replaces an agent's public keys with what update
+	// returns given the current ones, and sets UpdatedAt, atomically: no
+	// concurrent change can be lost between the read and the write. An
+	// error from update aborts the change and is returned as is (wrapped).
+	// It returns the updated agent, or ErrNotFound.
+	UpdateAgentKeys(ctx context.Context, id ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*Agent, error)
 	// SetAgentStatus changes an agent's status and UpdatedAt and returns
 	// the updated agent, or ErrNotFound.
 	SetAgentStatus(ctx context.Context, id ID, status Status, at time.Time) (*Agent, error)

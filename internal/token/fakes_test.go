@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
@@ -294,6 +296,22 @@ func (m *memStore) InactiveTaskIDs(_ context.Context, now time.Time) ([]task.ID,
 		}
 	}
 	return ids, nil
+}
+
+func (m *memStore) UpdateAgentKeys(_ context.Context, id identity.ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*identity.Agent, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.agents[id]
+	if !ok {
+		return nil, identity.ErrNotFound
+	}
+	keys, err := update(a.Keys)
+	if err != nil {
+		return nil, err
+	}
+	a.Keys, a.UpdatedAt = keys, at
+	cp := *a
+	return &cp, nil
 }
 
 func (m *memStore) AddUsage(_ context.Context, deltas map[task.ID]task.Usage) error {

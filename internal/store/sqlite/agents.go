@@ -217,6 +217,44 @@ func (db *DB) SetAgentStatus(ctx context.Context, id identity.ID, status identit
 	return a, nil
 }
 
+// UpdateAgentKeys implements identity.Store.
+func (db *DB) UpdateAgentKeys(ctx context.Context, id identity.ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*identity.Agent, error) {
+	var a *identity.Agent
+	err := checkTimes(at)
+	if err != nil {
+		err = fmt.Errorf("%w: %v", identity.ErrInvalid, err)
+	} else {
+		err = db.write(ctx, func(tx *sql.Tx) error {
+			cur, err := getAgent(ctx, tx, id.String())
+			if err != nil {
+				return err
+			}
+			keys, err := update(cur.Keys)
+			if err != nil {
+				return err
+			}
+			var encoded string
+			if len(keys) > 0 {
+				b, err := json.Marshal(keys)
+				if err != nil {
+					return fmt.Errorf("%w: keys: %v", identity.ErrInvalid, err)
+				}
+				encoded = string(b)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE agents SET keys = ?, updated_at = ? WHERE id = ?`,
+				nullString(encoded), timeArg(at), id.String()); err != nil {
+				return err
+			}
+			a, err = getAgent(ctx, tx, id.String())
+			return err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: update agent keys: %w", err)
+	}
+	return a, nil
+}
+
 // getAgent reads one agent and its federations.
 func getAgent(ctx context.Context, q querier, id string) (*identity.Agent, error) {
 	a, err := scanAgent(q.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))

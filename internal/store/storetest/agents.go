@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mandatehq/mandate/internal/identity"
@@ -254,6 +255,52 @@ func testAgents(t *testing.T, open OpenFunc) {
 		}
 		if got, err := s.SetAgentStatus(t.Context(), agentID("absent"), identity.StatusSuspended, t0); !errors.Is(err, identity.ErrNotFound) {
 			t.Errorf("SetAgentStatus(absent) = %v, %v; want ErrNotFound", got, err)
+		}
+	})
+
+	t.Run("UpdateKeys", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		a := newAgent("rotator")
+		keys := publicKeys(t)
+		a.Keys = keys[:1]
+		a.Federations = []identity.Federation{{Issuer: "https://issuer.example", Subject: "rotator"}}
+		mustCreateAgents(t, s, a)
+
+		got, err := s.UpdateAgentKeys(t.Context(), a.ID, at(time.Minute), func(cur []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
+			if len(cur) != 1 || cur[0].KeyID != keys[0].KeyID {
+				t.Errorf("update saw keys %v, want the stored one", cur)
+			}
+			return append(cur, keys[1]), nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAgentKeys(add) = %v", err)
+		}
+		want := *a
+		want.Keys, want.UpdatedAt = keys, at(time.Minute)
+		if diff := cmp.Diff(&want, got, cmpOpts); diff != "" {
+			t.Errorf("UpdateAgentKeys(add) returned (-want +got):\n%s", diff)
+		}
+		if stored, _ := s.GetAgent(t.Context(), a.ID); !cmp.Equal(&want, stored, cmpOpts) {
+			t.Errorf("GetAgent after UpdateAgentKeys = %+v", stored)
+		}
+
+		refused := errors.New("refused by the caller")
+		if _, err := s.UpdateAgentKeys(t.Context(), a.ID, at(2*time.Minute), func([]jose.JSONWebKey) ([]jose.JSONWebKey, error) {
+			return nil, refused
+		}); !errors.Is(err, refused) {
+			t.Errorf("UpdateAgentKeys(refusing update) = %v, want the update's error", err)
+		}
+		if stored, _ := s.GetAgent(t.Context(), a.ID); !cmp.Equal(&want, stored, cmpOpts) {
+			t.Errorf("a refused update changed the agent: %+v", stored)
+		}
+
+		got, err = s.UpdateAgentKeys(t.Context(), a.ID, at(3*time.Minute), func([]jose.JSONWebKey) ([]jose.JSONWebKey, error) { return nil, nil })
+		if err != nil || len(got.Keys) != 0 || len(got.Federations) != 1 {
+			t.Errorf("UpdateAgentKeys(remove all) = %+v, %v; want no keys, federation kept", got, err)
+		}
+		if _, err := s.UpdateAgentKeys(t.Context(), agentID("absent"), t0, func(k []jose.JSONWebKey) ([]jose.JSONWebKey, error) { return k, nil }); !errors.Is(err, identity.ErrNotFound) {
+			t.Errorf("UpdateAgentKeys(absent) = %v, want ErrNotFound", err)
 		}
 	})
 }
