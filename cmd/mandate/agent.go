@@ -40,7 +40,7 @@ data directory, or to --server URL with --token.`,
 		RunE: groupRun,
 	}
 	a.addClientFlags(cmd, &cf)
-	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf), a.agentKeyCmd(&cf))
+	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf), a.agentKeyCmd(&cf), a.agentFederationCmd(&cf))
 	for _, t := range []struct{ verb, short, long string }{
 		{"suspend", "Suspend an agent: refuse its tokens and revoke its tasks at once",
 			"Suspend an agent. Its tokens are refused from this moment and every active task it holds\n(with its delegated descendants) is revoked. 'mandate agent resume' undoes the suspension\n(tasks stay revoked)."},
@@ -102,11 +102,11 @@ a Kubernetes service-account token or a CI OIDC token.`,
 				req.Keys = append(req.Keys, keys...)
 			}
 			for _, f := range federations {
-				iss, sub, ok := strings.Cut(f, "=")
-				if !ok || iss == "" || sub == "" {
-					return usageError{fmt.Errorf("--federation %q: want ISSUER=SUBJECT", f)}
+				fed, err := parseFederation(f)
+				if err != nil {
+					return err
 				}
-				req.Federations = append(req.Federations, identity.Federation{Issuer: iss, Subject: sub})
+				req.Federations = append(req.Federations, fed)
 			}
 			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/agents", nil, req)
 			if err != nil {

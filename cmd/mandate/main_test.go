@@ -390,3 +390,37 @@ func TestCLIDocMentionsEveryCommand(t *testing.T) {
 	}
 	walk(a.rootCmd())
 }
+
+// TestAgentCredentialCommands rotates an agent's key and federation with
+// 'mandate agent key' and 'mandate agent federation'.
+func TestAgentCredentialCommands(t *testing.T) {
+	t.Parallel()
+	dataDir, _ := testServer(t, nil)
+	env := map[string]string{"MANDATE_DATA_DIR": dataDir}
+	mustRun(t, env, "agent", "register", "ci-bot", "--owner", "alice@example.com", "--escalation", "oncall@example.com",
+		"--key", writePublicJWK(t, "k1", false), "--federation", "https://ci.example=repo:org/old")
+
+	out := mustRun(t, env, "agent", "key", "add", "ci-bot", writePublicJWK(t, "k2", false))
+	if !strings.Contains(out, "k1 (Ed25519)") || !strings.Contains(out, "k2 (Ed25519)") {
+		t.Errorf("key add output lacks both keys:\n%s", out)
+	}
+	out = mustRun(t, env, "agent", "key", "remove", "ci-bot", "k1")
+	if strings.Contains(out, "k1 (Ed25519)") || !strings.Contains(out, "k2 (Ed25519)") {
+		t.Errorf("key remove output still lists k1 or lost k2:\n%s", out)
+	}
+	if code, _, errs := mandate(t, env, "agent", "key", "remove", "ci-bot", "k1"); code != 1 || !strings.Contains(errs, "no key with that kid") {
+		t.Errorf("removing an absent key: exit %d, stderr %q", code, errs)
+	}
+	if code, _, errs := mandate(t, env, "agent", "key", "add", "ci-bot", writePublicJWK(t, "k3", true)); code == 0 || !strings.Contains(errs, "private key") {
+		t.Errorf("adding a private key: exit %d, stderr %q", code, errs)
+	}
+
+	mustRun(t, env, "agent", "federation", "add", "ci-bot", "https://ci.example=repo:org/new")
+	out = mustRun(t, env, "agent", "federation", "remove", "ci-bot", "https://ci.example=repo:org/old", "-o", "json")
+	if strings.Contains(out, "repo:org/old") || !strings.Contains(out, "repo:org/new") {
+		t.Errorf("federation remove -o json = %s", out)
+	}
+	if code, _, errs := mandate(t, env, "agent", "federation", "add", "ci-bot", "no-equals-sign"); code != 2 || !strings.Contains(errs, "ISSUER=SUBJECT") {
+		t.Errorf("malformed federation: exit %d, stderr %q", code, errs)
+	}
+}

@@ -263,56 +263,96 @@ func (s *Service) ResumeAgent(ctx context.Context, ref, reason string) (*identit
 // an agent's key without re-registering it (add the new key, move the
 // agent to it, then remove the old one).
 func (s *Service) AddAgentKey(ctx context.Context, ref string, key jose.JSONWebKey) (*identity.Agent, error) {
-	id, err := s.AgentID(ref)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
-	}
 	if err := identity.ValidatePublicKey(key); err != nil {
 		return nil, fmt.Errorf("%w: key: %v", identity.ErrInvalid, err)
 	}
-	a, err := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
-		if _, ok := (&identity.Agent{Keys: keys}).Key(key.KeyID); ok {
-			return nil, fmt.Errorf("%w: %q", identity.ErrKeyExists, key.KeyID)
-		}
-		if len(keys) >= identity.MaxKeys {
-			return nil, fmt.Errorf("%w: at most %d keys", identity.ErrInvalid, identity.MaxKeys)
-		}
-		return append(keys, key), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("add agent key: %w", err)
-	}
-	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentKeyAdded, Agent: a.ID.String(), Details: map[string]string{"kid": key.KeyID}}); err != nil {
-		// A credential nobody can see added must not work: take it back.
-		if _, rerr := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
-			return slices.DeleteFunc(slices.Clone(keys), func(k jose.JSONWebKey) bool { return k.KeyID == key.KeyID }), nil
-		}); rerr != nil {
-			s.log.Error("unrecorded agent key could not be removed", "agent", id, "kid", key.KeyID, "err", rerr)
-		}
-		return nil, err
-	}
-	return a, nil
+	return s.changeCredentials(ctx, ref, audit.TypeAgentKeyAdded, map[string]string{"kid": key.KeyID},
+		func(c *identity.Credentials) error {
+			if _, ok := (&identity.Agent{Keys: c.Keys}).Key(key.KeyID); ok {
+				return fmt.Errorf("%w: %q", identity.ErrKeyExists, key.KeyID)
+			}
+			if len(c.Keys) >= identity.MaxKeys {
+				return fmt.Errorf("%w: at most %d keys", identity.ErrInvalid, identity.MaxKeys)
+			}
+			c.Keys = append(c.Keys, key)
+			return nil
+		})
 }
 
 // RemoveAgentKey removes one of an agent's public keys: no new client
 // assertion signed with it is accepted. Tokens already obtained with it
 // live out their short lifetime; suspend the agent to stop them at once.
 func (s *Service) RemoveAgentKey(ctx context.Context, ref, kid string) (*identity.Agent, error) {
+	return s.changeCredentials(ctx, ref, audit.TypeAgentKeyRemoved, map[string]string{"kid": kid},
+		func(c *identity.Credentials) error {
+			n := len(c.Keys)
+			c.Keys = slices.DeleteFunc(c.Keys, func(k jose.JSONWebKey) bool { return k.KeyID == kid })
+			if len(c.Keys) == n {
+				return fmt.Errorf("%w: %q", identity.ErrKeyNotFound, kid)
+			}
+			return nil
+		})
+}
+
+// AddAgentFederation makes an agent trust another external identity (an
+// issuer and subject), e.g. after a CI pipeline was renamed.
+func (s *Service) AddAgentFederation(ctx context.Context, ref string, f identity.Federation) (*identity.Agent, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return s.changeCredentials(ctx, ref, audit.TypeAgentFederationAdded, map[string]string{"issuer": f.Issuer, "subject": f.Subject},
+		func(c *identity.Credentials) error {
+			if slices.Contains(c.Federations, f) {
+				return fmt.Errorf("%w: the agent already trusts %s %q", identity.ErrFederationTaken, f.Issuer, f.Subject)
+			}
+			if len(c.Federations) >= identity.MaxFederations {
+				return fmt.Errorf("%w: at most %d federations", identity.ErrInvalid, identity.MaxFederations)
+			}
+			c.Federations = append(c.Federations, f)
+			return nil
+		})
+}
+
+// RemoveAgentFederation stops an agent trusting an external identity.
+func (s *Service) RemoveAgentFederation(ctx context.Context, ref string, f identity.Federation) (*identity.Agent, error) {
+	return s.changeCredentials(ctx, ref, audit.TypeAgentFederationRemoved, map[string]string{"issuer": f.Issuer, "subject": f.Subject},
+		func(c *identity.Credentials) error {
+			n := len(c.Federations)
+			c.Federations = slices.DeleteFunc(c.Federations, func(g identity.Federation) bool { return g == f })
+			if len(c.Federations) == n {
+				return fmt.Errorf("%w: the agent does not trust %s %q", identity.ErrNotFound, f.Issuer, f.Subject)
+			}
+			return nil
+		})
+}
+
+// changeCredentials applies change to an agent's credentials atomically
+// and records typ. If the event cannot be recorded, the previous
+// credentials are put back: a credential nobody can see added must not
+// work.
+func (s *Service) changeCredentials(ctx context.Context, ref string, typ audit.Type, details map[string]string, change func(*identity.Credentials) error) (*identity.Agent, error) {
 	id, err := s.AgentID(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", identity.ErrInvalid, err)
 	}
-	a, err := s.cfg.Agents.UpdateAgentKeys(ctx, id, s.now(), func(keys []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
-		kept := slices.DeleteFunc(slices.Clone(keys), func(k jose.JSONWebKey) bool { return k.KeyID == kid })
-		if len(kept) == len(keys) {
-			return nil, fmt.Errorf("%w: %q", identity.ErrKeyNotFound, kid)
+	var before identity.Credentials
+	a, err := s.cfg.Agents.UpdateAgentCredentials(ctx, id, s.now(), func(cur identity.Credentials) (identity.Credentials, error) {
+		before = cur
+		next := identity.Credentials{Keys: slices.Clone(cur.Keys), Federations: slices.Clone(cur.Federations)}
+		if err := change(&next); err != nil {
+			return identity.Credentials{}, err
 		}
-		return kept, nil
+		return next, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("remove agent key: %w", err)
+		return nil, fmt.Errorf("change credentials of %s: %w", id, err)
 	}
-	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentKeyRemoved, Agent: a.ID.String(), Details: map[string]string{"kid": kid}}); err != nil {
+	if err := s.record(ctx, audit.Event{Type: typ, Agent: a.ID.String(), Details: details}); err != nil {
+		if _, rerr := s.cfg.Agents.UpdateAgentCredentials(ctx, id, s.now(), func(identity.Credentials) (identity.Credentials, error) {
+			return before, nil
+		}); rerr != nil {
+			s.log.Error("unrecorded credential change could not be undone", "agent", id, "type", typ, "err", rerr)
+		}
 		return nil, err
 	}
 	return a, nil

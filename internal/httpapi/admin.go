@@ -56,6 +56,8 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/retire", h.agentTransition(h.svc.RetireAgent))
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/keys", h.addAgentKey)
 	h.mux.HandleFunc("DELETE /admin/v1/agents/{name}/keys/{kid}", h.removeAgentKey)
+	h.mux.HandleFunc("POST /admin/v1/agents/{name}/federations", h.addAgentFederation)
+	h.mux.HandleFunc("DELETE /admin/v1/agents/{name}/federations", h.removeAgentFederation)
 	h.mux.HandleFunc("POST /admin/v1/tasks", h.startTask)
 	h.mux.HandleFunc("GET /admin/v1/tasks", h.listTasks)
 	h.mux.HandleFunc("GET /admin/v1/tasks/{id}", h.getTask)
@@ -149,6 +151,37 @@ func (h *Admin) addAgentKey(w http.ResponseWriter, r *http.Request) {
 
 func (h *Admin) removeAgentKey(w http.ResponseWriter, r *http.Request) {
 	a, err := h.svc.RemoveAgentKey(r.Context(), r.PathValue("name"), r.PathValue("kid"))
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (h *Admin) addAgentFederation(w http.ResponseWriter, r *http.Request) {
+	var f identity.Federation
+	if err := decodeJSON(w, r, &f, false); err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	a, err := h.svc.AddAgentFederation(r.Context(), r.PathValue("name"), f)
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
+}
+
+// removeAgentFederation takes the federation from the query
+// (?issuer=…&subject=…): issuers are URLs and do not fit a path segment.
+func (h *Admin) removeAgentFederation(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := identity.Federation{Issuer: q.Get("issuer"), Subject: q.Get("subject")}
+	if f.Issuer == "" || f.Subject == "" {
+		writeError(w, r, h.log, fmt.Errorf("%w: issuer and subject query parameters are required", errBadRequest))
+		return
+	}
+	a, err := h.svc.RemoveAgentFederation(r.Context(), r.PathValue("name"), f)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return

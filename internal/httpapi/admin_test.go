@@ -81,6 +81,12 @@ func TestAdminAPI(t *testing.T) {
 		{name: "remove key", method: "DELETE", path: "/admin/v1/agents/bot/keys/k1", wantStatus: 200, wantInBody: `"kid":"k2"`},
 		{name: "remove unknown key", method: "DELETE", path: "/admin/v1/agents/bot/keys/k1", wantStatus: 404, wantInBody: "no key with that kid"},
 		{name: "key of unknown agent", method: "DELETE", path: "/admin/v1/agents/ghost/keys/k1", wantStatus: 404, wantInBody: "agent not found"},
+		{name: "add federation", method: "POST", path: "/admin/v1/agents/bot/federations", body: `{"issuer":"https://ci.example","subject":"repo:org/x"}`, wantStatus: 201, wantInBody: `"subject":"repo:org/x"`},
+		{name: "add federation twice", method: "POST", path: "/admin/v1/agents/bot/federations", body: `{"issuer":"https://ci.example","subject":"repo:org/x"}`, wantStatus: 409},
+		{name: "add bad federation", method: "POST", path: "/admin/v1/agents/bot/federations", body: `{"issuer":"ci.example","subject":"s"}`, wantStatus: 400, wantInBody: "absolute http(s) URL"},
+		{name: "remove federation", method: "DELETE", path: "/admin/v1/agents/bot/federations?issuer=https://ci.example&subject=repo:org/x", wantStatus: 200},
+		{name: "remove unknown federation", method: "DELETE", path: "/admin/v1/agents/bot/federations?issuer=https://ci.example&subject=repo:org/x", wantStatus: 404, wantInBody: "does not trust"},
+		{name: "remove federation without subject", method: "DELETE", path: "/admin/v1/agents/bot/federations?issuer=https://ci.example", wantStatus: 400},
 		{name: "start task", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"triage","scope":["file.read:/repo/**"]}`, wantStatus: 201, wantInBody: `"status":"active"`},
 		{name: "task bad scope", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["delete:/"]}`, wantStatus: 400, wantInBody: "unknown action"},
 		{name: "task list", method: "GET", path: "/admin/v1/tasks?agent=bot&status=active", wantStatus: 200, wantInBody: `"tasks":[{`},
@@ -128,7 +134,7 @@ func TestAdminAPI(t *testing.T) {
 	for _, e := range evs {
 		types = append(types, string(e.Type))
 	}
-	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,task.started,agent.suspended,task.revoked"; got != want {
+	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,agent.suspended,task.revoked"; got != want {
 		t.Errorf("events = %s, want %s", got, want)
 	}
 }

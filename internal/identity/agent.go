@@ -93,6 +93,12 @@ type Federation struct {
 	Subject string `json:"subject"`
 }
 
+// Credentials are what an agent can authenticate with.
+type Credentials struct {
+	Keys        []jose.JSONWebKey
+	Federations []Federation
+}
+
 // Agent is a registered workload identity.
 type Agent struct {
 	ID          ID                `json:"id"`
@@ -188,13 +194,22 @@ func (a *Agent) Validate() error {
 		return fmt.Errorf("%w: at most %d federations", ErrInvalid, MaxFederations)
 	}
 	for i, f := range a.Federations {
-		u, err := url.Parse(f.Issuer)
-		if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
-			return fmt.Errorf("%w: federations[%d]: issuer %q must be an absolute http(s) URL", ErrInvalid, i, f.Issuer)
+		if err := f.Validate(); err != nil {
+			return fmt.Errorf("federations[%d]: %w", i, err)
 		}
-		if f.Subject == "" || len(f.Subject) > MaxDescriptionLen {
-			return fmt.Errorf("%w: federations[%d]: subject is required", ErrInvalid, i)
-		}
+	}
+	return nil
+}
+
+// Validate checks that the issuer is an absolute http(s) URL and the
+// subject is present. Errors wrap ErrInvalid.
+func (f Federation) Validate() error {
+	u, err := url.Parse(f.Issuer)
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("%w: federation issuer %q must be an absolute http(s) URL", ErrInvalid, f.Issuer)
+	}
+	if f.Subject == "" || len(f.Subject) > MaxDescriptionLen {
+		return fmt.Errorf("%w: federation subject is required (at most %d bytes)", ErrInvalid, MaxDescriptionLen)
 	}
 	return nil
 }
@@ -255,12 +270,14 @@ type Store interface {
 	FindFederated(ctx context.Context, issuer, subject string) (*Agent, error)
 	// ListAgents returns the agents matching f, ordered by ID.
 	ListAgents(ctx context.Context, f Filter) ([]*Agent, error)
-	// UpdateAgentKeys replaces an agent's public keys with what update
-	// returns given the current ones, and sets UpdatedAt, atomically: no
-	// concurrent change can be lost between the read and the write. An
-	// error from update aborts the change and is returned as is (wrapped).
-	// It returns the updated agent, or ErrNotFound.
-	UpdateAgentKeys(ctx context.Context, id ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*Agent, error)
+	// UpdateAgentCredentials replaces an agent's credentials (public keys
+	// and federations) with what update returns given the current ones,
+	// and sets UpdatedAt, atomically: no concurrent change can be lost
+	// between the read and the write. An error from update aborts the
+	// change and is returned (wrapped). It returns the updated agent,
+	// ErrNotFound, or ErrFederationTaken if a new federation is bound to
+	// another agent.
+	UpdateAgentCredentials(ctx context.Context, id ID, at time.Time, update func(Credentials) (Credentials, error)) (*Agent, error)
 	// SetAgentStatus changes an agent's status and UpdatedAt and returns
 	// the updated agent, or ErrNotFound.
 	SetAgentStatus(ctx context.Context, id ID, status Status, at time.Time) (*Agent, error)

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
@@ -298,18 +296,18 @@ func (m *memStore) InactiveTaskIDs(_ context.Context, now time.Time) ([]task.ID,
 	return ids, nil
 }
 
-func (m *memStore) UpdateAgentKeys(_ context.Context, id identity.ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*identity.Agent, error) {
+func (m *memStore) UpdateAgentCredentials(_ context.Context, id identity.ID, at time.Time, update func(identity.Credentials) (identity.Credentials, error)) (*identity.Agent, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	a, ok := m.agents[id]
 	if !ok {
 		return nil, identity.ErrNotFound
 	}
-	keys, err := update(a.Keys)
+	c, err := update(identity.Credentials{Keys: a.Keys, Federations: a.Federations})
 	if err != nil {
 		return nil, err
 	}
-	a.Keys, a.UpdatedAt = keys, at
+	a.Keys, a.Federations, a.UpdatedAt = c.Keys, c.Federations, at
 	cp := *a
 	return &cp, nil
 }

@@ -66,17 +66,7 @@ func (db *DB) createAgent(ctx context.Context, a *identity.Agent) error {
 		if err != nil {
 			return err
 		}
-		for i, f := range a.Federations {
-			_, err := tx.ExecContext(ctx, `INSERT INTO agent_federations (issuer, subject, agent_id, position) VALUES (?, ?, ?, ?)`,
-				f.Issuer, f.Subject, id, i)
-			if isUnique(err) {
-				return fmt.Errorf("%w: issuer %s subject %q", identity.ErrFederationTaken, f.Issuer, f.Subject)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return insertFederations(ctx, tx, id, a.Federations)
 	})
 }
 
@@ -217,8 +207,8 @@ func (db *DB) SetAgentStatus(ctx context.Context, id identity.ID, status identit
 	return a, nil
 }
 
-// UpdateAgentKeys implements identity.Store.
-func (db *DB) UpdateAgentKeys(ctx context.Context, id identity.ID, at time.Time, update func([]jose.JSONWebKey) ([]jose.JSONWebKey, error)) (*identity.Agent, error) {
+// UpdateAgentCredentials implements identity.Store.
+func (db *DB) UpdateAgentCredentials(ctx context.Context, id identity.ID, at time.Time, update func(identity.Credentials) (identity.Credentials, error)) (*identity.Agent, error) {
 	var a *identity.Agent
 	err := checkTimes(at)
 	if err != nil {
@@ -229,13 +219,13 @@ func (db *DB) UpdateAgentKeys(ctx context.Context, id identity.ID, at time.Time,
 			if err != nil {
 				return err
 			}
-			keys, err := update(cur.Keys)
+			creds, err := update(identity.Credentials{Keys: cur.Keys, Federations: cur.Federations})
 			if err != nil {
 				return err
 			}
 			var encoded string
-			if len(keys) > 0 {
-				b, err := json.Marshal(keys)
+			if len(creds.Keys) > 0 {
+				b, err := json.Marshal(creds.Keys)
 				if err != nil {
 					return fmt.Errorf("%w: keys: %v", identity.ErrInvalid, err)
 				}
@@ -245,14 +235,35 @@ func (db *DB) UpdateAgentKeys(ctx context.Context, id identity.ID, at time.Time,
 				nullString(encoded), timeArg(at), id.String()); err != nil {
 				return err
 			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM agent_federations WHERE agent_id = ?`, id.String()); err != nil {
+				return err
+			}
+			if err := insertFederations(ctx, tx, id.String(), creds.Federations); err != nil {
+				return err
+			}
 			a, err = getAgent(ctx, tx, id.String())
 			return err
 		})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: update agent keys: %w", err)
+		return nil, fmt.Errorf("sqlite: update agent credentials: %w", err)
 	}
 	return a, nil
+}
+
+// insertFederations binds federations to agent id, in order.
+func insertFederations(ctx context.Context, tx *sql.Tx, id string, feds []identity.Federation) error {
+	for i, f := range feds {
+		_, err := tx.ExecContext(ctx, `INSERT INTO agent_federations (issuer, subject, agent_id, position) VALUES (?, ?, ?, ?)`,
+			f.Issuer, f.Subject, id, i)
+		if isUnique(err) {
+			return fmt.Errorf("%w: issuer %s subject %q", identity.ErrFederationTaken, f.Issuer, f.Subject)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // getAgent reads one agent and its federations.

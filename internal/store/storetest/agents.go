@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mandatehq/mandate/internal/identity"
@@ -258,49 +257,73 @@ func testAgents(t *testing.T, open OpenFunc) {
 		}
 	})
 
-	t.Run("UpdateKeys", func(t *testing.T) {
+	t.Run("UpdateCredentials", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
-		a := newAgent("rotator")
+		a, other := newAgent("rotator"), newAgent("other")
 		keys := publicKeys(t)
 		a.Keys = keys[:1]
 		a.Federations = []identity.Federation{{Issuer: "https://issuer.example", Subject: "rotator"}}
-		mustCreateAgents(t, s, a)
+		other.Federations = []identity.Federation{{Issuer: "https://issuer.example", Subject: "other"}}
+		mustCreateAgents(t, s, a, other)
 
-		got, err := s.UpdateAgentKeys(t.Context(), a.ID, at(time.Minute), func(cur []jose.JSONWebKey) ([]jose.JSONWebKey, error) {
-			if len(cur) != 1 || cur[0].KeyID != keys[0].KeyID {
-				t.Errorf("update saw keys %v, want the stored one", cur)
+		moved := identity.Federation{Issuer: "https://issuer.example", Subject: "rotator-renamed"}
+		got, err := s.UpdateAgentCredentials(t.Context(), a.ID, at(time.Minute), func(cur identity.Credentials) (identity.Credentials, error) {
+			if len(cur.Keys) != 1 || cur.Keys[0].KeyID != keys[0].KeyID || len(cur.Federations) != 1 {
+				t.Errorf("update saw %+v, want the stored credentials", cur)
 			}
-			return append(cur, keys[1]), nil
+			return identity.Credentials{Keys: append(cur.Keys, keys[1]), Federations: []identity.Federation{moved}}, nil
 		})
 		if err != nil {
-			t.Fatalf("UpdateAgentKeys(add) = %v", err)
+			t.Fatalf("UpdateAgentCredentials = %v", err)
 		}
 		want := *a
-		want.Keys, want.UpdatedAt = keys, at(time.Minute)
+		want.Keys, want.Federations, want.UpdatedAt = keys, []identity.Federation{moved}, at(time.Minute)
 		if diff := cmp.Diff(&want, got, cmpOpts); diff != "" {
-			t.Errorf("UpdateAgentKeys(add) returned (-want +got):\n%s", diff)
+			t.Errorf("UpdateAgentCredentials returned (-want +got):\n%s", diff)
 		}
 		if stored, _ := s.GetAgent(t.Context(), a.ID); !cmp.Equal(&want, stored, cmpOpts) {
-			t.Errorf("GetAgent after UpdateAgentKeys = %+v", stored)
+			t.Errorf("GetAgent after UpdateAgentCredentials = %+v", stored)
+		}
+		if _, err := s.FindFederated(t.Context(), "https://issuer.example", "rotator"); !errors.Is(err, identity.ErrNotFound) {
+			t.Errorf("FindFederated(old subject) = %v, want ErrNotFound", err)
+		}
+		if f, err := s.FindFederated(t.Context(), moved.Issuer, moved.Subject); err != nil || f.ID != a.ID {
+			t.Errorf("FindFederated(new subject) = %v, %v; want %s", f, err, a.ID)
 		}
 
-		refused := errors.New("refused by the caller")
-		if _, err := s.UpdateAgentKeys(t.Context(), a.ID, at(2*time.Minute), func([]jose.JSONWebKey) ([]jose.JSONWebKey, error) {
-			return nil, refused
-		}); !errors.Is(err, refused) {
-			t.Errorf("UpdateAgentKeys(refusing update) = %v, want the update's error", err)
-		}
-		if stored, _ := s.GetAgent(t.Context(), a.ID); !cmp.Equal(&want, stored, cmpOpts) {
-			t.Errorf("a refused update changed the agent: %+v", stored)
+		for name, update := range map[string]func(identity.Credentials) (identity.Credentials, error){
+			"taken federation": func(c identity.Credentials) (identity.Credentials, error) {
+				c.Federations = append(c.Federations, other.Federations[0])
+				return c, nil
+			},
+			"refusing update": func(identity.Credentials) (identity.Credentials, error) {
+				return identity.Credentials{}, errRefused
+			},
+		} {
+			_, err := s.UpdateAgentCredentials(t.Context(), a.ID, at(2*time.Minute), update)
+			if err == nil {
+				t.Errorf("%s: UpdateAgentCredentials = nil, want an error", name)
+			}
+			if name == "taken federation" && !errors.Is(err, identity.ErrFederationTaken) || name == "refusing update" && !errors.Is(err, errRefused) {
+				t.Errorf("%s: UpdateAgentCredentials = %v", name, err)
+			}
+			if stored, _ := s.GetAgent(t.Context(), a.ID); !cmp.Equal(&want, stored, cmpOpts) {
+				t.Errorf("%s: a refused update changed the agent: %+v", name, stored)
+			}
 		}
 
-		got, err = s.UpdateAgentKeys(t.Context(), a.ID, at(3*time.Minute), func([]jose.JSONWebKey) ([]jose.JSONWebKey, error) { return nil, nil })
-		if err != nil || len(got.Keys) != 0 || len(got.Federations) != 1 {
-			t.Errorf("UpdateAgentKeys(remove all) = %+v, %v; want no keys, federation kept", got, err)
+		got, err = s.UpdateAgentCredentials(t.Context(), a.ID, at(3*time.Minute), func(identity.Credentials) (identity.Credentials, error) {
+			return identity.Credentials{}, nil
+		})
+		if err != nil || len(got.Keys) != 0 || len(got.Federations) != 0 {
+			t.Errorf("UpdateAgentCredentials(remove all) = %+v, %v; want no credentials", got, err)
 		}
-		if _, err := s.UpdateAgentKeys(t.Context(), agentID("absent"), t0, func(k []jose.JSONWebKey) ([]jose.JSONWebKey, error) { return k, nil }); !errors.Is(err, identity.ErrNotFound) {
-			t.Errorf("UpdateAgentKeys(absent) = %v, want ErrNotFound", err)
+		if _, err := s.UpdateAgentCredentials(t.Context(), agentID("absent"), t0, func(c identity.Credentials) (identity.Credentials, error) { return c, nil }); !errors.Is(err, identity.ErrNotFound) {
+			t.Errorf("UpdateAgentCredentials(absent) = %v, want ErrNotFound", err)
 		}
 	})
 }
+
+// errRefused is an update function's own error.
+var errRefused = errors.New("refused by the caller")
