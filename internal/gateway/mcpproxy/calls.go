@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 	"time"
@@ -101,34 +102,46 @@ func RiskOf(a *mcp.ToolAnnotations) Risk {
 	}
 }
 
+// listUpstream collects every item (all pages) that list yields from u,
+// within one upstream call. On a per-upstream endpoint a failing upstream
+// is the caller's error; on the aggregated endpoint it is skipped
+// (ok=false, err=nil) so the others still answer.
+func listUpstream[T any](ctx context.Context, s *session, u *upConn, list func(context.Context, *mcp.ClientSession) iter.Seq2[T, error]) (items []T, ok bool, err error) {
+	cs, err := u.get(ctx)
+	if err == nil {
+		err = u.call(ctx, cs, func(ctx context.Context) error {
+			items = items[:0]
+			for item, err := range list(ctx, cs) {
+				if err != nil {
+					return err
+				}
+				items = append(items, item)
+			}
+			return nil
+		})
+	}
+	switch {
+	case err == nil:
+		return items, true, nil
+	case s.upstream != "":
+		return nil, false, s.gw.errorFor(err, u.cfg.Name)
+	}
+	return nil, false, nil
+}
+
 // refreshTools lists every upstream's tools, pinning new definitions and
 // quarantining changed ones.
 func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, error) {
 	out := map[string]*toolEntry{}
 	bare := map[string][]string{}
 	for _, u := range s.ups {
-		cs, err := u.get(ctx)
-		if err != nil {
-			if s.upstream != "" {
-				return nil, s.gw.errorFor(err, u.cfg.Name)
-			}
-			continue
-		}
-		var tools []*mcp.Tool
-		err = u.call(ctx, cs, func(ctx context.Context) error {
-			tools = tools[:0]
-			for t, err := range cs.Tools(ctx, nil) {
-				if err != nil {
-					return err
-				}
-				tools = append(tools, t)
-			}
-			return nil
+		tools, ok, err := listUpstream(ctx, s, u, func(ctx context.Context, cs *mcp.ClientSession) iter.Seq2[*mcp.Tool, error] {
+			return cs.Tools(ctx, nil)
 		})
 		if err != nil {
-			if s.upstream != "" {
-				return nil, s.gw.errorFor(err, u.cfg.Name)
-			}
+			return nil, err
+		}
+		if !ok {
 			continue
 		}
 		for _, t := range tools {
@@ -593,27 +606,13 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
 	idx := map[string]*promptEntry{}
 	for _, u := range s.ups {
-		cs, err := u.get(ctx)
-		if err != nil {
-			if s.upstream != "" {
-				return nil, s.gw.errorFor(err, u.cfg.Name)
-			}
-			continue
-		}
-		var ps []*mcp.Prompt
-		err = u.call(ctx, cs, func(ctx context.Context) error {
-			for p, err := range cs.Prompts(ctx, nil) {
-				if err != nil {
-					return err
-				}
-				ps = append(ps, p)
-			}
-			return nil
+		ps, ok, err := listUpstream(ctx, s, u, func(ctx context.Context, cs *mcp.ClientSession) iter.Seq2[*mcp.Prompt, error] {
+			return cs.Prompts(ctx, nil)
 		})
 		if err != nil {
-			if s.upstream != "" {
-				return nil, s.gw.errorFor(err, u.cfg.Name)
-			}
+			return nil, err
+		}
+		if !ok {
 			continue
 		}
 		for _, p := range ps {

@@ -516,21 +516,20 @@ func (s *session) exposed(u *upConn, name string) string {
 }
 
 func (s *session) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
-	u, err := s.resourceUpstream(ctx, r.Params.URI)
-	if err != nil {
-		return err
-	}
-	cs, err := u.get(ctx)
-	if err != nil {
-		return s.gw.errorFor(err, u.cfg.Name)
-	}
-	return s.gw.errorFor(u.call(ctx, cs, func(ctx context.Context) error {
+	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, cs *mcp.ClientSession) error {
 		return cs.Subscribe(ctx, &mcp.SubscribeParams{Meta: r.Params.Meta, URI: r.Params.URI})
-	}), u.cfg.Name)
+	})
 }
 
 func (s *session) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) error {
-	u, err := s.resourceUpstream(ctx, r.Params.URI)
+	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, cs *mcp.ClientSession) error {
+		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{Meta: r.Params.Meta, URI: r.Params.URI})
+	})
+}
+
+// onResourceUpstream runs f on the session of the upstream serving uri.
+func (s *session) onResourceUpstream(ctx context.Context, uri string, f func(context.Context, *mcp.ClientSession) error) error {
+	u, err := s.resourceUpstream(ctx, uri)
 	if err != nil {
 		return err
 	}
@@ -538,9 +537,7 @@ func (s *session) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) er
 	if err != nil {
 		return s.gw.errorFor(err, u.cfg.Name)
 	}
-	return s.gw.errorFor(u.call(ctx, cs, func(ctx context.Context) error {
-		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{Meta: r.Params.Meta, URI: r.Params.URI})
-	}), u.cfg.Name)
+	return s.gw.errorFor(u.call(ctx, cs, func(ctx context.Context) error { return f(ctx, cs) }), u.cfg.Name)
 }
 
 func (s *session) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
