@@ -223,49 +223,65 @@ func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, pre
 	}
 }
 
+// outcomeFunc records a governed call's outcome (toolError: a tools/call
+// result with isError) and returns err.
+type outcomeFunc func(toolError bool, err error) error
+
+// admitTool resolves a tools/call's tool and admits the call: the tool
+// must be known, unambiguous and approved, and the call allowed (govern).
+// It returns the tool and the function that records the call's outcome,
+// or the JSON-RPC error to answer with. Both relay paths use it.
+func (s *session) admitTool(ctx context.Context, a *authed, name string, args json.RawMessage) (*toolEntry, outcomeFunc, error) {
+	if args != nil && !isObject(args) {
+		return nil, nil, invalidParams("tool arguments must be a JSON object")
+	}
+	s.mu.Lock()
+	e := s.tools[name]
+	known := s.tools != nil
+	s.mu.Unlock()
+	if e == nil && !known {
+		tools, err := s.refreshTools(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		e = tools[name]
+	}
+	if e == nil {
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionToolCall, Name: name, Resource: name, Arguments: args}, "unknown tool")
+		return nil, nil, invalidParams("unknown tool %q", name)
+	}
+	switch {
+	case e.status == PinCollision:
+		s.gw.refused(ctx, s, s.toolRequest(a, e, args, false), "tool name is ambiguous across upstreams")
+		return nil, nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", name)
+	case !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest):
+		// Checked at call time: the pin may have changed (or been
+		// approved) since the list.
+		s.gw.refused(ctx, s, s.toolRequest(a, e, args, false), "tool is quarantined: its definition changed since it was approved")
+		return nil, nil, s.quarantined(name, e.digest)
+	}
+	done, err := s.gw.govern(ctx, s, s.toolRequest(a, e, args, false))
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, done, nil
+}
+
+// callTool is the SDK path of tools/call (stdio upstreams).
 func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.Result, error) {
 	a := principalFrom(req.Extra)
 	if a == nil {
 		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
 	}
 	p := req.Params
-	if p.Arguments != nil && !isObject(p.Arguments) {
-		return nil, invalidParams("tool arguments must be a JSON object")
-	}
-	s.mu.Lock()
-	e := s.tools[p.Name]
-	known := s.tools != nil
-	s.mu.Unlock()
-	if e == nil && !known {
-		tools, err := s.refreshTools(ctx)
-		if err != nil {
-			return nil, err
-		}
-		e = tools[p.Name]
-	}
-	if e == nil {
-		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionToolCall, Name: p.Name, Resource: p.Name, Arguments: p.Arguments}, "unknown tool")
-		return nil, invalidParams("unknown tool %q", p.Name)
-	}
-	switch {
-	case e.status == PinCollision:
-		s.gw.refused(ctx, s, s.toolRequest(a, e, p.Arguments, false), "tool name is ambiguous across upstreams")
-		return nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", p.Name)
-	case !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest):
-		// Checked at call time: the pin may have changed (or been
-		// approved) since the list.
-		s.gw.refused(ctx, s, s.toolRequest(a, e, p.Arguments, false), "tool is quarantined: its definition changed since it was approved")
-		return nil, s.quarantined(p.Name, e.digest)
-	}
-	r := s.toolRequest(a, e, p.Arguments, false)
-	done, err := s.gw.govern(ctx, s, r)
+	e, done, err := s.admitTool(ctx, a, p.Name, p.Arguments)
 	if err != nil {
 		return nil, err
 	}
 	defer s.track(ctx, progressToken(p.Meta))()
 	cs, err := e.up.get(ctx)
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, e.up.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
 	args := any(p.Arguments)
 	if p.Arguments == nil {
@@ -277,9 +293,9 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 		return err
 	})
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, e.up.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
-	return res, done(res, s.gw.checkSize(res))
+	return res, done(res.IsError, s.gw.checkSize(res))
 }
 
 func (s *session) quarantined(name, digest string) error {
@@ -313,7 +329,7 @@ func (g *Gateway) checkSize(res mcp.Result) error {
 // govern decides r (rate limits, budget, decider, approval), records the
 // decision, and returns a function that records the outcome. The error is
 // the JSON-RPC error to send when the call may not proceed.
-func (g *Gateway) govern(ctx context.Context, s *session, r Request) (func(mcp.Result, error) error, error) {
+func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFunc, error) {
 	ev := g.event(s, r)
 	deny := func(code int64, msg string, d errorData) error {
 		ev.Decision = audit.DecisionDeny
@@ -376,7 +392,7 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (func(mcp.R
 		}
 	}
 	start := time.Now()
-	return func(res mcp.Result, err error) error {
+	return func(toolError bool, err error) error {
 		out := ev
 		out.Type = audit.TypeMCPResult
 		out.Time = time.Time{}
@@ -386,7 +402,7 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (func(mcp.R
 		case err != nil:
 			out.Details["outcome"] = "error"
 			out.Reason = err.Error()
-		case isToolError(res):
+		case toolError:
 			out.Details["outcome"] = "tool_error"
 		default:
 			out.Details["outcome"] = "ok"
@@ -409,11 +425,6 @@ func (g *Gateway) refused(ctx context.Context, s *session, r Request, reason str
 	if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
 		g.log.Error("audit record failed", "err", err)
 	}
-}
-
-func isToolError(res mcp.Result) bool {
-	r, ok := res.(*mcp.CallToolResult)
-	return ok && r.IsError
 }
 
 func orDefault(s, d string) string {
@@ -562,27 +573,37 @@ func (s *session) resourceUpstream(ctx context.Context, uri string) (*upConn, er
 	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("resource %q is not known on the aggregated endpoint; list resources first or use an upstream's endpoint", uri)}
 }
 
-func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (mcp.Result, error) {
-	a := principalFrom(req.Extra)
-	if a == nil {
-		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
-	}
-	uri := req.Params.URI
+// admitResource admits a resources/read: it finds the upstream serving
+// uri and governs the read.
+func (s *session) admitResource(ctx context.Context, a *authed, uri string) (*upConn, outcomeFunc, error) {
 	u, err := s.resourceUpstream(ctx, uri)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionResourceRead,
 		Upstream: u.cfg.Name, Name: uri, Resource: uri, Risk: RiskRead,
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	return u, done, nil
+}
+
+// readResource is the SDK path of resources/read (stdio upstreams).
+func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	u, done, err := s.admitResource(ctx, a, req.Params.URI)
+	if err != nil {
 		return nil, err
 	}
 	defer s.track(ctx, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	var res *mcp.ReadResourceResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
@@ -590,9 +611,9 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 		return err
 	})
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	return res, done(res, s.gw.checkSize(res))
+	return res, done(false, s.gw.checkSize(res))
 }
 
 func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) (mcp.Result, error) {
@@ -639,30 +660,41 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 	return res, nil
 }
 
-func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp.Result, error) {
-	a := principalFrom(req.Extra)
-	if a == nil {
-		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
-	}
-	u, name, ok := s.split(req.Params.Name)
+// admitPrompt admits a prompts/get of the prompt exposed as exposed: it
+// returns the upstream, the prompt's name there and the outcome recorder.
+func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, arguments map[string]string) (*upConn, string, outcomeFunc, error) {
+	u, name, ok := s.split(exposed)
 	if !ok {
-		return nil, invalidParams("unknown prompt %q", req.Params.Name)
+		return nil, "", nil, invalidParams("unknown prompt %q", exposed)
 	}
-	args, _ := json.Marshal(req.Params.Arguments)
-	if req.Params.Arguments == nil {
-		args = nil
+	var args json.RawMessage
+	if arguments != nil {
+		args, _ = json.Marshal(arguments)
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,
 		Name: name, Resource: u.cfg.Name + "/" + name, Arguments: args, Risk: RiskRead,
 	})
 	if err != nil {
+		return nil, "", nil, err
+	}
+	return u, name, done, nil
+}
+
+// getPrompt is the SDK path of prompts/get (stdio upstreams).
+func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp.Result, error) {
+	a := principalFrom(req.Extra)
+	if a == nil {
+		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
+	}
+	u, name, done, err := s.admitPrompt(ctx, a, req.Params.Name, req.Params.Arguments)
+	if err != nil {
 		return nil, err
 	}
 	defer s.track(ctx, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	p := *req.Params
 	p.Name = name
@@ -672,7 +704,7 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 		return err
 	})
 	if err != nil {
-		return nil, done(nil, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	return res, done(res, s.gw.checkSize(res))
+	return res, done(false, s.gw.checkSize(res))
 }

@@ -56,6 +56,9 @@ type Principal struct {
 	TokenID string
 }
 
+// owner identifies the task and agent a session belongs to.
+func (p *Principal) owner() string { return p.Task + " " + p.Agent }
+
 // Authenticator verifies a downstream credential. It returns an error
 // wrapping ErrUnauthenticated when the credential is missing, malformed,
 // expired, revoked or not bound as it must be; the gateway answers such

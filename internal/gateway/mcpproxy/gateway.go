@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -123,11 +124,15 @@ type Gateway struct {
 	lim      *limiter
 	handler  http.Handler
 	httpc    *http.Client
+	clients  map[string]*http.Client // per HTTP upstream, with its headers
+	relaySeq atomic.Uint64
+	proto    *mcp.Server // answers the SDK's per-request questions (see routes)
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	byID     map[string]*session // initialized sessions by downstream session id
 }
 
 // New builds a gateway. It does not contact upstreams: each downstream
@@ -148,7 +153,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Pins == nil {
 		cfg.Pins = NewMemoryPins()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, sessions: map[*session]struct{}{}}
+	g := &Gateway{
+		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, clients: map[string]*http.Client{},
+		sessions: map[*session]struct{}{}, byID: map[string]*session{},
+	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
 		if err := u.Validate(); err != nil {
@@ -167,11 +175,49 @@ func New(cfg Config) (*Gateway, error) {
 			MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: false,
 		}}
 	}
+	for n, u := range g.ups {
+		if u.URL != "" {
+			g.clients[n] = g.upstreamHTTP(u)
+		}
+	}
 	g.pins = &pinner{store: cfg.Pins, audit: cfg.Audit, log: g.log, cache: map[pinKey]*Pin{}}
 	g.lim = newLimiter(cfg.Limits)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.proto = mcp.NewServer(&mcp.Implementation{Name: "mandate", Version: "1"}, nil)
 	g.handler = g.routes()
+	g.wg.Add(1)
+	go g.closeIdle()
 	return g, nil
+}
+
+// closeIdle closes sessions that have had no request for longer than the
+// session timeout, until the gateway closes. (The gateway keeps time
+// itself: calls on the raw relay never reach the SDK's handler, whose own
+// idle timer would close sessions in the middle of their work.)
+func (g *Gateway) closeIdle() {
+	defer g.wg.Done()
+	d := g.cfg.Limits.SessionTimeout
+	t := time.NewTicker(min(max(d/4, 10*time.Millisecond), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			g.mu.Lock()
+			var idle []*session
+			for s := range g.sessions {
+				if s.idle(now, d) {
+					idle = append(idle, s)
+				}
+			}
+			g.mu.Unlock()
+			for _, s := range idle {
+				g.log.Debug("closing idle MCP session", "endpoint", s.endpoint)
+				s.close()
+			}
+		}
+	}
 }
 
 // Upstreams returns the configured upstream names, sorted.
@@ -230,13 +276,17 @@ func (g *Gateway) routes() http.Handler {
 		mux.Handle("GET "+metaPath, auth.ProtectedResourceMetadataHandler(md))
 		mux.Handle("OPTIONS "+metaPath, auth.ProtectedResourceMetadataHandler(md))
 		h := mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
-			return g.newSession(upstream, resource).server
+			if r.Header.Get("Mcp-Session-Id") != "" {
+				// The SDK asks on every request; only a request without
+				// a session can start one.
+				return g.proto
+			}
+			return g.newSession(upstream, path).server
 		}, &mcp.StreamableHTTPOptions{
 			MaxRequestBodyBytes: g.cfg.Limits.MaxMessageBytes,
-			SessionTimeout:      g.cfg.Limits.SessionTimeout,
 			Logger:              g.log,
 		})
-		mux.Handle(path, g.authenticate(g.cfg.PublicURL+metaPath, h))
+		mux.Handle(path, g.authenticate(g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
 	}
 	mount(g.cfg.BasePath, "")
 	for _, n := range g.names {
@@ -247,21 +297,37 @@ func (g *Gateway) routes() http.Handler {
 
 type principalKey struct{}
 
-// authenticate verifies the credential of every request (Bearer or DPoP),
-// answering 401 with an RFC 9728 challenge when it is missing or invalid.
-// The principal reaches MCP handlers through the SDK's TokenInfo, whose
-// UserID (task and agent) also binds each session to its task.
-func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handler {
+// sdkAuth hands the principal that authenticate established to the SDK's
+// handler, as the SDK's TokenInfo, whose UserID (task and agent) also binds
+// each session to its task.
+func (g *Gateway) sdkAuth(metadataURL string, next http.Handler) http.Handler {
 	inner := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
 		p, _ := ctx.Value(principalKey{}).(*authed)
 		if p == nil {
 			return nil, auth.ErrInvalidToken
 		}
 		return &auth.TokenInfo{
-			UserID: p.p.Task + " " + p.p.Agent, Expiration: p.p.Expiry,
+			UserID: p.p.owner(), Expiration: p.p.Expiry,
 			Extra: map[string]any{extraPrincipal: p},
 		}, nil
-	}, &auth.RequireBearerTokenOptions{ResourceMetadataURL: metadataURL})
+	}, &auth.RequireBearerTokenOptions{ResourceMetadataURL: metadataURL})(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, _ := r.Context().Value(principalKey{}).(*authed)
+		if a == nil {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		// The SDK's bearer middleware only understands the Bearer scheme.
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+a.cred.Token)
+		inner.ServeHTTP(w, r)
+	})
+}
+
+// authenticate verifies the credential of every request (Bearer or DPoP),
+// answering 401 with an RFC 9728 challenge when it is missing or invalid,
+// and passes the principal on in the request's context.
+func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, ok := credentialFrom(r, g.cfg.PublicURL)
 		var p *Principal
@@ -285,11 +351,7 @@ func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handl
 			http.Error(w, msg+": "+publicAuthError(err), http.StatusUnauthorized)
 			return
 		}
-		// The SDK's bearer middleware carries the principal into the
-		// session; it only understands the Bearer scheme.
-		r2 := r.Clone(context.WithValue(r.Context(), principalKey{}, &authed{p: p, cred: cred}))
-		r2.Header.Set("Authorization", "Bearer "+cred.Token)
-		inner(next).ServeHTTP(w, r2)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, &authed{p: p, cred: cred})))
 	})
 }
 

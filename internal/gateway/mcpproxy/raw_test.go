@@ -40,11 +40,12 @@ func TestRawJSONRPC(t *testing.T) {
 		status     int
 		want       string
 	}{
-		{"malformed", `{"jsonrpc":`, 400, ""},
-		// The SDK's transport refuses these before they reach a handler,
-		// as it does in front of any Go SDK server.
-		{"unknown method", `{"jsonrpc":"2.0","id":2,"method":"tools/destroy"}`, 400, `"tools/destroy" unsupported`},
-		{"call without params", `{"jsonrpc":"2.0","id":3,"method":"tools/call"}`, 400, `missing required "params"`},
+		{"malformed", `{"jsonrpc":`, 400, `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,`},
+		{"not JSON-RPC 2.0", `{"id":7,"method":"ping"}`, 400, `"id":7,"error":{"code":-32600,`},
+		{"neither request nor response", `{"jsonrpc":"2.0","id":8}`, 400, `"code":-32600`},
+		{"unknown method", `{"jsonrpc":"2.0","id":2,"method":"tools/destroy"}`, 200, `{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"method not found: \"tools/destroy\"`},
+		{"unknown notification", `{"jsonrpc":"2.0","method":"notifications/destroy"}`, 400, `"code":-32601`},
+		{"call without params", `{"jsonrpc":"2.0","id":3,"method":"tools/call"}`, 200, `"id":3,"error":{"code":-32602,"message":"tools/call needs params with a tool name"`},
 		{"unknown tool", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope"}}`, 200, `unknown tool`},
 		{"arguments not an object", `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":"x"}}`, 200, `"code":-32602`},
 	} {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -31,10 +32,21 @@ const NamespaceSep = "__"
 type session struct {
 	gw       *Gateway
 	upstream string // "" for the aggregated endpoint
+	endpoint string // the endpoint's path
 	resource string
 	server   *mcp.Server
 	ups      []*upConn
 	byName   map[string]*upConn
+
+	// Set when the session is initialized: the downstream session's id,
+	// the negotiated protocol version, and the principal (task and agent)
+	// the session belongs to.
+	id, version, owner string
+	// busy counts the session's requests in flight; lastUsed is when the
+	// last one ended (unix nanoseconds). The gateway closes sessions idle
+	// for longer than Limits.SessionTimeout.
+	busy     atomic.Int64
+	lastUsed atomic.Int64
 
 	mu         sync.Mutex
 	ss         *mcp.ServerSession
@@ -44,6 +56,8 @@ type session struct {
 	tools      map[string]*toolEntry
 	prompts    map[string]*promptEntry
 	resources  map[string]*upConn
+	raw        map[string]*rawCall        // raw-relayed calls by downstream id
+	relayed    map[string]*relayedRequest // upstream requests relayed downstream, by relay id
 }
 
 type inflight struct {
@@ -64,8 +78,8 @@ type promptEntry struct {
 	name string
 }
 
-func (g *Gateway) newSession(upstream, resource string) *session {
-	s := &session{gw: g, upstream: upstream, resource: resource, byName: map[string]*upConn{}}
+func (g *Gateway) newSession(upstream, endpoint string) *session {
+	s := &session{gw: g, upstream: upstream, endpoint: endpoint, resource: g.cfg.PublicURL + endpoint, byName: map[string]*upConn{}}
 	names := g.names
 	if upstream != "" {
 		names = []string{upstream}
@@ -163,6 +177,10 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 		return nil, err
 	}
 	r := res.(*mcp.InitializeResult)
+	var owner string
+	if a := principalFrom(req.GetExtra()); a != nil {
+		owner = a.p.owner()
+	}
 	if s.upstream != "" {
 		up := inits[0]
 		r.Capabilities = up.Capabilities
@@ -181,6 +199,13 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "gateway is shutting down"}
 	}
 	s.gw.sessions[s] = struct{}{}
+	s.mu.Lock()
+	s.id, s.version, s.owner = ss.ID(), r.ProtocolVersion, owner
+	s.mu.Unlock()
+	s.lastUsed.Store(time.Now().UnixNano())
+	if s.id != "" {
+		s.gw.byID[s.id] = s
+	}
 	s.gw.wg.Add(1)
 	s.gw.mu.Unlock()
 	go func() {
@@ -270,6 +295,7 @@ func (s *session) abort() {
 	for _, u := range s.ups {
 		u.close()
 	}
+	s.unregister()
 }
 
 // close ends the session and its upstream sessions; it is idempotent.
@@ -288,9 +314,51 @@ func (s *session) close() {
 	if ss != nil {
 		_ = ss.Close()
 	}
+	s.unregister()
+}
+
+// unregister forgets an ended session.
+func (s *session) unregister() {
 	s.gw.mu.Lock()
 	delete(s.gw.sessions, s)
+	if s.id != "" && s.gw.byID[s.id] == s {
+		delete(s.gw.byID, s.id)
+	}
 	s.gw.mu.Unlock()
+}
+
+// lookupSession returns the initialized session with the given id on the
+// endpoint, or nil.
+func (g *Gateway) lookupSession(endpoint, id string) *session {
+	if id == "" {
+		return nil
+	}
+	g.mu.Lock()
+	s := g.byID[id]
+	g.mu.Unlock()
+	if s == nil || s.endpoint != endpoint {
+		return nil
+	}
+	return s
+}
+
+// ownedBy reports whether the session belongs to p's task and agent.
+func (s *session) ownedBy(p *Principal) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && s.owner != "" && s.owner == p.owner()
+}
+
+// begin and end bracket each request on the session.
+func (s *session) begin() { s.busy.Add(1) }
+func (s *session) end() {
+	s.lastUsed.Store(time.Now().UnixNano())
+	s.busy.Add(-1)
+}
+
+// idle reports whether the session has had no request for longer than d.
+func (s *session) idle(now time.Time, d time.Duration) bool {
+	return s.busy.Load() == 0 && now.Sub(time.Unix(0, s.lastUsed.Load())) > d
 }
 
 // clientOptions are the options of the client that speaks to upstream u:

@@ -1,0 +1,156 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+)
+
+// front is what every authenticated request to an endpoint meets. On a
+// session the gateway knows, it serves itself
+//
+//   - governed calls (tools/call, resources/read, prompts/get) whose
+//     upstream speaks Streamable HTTP: admitted exactly as on the SDK path,
+//     then relayed as raw JSON-RPC (relay.go), so that the hot path does
+//     not decode payloads it only passes on;
+//   - the answers and cancellations that belong to such relayed calls;
+//   - malformed messages and requests for methods MCP does not define,
+//     answered with JSON-RPC errors;
+//
+// and hands everything else to the SDK's Streamable HTTP handler (sdk),
+// which owns the sessions, their streams and the rest of the protocol.
+func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
+		if s == nil {
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		s.begin()
+		defer s.end()
+		a, _ := r.Context().Value(principalKey{}).(*authed)
+		if r.Method != http.MethodPost || a == nil || !s.ownedBy(a.p) || !s.speaks(r) {
+			// The SDK answers (and refuses) everything else: other HTTP
+			// methods, a session used by another principal, bad headers.
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeMessage(w, http.StatusRequestEntityTooLarge, errorMessage(nil, &jsonrpc.Error{
+					Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("message exceeds the gateway's limit of %d bytes", mbe.Limit),
+				}))
+				return
+			}
+			http.Error(w, "failed to read the request body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if !s.serve(w, r, a, body) {
+			sdk.ServeHTTP(w, r)
+		}
+	})
+}
+
+// serve handles the message in body if it is the gateway's to handle, and
+// reports whether it did.
+func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		// Batches (protocol versions before 2025-06-18) are the SDK's.
+		return false
+	}
+	var m message
+	if err := json.Unmarshal(body, &m); err != nil {
+		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeParseError, Message: "parse error: " + err.Error()}))
+		return true
+	}
+	if m.JSONRPC != "2.0" || (m.Method == "" && !m.isResponse()) {
+		writeMessage(w, http.StatusBadRequest, errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: `invalid request: not a JSON-RPC 2.0 message (want "jsonrpc":"2.0" and a method, or a result or error with an id)`}))
+		return true
+	}
+	switch {
+	case m.isResponse():
+		return s.answerRelayed(w, r, &m)
+	case m.Method == "notifications/cancelled":
+		return s.cancelRelayed(w, &m)
+	case m.isRequest() && governed[m.Method]:
+		return s.serveCall(w, r, a, &m)
+	case !knownMethods[m.Method]:
+		msg := errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q is not an MCP method the gateway serves", m.Method)})
+		status := http.StatusOK
+		if !m.hasID() {
+			// A notification gets no response; the HTTP status refuses it.
+			status = http.StatusBadRequest
+		}
+		writeMessage(w, status, msg)
+		return true
+	}
+	return false
+}
+
+// governed are the methods decided per call.
+var governed = map[string]bool{"tools/call": true, "resources/read": true, "prompts/get": true}
+
+// knownMethods are the client-to-server methods (requests and
+// notifications) the gateway serves, through the SDK or itself.
+var knownMethods = map[string]bool{
+	"initialize": true, "ping": true,
+	"tools/list": true, "tools/call": true,
+	"resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"resources/subscribe": true, "resources/unsubscribe": true,
+	"prompts/list": true, "prompts/get": true,
+	"logging/setLevel": true, "completion/complete": true,
+	"notifications/initialized": true, "notifications/cancelled": true,
+	"notifications/progress": true, "notifications/roots/list_changed": true,
+}
+
+// speaks reports whether r is a POST the raw path may answer: JSON in, a
+// client that accepts both response forms, and the session's protocol
+// version if it names one.
+func (s *session) speaks(r *http.Request) bool {
+	if mediaType(r.Header.Get("Content-Type")) != "application/json" {
+		return false
+	}
+	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && v != s.version {
+		return false
+	}
+	var jsonOK, sseOK bool
+	for _, v := range r.Header.Values("Accept") {
+		for t := range strings.SplitSeq(v, ",") {
+			switch mediaType(t) {
+			case "application/json":
+				jsonOK = true
+			case "text/event-stream":
+				sseOK = true
+			case "*/*":
+				jsonOK, sseOK = true, true
+			}
+		}
+	}
+	return jsonOK && sseOK
+}
+
+func mediaType(v string) string {
+	t, _, _ := strings.Cut(v, ";")
+	return strings.ToLower(strings.TrimSpace(t))
+}
+
+// writeMessage writes one JSON-RPC message as an application/json response.
+func writeMessage(w http.ResponseWriter, status int, m *message) {
+	b := m.encode()
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

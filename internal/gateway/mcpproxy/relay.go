@@ -1,0 +1,522 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The raw relay. A governed call to an upstream that speaks Streamable
+// HTTP is admitted like any other (pin checks, limits, the decision, the
+// ledger), then sent to the upstream as the JSON-RPC message it came as,
+// on the upstream session the gateway's SDK client opened, under a relay
+// id of the gateway's. What the upstream sends back on the request's
+// stream goes to the downstream client in order: progress and log
+// notifications as they are, requests for the client (sampling,
+// elicitation, roots) under relay ids of their own, whose answers
+// answerRelayed routes back, and finally the response under the client's
+// id. Only the envelope is decoded; params and results pass through.
+
+// rawCall is a governed call in flight on the raw relay.
+type rawCall struct {
+	down   json.RawMessage // the downstream request's id
+	up     json.RawMessage // its relay id upstream
+	u      *upConn
+	cs     *mcp.ClientSession
+	cancel context.CancelFunc
+	// cancelled is set (with reason) when the downstream client cancels.
+	cancelled atomic.Bool
+	reason    atomic.Pointer[string]
+	relayed   []string // keys of the upstream requests relayed downstream
+}
+
+// relayedRequest is an upstream's request passed to the downstream client
+// under a relay id, waiting for the client's answer.
+type relayedRequest struct {
+	u    *upConn
+	cs   *mcp.ClientSession
+	orig json.RawMessage
+}
+
+// serveCall admits and relays a governed call whose upstream speaks
+// Streamable HTTP. It reports false, leaving the call to the SDK path,
+// when the upstream is a stdio server.
+func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
+	ctx := r.Context()
+	var (
+		u      *upConn
+		params = m.Params
+		done   outcomeFunc
+		err    error
+	)
+	switch m.Method {
+	case "tools/call":
+		var p struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+		}
+		if json.Unmarshal(m.Params, &p) != nil || p.Name == "" {
+			(&downstream{w: w}).fail(m.ID, invalidParams("tools/call needs params with a tool name"))
+			return true
+		}
+		if up, _, ok := s.split(p.Name); ok && !up.http() {
+			return false
+		}
+		var e *toolEntry
+		e, done, err = s.admitTool(ctx, a, p.Name, p.Arguments)
+		if err == nil {
+			u = e.up
+			params, err = renamed(m.Params, p.Name, e.tool.Name)
+		}
+	case "resources/read":
+		var p struct {
+			URI string `json:"uri"`
+		}
+		if json.Unmarshal(m.Params, &p) != nil || p.URI == "" {
+			(&downstream{w: w}).fail(m.ID, invalidParams("resources/read needs params with a uri"))
+			return true
+		}
+		if up, uerr := s.resourceUpstream(ctx, p.URI); uerr == nil && !up.http() {
+			return false
+		}
+		u, done, err = s.admitResource(ctx, a, p.URI)
+	case "prompts/get":
+		var p struct {
+			Name      string            `json:"name"`
+			Arguments map[string]string `json:"arguments"`
+		}
+		if json.Unmarshal(m.Params, &p) != nil || p.Name == "" {
+			(&downstream{w: w}).fail(m.ID, invalidParams("prompts/get needs params with a prompt name and string arguments"))
+			return true
+		}
+		if up, _, ok := s.split(p.Name); ok && !up.http() {
+			return false
+		}
+		var name string
+		u, name, done, err = s.admitPrompt(ctx, a, p.Name, p.Arguments)
+		if err == nil {
+			params, err = renamed(m.Params, p.Name, name)
+		}
+	}
+	if err != nil {
+		if done != nil {
+			err = done(false, err)
+		}
+		(&downstream{w: w}).fail(m.ID, err)
+		return true
+	}
+	s.relayCall(w, r, u, m, params, done)
+	return true
+}
+
+// renamed returns params with its "name" member set to name (the
+// upstream's name for an aggregated tool or prompt); other members pass
+// through as they are.
+func renamed(params json.RawMessage, exposed, name string) (json.RawMessage, error) {
+	if exposed == name {
+		return params, nil
+	}
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(params, &p); err != nil {
+		return nil, invalidParams("params must be an object")
+	}
+	p["name"], _ = json.Marshal(name)
+	return json.Marshal(p)
+}
+
+func (u *upConn) http() bool { return u.cfg.URL != "" }
+
+func (u *upConn) timeout() time.Duration {
+	if u.cfg.Timeout > 0 {
+		return u.cfg.Timeout
+	}
+	return u.s.gw.cfg.Limits.CallTimeout
+}
+
+func (u *upConn) protocolVersion() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.init == nil {
+		return ""
+	}
+	return u.init.ProtocolVersion
+}
+
+// relayCall sends an admitted call upstream and its answer downstream,
+// then records the outcome.
+func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
+	out := &downstream{w: w}
+	res, err := s.exchange(r.Context(), u, m, params, out)
+	if err != nil {
+		if errors.Is(err, errClientCancelled) {
+			_ = done(false, err)
+			out.end()
+			return
+		}
+		rerr := s.gw.errorFor(err, u.cfg.Name)
+		out.fail(m.ID, rerr)
+		_ = done(false, rerr)
+		return
+	}
+	res.ID = m.ID
+	if res.Error != nil {
+		var je jsonrpc.Error
+		if json.Unmarshal(res.Error, &je) != nil {
+			je = jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "upstream sent a malformed error"}
+			res.Error, _ = json.Marshal(&je)
+		}
+		out.final(res)
+		_ = done(false, &je)
+		return
+	}
+	toolError := false
+	if m.Method == "tools/call" {
+		var v struct {
+			IsError bool `json:"isError"`
+		}
+		_ = json.Unmarshal(res.Result, &v)
+		toolError = v.IsError
+	}
+	out.final(res)
+	_ = done(toolError, nil)
+}
+
+// errClientCancelled: the downstream client cancelled the call.
+var errClientCancelled = errors.New("cancelled by the client")
+
+// exchange sends the call to the upstream and returns its response,
+// relaying what comes before it to out.
+func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, out *downstream) (*message, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := u.timeout()
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	c := &rawCall{down: m.ID, up: s.gw.relayID(), u: u, cs: cs, cancel: cancel}
+	if !s.addRaw(c) {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
+	}
+	defer s.removeRaw(c)
+	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
+	resp, err := s.gw.postUpstream(cctx, u, cs, body)
+	if err != nil {
+		return nil, s.failed(ctx, cctx, c, d, err)
+	}
+	defer resp.Body.Close()
+	limit := s.gw.cfg.Limits.MaxResultBytes
+	if resp.StatusCode == http.StatusNotFound {
+		u.drop(cs)
+		return nil, fmt.Errorf("%w: upstream %q no longer knows the session; it is reopened on the next call", errUpstreamDown, u.cfg.Name)
+	}
+	ct := mediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK || (ct != "application/json" && ct != "text/event-stream") {
+		// Only a JSON-RPC error response in the body is worth relaying.
+		if b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); err == nil && ct == "application/json" {
+			var em message
+			if json.Unmarshal(b, &em) == nil && em.isResponse() && em.Error != nil {
+				return &em, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: upstream %q answered HTTP %d (%s)", errUpstreamDown, u.cfg.Name, resp.StatusCode, orDefault(ct, "no content type"))
+	}
+	if ct == "application/json" {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+		if err != nil {
+			return nil, s.failed(ctx, cctx, c, d, err)
+		}
+		if len(b) > limit {
+			return nil, s.tooLarge(c, limit)
+		}
+		var res message
+		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !bytes.Equal(res.ID, c.up) {
+			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
+		}
+		return &res, nil
+	}
+	events := newSSEReader(resp.Body, limit)
+	for {
+		data, err := events.next()
+		if errors.Is(err, errEventTooLarge) {
+			return nil, s.tooLarge(c, limit)
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = errors.New("the upstream closed the stream before answering")
+			}
+			return nil, s.failed(ctx, cctx, c, d, err)
+		}
+		var in message
+		if err := json.Unmarshal(data, &in); err != nil {
+			s.gw.log.Warn("upstream sent an event that is not JSON-RPC; skipped", "upstream", u.cfg.Name, "err", err)
+			continue
+		}
+		switch {
+		case in.isResponse():
+			if bytes.Equal(in.ID, c.up) {
+				return &in, nil
+			}
+			continue
+		case in.isRequest():
+			in.ID = s.relayRequest(c, in.ID)
+		case !in.isNotification():
+			continue
+		}
+		if err := out.send(&in); err != nil {
+			// The downstream client is gone.
+			return nil, s.failed(ctx, cctx, c, d, context.Canceled)
+		}
+	}
+}
+
+// failed maps a failed exchange to its error, telling the upstream to stop
+// working on a call that nobody will receive the result of.
+func (s *session) failed(ctx, cctx context.Context, c *rawCall, d time.Duration, err error) error {
+	switch {
+	case c.cancelled.Load():
+		reason := "cancelled by the client"
+		if p := c.reason.Load(); p != nil && *p != "" {
+			reason = *p
+		}
+		s.cancelUpstream(c, reason)
+		return errClientCancelled
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		s.cancelUpstream(c, "the client went away")
+		return context.Canceled
+	case cctx.Err() == context.DeadlineExceeded:
+		s.cancelUpstream(c, "timed out at the gateway")
+		return &timeoutError{upstream: c.u.cfg.Name, after: d}
+	}
+	c.u.drop(c.cs)
+	return fmt.Errorf("%w: upstream %q: %v", errUpstreamDown, c.u.cfg.Name, err)
+}
+
+func (s *session) tooLarge(c *rawCall, limit int) error {
+	s.cancelUpstream(c, "result too large for the gateway")
+	return rpcError(CodeTooLarge, fmt.Sprintf("upstream result exceeds the gateway's limit of %d bytes", limit), errorData{Upstream: c.u.cfg.Name})
+}
+
+// cancelUpstream sends notifications/cancelled for c to its upstream, in
+// the background and bounded in time.
+func (s *session) cancelUpstream(c *rawCall, reason string) {
+	params, _ := json.Marshal(struct {
+		RequestID json.RawMessage `json:"requestId"`
+		Reason    string          `json:"reason,omitempty"`
+	}{c.up, reason})
+	s.gw.background(func(ctx context.Context) {
+		_ = s.gw.sendUpstream(ctx, c.u, c.cs, &message{Method: "notifications/cancelled", Params: params})
+	})
+}
+
+// background runs f with a bounded context that the gateway's Close waits for.
+func (g *Gateway) background(f func(context.Context)) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), 5*time.Second)
+		defer cancel()
+		f(ctx)
+	}()
+}
+
+// postUpstream POSTs one JSON-RPC message on the upstream session cs.
+func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	if id := cs.ID(); id != "" {
+		h.Set("Mcp-Session-Id", id)
+	}
+	if v := u.protocolVersion(); v != "" {
+		h.Set("Mcp-Protocol-Version", v)
+	}
+	return g.clients[u.cfg.Name].Do(req)
+}
+
+// sendUpstream POSTs a notification or response, which the upstream
+// accepts with 202.
+func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, m *message) error {
+	resp, err := g.postUpstream(ctx, u, cs, m.encode())
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("upstream %q answered HTTP %d", u.cfg.Name, resp.StatusCode)
+	}
+	return nil
+}
+
+// relayRequest registers an upstream's request to the downstream client
+// and returns the relay id it goes out under.
+func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage {
+	id := s.gw.relayID()
+	k, _ := idKey(id)
+	s.mu.Lock()
+	if s.relayed == nil {
+		s.relayed = map[string]*relayedRequest{}
+	}
+	s.relayed[k] = &relayedRequest{u: c.u, cs: c.cs, orig: orig}
+	s.mu.Unlock()
+	c.relayed = append(c.relayed, k)
+	return id
+}
+
+// answerRelayed routes the downstream client's answer to a relayed
+// upstream request back to that upstream. Answers to other requests are
+// the SDK's.
+func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *message) bool {
+	k, ok := idKey(m.ID)
+	if !ok || !strings.HasPrefix(k, "s"+relayIDPrefix) {
+		return false
+	}
+	s.mu.Lock()
+	p := s.relayed[k]
+	delete(s.relayed, k)
+	s.mu.Unlock()
+	if p == nil {
+		// The call it belonged to has ended; the answer has nowhere to go.
+		w.WriteHeader(http.StatusAccepted)
+		return true
+	}
+	m.ID = p.orig
+	ctx, cancel := context.WithTimeout(r.Context(), p.u.timeout())
+	defer cancel()
+	if err := s.gw.sendUpstream(ctx, p.u, p.cs, m); err != nil {
+		writeMessage(w, http.StatusBadGateway, errorMessage(nil, rpcError(CodeUpstreamUnavailable,
+			fmt.Sprintf("the answer could not be passed to upstream %q: %v", p.u.cfg.Name, err), errorData{Upstream: p.u.cfg.Name})))
+		return true
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return true
+}
+
+// cancelRelayed cancels a call in flight on the raw relay; cancellations
+// of other requests are the SDK's.
+func (s *session) cancelRelayed(w http.ResponseWriter, m *message) bool {
+	var p struct {
+		RequestID json.RawMessage `json:"requestId"`
+		Reason    string          `json:"reason"`
+	}
+	if json.Unmarshal(m.Params, &p) != nil {
+		return false
+	}
+	k, ok := idKey(p.RequestID)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	c := s.raw[k]
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.reason.Store(&p.Reason)
+	c.cancelled.Store(true)
+	c.cancel()
+	w.WriteHeader(http.StatusAccepted)
+	return true
+}
+
+// addRaw registers c under its downstream id; false if that id is in use.
+func (s *session) addRaw(c *rawCall) bool {
+	k, ok := idKey(c.down)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.raw == nil {
+		s.raw = map[string]*rawCall{}
+	}
+	if s.raw[k] != nil {
+		return false
+	}
+	s.raw[k] = c
+	return true
+}
+
+// removeRaw forgets c and the upstream requests it relayed.
+func (s *session) removeRaw(c *rawCall) {
+	k, _ := idKey(c.down)
+	s.mu.Lock()
+	delete(s.raw, k)
+	for _, r := range c.relayed {
+		delete(s.relayed, r)
+	}
+	s.mu.Unlock()
+}
+
+// downstream writes what a relayed call sends back: the response alone as
+// application/json, or, once anything has come before it, every message
+// as a text/event-stream.
+type downstream struct {
+	w         http.ResponseWriter
+	streaming bool
+	wrote     bool
+}
+
+func (d *downstream) send(m *message) error {
+	if !d.streaming {
+		h := d.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		d.w.WriteHeader(http.StatusOK)
+		d.streaming, d.wrote = true, true
+	}
+	b := m.encode()
+	buf := make([]byte, 0, len(b)+24)
+	buf = append(buf, "event: message\ndata: "...)
+	buf = append(buf, b...)
+	buf = append(buf, "\n\n"...)
+	if _, err := d.w.Write(buf); err != nil {
+		return err
+	}
+	return http.NewResponseController(d.w).Flush()
+}
+
+// final writes the response that ends the call.
+func (d *downstream) final(m *message) {
+	if d.streaming {
+		_ = d.send(m)
+		return
+	}
+	d.wrote = true
+	writeMessage(d.w, http.StatusOK, m)
+}
+
+// fail ends the call with err (nothing is written for a client that is
+// gone).
+func (d *downstream) fail(id json.RawMessage, err error) {
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		je = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
+	}
+	d.final(errorMessage(id, je))
+}
+
+// end closes a call that gets no response (the client cancelled it).
+func (d *downstream) end() {
+	if !d.wrote {
+		d.w.WriteHeader(http.StatusAccepted)
+	}
+}

@@ -1,0 +1,90 @@
+package mcpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// sseReader reads the data of server-sent events (HTML Living Standard,
+// "Server-sent events", event stream interpretation): "data" fields are
+// joined with newlines, comments and the "event", "id" and "retry" fields
+// are ignored (the gateway does not resume streams), and events without
+// data are skipped. Lines end in LF or CRLF.
+type sseReader struct {
+	r    *bufio.Reader
+	max  int // bound on one event's data
+	line []byte
+	data []byte
+}
+
+func newSSEReader(r io.Reader, maxEvent int) *sseReader {
+	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
+}
+
+// errEventTooLarge reports an event whose data exceeds the reader's bound.
+var errEventTooLarge = errors.New("server-sent event too large")
+
+// next returns the data of the next event that has any; io.EOF at the end
+// of the stream (an unterminated last event is discarded, as the standard
+// says). The result is valid until the next call.
+func (s *sseReader) next() ([]byte, error) {
+	s.data = s.data[:0]
+	has := false
+	for {
+		line, err := s.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			if has && len(s.data) > 0 {
+				return s.data, nil
+			}
+			has = false
+			s.data = s.data[:0]
+			continue
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		if string(field) != "data" {
+			continue
+		}
+		value = bytes.TrimPrefix(value, []byte(" "))
+		if has {
+			s.data = append(s.data, '\n')
+		}
+		s.data = append(s.data, value...)
+		has = true
+		if len(s.data) > s.max {
+			return nil, fmt.Errorf("%w: more than %d bytes", errEventTooLarge, s.max)
+		}
+	}
+}
+
+// readLine returns the next line without its terminator.
+func (s *sseReader) readLine() ([]byte, error) {
+	s.line = s.line[:0]
+	for {
+		chunk, err := s.r.ReadSlice('\n')
+		s.line = append(s.line, chunk...)
+		if len(s.line) > s.max+64 {
+			return nil, fmt.Errorf("%w: a line of more than %d bytes", errEventTooLarge, s.max)
+		}
+		switch {
+		case err == nil:
+			l := s.line[:len(s.line)-1]
+			return bytes.TrimSuffix(l, []byte("\r")), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(s.line) > 0:
+			// A last line without a terminator ends no event.
+			return nil, io.EOF
+		default:
+			return nil, err
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+)
+
+// message is one JSON-RPC 2.0 message as the gateway's raw relay sees it:
+// the envelope decoded, the payload (params, result, error) kept as it
+// came, so that relaying does not re-encode what the gateway does not
+// need to read.
+type message struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Method  string          `json:"method,omitempty"`
+	Params  json.RawMessage `json:"params,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   json.RawMessage `json:"error,omitempty"`
+}
+
+func (m *message) hasID() bool          { return len(m.ID) > 0 && string(m.ID) != "null" }
+func (m *message) isRequest() bool      { return m.Method != "" && m.hasID() }
+func (m *message) isNotification() bool { return m.Method != "" && !m.hasID() }
+func (m *message) isResponse() bool {
+	return m.Method == "" && m.hasID() && (m.Result != nil || m.Error != nil)
+}
+
+// encode returns m as compact JSON (one line, as a server-sent event's data
+// needs).
+func (m *message) encode() []byte {
+	var b bytes.Buffer
+	b.Grow(64 + len(m.Params) + len(m.Result) + len(m.Error))
+	b.WriteString(`{"jsonrpc":"2.0"`)
+	member := func(name string, raw json.RawMessage) {
+		if len(raw) == 0 {
+			return
+		}
+		b.WriteString(`,"` + name + `":`)
+		if json.Compact(&b, raw) != nil {
+			// Members come from a successful decode, so they are valid
+			// JSON; this is unreachable.
+			b.WriteString("null")
+		}
+	}
+	switch {
+	case m.hasID():
+		member("id", m.ID)
+	case m.Method == "":
+		// A response about a message whose id is unknown (JSON-RPC 2.0 §5).
+		b.WriteString(`,"id":null`)
+	}
+	if m.Method != "" {
+		name, _ := json.Marshal(m.Method)
+		member("method", name)
+	}
+	member("params", m.Params)
+	member("result", m.Result)
+	member("error", m.Error)
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// errorMessage is the JSON-RPC response carrying err for request id (nil
+// for an error about a message whose id is unknown).
+func errorMessage(id json.RawMessage, err *jsonrpc.Error) *message {
+	e, _ := json.Marshal(err)
+	return &message{ID: id, Error: e}
+}
+
+// idKey normalizes a JSON-RPC id for use as a map key: the same string or
+// number always gives the same key, however it was escaped or formatted.
+func idKey(raw json.RawMessage) (string, bool) {
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return "", false
+	}
+	switch v := v.(type) {
+	case string:
+		return "s" + v, true
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return "n" + strconv.FormatInt(i, 10), true
+		}
+		return "n" + v.String(), true
+	}
+	return "", false
+}
+
+// relayIDPrefix begins the string ids the gateway gives the messages it
+// relays raw: its own requests to upstreams, and upstreams' requests it
+// passes to downstream clients. The SDK numbers its requests with
+// integers, so these ids cannot collide with the ids of the requests the
+// gateway's SDK sessions send on the same sessions.
+const relayIDPrefix = "mandate-"
+
+// relayID returns a fresh relay id as a JSON string.
+func (g *Gateway) relayID() json.RawMessage {
+	n := g.relaySeq.Add(1)
+	b := make([]byte, 0, len(relayIDPrefix)+22)
+	b = append(b, '"')
+	b = append(b, relayIDPrefix...)
+	b = strconv.AppendUint(b, n, 10)
+	return append(b, '"')
+}
