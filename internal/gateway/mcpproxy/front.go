@@ -29,16 +29,18 @@ import (
 func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
-		if s == nil {
+		if s == nil || r.Method != http.MethodPost {
 			sdk.ServeHTTP(w, r)
 			return
 		}
+		// Only messages keep a session alive, as with the SDK's own timer:
+		// an open GET stream alone does not.
 		s.begin()
 		defer s.end()
 		a, _ := r.Context().Value(principalKey{}).(*authed)
-		if r.Method != http.MethodPost || a == nil || !s.ownedBy(a.p) || !s.speaks(r) {
-			// The SDK answers (and refuses) everything else: other HTTP
-			// methods, a session used by another principal, bad headers.
+		if a == nil || !s.ownedBy(a.p) || !s.speaks(r) {
+			// The SDK answers (and refuses) the rest: a session used by
+			// another principal, bad headers.
 			sdk.ServeHTTP(w, r)
 			return
 		}

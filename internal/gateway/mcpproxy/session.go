@@ -42,7 +42,7 @@ type session struct {
 	// the negotiated protocol version, and the principal (task and agent)
 	// the session belongs to.
 	id, version, owner string
-	// busy counts the session's requests in flight; lastUsed is when the
+	// busy counts the session's POSTs in flight; lastUsed is when the
 	// last one ended (unix nanoseconds). The gateway closes sessions idle
 	// for longer than Limits.SessionTimeout.
 	busy     atomic.Int64
@@ -349,7 +349,7 @@ func (s *session) ownedBy(p *Principal) bool {
 	return !s.closed && s.owner != "" && s.owner == p.owner()
 }
 
-// begin and end bracket each request on the session.
+// begin and end bracket each POST on the session.
 func (s *session) begin() { s.busy.Add(1) }
 func (s *session) end() {
 	s.lastUsed.Store(time.Now().UnixNano())

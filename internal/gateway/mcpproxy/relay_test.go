@@ -1,0 +1,291 @@
+package mcpproxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/identity"
+)
+
+// relayUpstream is a Go SDK server over Streamable HTTP with tools that
+// exercise the raw relay, behind a handler that sees every message.
+type relayUpstream struct {
+	url string
+	// ids are the JSON-RPC ids of the tools/call requests received.
+	mu  sync.Mutex
+	ids []string
+	// forget, when set, makes the next tools/call find its session gone.
+	forget atomic.Bool
+	// cancelled receives the request ids of calls whose context ended.
+	cancelled chan string
+}
+
+func newRelayUpstream(t *testing.T) *relayUpstream {
+	t.Helper()
+	u := &relayUpstream{cancelled: make(chan string, 8)}
+	s := mcp.NewServer(&mcp.Implementation{Name: "relay-upstream", Version: "1"}, nil)
+	ro := &mcp.ToolAnnotations{ReadOnlyHint: true}
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: ro}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "count", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		for i := 1; i <= 5; i++ {
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: 5})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "counted"}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{
+			Message:         "Who are you?",
+			RequestedSchema: json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}}}`),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", res.Action, res.Content["name"])}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "block", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		<-ctx.Done()
+		u.cancelled <- "block"
+		return nil, nil, ctx.Err()
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "big", Annotations: ro}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", 64<<10)}}}, nil, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var m struct {
+				ID     json.RawMessage `json:"id"`
+				Method string          `json:"method"`
+			}
+			if json.Unmarshal(body, &m) == nil && m.Method == "tools/call" {
+				u.mu.Lock()
+				u.ids = append(u.ids, string(m.ID))
+				u.mu.Unlock()
+				if u.forget.CompareAndSwap(true, false) {
+					http.Error(w, "session not found", http.StatusNotFound)
+					return
+				}
+			}
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	u.url = srv.URL
+	return u
+}
+
+func (u *relayUpstream) callIDs() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.ids)
+}
+
+// connectWith opens a client session with options (handlers) of its own.
+func connectWith(t *testing.T, e *env, path, token string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + path, HTTPClient: bearerClient(token), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("Connect(%s): %v", path, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// TestRawRelay: governed calls to an HTTP upstream travel as raw JSON-RPC
+// under the gateway's relay ids, and everything a call streams (progress,
+// requests for the client, cancellation) still works end to end.
+func TestRawRelay(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+
+	var (
+		pmu      sync.Mutex
+		progress []float64
+	)
+	cs := connectWith(t, e, "/mcp/up", tok, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+			pmu.Lock()
+			progress = append(progress, r.Params.Progress)
+			pmu.Unlock()
+		},
+		ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			if r.Params.Message != "Who are you?" {
+				return nil, fmt.Errorf("unexpected elicitation %q", r.Params.Message)
+			}
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+		},
+	})
+	ctx := t.Context()
+
+	t.Run("calls travel under relay ids", func(t *testing.T) {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
+		if err != nil || text(res) != "hi" {
+			t.Fatalf("echo = %v, %v", res, err)
+		}
+		ids := up.callIDs()
+		if len(ids) == 0 || !strings.HasPrefix(ids[len(ids)-1], `"mandate-`) {
+			t.Fatalf("upstream saw tools/call ids %v; want the gateway's relay ids", ids)
+		}
+	})
+
+	t.Run("progress arrives in order", func(t *testing.T) {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "count", Meta: mcp.Meta{"progressToken": "p1"}})
+		if err != nil || text(res) != "counted" {
+			t.Fatalf("count = %v, %v", res, err)
+		}
+		want := []float64{1, 2, 3, 4, 5}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			pmu.Lock()
+			got := slices.Clone(progress)
+			pmu.Unlock()
+			if slices.Equal(got, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("progress = %v, want %v", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	t.Run("the client answers the upstream's elicitation", func(t *testing.T) {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
+		if err != nil || text(res) != "accept alice" {
+			t.Fatalf("ask = %v, %v", res, err)
+		}
+	})
+
+	t.Run("cancellation reaches the upstream", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		go func() { time.Sleep(200 * time.Millisecond); cancel() }()
+		if _, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "block"}); err == nil {
+			t.Fatal("block returned")
+		}
+		select {
+		case <-up.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upstream's call was not cancelled")
+		}
+		waitResult(t, e, "up/block", "error")
+	})
+
+	t.Run("a lost upstream session is reopened", func(t *testing.T) {
+		up.forget.Store(true)
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
+		if code, msg := rpcCode(err); code != mcpproxy.CodeUpstreamUnavailable || !strings.Contains(msg, `"retry_after":1`) {
+			t.Fatalf("call on a lost session: %v; want CodeUpstreamUnavailable with retry_after", err)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "again"}})
+		if err != nil || text(res) != "again" {
+			t.Fatalf("call after reopening = %v, %v", res, err)
+		}
+	})
+
+	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.events(audit.TypeMCPResult)
+		if len(calls) != 6 || len(results) != 6 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 6 and 6", len(calls), len(results))
+		}
+	})
+}
+
+// waitResult waits for the mcp.result event of a call to resource with
+// the given outcome.
+func waitResult(t *testing.T, e *env, resource, outcome string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ev := range e.rec.events(audit.TypeMCPResult) {
+			if ev.Resource == resource && ev.Details["outcome"] == outcome {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no mcp.result for %s with outcome %q in %v", resource, outcome, e.rec.events(audit.TypeMCPResult))
+}
+
+// TestRawRelayLimits: the raw relay enforces the upstream timeout
+// (cancelling the upstream's work) and the result size limit.
+func TestRawRelayLimits(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 300 * time.Millisecond}}, func(c *mcpproxy.Config) {
+		c.Limits.MaxResultBytes = 8 << 10
+	})
+	cs := connect(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"))
+	ctx := t.Context()
+
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "block"})
+	if code, msg := rpcCode(err); code != mcpproxy.CodeUpstreamTimeout {
+		t.Fatalf("block: %v (%s); want CodeUpstreamTimeout", err, msg)
+	}
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's call was not cancelled after the timeout")
+	}
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "big"})
+	if code, msg := rpcCode(err); code != mcpproxy.CodeTooLarge {
+		t.Fatalf("big: %v (%s); want CodeTooLarge", err, msg)
+	}
+	// The session still serves.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "ok"}})
+	if err != nil || text(res) != "ok" {
+		t.Fatalf("echo after limits = %v, %v", res, err)
+	}
+	waitResult(t, e, "up/big", "error")
+}
+
+// TestSessionIdleTimeout: a session in use stays open however long it
+// lives; an idle one is closed after the session timeout.
+func TestSessionIdleTimeout(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, func(c *mcpproxy.Config) {
+		c.Limits.SessionTimeout = 400 * time.Millisecond
+	})
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connect(t, e, "/mcp/up", tok)
+	ctx := t.Context()
+	for range 8 {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
+			t.Fatalf("call on a session in use: %v", err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	// The SDK client would open a new session on its own; ask directly.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", cs.ID())
+	resp, err := bearerClient(tok).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("ping on a session idle past the timeout: HTTP %d, want 404", resp.StatusCode)
+	}
+}
