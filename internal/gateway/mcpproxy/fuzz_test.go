@@ -26,6 +26,11 @@ func FuzzMessages(f *testing.F) {
 		`{"jsonrpc":"2.0","id":8,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}`,
 		`{"jsonrpc":"2.0","id":9,"method":"prompts/get","params":{"name":"x"}}`,
 		`{"jsonrpc":"1.0","id":{},"method":7}`,
+		`{"jsonrpc":"2.0","id":"mandate-1","result":{"action":"accept"}}`,
+		`{"jsonrpc":"2.0","id":"mandate-\u0032","error":{"code":-1,"message":"no"}}`,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"mandate-3","reason":"x"}}`,
+		`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"go__echo"}}`,
+		`{"jsonrpc":"2.0","id":11}`,
 		`{`, ``, `null`,
 	} {
 		f.Add([]byte(s))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -70,25 +71,40 @@ func errorMessage(id json.RawMessage, err *jsonrpc.Error) *message {
 	return &message{ID: id, Error: e}
 }
 
-// idKey normalizes a JSON-RPC id for use as a map key: the same string or
-// number always gives the same key, however it was escaped or formatted.
+// idKey normalizes a JSON-RPC id (MCP allows strings and integers) for
+// use as a map key: the same id always gives the same key, however it was
+// escaped or formatted.
 func idKey(raw json.RawMessage) (string, bool) {
-	var v any
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	if d.Decode(&v) != nil {
+	raw = bytes.Trim(raw, " \t\r\n") // JSON whitespace
+	if len(raw) == 0 {
 		return "", false
 	}
-	switch v := v.(type) {
-	case string:
-		return "s" + v, true
-	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return "n" + strconv.FormatInt(i, 10), true
+	if raw[0] == '"' {
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' && plain(raw[1:len(raw)-1]) {
+			return "s" + string(raw[1:len(raw)-1]), true
 		}
-		return "n" + v.String(), true
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		return "s" + s, true
 	}
-	return "", false
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || !json.Valid(raw) {
+		return "", false
+	}
+	return "n" + strconv.FormatInt(n, 10), true
+}
+
+// plain reports whether b is the inside of a JSON string that decodes to
+// itself (the common case for ids).
+func plain(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 // relayIDPrefix begins the string ids the gateway gives the messages it
