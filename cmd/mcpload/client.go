@@ -20,7 +20,7 @@ import (
 // machine with what it measures. A session is not safe for concurrent
 // use: each load loop owns one.
 type session struct {
-	hc       *http.Client
+	rt       http.RoundTripper // not an http.Client: it copies headers per call
 	endpoint string
 	token    string // Bearer task token; empty sends no Authorization
 	id       string // Mcp-Session-Id
@@ -46,8 +46,8 @@ var errCall = errors.New("call failed")
 // dial opens a session at endpoint: initialize, then
 // notifications/initialized. Calls will invoke tool with args (a JSON
 // object).
-func dial(ctx context.Context, hc *http.Client, endpoint, token, tool, args string) (*session, error) {
-	s := &session{hc: hc, endpoint: endpoint, token: token, next: 2, resp: make([]byte, 0, 1024)}
+func dial(ctx context.Context, rt http.RoundTripper, endpoint, token, tool, args string) (*session, error) {
+	s := &session{rt: rt, endpoint: endpoint, token: token, next: 2, resp: make([]byte, 0, 1024)}
 	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + clientVersion +
 		`","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}`
 	resp, body, err := s.post(ctx, init, "")
@@ -112,7 +112,7 @@ func (s *session) post(ctx context.Context, body, version string) (*http.Respons
 		return nil, nil, err
 	}
 	s.setHeaders(req.Header, version)
-	resp, err := s.hc.Do(req)
+	resp, err := s.rt.RoundTrip(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,7 +128,7 @@ func (s *session) close(ctx context.Context) error {
 		return err
 	}
 	s.setHeaders(req.Header, s.version)
-	resp, err := s.hc.Do(req)
+	resp, err := s.rt.RoundTrip(req)
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func (s *session) call(ctx context.Context) error {
 	req := s.tmpl.WithContext(ctx)
 	req.Body = body
 	req.ContentLength = int64(len(s.prefix) + body.idLen + len(s.suffix))
-	resp, err := s.hc.Do(req)
+	resp, err := s.rt.RoundTrip(req)
 	if err != nil {
 		return err
 	}

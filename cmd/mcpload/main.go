@@ -125,12 +125,11 @@ func run(ctx context.Context, w io.Writer, c config) error {
 	// session (direct and gateway are different hosts).
 	tr := &http.Transport{MaxIdleConns: 2*c.conns + 16, MaxIdleConnsPerHost: c.conns + 8, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	direct, err := sessions(ctx, hc, upURL, "", c.conns)
+	direct, err := sessions(ctx, tr, upURL, "", c.conns)
 	if err != nil {
 		return err
 	}
-	via, err := sessions(ctx, hc, gw.url, gw.token, c.conns)
+	via, err := sessions(ctx, tr, gw.url, gw.token, c.conns)
 	if err != nil {
 		return err
 	}
@@ -165,10 +164,10 @@ func run(ctx context.Context, w io.Writer, c config) error {
 	return nil
 }
 
-func sessions(ctx context.Context, hc *http.Client, endpoint, token string, n int) ([]*session, error) {
+func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string, n int) ([]*session, error) {
 	out := make([]*session, 0, n)
 	for range n {
-		s, err := dial(ctx, hc, endpoint, token, "echo", `{"text":"hello"}`)
+		s, err := dial(ctx, rt, endpoint, token, "echo", `{"text":"hello"}`)
 		if err != nil {
 			for _, s := range out {
 				s.close(ctx)

@@ -64,7 +64,7 @@ func TestLeanClient(t *testing.T) {
 			srv := httptest.NewServer(h)
 			defer srv.Close()
 			ctx := t.Context()
-			s, err := dial(ctx, srv.Client(), srv.URL, "", "echo", `{"text":"hello"}`)
+			s, err := dial(ctx, srv.Client().Transport, srv.URL, "", "echo", `{"text":"hello"}`)
 			if err != nil {
 				t.Fatalf("dial: %v", err)
 			}
@@ -77,7 +77,7 @@ func TestLeanClient(t *testing.T) {
 				}
 			}
 			for args, tool := range map[string]string{`{"text":1}`: "echo", `{}`: "nope"} {
-				bad, err := dial(ctx, srv.Client(), srv.URL, "", tool, args)
+				bad, err := dial(ctx, srv.Client().Transport, srv.URL, "", tool, args)
 				if err != nil {
 					t.Fatalf("dial: %v", err)
 				}
@@ -215,7 +215,7 @@ func TestRun(t *testing.T) {
 func BenchmarkLeanDirect(b *testing.B) {
 	srv := httptest.NewServer(&echoServer{})
 	defer srv.Close()
-	s, err := dial(b.Context(), srv.Client(), srv.URL, "", "echo", `{"text":"hello"}`)
+	s, err := dial(b.Context(), srv.Client().Transport, srv.URL, "", "echo", `{"text":"hello"}`)
 	if err != nil {
 		b.Fatal(err)
 	}
