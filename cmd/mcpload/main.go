@@ -115,7 +115,7 @@ func run(ctx context.Context, w io.Writer, c config) error {
 	if c.gateway == "bare" {
 		start = startBare
 	}
-	gw, err := start(ctx, upURL)
+	gw, err := start(ctx, upURL, c.warmup+3*c.duration+2*c.timeout)
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
 	n := min(len(a), len(b))
-	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
+	interval := max(time.Duration(float64(time.Second)*float64(n)/float64(rate)), time.Microsecond)
 	var mu sync.Mutex
 	var ra, rb latencies
 	var wg sync.WaitGroup
@@ -224,7 +224,7 @@ func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time
 	for i := range n {
 		wg.Go(func() {
 			// Each loop's results, merged at the end.
-			capacity := int(d/interval) + 2
+			capacity := min(int(d/interval)+2, 1<<20)
 			la := latencies{d: make([]time.Duration, 0, capacity)}
 			lb := latencies{d: make([]time.Duration, 0, capacity)}
 			next := start.Add(interval * time.Duration(i) / time.Duration(n))

@@ -56,8 +56,9 @@ func serve(h http.Handler) (string, func(), error) {
 // it, with the upstream at upURL as MCP upstream "echo": a temporary data
 // directory, the SQLite store and audit ledger, the access pipeline with
 // the default Cedar policies. It registers an autonomous agent over the
-// admin socket and starts a task the way an agent does, over OAuth.
-func startServer(ctx context.Context, upURL string) (_ *gateway, err error) {
+// admin socket and starts a task the way an agent does, over OAuth; the
+// task and its token last at least for the run (up to a day).
+func startServer(ctx context.Context, upURL string, run time.Duration) (_ *gateway, err error) {
 	// A short path: unix socket paths are limited to ~104 bytes.
 	dir, err := os.MkdirTemp("", "mcpload-")
 	if err != nil {
@@ -79,6 +80,10 @@ func startServer(ctx context.Context, upURL string) (_ *gateway, err error) {
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.TrustDomain = trustDomain
 	cfg.MCP.Upstreams = []server.MCPUpstream{{Name: "echo", URL: upURL}}
+	life := min(max(cfg.Tokens.TaskTTL, run+time.Minute), 24*time.Hour)
+	cfg.Tokens.TaskTTL = life
+	cfg.Tasks.DefaultTTL = max(cfg.Tasks.DefaultTTL, life)
+	cfg.Tasks.MaxTTL = max(cfg.Tasks.MaxTTL, life)
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -218,8 +223,8 @@ func doJSON(hc *http.Client, req *http.Request, out any) error {
 // at upURL, with mcpproxytest's authority (token server over SQLite),
 // its scope/tier decider instead of the access pipeline, and an audit
 // recorder that only counts: the relay's own cost, without policy
-// evaluation or the durable ledger.
-func startBare(ctx context.Context, upURL string) (_ *gateway, err error) {
+// evaluation or the durable ledger. (Its task tokens last 30 minutes.)
+func startBare(ctx context.Context, upURL string, _ time.Duration) (_ *gateway, err error) {
 	dir, err := os.MkdirTemp("", "mcpload-")
 	if err != nil {
 		return nil, err
