@@ -147,8 +147,11 @@ func run(ctx context.Context, w io.Writer, c config) error {
 		throughput(ctx, via, c.warmup/2, c.timeout)
 	}
 
-	d, g := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
+	d, g, ticks, late := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
 	fmt.Fprintf(w, "latency at %d calls/s on each path, interleaved, for %s:\n", c.rate, c.duration)
+	if late*100 > ticks {
+		fmt.Fprintf(w, "  warning: %d of %d ticks started over an interval late: the paths did not keep up, so these latencies include queueing\n", late, ticks)
+	}
 	fmt.Fprintf(w, "  direct:  %s\n", d)
 	fmt.Fprintf(w, "  gateway: %s\n", g)
 	fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
@@ -181,10 +184,9 @@ func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string,
 
 // latencies is one path's result in the latency phase.
 type latencies struct {
-	d      []time.Duration // sorted
-	errs   int
-	first  error // the first error, if any
-	behind int   // calls started more than a schedule interval late
+	d     []time.Duration // sorted
+	errs  int
+	first error // the first error, if any
 }
 
 func (l latencies) pct(p int) time.Duration {
@@ -198,9 +200,6 @@ func (l latencies) added(g latencies, p int) time.Duration { return g.pct(p) - l
 
 func (l latencies) String() string {
 	s := fmt.Sprintf("n=%d p50=%v p90=%v p99=%v max=%v errors=%d", len(l.d), l.pct(50), l.pct(90), l.pct(99), l.pct(100), l.errs)
-	if l.behind > 0 {
-		s += fmt.Sprintf(" late=%d", l.behind)
-	}
 	if l.first != nil {
 		s += fmt.Sprintf(" (first: %v)", l.first)
 	}
@@ -210,8 +209,10 @@ func (l latencies) String() string {
 // interleaved calls each path rate times a second for d, spread over the
 // session pairs: each pair's loop calls both paths on every tick of its
 // schedule, alternating which goes first. Latency is measured from the
-// start of each call.
-func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time.Duration) (latencies, latencies) {
+// start of each call. It also returns how many ticks there were and how
+// many started over an interval late: then the schedule slipped (the
+// paths could not keep up) and the latencies are not those at rate.
+func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time.Duration) (_, _ latencies, ticks, late int) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
 	n := min(len(a), len(b))
@@ -228,12 +229,12 @@ func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time
 			la := latencies{d: make([]time.Duration, 0, capacity)}
 			lb := latencies{d: make([]time.Duration, 0, capacity)}
 			next := start.Add(interval * time.Duration(i) / time.Duration(n))
-			for k := 0; next.Before(end); k++ {
+			k, lateN := 0, 0
+			for ; next.Before(end); k++ {
 				if w := time.Until(next); w > 0 {
 					time.Sleep(w)
 				} else if -w > interval {
-					la.behind++
-					lb.behind++
+					lateN++
 				}
 				first, second, lf, ls := a[i], b[i], &la, &lb
 				if k%2 == 1 {
@@ -247,12 +248,14 @@ func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time
 			defer mu.Unlock()
 			merge(&ra, la)
 			merge(&rb, lb)
+			ticks += k
+			late += lateN
 		})
 	}
 	wg.Wait()
 	slices.Sort(ra.d)
 	slices.Sort(rb.d)
-	return ra, rb
+	return ra, rb, ticks, late
 }
 
 func timeCall(ctx context.Context, s *session, l *latencies) {
@@ -270,7 +273,6 @@ func timeCall(ctx context.Context, s *session, l *latencies) {
 func merge(into *latencies, l latencies) {
 	into.d = append(into.d, l.d...)
 	into.errs += l.errs
-	into.behind += l.behind
 	if into.first == nil {
 		into.first = l.first
 	}
