@@ -1,23 +1,41 @@
-// Command mcpload measures the MCP gateway against calling its upstream
-// directly, in one run: the latency the gateway adds at a fixed call rate,
-// and the gateway's maximum throughput.
+// Command mcpload measures mandate's MCP gateway against calling its
+// upstream directly, in one run: the latency the gateway adds at a fixed
+// call rate, its maximum throughput, and its CPU cost per call.
 //
-// It starts, in one process, an upstream MCP server (Go SDK, Streamable
-// HTTP, one "echo" tool), a real mandate authority (token server over
-// SQLite in a temporary directory), and the gateway in front of the
-// upstream with the scope/tier decider of mcpproxytest and the SQLite
-// audit ledger (or an in-memory recorder with -audit=memory). Clients are
-// Go SDK sessions authenticated with a task token.
+// Usage:
 //
-//	go run ./cmd/mcpload -rate 1000 -duration 10s -conns 16
+//	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
+//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file]
+//
+// Everything runs in one process: an upstream MCP server with one
+// read-only "echo" tool (by default a lean Streamable HTTP server; -upstream
+// sdk uses the Go SDK's), the gateway in front of it, and the clients.
+// With -gateway server (the default) the gateway is mandate's server as
+// `mandate serve` builds it — temporary data directory, SQLite store,
+// access pipeline with the default Cedar policies, durable audit ledger —
+// and the clients hold a task token for an autonomous agent with scope
+// tool.call:echo/*. With -gateway bare it is mcpproxy alone, with a
+// scope/tier decider and an audit recorder that only counts.
+//
+// The clients speak Streamable HTTP with net/http directly, one MCP
+// session per connection, and allocate little: the harness shares the
+// machine with what it measures.
+//
+// Phases: warm-up (both paths); latency (direct and gateway calls
+// interleaved on one schedule at -rate calls/s per path, so that noise
+// hits both alike: p50/p90/p99 of each and the gateway's added p50/p99);
+// throughput (-conns loops calling back to back, direct then gateway:
+// calls/s, errors, process CPU per call from getrusage, and the
+// gateway's marginal CPU per call, the gateway phase's minus the direct
+// phase's).
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -25,254 +43,299 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/mandatehq/mandate/internal/audit"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
-	"github.com/mandatehq/mandate/internal/identity"
-	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
+// config is what a run measures.
+type config struct {
+	rate     int
+	duration time.Duration
+	warmup   time.Duration
+	conns    int
+	upstream string // lean | sdk
+	gateway  string // server | bare
+	timeout  time.Duration
+}
+
 func main() {
-	rate := flag.Int("rate", 1000, "calls per second for the latency phase")
-	dur := flag.Duration("duration", 10*time.Second, "length of each phase")
-	conns := flag.Int("conns", 16, "client sessions")
+	var c config
+	flag.IntVar(&c.rate, "rate", 1000, "calls per second on each path in the latency phase")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of the latency phase and of each throughput phase")
+	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "length of the warm-up (both paths)")
+	flag.IntVar(&c.conns, "conns", 16, "MCP sessions (connections) per path: the latency phase's schedule is spread over them, the throughput phase runs one loop on each")
+	flag.StringVar(&c.upstream, "upstream", "lean", "upstream MCP server: lean (a minimal Streamable HTTP server) or sdk (the Go SDK's)")
+	flag.StringVar(&c.gateway, "gateway", "server", "gateway: server (mandate serve in-process: Cedar policies, SQLite ledger) or bare (mcpproxy with a scope/tier decider and a counting recorder)")
+	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as is)")
-	auditKind := flag.String("audit", "sqlite", "audit recorder: sqlite (durable ledger) or memory")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: mcpload [flags]\n\nmcpload measures the MCP gateway against calling its upstream directly.\n\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
+	if flag.NArg() > 0 || c.rate <= 0 || c.duration <= 0 || c.conns <= 0 || c.warmup < 0 ||
+		(c.upstream != "lean" && c.upstream != "sdk") || (c.gateway != "server" && c.gateway != "bare") {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
 			log.Fatal(err)
 		}
-		pprof.StartCPUProfile(f)
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
 		defer pprof.StopCPUProfile()
 	}
-	if *procs > 0 {
-		runtime.GOMAXPROCS(*procs)
-	}
-	if err := run(*rate, *dur, *conns, *auditKind); err != nil {
-		log.Print(err)
+	if err := run(context.Background(), os.Stdout, c); err != nil {
+		fmt.Fprintf(os.Stderr, "mcpload: %v\n", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-type echoIn struct {
-	Text string `json:"text"`
-}
-
-func serve(h http.Handler) (string, func(), error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
+// run sets up the upstream, the gateway and the sessions, runs the
+// phases and writes the report to w.
+func run(ctx context.Context, w io.Writer, c config) error {
+	var up http.Handler = &echoServer{}
+	if c.upstream == "sdk" {
+		up = sdkEchoServer()
 	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(l)
-	return "http://" + l.Addr().String(), func() { srv.Close() }, nil
-}
-
-func run(rate int, dur time.Duration, conns int, auditKind string) error {
-	ctx := context.Background()
-	up := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "1"}, nil)
-	mcp.AddTool(up, &mcp.Tool{Name: "echo", Description: "Echo text.", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
-		func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
-		})
-	upURL, stopUp, err := serve(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
+	upURL, stopUp, err := serve(up)
 	if err != nil {
 		return err
 	}
 	defer stopUp()
+	start := startServer
+	if c.gateway == "bare" {
+		start = startBare
+	}
+	gw, err := start(ctx, upURL, c.warmup+3*c.duration+2*c.timeout)
+	if err != nil {
+		return err
+	}
+	defer gw.close()
 
-	dir, err := os.MkdirTemp("", "mcpload-")
+	// One transport for both paths, with an idle connection kept for every
+	// session (direct and gateway are different hosts).
+	tr := &http.Transport{MaxIdleConns: 2*c.conns + 16, MaxIdleConnsPerHost: c.conns + 8, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	direct, err := sessions(ctx, tr, upURL, "", c.conns)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	via, err := sessions(ctx, tr, gw.url, gw.token, c.conns)
 	if err != nil {
 		return err
 	}
-	base := "http://" + l.Addr().String()
-	a, err := mcpproxytest.NewAuthority(ctx, dir, base)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	var rec audit.Recorder = a.Audit
-	if auditKind == "memory" {
-		rec = &countRecorder{}
-	}
-	gw, err := mcpproxy.New(mcpproxy.Config{
-		Upstreams:     []mcpproxy.Upstream{{Name: "echo", URL: upURL}},
-		Authenticator: mcpproxytest.Authenticator{Verifier: a.Tokens.Verifier()},
-		Decider:       mcpproxytest.Decider{}, Audit: rec, PublicURL: base,
-	})
-	if err != nil {
-		return err
-	}
-	defer gw.Close()
-	gsrv := &http.Server{Handler: gw}
-	go gsrv.Serve(l)
-	defer gsrv.Close()
+	defer func() {
+		for _, s := range slices.Concat(direct, via) {
+			s.close(ctx)
+		}
+	}()
 
-	ag, err := a.Register(ctx, "load", identity.TierAutonomous)
-	if err != nil {
-		return err
-	}
-	tok, err := a.TaskToken(ctx, ag, "tool.call:echo/*", "load test")
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Transport: &bearer{tok: tok, base: &http.Transport{MaxIdleConnsPerHost: 1024}}}
+	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d conns=%d upstream=%s gateway=%s protocol=%s\n",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), c.conns, c.upstream, c.gateway, via[0].version)
 
-	fmt.Printf("mcpload: GOMAXPROCS=%d NumCPU=%d conns=%d audit=%s\n", runtime.GOMAXPROCS(0), runtime.NumCPU(), conns, auditKind)
-	direct, err := sessions(ctx, upURL, hc, conns)
-	if err != nil {
-		return err
+	if c.warmup > 0 {
+		throughput(ctx, direct, c.warmup/2, c.timeout)
+		throughput(ctx, via, c.warmup/2, c.timeout)
 	}
-	via, err := sessions(ctx, base+"/mcp/echo", hc, conns)
-	if err != nil {
-		return err
-	}
-	// Warm up both paths.
-	if _, _, _, err := interleaved(ctx, direct, via, 500, time.Second); err != nil {
-		return err
-	}
-	// Direct and gateway calls alternate on the same schedule, so that
-	// noise from other load on the machine hits both alike.
-	dl, gl, nerr, err := interleaved(ctx, direct, via, rate, dur)
-	if err != nil {
-		return err
-	}
-	dp50, dp99 := pct(dl, 50), pct(dl, 99)
-	gp50, gp99 := pct(gl, 50), pct(gl, 99)
-	fmt.Printf("latency at %d calls/s on each path (interleaved) for %s, errors %d:\n", rate, dur, nerr)
-	fmt.Printf("  direct:  n=%d p50=%v p90=%v p99=%v\n", len(dl), dp50, pct(dl, 90), dp99)
-	fmt.Printf("  gateway: n=%d p50=%v p90=%v p99=%v\n", len(gl), gp50, pct(gl, 90), gp99)
-	fmt.Printf("  added:   p50=%v p99=%v\n", gp50-dp50, gp99-dp99)
 
-	dn, dErr := maxRate(ctx, direct, dur)
-	gn, gErr := maxRate(ctx, via, dur)
-	fmt.Printf("throughput over %s with %d sessions:\n", dur, conns)
-	fmt.Printf("  direct:  %.0f calls/s (errors %d)\n", float64(dn)/dur.Seconds(), dErr)
-	fmt.Printf("  gateway: %.0f calls/s (errors %d)\n", float64(gn)/dur.Seconds(), gErr)
+	d, g, ticks, late := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
+	fmt.Fprintf(w, "latency at %d calls/s on each path, interleaved, for %s:\n", c.rate, c.duration)
+	if late*100 > ticks {
+		fmt.Fprintf(w, "  warning: %d of %d ticks started over an interval late: the paths did not keep up, so these latencies include queueing\n", late, ticks)
+	}
+	fmt.Fprintf(w, "  direct:  %s\n", d)
+	fmt.Fprintf(w, "  gateway: %s\n", g)
+	fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
+
+	dt := throughput(ctx, direct, c.duration, c.timeout)
+	gt := throughput(ctx, via, c.duration, c.timeout)
+	fmt.Fprintf(w, "throughput over %s with %d loops:\n", c.duration, c.conns)
+	fmt.Fprintf(w, "  direct:  %s\n", dt)
+	fmt.Fprintf(w, "  gateway: %s\n", gt)
+	if dt.calls > 0 && gt.calls > 0 {
+		fmt.Fprintf(w, "  gateway marginal CPU: %.1f µs/call\n", gt.cpuPerCall()-dt.cpuPerCall())
+	}
 	return nil
 }
 
-type bearer struct {
-	tok  string
-	base http.RoundTripper
-}
-
-func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.tok)
-	return b.base.RoundTrip(r)
-}
-
-type countRecorder struct{ n atomic.Int64 }
-
-func (c *countRecorder) Record(context.Context, audit.Event) error { c.n.Add(1); return nil }
-
-func sessions(ctx context.Context, url string, hc *http.Client, n int) ([]*mcp.ClientSession, error) {
-	var out []*mcp.ClientSession
+func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string, n int) ([]*session, error) {
+	out := make([]*session, 0, n)
 	for range n {
-		c := mcp.NewClient(&mcp.Implementation{Name: "mcpload", Version: "1"}, nil)
-		cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, DisableStandaloneSSE: true}, nil)
+		s, err := dial(ctx, rt, endpoint, token, "echo", `{"text":"hello"}`)
 		if err != nil {
-			return nil, fmt.Errorf("connect %s: %w", url, err)
+			for _, s := range out {
+				s.close(ctx)
+			}
+			return nil, err
 		}
-		out = append(out, cs)
+		out = append(out, s)
 	}
 	return out, nil
 }
 
-var args = map[string]any{"text": "hello"}
-
-func call(ctx context.Context, cs *mcp.ClientSession) error {
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: args})
-	if err == nil && res.IsError {
-		err = fmt.Errorf("tool error")
-	}
-	return err
+// latencies is one path's result in the latency phase.
+type latencies struct {
+	d     []time.Duration // sorted
+	errs  int
+	first error // the first error, if any
 }
 
-// interleaved issues calls at rate per second on each of two paths,
-// spread over the session pairs, alternating between the paths, and
-// returns each path's sorted latencies.
-func interleaved(ctx context.Context, a, b []*mcp.ClientSession, rate int, d time.Duration) ([]time.Duration, []time.Duration, int, error) {
-	var mu sync.Mutex
-	var la, lb []time.Duration
-	var errs atomic.Int64
-	var wg sync.WaitGroup
+func (l latencies) pct(p int) time.Duration {
+	if len(l.d) == 0 {
+		return 0
+	}
+	return l.d[(len(l.d)-1)*p/100]
+}
+
+func (l latencies) added(g latencies, p int) time.Duration { return g.pct(p) - l.pct(p) }
+
+func (l latencies) String() string {
+	s := fmt.Sprintf("n=%d p50=%v p90=%v p99=%v max=%v errors=%d", len(l.d), l.pct(50), l.pct(90), l.pct(99), l.pct(100), l.errs)
+	if l.first != nil {
+		s += fmt.Sprintf(" (first: %v)", l.first)
+	}
+	return s
+}
+
+// interleaved calls each path rate times a second for d, spread over the
+// session pairs: each pair's loop calls both paths on every tick of its
+// schedule, alternating which goes first. Latency is measured from the
+// start of each call. It also returns how many ticks there were and how
+// many started over an interval late: then the schedule slipped (the
+// paths could not keep up) and the latencies are not those at rate.
+func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time.Duration) (_, _ latencies, ticks, late int) {
+	ctx, cancel := context.WithTimeout(ctx, d+timeout)
+	defer cancel()
 	n := min(len(a), len(b))
-	interval := time.Duration(float64(time.Second) * float64(n) / float64(rate))
-	end := time.Now().Add(d)
+	interval := max(time.Duration(float64(time.Second)*float64(n)/float64(rate)), time.Microsecond)
+	var mu sync.Mutex
+	var ra, rb latencies
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			next := time.Now().Add(interval * time.Duration(i) / time.Duration(n))
-			var ma, mb []time.Duration
-			for k := 0; next.Before(end); k++ {
-				time.Sleep(time.Until(next))
-				first, second, lf, ls := a[i], b[i], &ma, &mb
+		wg.Go(func() {
+			// Each loop's results, merged at the end.
+			capacity := min(int(d/interval)+2, 1<<20)
+			la := latencies{d: make([]time.Duration, 0, capacity)}
+			lb := latencies{d: make([]time.Duration, 0, capacity)}
+			next := start.Add(interval * time.Duration(i) / time.Duration(n))
+			k, lateN := 0, 0
+			for ; next.Before(end); k++ {
+				if w := time.Until(next); w > 0 {
+					time.Sleep(w)
+				} else if -w > interval {
+					lateN++
+				}
+				first, second, lf, ls := a[i], b[i], &la, &lb
 				if k%2 == 1 {
-					first, second, lf, ls = b[i], a[i], &mb, &ma
+					first, second, lf, ls = b[i], a[i], &lb, &la
 				}
-				for _, p := range []struct {
-					cs  *mcp.ClientSession
-					out *[]time.Duration
-				}{{first, lf}, {second, ls}} {
-					t0 := time.Now()
-					if err := call(ctx, p.cs); err != nil {
-						errs.Add(1)
-					} else {
-						*p.out = append(*p.out, time.Since(t0))
-					}
-				}
+				timeCall(ctx, first, lf)
+				timeCall(ctx, second, ls)
 				next = next.Add(interval)
 			}
 			mu.Lock()
-			la, lb = append(la, ma...), append(lb, mb...)
-			mu.Unlock()
-		}()
+			defer mu.Unlock()
+			merge(&ra, la)
+			merge(&rb, lb)
+			ticks += k
+			late += lateN
+		})
 	}
 	wg.Wait()
-	slices.Sort(la)
-	slices.Sort(lb)
-	return la, lb, int(errs.Load()), nil
+	slices.Sort(ra.d)
+	slices.Sort(rb.d)
+	return ra, rb, ticks, late
 }
 
-// maxRate issues calls back to back on every session for d.
-func maxRate(ctx context.Context, ss []*mcp.ClientSession, d time.Duration) (int64, int64) {
-	var n, errs atomic.Int64
+func timeCall(ctx context.Context, s *session, l *latencies) {
+	t0 := time.Now()
+	if err := s.call(ctx); err != nil {
+		l.errs++
+		if l.first == nil {
+			l.first = err
+		}
+		return
+	}
+	l.d = append(l.d, time.Since(t0))
+}
+
+func merge(into *latencies, l latencies) {
+	into.d = append(into.d, l.d...)
+	into.errs += l.errs
+	if into.first == nil {
+		into.first = l.first
+	}
+}
+
+// rate is one path's result in the throughput phase.
+type rate struct {
+	calls, errs int64
+	first       error
+	elapsed     time.Duration
+	cpu         time.Duration // process CPU (user+system) over the phase
+}
+
+func (r rate) cpuPerCall() float64 {
+	return float64(r.cpu.Microseconds()) / float64(r.calls+r.errs)
+}
+
+func (r rate) String() string {
+	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) CPU %.1f µs/call (%.2f cores)",
+		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, r.cpuPerCall(), r.cpu.Seconds()/r.elapsed.Seconds())
+	if r.first != nil {
+		s += fmt.Sprintf(" (first error: %v)", r.first)
+	}
+	return s
+}
+
+// throughput calls back to back on every session for d.
+func throughput(ctx context.Context, ss []*session, d, timeout time.Duration) rate {
+	ctx, cancel := context.WithTimeout(ctx, d+timeout)
+	defer cancel()
+	var calls, errs atomic.Int64
+	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for _, cs := range ss {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	cpu0, t0 := processCPU(), time.Now()
+	end := t0.Add(d)
+	for _, s := range ss {
+		wg.Go(func() {
+			var n, e int64
 			for time.Now().Before(end) {
-				if err := call(ctx, cs); err != nil {
-					errs.Add(1)
+				if err := s.call(ctx); err != nil {
+					e++
+					firstErr.CompareAndSwap(nil, &err)
 				} else {
-					n.Add(1)
+					n++
 				}
 			}
-		}()
+			calls.Add(n)
+			errs.Add(e)
+		})
 	}
 	wg.Wait()
-	return n.Load(), errs.Load()
+	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: processCPU() - cpu0}
+	if p := firstErr.Load(); p != nil {
+		r.first = *p
+	}
+	return r
 }
 
-func pct(s []time.Duration, p int) time.Duration {
-	if len(s) == 0 {
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
-	return s[(len(s)-1)*p/100]
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

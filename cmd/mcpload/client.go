@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// A session is a lean MCP client session over Streamable HTTP, speaking
+// net/http directly: initialize, notifications/initialized, then
+// tools/call requests whose bodies are pre-encoded (only the id changes).
+// It allocates little per call, because the load generator shares the
+// machine with what it measures. A session is not safe for concurrent
+// use: each load loop owns one.
+type session struct {
+	rt       http.RoundTripper // not an http.Client: it copies headers per call
+	endpoint string
+	token    string // Bearer task token; empty sends no Authorization
+	id       string // Mcp-Session-Id
+	version  string // negotiated protocol version
+
+	tmpl   *http.Request // headers of every call; copied per call
+	prefix []byte        // call body up to the id
+	suffix []byte        // call body after the id
+	next   int64         // next request id
+	resp   []byte        // response body, reused
+	msg    rpcOut        // decoded response, reused
+	idBuf  []byte        // the current id, encoded
+	data   []byte        // joined SSE data lines, reused
+}
+
+// clientVersion is the protocol version the lean client requests.
+const clientVersion = "2025-11-25"
+
+// errCall is the error of a call that returned something other than a
+// successful tool result.
+var errCall = errors.New("call failed")
+
+// dial opens a session at endpoint: initialize, then
+// notifications/initialized. Calls will invoke tool with args (a JSON
+// object).
+func dial(ctx context.Context, rt http.RoundTripper, endpoint, token, tool, args string) (*session, error) {
+	s := &session{rt: rt, endpoint: endpoint, token: token, next: 2, resp: make([]byte, 0, 1024)}
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + clientVersion +
+		`","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}`
+	resp, body, err := s.post(ctx, init, "")
+	if err != nil {
+		return nil, fmt.Errorf("initialize %s: %w", endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("initialize %s: %s: %s", endpoint, resp.Status, bytes.TrimSpace(body))
+	}
+	s.id = resp.Header.Get("Mcp-Session-Id")
+	var res struct {
+		ProtocolVersion string `json:"protocolVersion"`
+	}
+	if err := s.decodeResult(resp.Header.Get("Content-Type"), body, []byte("1"), &res); err != nil {
+		return nil, fmt.Errorf("initialize %s: %w", endpoint, err)
+	}
+	if res.ProtocolVersion == "" {
+		return nil, fmt.Errorf("initialize %s: no protocolVersion in the result", endpoint)
+	}
+	s.version = res.ProtocolVersion
+	resp, body, err = s.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, s.version)
+	if err != nil {
+		return nil, fmt.Errorf("notifications/initialized %s: %w", endpoint, err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return nil, fmt.Errorf("notifications/initialized %s: %s, want 202 Accepted: %s", endpoint, resp.Status, bytes.TrimSpace(body))
+	}
+
+	s.tmpl, err = http.NewRequest(http.MethodPost, endpoint, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.setHeaders(s.tmpl.Header, s.version)
+	s.prefix = []byte(`{"jsonrpc":"2.0","id":`)
+	params, err := json.Marshal(map[string]any{"name": tool, "arguments": json.RawMessage(args)})
+	if err != nil {
+		return nil, fmt.Errorf("tool arguments: %w", err)
+	}
+	s.suffix = append(append([]byte(`,"method":"tools/call","params":`), params...), '}')
+	return s, nil
+}
+
+func (s *session) setHeaders(h http.Header, version string) {
+	h["Content-Type"] = []string{"application/json"}
+	h["Accept"] = []string{"application/json, text/event-stream"}
+	if s.token != "" {
+		h["Authorization"] = []string{"Bearer " + s.token}
+	}
+	if s.id != "" {
+		h["Mcp-Session-Id"] = []string{s.id}
+	}
+	if version != "" {
+		h["Mcp-Protocol-Version"] = []string{version}
+	}
+}
+
+// post sends one message during setup and returns the response with its
+// body read.
+func (s *session) post(ctx context.Context, body, version string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	s.setHeaders(req.Header, version)
+	resp, err := s.rt.RoundTrip(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// close ends the session (DELETE), as a client should.
+func (s *session) close(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.endpoint, nil)
+	if err != nil {
+		return err
+	}
+	s.setHeaders(req.Header, s.version)
+	resp, err := s.rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return nil
+}
+
+// callBody is a tools/call request body: prefix, id, suffix. One is
+// allocated per call, so a transport still reading an earlier body never
+// races with the next call.
+type callBody struct {
+	prefix, suffix []byte
+	id             [20]byte
+	idLen          int
+	off            int
+}
+
+func (b *callBody) Read(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		var src []byte
+		switch o := b.off; {
+		case o < len(b.prefix):
+			src = b.prefix[o:]
+		case o < len(b.prefix)+b.idLen:
+			src = b.id[o-len(b.prefix) : b.idLen]
+		case o < len(b.prefix)+b.idLen+len(b.suffix):
+			src = b.suffix[o-len(b.prefix)-b.idLen:]
+		default:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return n, nil
+		}
+		c := copy(p, src)
+		p, n, b.off = p[c:], n+c, b.off+c
+	}
+	return n, nil
+}
+
+func (b *callBody) Close() error { return nil }
+
+// call sends one tools/call and reports whether it returned a tool result
+// without isError; anything else is an error (errCall wrapped with what
+// came back, or the transport's error).
+func (s *session) call(ctx context.Context) error {
+	id := s.next
+	s.next++
+	body := &callBody{prefix: s.prefix, suffix: s.suffix}
+	body.idLen = len(strconv.AppendInt(body.id[:0], id, 10))
+	req := s.tmpl.WithContext(ctx)
+	req.Body = body
+	req.ContentLength = int64(len(s.prefix) + body.idLen + len(s.suffix))
+	resp, err := s.rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	s.resp, err = readBody(s.resp[:0], resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: HTTP %s: %.200s", errCall, resp.Status, bytes.TrimSpace(s.resp))
+	}
+	s.idBuf = append(s.idBuf[:0], body.id[:body.idLen]...)
+	var res struct {
+		IsError bool `json:"isError"`
+	}
+	if err := s.decodeResult(resp.Header.Get("Content-Type"), s.resp, s.idBuf, &res); err != nil {
+		return err
+	}
+	if res.IsError {
+		return fmt.Errorf("%w: tool result has isError: %.200s", errCall, s.resp)
+	}
+	return nil
+}
+
+// rpcOut is an incoming JSON-RPC message as the client sees it. Its fields
+// are reused between decodes, so they are reset before each.
+type rpcOut struct {
+	ID     json.RawMessage `json:"id"`
+	Method json.RawMessage `json:"method"`
+	Result json.RawMessage `json:"result"`
+	Error  json.RawMessage `json:"error"`
+}
+
+// decodeResult finds, in a response body of the given content type
+// (application/json, or text/event-stream whose data events carry
+// JSON-RPC messages), the response to request id and decodes its result
+// into v. A JSON-RPC error, a missing response, or a result that is not an
+// object is an error.
+func (s *session) decodeResult(contentType string, body, id []byte, v any) error {
+	mt := contentType
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	mt = strings.TrimSpace(mt)
+	var found bool
+	var err error
+	switch mt {
+	case "application/json":
+		found, err = s.match(body, id)
+	case "text/event-stream":
+		found, err = s.scanEvents(body, id)
+	default:
+		if t, _, perr := mime.ParseMediaType(contentType); perr == nil && t == "application/json" {
+			found, err = s.match(body, id)
+		} else {
+			return fmt.Errorf("%w: unexpected Content-Type %q", errCall, contentType)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("%w: no response with id %s in %.200s", errCall, id, body)
+	}
+	m := &s.msg
+	if len(m.Error) > 0 && string(m.Error) != "null" {
+		return fmt.Errorf("%w: JSON-RPC error %s", errCall, m.Error)
+	}
+	if len(m.Result) == 0 || m.Result[0] != '{' {
+		return fmt.Errorf("%w: response without a result object", errCall)
+	}
+	if err := json.Unmarshal(m.Result, v); err != nil {
+		return fmt.Errorf("%w: result: %v", errCall, err)
+	}
+	return nil
+}
+
+// match decodes one JSON-RPC message into s.msg and reports whether it is
+// the response to request id.
+func (s *session) match(msg, id []byte) (bool, error) {
+	m := &s.msg
+	m.ID, m.Method, m.Result, m.Error = m.ID[:0], m.Method[:0], m.Result[:0], m.Error[:0]
+	if err := json.Unmarshal(msg, m); err != nil {
+		return false, fmt.Errorf("%w: bad JSON-RPC message: %v", errCall, err)
+	}
+	return len(m.Method) == 0 && bytes.Equal(m.ID, id), nil
+}
+
+// scanEvents reads server-sent events (the WHATWG format: fields per line,
+// events ended by a blank line, data lines joined by newlines) and stops
+// at the first whose data is the response to request id.
+func (s *session) scanEvents(body, id []byte) (bool, error) {
+	s.data = s.data[:0]
+	var hasData bool
+	for len(body) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			line, body = body, nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			if hasData {
+				if ok, err := s.match(s.data, id); ok || err != nil {
+					return ok, err
+				}
+			}
+			s.data, hasData = s.data[:0], false
+			continue
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			v = bytes.TrimPrefix(v, []byte(" "))
+			if hasData {
+				s.data = append(s.data, '\n')
+			}
+			s.data, hasData = append(s.data, v...), true
+		}
+	}
+	// A stream may end without the final blank line.
+	if hasData {
+		return s.match(s.data, id)
+	}
+	return false, nil
+}
