@@ -190,7 +190,7 @@ func TestCalls(t *testing.T) {
 	if !slices.Equal(denied, []string{"nope", "go/delete_all"}) {
 		t.Errorf("denied events for %v, want [nope go/delete_all]", denied)
 	}
-	results := e.rec.events(audit.TypeMCPResult)
+	results := e.rec.waitEvents(audit.TypeMCPResult, 2)
 	if len(results) != 2 || results[0].Details["outcome"] != "ok" || results[1].Details["outcome"] != "error" {
 		t.Errorf("mcp.result events = %+v", results)
 	}

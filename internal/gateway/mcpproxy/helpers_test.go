@@ -160,6 +160,20 @@ func (r *recorder) events(typ audit.Type) []audit.Event {
 	return out
 }
 
+// waitEvents waits (briefly) until the recorder holds n events of type
+// typ, and returns them. Outcomes of raw-relayed calls are recorded just
+// after the answer goes out, so a test may look before they are in.
+func (r *recorder) waitEvents(typ audit.Type, n int) []audit.Event {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		evs := r.events(typ)
+		if len(evs) >= n || time.Now().After(deadline) {
+			return evs
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // env is a gateway in front of upstreams, with a real authority.
 type env struct {
 	auth *mcpproxytest.Authority

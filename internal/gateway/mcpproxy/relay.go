@@ -152,21 +152,26 @@ func (u *upConn) protocolVersion() string {
 	return u.init.ProtocolVersion
 }
 
-// relayCall sends an admitted call upstream and its answer downstream,
-// then records the outcome.
+// relayCall sends an admitted call upstream and its answer downstream.
+// The outcome is recorded once the answer is on its way, so that the
+// client does not wait for the ledger a second time.
 func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
+	toolError, err := s.relay(w, r, u, m, params)
+	s.gw.async(func() { _ = done(toolError, err) })
+}
+
+// relay runs the exchange and writes its answer; it returns the outcome.
+func (s *session) relay(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage) (toolError bool, err error) {
 	out := &downstream{w: w}
 	res, err := s.exchange(r.Context(), u, m, params, out)
 	if err != nil {
 		if errors.Is(err, errClientCancelled) {
-			_ = done(false, err)
 			out.end()
-			return
+			return false, err
 		}
 		rerr := s.gw.errorFor(err, u.cfg.Name)
 		out.fail(m.ID, rerr)
-		_ = done(false, rerr)
-		return
+		return false, rerr
 	}
 	res.ID = m.ID
 	if res.Error != nil {
@@ -176,10 +181,8 @@ func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m
 			res.Error, _ = json.Marshal(&je)
 		}
 		out.final(res)
-		_ = done(false, &je)
-		return
+		return false, &je
 	}
-	toolError := false
 	if m.Method == "tools/call" {
 		var v struct {
 			IsError bool `json:"isError"`
@@ -188,7 +191,7 @@ func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m
 		toolError = v.IsError
 	}
 	out.final(res)
-	_ = done(toolError, nil)
+	return toolError, nil
 }
 
 // errClientCancelled: the downstream client cancelled the call.
@@ -319,14 +322,30 @@ func (s *session) cancelUpstream(c *rawCall, reason string) {
 	})
 }
 
-// background runs f with a bounded context that the gateway's Close waits for.
+// background runs f with a bounded context, in a goroutine the gateway's
+// Close waits for.
 func (g *Gateway) background(f func(context.Context)) {
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
+	g.async(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), 5*time.Second)
 		defer cancel()
 		f(ctx)
+	})
+}
+
+// async runs f in a goroutine that Close waits for; once Close has begun,
+// it runs f at once instead.
+func (g *Gateway) async(f func()) {
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		f()
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		f()
 	}()
 }
 

@@ -204,7 +204,7 @@ func TestRawRelay(t *testing.T) {
 	})
 
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.events(audit.TypeMCPResult)
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 6)
 		if len(calls) != 6 || len(results) != 6 {
 			t.Fatalf("%d mcp.call and %d mcp.result events; want 6 and 6", len(calls), len(results))
 		}
