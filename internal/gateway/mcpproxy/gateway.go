@@ -116,15 +116,18 @@ type Config struct {
 // plus the RFC 9728 protected resource metadata for each. It is safe for
 // concurrent use; Close stops every session and upstream process.
 type Gateway struct {
-	cfg      Config
-	log      *slog.Logger
-	ups      map[string]*Upstream
-	names    []string
-	pins     *pinner
-	lim      *limiter
-	handler  http.Handler
-	httpc    *http.Client
-	clients  map[string]*http.Client // per HTTP upstream, with its headers
+	cfg     Config
+	log     *slog.Logger
+	ups     map[string]*Upstream
+	names   []string
+	pins    *pinner
+	lim     *limiter
+	handler http.Handler
+	httpc   *http.Client
+	// relayers carry the raw relay's requests to each HTTP upstream, with
+	// its headers. (Calling the transport directly spares http.Client's
+	// per-request copying; the relay needs no redirects or cookies.)
+	relayers map[string]http.RoundTripper
 	relaySeq atomic.Uint64
 	proto    *mcp.Server // answers the SDK's per-request questions (see routes)
 	ctx      context.Context
@@ -154,7 +157,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Pins = NewMemoryPins()
 	}
 	g := &Gateway{
-		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, clients: map[string]*http.Client{},
+		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
 		sessions: map[*session]struct{}{}, byID: map[string]*session{},
 	}
 	for i := range cfg.Upstreams {
@@ -177,7 +180,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	for n, u := range g.ups {
 		if u.URL != "" {
-			g.clients[n] = g.upstreamHTTP(u)
+			rt := g.upstreamHTTP(u).Transport
+			if rt == nil {
+				rt = http.DefaultTransport
+			}
+			g.relayers[n] = rt
 		}
 	}
 	g.pins = &pinner{store: cfg.Pins, audit: cfg.Audit, log: g.log, cache: map[pinKey]*Pin{}}

@@ -364,7 +364,7 @@ func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSes
 	if v := u.protocolVersion(); v != "" {
 		h.Set("Mcp-Protocol-Version", v)
 	}
-	return g.clients[u.cfg.Name].Do(req)
+	return g.relayers[u.cfg.Name].RoundTrip(req)
 }
 
 // sendUpstream POSTs a notification or response, which the upstream
