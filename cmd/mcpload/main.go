@@ -8,8 +8,8 @@
 //	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file]
 //
 // Everything runs in one process: an upstream MCP server with one
-// read-only "echo" tool (by default a lean Streamable HTTP server; -upstream
-// sdk uses the Go SDK's), the gateway in front of it, and the clients.
+// read-only "echo" tool (by default mcpproxytest.EchoServer, a lean
+// Streamable HTTP server; -upstream sdk uses the Go SDK's), the gateway in front of it, and the clients.
 // With -gateway server (the default) the gateway is mandate's server as
 // `mandate serve` builds it — temporary data directory, SQLite store,
 // access pipeline with the default Cedar policies, durable audit ledger —
@@ -17,9 +17,9 @@
 // tool.call:echo/*. With -gateway bare it is mcpproxy alone, with a
 // scope/tier decider and an audit recorder that only counts.
 //
-// The clients speak Streamable HTTP with net/http directly, one MCP
-// session per connection, and allocate little: the harness shares the
-// machine with what it measures.
+// The clients (mcpproxytest.LeanClient) speak Streamable HTTP with
+// net/http directly, one MCP session per connection, and allocate little:
+// the harness shares the machine with what it measures.
 //
 // Phases: warm-up (both paths); latency (direct and gateway calls
 // interleaved on one schedule at -rate calls/s per path, so that noise
@@ -45,6 +45,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
 
 // config is what a run measures.
@@ -102,9 +104,9 @@ func main() {
 // run sets up the upstream, the gateway and the sessions, runs the
 // phases and writes the report to w.
 func run(ctx context.Context, w io.Writer, c config) error {
-	var up http.Handler = &echoServer{}
+	var up http.Handler = &mcpproxytest.EchoServer{}
 	if c.upstream == "sdk" {
-		up = sdkEchoServer()
+		up = mcpproxytest.SDKEchoServer()
 	}
 	upURL, stopUp, err := serve(up)
 	if err != nil {
@@ -135,12 +137,12 @@ func run(ctx context.Context, w io.Writer, c config) error {
 	}
 	defer func() {
 		for _, s := range slices.Concat(direct, via) {
-			s.close(ctx)
+			s.Close(ctx)
 		}
 	}()
 
 	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d conns=%d upstream=%s gateway=%s protocol=%s\n",
-		runtime.GOMAXPROCS(0), runtime.NumCPU(), c.conns, c.upstream, c.gateway, via[0].version)
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
 
 	if c.warmup > 0 {
 		throughput(ctx, direct, c.warmup/2, c.timeout)
@@ -167,13 +169,17 @@ func run(ctx context.Context, w io.Writer, c config) error {
 	return nil
 }
 
-func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string, n int) ([]*session, error) {
-	out := make([]*session, 0, n)
+// sessions dials n lean clients at endpoint, each calling echo.
+func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string, n int) ([]*mcpproxytest.LeanClient, error) {
+	out := make([]*mcpproxytest.LeanClient, 0, n)
 	for range n {
-		s, err := dial(ctx, rt, endpoint, token, "echo", `{"text":"hello"}`)
+		s, err := mcpproxytest.DialLeanClient(ctx, mcpproxytest.LeanClientConfig{
+			Endpoint: endpoint, Transport: rt, Token: token,
+			Tool: "echo", Arguments: `{"text":"hello"}`, ClientName: "mcpload",
+		})
 		if err != nil {
 			for _, s := range out {
-				s.close(ctx)
+				s.Close(ctx)
 			}
 			return nil, err
 		}
@@ -212,7 +218,7 @@ func (l latencies) String() string {
 // start of each call. It also returns how many ticks there were and how
 // many started over an interval late: then the schedule slipped (the
 // paths could not keep up) and the latencies are not those at rate.
-func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time.Duration) (_, _ latencies, ticks, late int) {
+func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int, d, timeout time.Duration) (_, _ latencies, ticks, late int) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
 	n := min(len(a), len(b))
@@ -258,9 +264,9 @@ func interleaved(ctx context.Context, a, b []*session, rate int, d, timeout time
 	return ra, rb, ticks, late
 }
 
-func timeCall(ctx context.Context, s *session, l *latencies) {
+func timeCall(ctx context.Context, s *mcpproxytest.LeanClient, l *latencies) {
 	t0 := time.Now()
-	if err := s.call(ctx); err != nil {
+	if err := s.Call(ctx); err != nil {
 		l.errs++
 		if l.first == nil {
 			l.first = err
@@ -300,7 +306,7 @@ func (r rate) String() string {
 }
 
 // throughput calls back to back on every session for d.
-func throughput(ctx context.Context, ss []*session, d, timeout time.Duration) rate {
+func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout time.Duration) rate {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
 	var calls, errs atomic.Int64
@@ -312,7 +318,7 @@ func throughput(ctx context.Context, ss []*session, d, timeout time.Duration) ra
 		wg.Go(func() {
 			var n, e int64
 			for time.Now().Before(end) {
-				if err := s.call(ctx); err != nil {
+				if err := s.Call(ctx); err != nil {
 					e++
 					firstErr.CompareAndSwap(nil, &err)
 				} else {

@@ -1,8 +1,11 @@
-// Package mcpproxytest provides what tests and the load generator need to
-// run the MCP gateway against mandate's real authorization server: a
-// token.Server over a SQLite store that registers agents and issues task
-// tokens, an Authenticator over token.Verifier, and a small Decider built
-// only from the task's scope and the agent's tier.
+// Package mcpproxytest provides what tests, benchmarks and the load
+// generator need to run the MCP gateway against mandate's real
+// authorization server: a token.Server over a SQLite store that registers
+// agents and issues task tokens, an Authenticator over token.Verifier,
+// and a small Decider built only from the task's scope and the agent's
+// tier. For measuring the gateway it also has a lean upstream
+// (EchoServer, and SDKEchoServer for a Go SDK one) and a lean client
+// (LeanClient), both cheap enough not to dominate what they measure.
 //
 // The Decider is not a policy engine: it is the honest minimum (scope
 // patterns and tier rules) until the access pipeline is merged, and the

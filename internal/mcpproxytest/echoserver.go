@@ -1,4 +1,4 @@
-package main
+package mcpproxytest
 
 import (
 	"bytes"
@@ -15,10 +15,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// echoServer is a small Streamable HTTP MCP server (MCP 2025-11-25) with
-// one read-only tool, echo, that returns its text argument. It is the load
-// test's default upstream: spec-correct for what it implements, and cheap,
-// so that the measurement is not dominated by the upstream.
+// EchoServer is a small Streamable HTTP MCP server (MCP 2025-11-25) with
+// one read-only tool, echo, that returns its text argument. It is an
+// upstream for load tests and benchmarks: spec-correct for what it
+// implements, and cheap, so that the measurement is not dominated by the
+// upstream.
 //
 // POST carries one JSON-RPC message. initialize opens a session (the
 // Mcp-Session-Id header of its response) and negotiates the protocol
@@ -27,12 +28,15 @@ import (
 // notifications and responses with 202. tools/list, tools/call and ping
 // are served; other methods get JSON-RPC -32601. GET is 405 (no
 // server-initiated stream); DELETE ends the session (204).
-type echoServer struct {
+//
+// The zero value is ready to use, and safe for concurrent use; an
+// EchoServer must not be copied after first use.
+type EchoServer struct {
 	sessions sync.Map // session ID → protocol version (string)
 	bufs     sync.Pool
 }
 
-// fixtureVersions are the protocol versions echoServer negotiates, newest
+// fixtureVersions are the protocol versions EchoServer negotiates, newest
 // first. (2024-11-05 used the older HTTP+SSE transport.)
 var fixtureVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26"}
 
@@ -62,7 +66,10 @@ type fixtureBuf struct {
 	msg rpcIn
 }
 
-func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+var _ http.Handler = (*EchoServer)(nil)
+
+// ServeHTTP implements http.Handler.
+func (s *EchoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// DNS rebinding protection (2025-11-25, transports §security): a
 	// browser's cross-origin request carries an Origin we do not serve.
 	if o := r.Header.Get("Origin"); o != "" {
@@ -92,7 +99,7 @@ func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *echoServer) post(w http.ResponseWriter, r *http.Request) {
+func (s *EchoServer) post(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		http.Error(w, "Content-Type must be application/json", http.StatusUnsupportedMediaType)
 		return
@@ -189,7 +196,7 @@ func (s *echoServer) post(w http.ResponseWriter, r *http.Request) {
 
 var jsonContentType = []string{"application/json"}
 
-func (s *echoServer) initialize(w http.ResponseWriter, m *rpcIn) {
+func (s *EchoServer) initialize(w http.ResponseWriter, m *rpcIn) {
 	var p struct {
 		ProtocolVersion string `json:"protocolVersion"`
 	}
@@ -209,7 +216,7 @@ func (s *echoServer) initialize(w http.ResponseWriter, m *rpcIn) {
 	var out bytes.Buffer
 	out.WriteString(`{"jsonrpc":"2.0","id":`)
 	out.Write(m.ID)
-	out.WriteString(`,"result":{"protocolVersion":"` + v + `","capabilities":{"tools":{}},"serverInfo":{"name":"mcpload-echo","version":"1"}}}`)
+	out.WriteString(`,"result":{"protocolVersion":"` + v + `","capabilities":{"tools":{}},"serverInfo":{"name":"mcpproxytest-echo","version":"1"}}}`)
 	w.Write(out.Bytes())
 }
 
@@ -265,10 +272,10 @@ type echoIn struct {
 	Text string `json:"text"`
 }
 
-// sdkEchoServer is the same echo tool on a Go SDK server (Streamable HTTP,
-// stateful, SSE responses): a realistic upstream, and a costlier one.
-func sdkEchoServer() http.Handler {
-	up := mcp.NewServer(&mcp.Implementation{Name: "mcpload-echo", Version: "1"}, nil)
+// SDKEchoServer is EchoServer's echo tool on a Go SDK server (Streamable
+// HTTP, stateful, SSE responses): a realistic upstream, and a costlier one.
+func SDKEchoServer() http.Handler {
+	up := mcp.NewServer(&mcp.Implementation{Name: "mcpproxytest-echo", Version: "1"}, nil)
 	mcp.AddTool(up, &mcp.Tool{Name: "echo", Description: "Echo text.", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
 		func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil

@@ -1,4 +1,4 @@
-package main
+package mcpproxytest
 
 import (
 	"bytes"
@@ -13,13 +13,15 @@ import (
 	"strings"
 )
 
-// A session is a lean MCP client session over Streamable HTTP, speaking
-// net/http directly: initialize, notifications/initialized, then
+// A LeanClient is a lean MCP client session over Streamable HTTP,
+// speaking net/http directly: initialize, notifications/initialized, then
 // tools/call requests whose bodies are pre-encoded (only the id changes).
-// It allocates little per call, because the load generator shares the
-// machine with what it measures. A session is not safe for concurrent
-// use: each load loop owns one.
-type session struct {
+// It allocates little per call, so that a load test or benchmark measures
+// the server rather than the client. It reads application/json and
+// text/event-stream responses, and ignores server-to-client requests and
+// notifications on a call's stream. A LeanClient is not safe for
+// concurrent use: give each loop its own.
+type LeanClient struct {
 	rt       http.RoundTripper // not an http.Client: it copies headers per call
 	endpoint string
 	token    string // Bearer task token; empty sends no Authorization
@@ -36,20 +38,61 @@ type session struct {
 	data   []byte        // joined SSE data lines, reused
 }
 
-// clientVersion is the protocol version the lean client requests.
-const clientVersion = "2025-11-25"
+// LeanClientConfig configures DialLeanClient.
+type LeanClientConfig struct {
+	// Endpoint is the MCP endpoint URL (required).
+	Endpoint string
+	// Transport sends the requests; nil uses http.DefaultTransport.
+	Transport http.RoundTripper
+	// Token, if not empty, is sent as a Bearer credential on every
+	// request (a task token, for the gateway).
+	Token string
+	// Tool is the tool every Call invokes; empty means "echo", the
+	// EchoServer's tool.
+	Tool string
+	// Arguments is the tool's arguments, a JSON object; empty means
+	// {"text":"hello"}.
+	Arguments string
+	// ClientName is the clientInfo name sent in initialize; empty means
+	// "mcpproxytest".
+	ClientName string
+}
 
-// errCall is the error of a call that returned something other than a
-// successful tool result.
-var errCall = errors.New("call failed")
+// LeanClientVersion is the protocol version the LeanClient requests.
+const LeanClientVersion = "2025-11-25"
 
-// dial opens a session at endpoint: initialize, then
-// notifications/initialized. Calls will invoke tool with args (a JSON
-// object).
-func dial(ctx context.Context, rt http.RoundTripper, endpoint, token, tool, args string) (*session, error) {
-	s := &session{rt: rt, endpoint: endpoint, token: token, next: 2, resp: make([]byte, 0, 1024)}
-	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + clientVersion +
-		`","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}`
+// ErrCall is the error of a call that returned something other than a
+// successful tool result (an HTTP error, a JSON-RPC error, a tool result
+// with isError, or no response at all); the wrapping error says what came
+// back. Transport errors are returned as they are.
+var ErrCall = errors.New("call failed")
+
+// DialLeanClient opens a session at cfg.Endpoint: initialize, then
+// notifications/initialized.
+func DialLeanClient(ctx context.Context, cfg LeanClientConfig) (*LeanClient, error) {
+	if cfg.Endpoint == "" {
+		return nil, errors.New("mcpproxytest: LeanClientConfig.Endpoint is empty")
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = http.DefaultTransport
+	}
+	if cfg.Tool == "" {
+		cfg.Tool = "echo"
+	}
+	if cfg.Arguments == "" {
+		cfg.Arguments = `{"text":"hello"}`
+	}
+	if cfg.ClientName == "" {
+		cfg.ClientName = "mcpproxytest"
+	}
+	endpoint := cfg.Endpoint
+	s := &LeanClient{rt: cfg.Transport, endpoint: endpoint, token: cfg.Token, next: 2, resp: make([]byte, 0, 1024)}
+	name, err := json.Marshal(cfg.ClientName)
+	if err != nil {
+		return nil, err
+	}
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + LeanClientVersion +
+		`","capabilities":{},"clientInfo":{"name":` + string(name) + `,"version":"1"}}}`
 	resp, body, err := s.post(ctx, init, "")
 	if err != nil {
 		return nil, fmt.Errorf("initialize %s: %w", endpoint, err)
@@ -82,7 +125,7 @@ func dial(ctx context.Context, rt http.RoundTripper, endpoint, token, tool, args
 	}
 	s.setHeaders(s.tmpl.Header, s.version)
 	s.prefix = []byte(`{"jsonrpc":"2.0","id":`)
-	params, err := json.Marshal(map[string]any{"name": tool, "arguments": json.RawMessage(args)})
+	params, err := json.Marshal(map[string]any{"name": cfg.Tool, "arguments": json.RawMessage(cfg.Arguments)})
 	if err != nil {
 		return nil, fmt.Errorf("tool arguments: %w", err)
 	}
@@ -90,7 +133,14 @@ func dial(ctx context.Context, rt http.RoundTripper, endpoint, token, tool, args
 	return s, nil
 }
 
-func (s *session) setHeaders(h http.Header, version string) {
+// SessionID is the Mcp-Session-Id the server assigned (empty if it
+// assigned none).
+func (s *LeanClient) SessionID() string { return s.id }
+
+// ProtocolVersion is the protocol version the server negotiated.
+func (s *LeanClient) ProtocolVersion() string { return s.version }
+
+func (s *LeanClient) setHeaders(h http.Header, version string) {
 	h["Content-Type"] = []string{"application/json"}
 	h["Accept"] = []string{"application/json, text/event-stream"}
 	if s.token != "" {
@@ -106,7 +156,7 @@ func (s *session) setHeaders(h http.Header, version string) {
 
 // post sends one message during setup and returns the response with its
 // body read.
-func (s *session) post(ctx context.Context, body, version string) (*http.Response, []byte, error) {
+func (s *LeanClient) post(ctx context.Context, body, version string) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(body))
 	if err != nil {
 		return nil, nil, err
@@ -121,8 +171,9 @@ func (s *session) post(ctx context.Context, body, version string) (*http.Respons
 	return resp, b, err
 }
 
-// close ends the session (DELETE), as a client should.
-func (s *session) close(ctx context.Context) error {
+// Close ends the session (DELETE), as a client should. It does not
+// close the transport's connections.
+func (s *LeanClient) Close(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.endpoint, nil)
 	if err != nil {
 		return err
@@ -172,10 +223,10 @@ func (b *callBody) Read(p []byte) (int, error) {
 
 func (b *callBody) Close() error { return nil }
 
-// call sends one tools/call and reports whether it returned a tool result
-// without isError; anything else is an error (errCall wrapped with what
+// Call sends one tools/call and reports whether it returned a tool result
+// without isError; anything else is an error (ErrCall wrapped with what
 // came back, or the transport's error).
-func (s *session) call(ctx context.Context) error {
+func (s *LeanClient) Call(ctx context.Context) error {
 	id := s.next
 	s.next++
 	body := &callBody{prefix: s.prefix, suffix: s.suffix}
@@ -193,7 +244,7 @@ func (s *session) call(ctx context.Context) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: HTTP %s: %.200s", errCall, resp.Status, bytes.TrimSpace(s.resp))
+		return fmt.Errorf("%w: HTTP %s: %.200s", ErrCall, resp.Status, bytes.TrimSpace(s.resp))
 	}
 	s.idBuf = append(s.idBuf[:0], body.id[:body.idLen]...)
 	var res struct {
@@ -203,7 +254,7 @@ func (s *session) call(ctx context.Context) error {
 		return err
 	}
 	if res.IsError {
-		return fmt.Errorf("%w: tool result has isError: %.200s", errCall, s.resp)
+		return fmt.Errorf("%w: tool result has isError: %.200s", ErrCall, s.resp)
 	}
 	return nil
 }
@@ -222,7 +273,7 @@ type rpcOut struct {
 // JSON-RPC messages), the response to request id and decodes its result
 // into v. A JSON-RPC error, a missing response, or a result that is not an
 // object is an error.
-func (s *session) decodeResult(contentType string, body, id []byte, v any) error {
+func (s *LeanClient) decodeResult(contentType string, body, id []byte, v any) error {
 	mt := contentType
 	if i := strings.IndexByte(mt, ';'); i >= 0 {
 		mt = mt[:i]
@@ -239,35 +290,35 @@ func (s *session) decodeResult(contentType string, body, id []byte, v any) error
 		if t, _, perr := mime.ParseMediaType(contentType); perr == nil && t == "application/json" {
 			found, err = s.match(body, id)
 		} else {
-			return fmt.Errorf("%w: unexpected Content-Type %q", errCall, contentType)
+			return fmt.Errorf("%w: unexpected Content-Type %q", ErrCall, contentType)
 		}
 	}
 	if err != nil {
 		return err
 	}
 	if !found {
-		return fmt.Errorf("%w: no response with id %s in %.200s", errCall, id, body)
+		return fmt.Errorf("%w: no response with id %s in %.200s", ErrCall, id, body)
 	}
 	m := &s.msg
 	if len(m.Error) > 0 && string(m.Error) != "null" {
-		return fmt.Errorf("%w: JSON-RPC error %s", errCall, m.Error)
+		return fmt.Errorf("%w: JSON-RPC error %s", ErrCall, m.Error)
 	}
 	if len(m.Result) == 0 || m.Result[0] != '{' {
-		return fmt.Errorf("%w: response without a result object", errCall)
+		return fmt.Errorf("%w: response without a result object", ErrCall)
 	}
 	if err := json.Unmarshal(m.Result, v); err != nil {
-		return fmt.Errorf("%w: result: %v", errCall, err)
+		return fmt.Errorf("%w: result: %v", ErrCall, err)
 	}
 	return nil
 }
 
 // match decodes one JSON-RPC message into s.msg and reports whether it is
 // the response to request id.
-func (s *session) match(msg, id []byte) (bool, error) {
+func (s *LeanClient) match(msg, id []byte) (bool, error) {
 	m := &s.msg
 	m.ID, m.Method, m.Result, m.Error = m.ID[:0], m.Method[:0], m.Result[:0], m.Error[:0]
 	if err := json.Unmarshal(msg, m); err != nil {
-		return false, fmt.Errorf("%w: bad JSON-RPC message: %v", errCall, err)
+		return false, fmt.Errorf("%w: bad JSON-RPC message: %v", ErrCall, err)
 	}
 	return len(m.Method) == 0 && bytes.Equal(m.ID, id), nil
 }
@@ -275,7 +326,7 @@ func (s *session) match(msg, id []byte) (bool, error) {
 // scanEvents reads server-sent events (the WHATWG format: fields per line,
 // events ended by a blank line, data lines joined by newlines) and stops
 // at the first whose data is the response to request id.
-func (s *session) scanEvents(body, id []byte) (bool, error) {
+func (s *LeanClient) scanEvents(body, id []byte) (bool, error) {
 	s.data = s.data[:0]
 	var hasData bool
 	for len(body) > 0 {
