@@ -45,7 +45,8 @@ func TestRawJSONRPC(t *testing.T) {
 		{"neither request nor response", `{"jsonrpc":"2.0","id":8}`, 400, `"code":-32600`},
 		{"unknown method", `{"jsonrpc":"2.0","id":2,"method":"tools/destroy"}`, 200, `{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"method not found: \"tools/destroy\"`},
 		{"unknown notification", `{"jsonrpc":"2.0","method":"notifications/destroy"}`, 400, `"code":-32601`},
-		{"call without params", `{"jsonrpc":"2.0","id":3,"method":"tools/call"}`, 200, `"id":3,"error":{"code":-32602,"message":"tools/call needs params with a tool name"`},
+		{"call without params", `{"jsonrpc":"2.0","id":3,"method":"tools/call"}`, 200, `"id":3,"error":{"code":-32602,"message":"tools/call needs its params as an object"`},
+		{"call without a name", `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":7}}`, 200, `"id":9,"error":{"code":-32602,"message":"tools/call needs params with a tool name"`},
 		{"unknown tool", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope"}}`, 200, `unknown tool`},
 		{"arguments not an object", `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":"x"}}`, 200, `"code":-32602`},
 	} {

@@ -53,85 +53,93 @@ type relayedRequest struct {
 // when the upstream is a stdio server.
 func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
 	ctx := r.Context()
-	var (
-		u      *upConn
-		params = m.Params
-		done   outcomeFunc
-		err    error
-	)
-	switch m.Method {
-	case "tools/call":
-		var p struct {
-			Name      string          `json:"name"`
-			Arguments json.RawMessage `json:"arguments"`
-		}
-		if json.Unmarshal(m.Params, &p) != nil || p.Name == "" {
-			(&downstream{w: w}).fail(m.ID, invalidParams("tools/call needs params with a tool name"))
-			return true
-		}
-		if up, _, ok := s.split(p.Name); ok && !up.http() {
-			return false
-		}
-		var e *toolEntry
-		e, done, err = s.admitTool(ctx, a, p.Name, p.Arguments)
-		if err == nil {
-			u = e.up
-			params, err = renamed(m.Params, p.Name, e.tool.Name)
-		}
-	case "resources/read":
-		var p struct {
-			URI string `json:"uri"`
-		}
-		if json.Unmarshal(m.Params, &p) != nil || p.URI == "" {
-			(&downstream{w: w}).fail(m.ID, invalidParams("resources/read needs params with a uri"))
-			return true
-		}
-		if up, uerr := s.resourceUpstream(ctx, p.URI); uerr == nil && !up.http() {
-			return false
-		}
-		u, done, err = s.admitResource(ctx, a, p.URI)
-	case "prompts/get":
-		var p struct {
-			Name      string            `json:"name"`
-			Arguments map[string]string `json:"arguments"`
-		}
-		if json.Unmarshal(m.Params, &p) != nil || p.Name == "" {
-			(&downstream{w: w}).fail(m.ID, invalidParams("prompts/get needs params with a prompt name and string arguments"))
-			return true
-		}
-		if up, _, ok := s.split(p.Name); ok && !up.http() {
-			return false
-		}
-		var name string
-		u, name, done, err = s.admitPrompt(ctx, a, p.Name, p.Arguments)
-		if err == nil {
-			params, err = renamed(m.Params, p.Name, name)
-		}
-	}
-	if err != nil {
-		if done != nil {
-			err = done(false, err)
-		}
+	fail := func(err error) bool {
 		(&downstream{w: w}).fail(m.ID, err)
 		return true
 	}
+	// What is decided, recorded and sent upstream is one reading of the
+	// params: they are decoded once (duplicate keys collapse here, as
+	// encoding/json reads them, whatever the upstream's parser would make
+	// of the original) and sent re-encoded, with the members the gateway
+	// decided on set to the values it decided on.
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(m.Params, &fields) != nil || fields == nil {
+		return fail(invalidParams("%s needs its params as an object", m.Method))
+	}
+	var (
+		u    *upConn
+		done outcomeFunc
+		err  error
+	)
+	switch m.Method {
+	case "tools/call":
+		name, ok := stringMember(fields, "name")
+		if !ok {
+			return fail(invalidParams("tools/call needs params with a tool name"))
+		}
+		if up, _, ok := s.split(name); ok && !up.http() {
+			return false
+		}
+		args := fields["arguments"]
+		if args != nil {
+			if !isObject(args) {
+				return fail(invalidParams("tool arguments must be a JSON object"))
+			}
+			if args, err = Canonical(args); err != nil {
+				return fail(invalidParams("tool arguments: %v", err))
+			}
+			fields["arguments"] = args
+		}
+		var e *toolEntry
+		if e, done, err = s.admitTool(ctx, a, name, args); err != nil {
+			return fail(err)
+		}
+		u = e.up
+		fields["name"], _ = json.Marshal(e.tool.Name)
+	case "resources/read":
+		uri, ok := stringMember(fields, "uri")
+		if !ok {
+			return fail(invalidParams("resources/read needs params with a uri"))
+		}
+		if up, uerr := s.resourceUpstream(ctx, uri); uerr == nil && !up.http() {
+			return false
+		}
+		if u, done, err = s.admitResource(ctx, a, uri); err != nil {
+			return fail(err)
+		}
+	case "prompts/get":
+		name, ok := stringMember(fields, "name")
+		var args map[string]string
+		if raw := fields["arguments"]; raw != nil && json.Unmarshal(raw, &args) != nil {
+			ok = false
+		}
+		if !ok {
+			return fail(invalidParams("prompts/get needs params with a prompt name and string arguments"))
+		}
+		if up, _, ok := s.split(name); ok && !up.http() {
+			return false
+		}
+		var upName string
+		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
+			return fail(err)
+		}
+		fields["name"], _ = json.Marshal(upName)
+		if args != nil {
+			fields["arguments"], _ = json.Marshal(args)
+		}
+	}
+	params, _ := json.Marshal(fields)
 	s.relayCall(w, r, u, m, params, done)
 	return true
 }
 
-// renamed returns params with its "name" member set to name (the
-// upstream's name for an aggregated tool or prompt); other members pass
-// through as they are.
-func renamed(params json.RawMessage, exposed, name string) (json.RawMessage, error) {
-	if exposed == name {
-		return params, nil
+// stringMember returns the string member key of fields.
+func stringMember(fields map[string]json.RawMessage, key string) (string, bool) {
+	var v string
+	if json.Unmarshal(fields[key], &v) != nil || v == "" {
+		return "", false
 	}
-	var p map[string]json.RawMessage
-	if err := json.Unmarshal(params, &p); err != nil {
-		return nil, invalidParams("params must be an object")
-	}
-	p["name"], _ = json.Marshal(name)
-	return json.Marshal(p)
+	return v, true
 }
 
 func (u *upConn) http() bool { return u.cfg.URL != "" }

@@ -26,9 +26,11 @@ import (
 // exercise the raw relay, behind a handler that sees every message.
 type relayUpstream struct {
 	url string
-	// ids are the JSON-RPC ids of the tools/call requests received.
-	mu  sync.Mutex
-	ids []string
+	// ids are the JSON-RPC ids of the tools/call requests received, last
+	// the last one's body.
+	mu   sync.Mutex
+	ids  []string
+	last string
 	// forget, when set, makes the next tools/call find its session gone.
 	forget atomic.Bool
 	// cancelled receives the request ids of calls whose context ended.
@@ -79,6 +81,7 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 			if json.Unmarshal(body, &m) == nil && m.Method == "tools/call" {
 				u.mu.Lock()
 				u.ids = append(u.ids, string(m.ID))
+				u.last = string(body)
 				u.mu.Unlock()
 				if u.forget.CompareAndSwap(true, false) {
 					http.Error(w, "session not found", http.StatusNotFound)
@@ -203,10 +206,39 @@ func TestRawRelay(t *testing.T) {
 		}
 	})
 
+	t.Run("params are sent as the gateway read them", func(t *testing.T) {
+		// Duplicate keys: a parser that kept the first "name" would run
+		// a tool nobody decided on. The upstream gets one reading.
+		body := `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"big","name":"echo","arguments":{"text":"first","text":"last"}}}`
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", cs.ID())
+		resp, err := bearerClient(tok).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(got), `"text":"last"`) {
+			t.Fatalf("answer %s; want echo of \"last\"", got)
+		}
+		up.mu.Lock()
+		last := up.last
+		up.mu.Unlock()
+		if strings.Count(last, `"name"`) != 1 || strings.Contains(last, "first") || !strings.Contains(last, `"name":"echo"`) {
+			t.Fatalf("upstream received %s; want one name (echo) and one text (last)", last)
+		}
+		evs := e.rec.events(audit.TypeMCPCall)
+		if ev := evs[len(evs)-1]; ev.Resource != "up/echo" {
+			t.Fatalf("decided on %s, want up/echo", ev.Resource)
+		}
+	})
+
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 6)
-		if len(calls) != 6 || len(results) != 6 {
-			t.Fatalf("%d mcp.call and %d mcp.result events; want 6 and 6", len(calls), len(results))
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 7)
+		if len(calls) != 7 || len(results) != 7 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 7 and 7", len(calls), len(results))
 		}
 	})
 }
