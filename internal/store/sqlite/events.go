@@ -30,7 +30,9 @@ func qInsertEvents(rows int) string {
 }
 
 const (
-	qLedgerSize   = `SELECT coalesce(max(size), 0) FROM ledger_hashes`
+	// The stored size is that of the last row: rows are appended with
+	// start and size growing together.
+	qLedgerSize   = `SELECT coalesce((SELECT size FROM ledger_hashes ORDER BY start DESC LIMIT 1), 0)`
 	qInsertHashes = `INSERT INTO ledger_hashes (start, size, hashes) VALUES (?, ?, ?)`
 )
 
