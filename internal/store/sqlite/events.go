@@ -18,16 +18,22 @@ import (
 var _ audit.Store = (*DB)(nil)
 
 // Events are inserted with multi-row INSERT statements of these sizes
-// (largest first): one statement per 64 events costs far less than 64.
-var eventChunks = []int{64, 16, 4, 1}
+// (largest first): one statement per 64 events costs far less than 64,
+// and with every power of two a batch of n < 64 events takes one
+// statement per bit set in n.
+var eventChunks = []int{64, 32, 16, 8, 4, 2, 1}
 
 const eventInsertColumns = 7
 
-func qInsertEvents(rows int) string {
-	row := "(?, ?, ?, ?, ?, ?, ?)"
-	return `INSERT INTO events (seq, time, type, agent, task, decision, data) VALUES ` +
-		strings.TrimSuffix(strings.Repeat(row+", ", rows), ", ")
-}
+// qInsertEvents[i] inserts eventChunks[i] events.
+var qInsertEvents = func() []string {
+	qs := make([]string, len(eventChunks))
+	for i, rows := range eventChunks {
+		qs[i] = `INSERT INTO events (seq, time, type, agent, task, decision, data) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", rows), ", ")
+	}
+	return qs
+}()
 
 const (
 	// The stored size is that of the last row: rows are appended with
@@ -37,11 +43,7 @@ const (
 )
 
 func ledgerWriterQueries() []string {
-	qs := []string{qLedgerSize, qInsertHashes}
-	for _, n := range eventChunks {
-		qs = append(qs, qInsertEvents(n))
-	}
-	return qs
+	return append([]string{qLedgerSize, qInsertHashes}, qInsertEvents...)
 }
 
 // AppendLedger implements audit.Store.
@@ -71,18 +73,16 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 		recs := b.Records
 		args := make([]any, 0, eventChunks[0]*eventInsertColumns)
 		for len(recs) > 0 {
-			n := eventChunks[len(eventChunks)-1]
-			for _, c := range eventChunks {
-				if len(recs) >= c {
-					n = c
-					break
-				}
+			c := 0
+			for eventChunks[c] > len(recs) {
+				c++
 			}
+			n := eventChunks[c]
 			args = args[:0]
 			for _, r := range recs[:n] {
 				args = append(args, r.Seq, r.Time.UnixNano(), string(r.Type), r.Agent, r.Task, r.Decision, r.Data)
 			}
-			if _, err := db.txStmt(ctx, tx, qInsertEvents(n)).ExecContext(ctx, args...); err != nil {
+			if _, err := db.txStmt(ctx, tx, qInsertEvents[c]).ExecContext(ctx, args...); err != nil {
 				if isUnique(err) {
 					return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 				}
