@@ -71,7 +71,7 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 			return fmt.Errorf("%w: the ledger has %d events, the batch starts after %d", audit.ErrConflict, size, before)
 		}
 		recs := b.Records
-		args := make([]any, 0, eventChunks[0]*eventInsertColumns)
+		args := make([]any, 0, min(len(recs), eventChunks[0])*eventInsertColumns)
 		for len(recs) > 0 {
 			c := 0
 			for eventChunks[c] > len(recs) {
