@@ -62,9 +62,19 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 	if len(b.Hashes) == 0 {
 		return errors.New("sqlite: append ledger: no tree hashes")
 	}
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	// The statements run under sctx, without ctx's cancellation. For a
+	// cancellable context the driver starts a goroutine per statement to
+	// interrupt it, which costs more than the statement itself in a small
+	// commit. The statements are short and lock waits are bounded by the
+	// busy timeout, so checking ctx before each statement and before
+	// COMMIT ends the append soon after ctx does, with nothing written.
+	sctx := context.WithoutCancel(ctx)
+	err := db.write(sctx, func(tx *sql.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var size int64
-		if err := db.txStmt(ctx, tx, qLedgerSize).QueryRowContext(ctx).Scan(&size); err != nil {
+		if err := db.txStmt(sctx, tx, qLedgerSize).QueryRowContext(sctx).Scan(&size); err != nil {
 			return err
 		}
 		if before := b.Size - int64(len(b.Records)); size != before {
@@ -78,11 +88,14 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 				c++
 			}
 			n := eventChunks[c]
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			args = args[:0]
 			for _, r := range recs[:n] {
 				args = append(args, r.Seq, r.Time.UnixNano(), string(r.Type), r.Agent, r.Task, r.Decision, r.Data)
 			}
-			if _, err := db.txStmt(ctx, tx, qInsertEvents[c]).ExecContext(ctx, args...); err != nil {
+			if _, err := db.txStmt(sctx, tx, qInsertEvents[c]).ExecContext(sctx, args...); err != nil {
 				if isUnique(err) {
 					return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 				}
@@ -94,13 +107,13 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 		for _, h := range b.Hashes {
 			blob = append(blob, h[:]...)
 		}
-		if _, err := db.txStmt(ctx, tx, qInsertHashes).ExecContext(ctx, b.HashStart, b.Size, blob); err != nil {
+		if _, err := db.txStmt(sctx, tx, qInsertHashes).ExecContext(sctx, b.HashStart, b.Size, blob); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 			}
 			return err
 		}
-		return nil
+		return ctx.Err()
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: append ledger: %w", err)

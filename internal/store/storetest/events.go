@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -258,6 +259,22 @@ func testEvents(t *testing.T, open OpenFunc) {
 		ahead := &ledger{size: 5, hashes: make([]tlog.Hash, tlog.StoredHashCount(5))}
 		if err := s.AppendLedger(t.Context(), ahead.batch(t, cloneEvents(batches[1]))); !errors.Is(err, audit.ErrConflict) {
 			t.Errorf("AppendLedger(batch after a gap) = %v, want ErrConflict", err)
+		}
+		l.appendAll(t, s, batches[1])
+	})
+
+	t.Run("Canceled", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var l ledger
+		l.appendAll(t, s, batches[0])
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := s.AppendLedger(ctx, l.batch(t, cloneEvents(batches[1]))); !errors.Is(err, context.Canceled) {
+			t.Errorf("AppendLedger(canceled context) = %v, want context.Canceled", err)
+		}
+		if st, _ := s.LedgerState(t.Context()); st.Size != 3 {
+			t.Errorf("after a canceled append, size = %d, want 3", st.Size)
 		}
 		l.appendAll(t, s, batches[1])
 	})
