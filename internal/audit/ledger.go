@@ -105,7 +105,7 @@ type Ledger struct {
 }
 
 type pending struct {
-	ev *Event
+	ev Event
 	// data is Canonical(ev) without a seq, computed by the caller so that
 	// the committing goroutine only splices the seq in.
 	data []byte
@@ -245,7 +245,7 @@ func (l *Ledger) Collectors() []prometheus.Collector { return l.metrics.collecto
 // the event may still be committed: the ledger then shows an attempt that
 // was refused, never an action that went unrecorded.
 func (l *Ledger) Record(ctx context.Context, ev Event) error {
-	err := l.record(ctx, &ev)
+	err := l.record(ctx, ev)
 	if err == nil {
 		return nil
 	}
@@ -261,19 +261,22 @@ func (l *Ledger) Record(ctx context.Context, ev Event) error {
 	return errors.Join(ErrUnavailable, err)
 }
 
-func (l *Ledger) record(ctx context.Context, ev *Event) error {
+func (l *Ledger) record(ctx context.Context, ev Event) error {
 	if ev.Type == "" {
 		return fmt.Errorf("%w: event type is required", ErrInvalid)
 	}
-	if err := Normalize(ev, l.now()); err != nil {
+	// One allocation holds the event from here until the sinks are done
+	// with it.
+	p := &pending{ev: ev, done: make(chan error, 1)}
+	if err := Normalize(&p.ev, l.now()); err != nil {
 		return err
 	}
-	ev.Seq = 0
-	data, err := Canonical(ev) // here, so that one bad event cannot fail a batch
+	p.ev.Seq = 0
+	var err error
+	p.data, err = Canonical(&p.ev) // here, so that one bad event cannot fail a batch
 	if err != nil {
 		return err
 	}
-	p := &pending{ev: ev, data: data, done: make(chan error, 1)}
 	l.qmu.Lock()
 	l.queue = append(l.queue, p)
 	l.qmu.Unlock()
@@ -344,7 +347,7 @@ func (l *Ledger) commitQueued() {
 	if len(l.sinks) > 0 {
 		evs := make([]*Event, n)
 		for i, p := range batch {
-			evs[i] = p.ev
+			evs[i] = &p.ev
 		}
 		for _, s := range l.sinks {
 			s.offer(evs)
@@ -381,6 +384,7 @@ func (l *Ledger) commit(batch []*pending) error {
 func (l *Ledger) commitOnce(ctx context.Context, batch []*pending) error {
 	size := l.size
 	b := &Batch{Records: make([]Record, len(batch)), HashStart: tlog.StoredHashCount(size), Size: size + int64(len(batch))}
+	b.Hashes = make([]tlog.Hash, 0, tlog.StoredHashCount(b.Size)-b.HashStart)
 	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(idx))
 		for i, x := range idx {
@@ -399,7 +403,7 @@ func (l *Ledger) commitOnce(ctx context.Context, batch []*pending) error {
 	})
 	for i, p := range batch {
 		p.ev.Seq = size + int64(i) + 1
-		data, err := withSeq(p.ev, p.data)
+		data, err := withSeq(&p.ev, p.data)
 		if err != nil {
 			return err
 		}

@@ -18,28 +18,32 @@ import (
 var _ audit.Store = (*DB)(nil)
 
 // Events are inserted with multi-row INSERT statements of these sizes
-// (largest first): one statement per 64 events costs far less than 64.
-var eventChunks = []int{64, 16, 4, 1}
+// (largest first): one statement per 64 events costs far less than 64,
+// and with every power of two a batch of n < 64 events takes one
+// statement per bit set in n.
+var eventChunks = []int{64, 32, 16, 8, 4, 2, 1}
 
 const eventInsertColumns = 7
 
-func qInsertEvents(rows int) string {
-	row := "(?, ?, ?, ?, ?, ?, ?)"
-	return `INSERT INTO events (seq, time, type, agent, task, decision, data) VALUES ` +
-		strings.TrimSuffix(strings.Repeat(row+", ", rows), ", ")
-}
+// qInsertEvents[i] inserts eventChunks[i] events.
+var qInsertEvents = func() []string {
+	qs := make([]string, len(eventChunks))
+	for i, rows := range eventChunks {
+		qs[i] = `INSERT INTO events (seq, time, type, agent, task, decision, data) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", rows), ", ")
+	}
+	return qs
+}()
 
 const (
-	qLedgerSize   = `SELECT coalesce(max(size), 0) FROM ledger_hashes`
+	// The stored size is that of the last row: rows are appended with
+	// start and size growing together.
+	qLedgerSize   = `SELECT coalesce((SELECT size FROM ledger_hashes ORDER BY start DESC LIMIT 1), 0)`
 	qInsertHashes = `INSERT INTO ledger_hashes (start, size, hashes) VALUES (?, ?, ?)`
 )
 
 func ledgerWriterQueries() []string {
-	qs := []string{qLedgerSize, qInsertHashes}
-	for _, n := range eventChunks {
-		qs = append(qs, qInsertEvents(n))
-	}
-	return qs
+	return append([]string{qLedgerSize, qInsertHashes}, qInsertEvents...)
 }
 
 // AppendLedger implements audit.Store.
@@ -58,29 +62,40 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 	if len(b.Hashes) == 0 {
 		return errors.New("sqlite: append ledger: no tree hashes")
 	}
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	// The statements run under sctx, without ctx's cancellation. For a
+	// cancellable context the driver starts a goroutine per statement to
+	// interrupt it, which costs more than the statement itself in a small
+	// commit. The statements are short and lock waits are bounded by the
+	// busy timeout, so checking ctx before each statement and before
+	// COMMIT ends the append soon after ctx does, with nothing written.
+	sctx := context.WithoutCancel(ctx)
+	err := db.write(sctx, func(tx *sql.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var size int64
-		if err := db.txStmt(ctx, tx, qLedgerSize).QueryRowContext(ctx).Scan(&size); err != nil {
+		if err := db.txStmt(sctx, tx, qLedgerSize).QueryRowContext(sctx).Scan(&size); err != nil {
 			return err
 		}
 		if before := b.Size - int64(len(b.Records)); size != before {
 			return fmt.Errorf("%w: the ledger has %d events, the batch starts after %d", audit.ErrConflict, size, before)
 		}
 		recs := b.Records
-		args := make([]any, 0, eventChunks[0]*eventInsertColumns)
+		args := make([]any, 0, min(len(recs), eventChunks[0])*eventInsertColumns)
 		for len(recs) > 0 {
-			n := eventChunks[len(eventChunks)-1]
-			for _, c := range eventChunks {
-				if len(recs) >= c {
-					n = c
-					break
-				}
+			c := 0
+			for eventChunks[c] > len(recs) {
+				c++
+			}
+			n := eventChunks[c]
+			if err := ctx.Err(); err != nil {
+				return err
 			}
 			args = args[:0]
 			for _, r := range recs[:n] {
 				args = append(args, r.Seq, r.Time.UnixNano(), string(r.Type), r.Agent, r.Task, r.Decision, r.Data)
 			}
-			if _, err := db.txStmt(ctx, tx, qInsertEvents(n)).ExecContext(ctx, args...); err != nil {
+			if _, err := db.txStmt(sctx, tx, qInsertEvents[c]).ExecContext(sctx, args...); err != nil {
 				if isUnique(err) {
 					return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 				}
@@ -92,13 +107,13 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 		for _, h := range b.Hashes {
 			blob = append(blob, h[:]...)
 		}
-		if _, err := db.txStmt(ctx, tx, qInsertHashes).ExecContext(ctx, b.HashStart, b.Size, blob); err != nil {
+		if _, err := db.txStmt(sctx, tx, qInsertHashes).ExecContext(sctx, b.HashStart, b.Size, blob); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 			}
 			return err
 		}
-		return nil
+		return ctx.Err()
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: append ledger: %w", err)

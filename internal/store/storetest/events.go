@@ -2,8 +2,10 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -173,6 +175,50 @@ func testEvents(t *testing.T, open OpenFunc) {
 		}
 	})
 
+	t.Run("BatchSizes", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var l ledger
+		// Batches of 1 to 70 events and one of 300, so that a backend
+		// splitting batches into statements is tested on every split.
+		var sizes []int
+		for n := range 70 {
+			sizes = append(sizes, n+1)
+		}
+		var all []*audit.Event
+		for n, size := range append(sizes, 300) {
+			evs := make([]*audit.Event, size)
+			for i := range evs {
+				evs[i] = &audit.Event{Time: at(time.Duration(n) * time.Second), Type: audit.TypeActionDecided,
+					Agent: agentA, Task: fmt.Sprintf("tsk_%d", n), RequestID: fmt.Sprint(i)}
+			}
+			all = append(all, l.appendAll(t, s, evs)...)
+		}
+		recs, err := s.ScanRecords(t.Context(), 0, len(all)+1)
+		if err != nil {
+			t.Fatalf("ScanRecords() = %v", err)
+		}
+		if len(recs) != len(all) {
+			t.Fatalf("ScanRecords() returned %d records, want %d", len(recs), len(all))
+		}
+		for i, r := range recs {
+			want, _ := audit.Canonical(all[i])
+			if r.Seq != int64(i+1) || !bytes.Equal(r.Data, want) || r.Task != all[i].Task || !r.Time.Equal(all[i].Time) {
+				t.Fatalf("ScanRecords()[%d] = %+v, want the stored form of %+v", i, r, all[i])
+			}
+		}
+		got, err := s.ReadHashes(t.Context(), 0, int64(len(l.hashes)))
+		if err != nil {
+			t.Fatalf("ReadHashes(all) = %v", err)
+		}
+		if !slices.Equal(got, l.hashes) {
+			t.Errorf("ReadHashes(all) differs from the hashes appended")
+		}
+		if st, err := s.LedgerState(t.Context()); err != nil || st.Size != int64(len(all)) {
+			t.Errorf("LedgerState() = %+v, %v, want size %d", st, err, len(all))
+		}
+	})
+
 	t.Run("Hashes", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
@@ -213,6 +259,22 @@ func testEvents(t *testing.T, open OpenFunc) {
 		ahead := &ledger{size: 5, hashes: make([]tlog.Hash, tlog.StoredHashCount(5))}
 		if err := s.AppendLedger(t.Context(), ahead.batch(t, cloneEvents(batches[1]))); !errors.Is(err, audit.ErrConflict) {
 			t.Errorf("AppendLedger(batch after a gap) = %v, want ErrConflict", err)
+		}
+		l.appendAll(t, s, batches[1])
+	})
+
+	t.Run("Canceled", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var l ledger
+		l.appendAll(t, s, batches[0])
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := s.AppendLedger(ctx, l.batch(t, cloneEvents(batches[1]))); !errors.Is(err, context.Canceled) {
+			t.Errorf("AppendLedger(canceled context) = %v, want context.Canceled", err)
+		}
+		if st, _ := s.LedgerState(t.Context()); st.Size != 3 {
+			t.Errorf("after a canceled append, size = %d, want 3", st.Size)
 		}
 		l.appendAll(t, s, batches[1])
 	})
