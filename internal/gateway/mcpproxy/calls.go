@@ -230,11 +230,9 @@ type outcomeFunc func(toolError bool, err error) error
 // admitTool resolves a tools/call's tool and admits the call: the tool
 // must be known, unambiguous and approved, and the call allowed (govern).
 // It returns the tool and the function that records the call's outcome,
-// or the JSON-RPC error to answer with. Both relay paths use it.
+// or the JSON-RPC error to answer with. Both relay paths use it; args
+// must be canonical JSON (see canonicalArguments).
 func (s *session) admitTool(ctx context.Context, a *authed, name string, args json.RawMessage) (*toolEntry, outcomeFunc, error) {
-	if args != nil && !isObject(args) {
-		return nil, nil, invalidParams("tool arguments must be a JSON object")
-	}
 	s.mu.Lock()
 	e := s.tools[name]
 	known := s.tools != nil
@@ -274,7 +272,11 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
 	}
 	p := req.Params
-	e, done, err := s.admitTool(ctx, a, p.Name, p.Arguments)
+	args, err := canonicalArguments(p.Arguments)
+	if err != nil {
+		return nil, err
+	}
+	e, done, err := s.admitTool(ctx, a, p.Name, args)
 	if err != nil {
 		return nil, err
 	}
@@ -283,13 +285,13 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if err != nil {
 		return nil, done(false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
-	args := any(p.Arguments)
-	if p.Arguments == nil {
-		args = map[string]any{}
+	send := any(args)
+	if args == nil {
+		send = map[string]any{}
 	}
 	var res *mcp.CallToolResult
 	err = e.up.call(ctx, cs, func(ctx context.Context) (err error) {
-		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Meta: p.Meta, Name: e.tool.Name, Arguments: args})
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Meta: p.Meta, Name: e.tool.Name, Arguments: send})
 		return err
 	})
 	if err != nil {
@@ -301,6 +303,23 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 func (s *session) quarantined(name, digest string) error {
 	return rpcError(CodeQuarantined, fmt.Sprintf("tool %q is quarantined: its definition changed since it was approved; an admin must review it (mandate tool diff) and approve it (mandate tool approve)", name),
 		errorData{Reasons: []string{"tool definition changed"}, Digest: digest})
+}
+
+// canonicalArguments checks that a call's arguments are a JSON object (or
+// absent) and returns their canonical JSON: what is decided, digested in
+// the ledger and sent upstream.
+func canonicalArguments(raw json.RawMessage) (json.RawMessage, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if !isObject(raw) {
+		return nil, invalidParams("tool arguments must be a JSON object")
+	}
+	c, err := Canonical(raw)
+	if err != nil {
+		return nil, invalidParams("tool arguments: %v", err)
+	}
+	return c, nil
 }
 
 func isObject(raw json.RawMessage) bool {
@@ -454,17 +473,10 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 	}
 	if r.Arguments != nil {
 		// Arguments can hold secrets: the ledger keeps their digest.
-		sum := sha256.Sum256(canonicalOrRaw(r.Arguments))
+		sum := sha256.Sum256(r.Arguments)
 		ev.Details["arguments_sha256"] = hex.EncodeToString(sum[:])
 	}
 	return ev
-}
-
-func canonicalOrRaw(raw json.RawMessage) []byte {
-	if b, err := Canonical(raw); err == nil {
-		return b
-	}
-	return raw
 }
 
 // --- resources and prompts ---
@@ -669,7 +681,8 @@ func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, ar
 	}
 	var args json.RawMessage
 	if arguments != nil {
-		args, _ = json.Marshal(arguments)
+		raw, _ := json.Marshal(arguments)
+		args, _ = Canonical(raw)
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,

@@ -99,7 +99,8 @@ type Request struct {
 	// Resource is the scope resource the action is matched against:
 	// "<upstream>/<tool or prompt>" or the resource URI.
 	Resource string
-	// Arguments are the call's arguments (a JSON object), or nil.
+	// Arguments are the call's arguments (a JSON object, in canonical
+	// form: keys sorted, no insignificant whitespace), or nil.
 	Arguments json.RawMessage
 	// Annotations are the tool's MCP annotations as the upstream declared
 	// them (nil for resources and prompts).

@@ -80,14 +80,11 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if up, _, ok := s.split(name); ok && !up.http() {
 			return false
 		}
-		args := fields["arguments"]
+		args, err := canonicalArguments(fields["arguments"])
+		if err != nil {
+			return fail(err)
+		}
 		if args != nil {
-			if !isObject(args) {
-				return fail(invalidParams("tool arguments must be a JSON object"))
-			}
-			if args, err = Canonical(args); err != nil {
-				return fail(invalidParams("tool arguments: %v", err))
-			}
 			fields["arguments"] = args
 		}
 		var e *toolEntry
