@@ -7,7 +7,8 @@
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
 //	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file]
 //
-// Everything runs in one process: an upstream MCP server with one
+// The garbage collector runs as in `mandate serve` (server.TuneGC: GOGC=400
+// unless GOGC is set). Everything runs in one process: an upstream MCP server with one
 // read-only "echo" tool (by default mcpproxytest.EchoServer, a lean
 // Streamable HTTP server; -upstream sdk uses the Go SDK's), the gateway in front of it, and the clients.
 // With -gateway server (the default) the gateway is mandate's server as
@@ -31,6 +32,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -41,12 +43,14 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/server"
 )
 
 // config is what a run measures.
@@ -58,6 +62,7 @@ type config struct {
 	upstream string // lean | sdk
 	gateway  string // server | bare
 	timeout  time.Duration
+	gogc     string // the garbage collector's setting, for the report
 }
 
 func main() {
@@ -83,6 +88,12 @@ func main() {
 	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
+	}
+	// The process runs the gateway as `mandate serve` does, garbage
+	// collector included.
+	c.gogc = os.Getenv("GOGC")
+	if server.TuneGC(os.Getenv) {
+		c.gogc = strconv.Itoa(server.GCPercent)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -141,8 +152,8 @@ func run(ctx context.Context, w io.Writer, c config) error {
 		}
 	}()
 
-	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d conns=%d upstream=%s gateway=%s protocol=%s\n",
-		runtime.GOMAXPROCS(0), runtime.NumCPU(), c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
+	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d GOGC=%s conns=%d upstream=%s gateway=%s protocol=%s\n",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
 
 	if c.warmup > 0 {
 		throughput(ctx, direct, c.warmup/2, c.timeout)
