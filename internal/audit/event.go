@@ -178,3 +178,21 @@ var ErrNotFound = errors.New("not found in the audit ledger")
 type Recorder interface {
 	Record(ctx context.Context, ev Event) error
 }
+
+type unhurriedKey struct{}
+
+// Unhurried marks the events recorded under ctx as ones nobody is held up
+// for — an outcome recorded after the answer went out, say. A recorder
+// that commits in groups may then keep such an event for the next commit
+// that others start (briefly: the Ledger waits at most
+// LedgerConfig.UnhurriedWait before it commits the event itself), instead
+// of starting a commit of its own. Record still returns only once the
+// event is durable.
+func Unhurried(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unhurriedKey{}, true)
+}
+
+func isUnhurried(ctx context.Context) bool {
+	v, _ := ctx.Value(unhurriedKey{}).(bool)
+	return v
+}

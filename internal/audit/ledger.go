@@ -29,6 +29,7 @@ const (
 	DefaultOrigin             = "mandate.local/audit"
 	DefaultMaxBatch           = 2048
 	DefaultCommitTimeout      = 10 * time.Second
+	DefaultUnhurriedWait      = 5 * time.Millisecond
 	DefaultCheckpointInterval = time.Minute
 	DefaultPruneInterval      = time.Hour
 )
@@ -68,6 +69,10 @@ type LedgerConfig struct {
 	MaxBatch int
 	// CommitTimeout bounds one commit. Default DefaultCommitTimeout.
 	CommitTimeout time.Duration
+	// UnhurriedWait is how long an event recorded under Unhurried waits
+	// for another commit to carry it before it starts one. Default
+	// DefaultUnhurriedWait.
+	UnhurriedWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the ledger's logs; nil discards them.
@@ -126,6 +131,9 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	}
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = DefaultCommitTimeout
+	}
+	if cfg.UnhurriedWait <= 0 {
+		cfg.UnhurriedWait = DefaultUnhurriedWait
 	}
 	if cfg.CheckpointInterval == 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
@@ -280,6 +288,19 @@ func (l *Ledger) record(ctx context.Context, ev Event) error {
 	l.qmu.Lock()
 	l.queue = append(l.queue, p)
 	l.qmu.Unlock()
+	if isUnhurried(ctx) {
+		// Ride along with a commit that another event starts.
+		t := time.NewTimer(l.cfg.UnhurriedWait)
+		select {
+		case err := <-p.done:
+			t.Stop()
+			return err
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("waiting for the audit event to be written: %w", ctx.Err())
+		}
+	}
 	for {
 		select {
 		case err := <-p.done:

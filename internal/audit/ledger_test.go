@@ -494,3 +494,43 @@ func TestTwoWritersOnOneStore(t *testing.T) {
 		}
 	}
 }
+
+// TestUnhurried: an event recorded under Unhurried rides along with the
+// next commit another event starts, and is committed on its own once the
+// wait is over; either way Record returns only once it is durable.
+func TestUnhurried(t *testing.T) {
+	t.Parallel()
+	t.Run("rides along", func(t *testing.T) {
+		e := newEnv(t, audit.LedgerConfig{UnhurriedWait: time.Minute})
+		done := make(chan error, 1)
+		go func() { done <- e.ledger.Record(audit.Unhurried(t.Context()), event(0)) }()
+		select {
+		case err := <-done:
+			t.Fatalf("unhurried Record returned before any commit: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := e.ledger.Record(t.Context(), event(1)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the unhurried event did not ride along with the next commit")
+		}
+		if evs, err := e.ledger.Events(t.Context(), audit.Query{}); err != nil || len(evs) != 2 {
+			t.Fatalf("Events() = %d events, %v; want 2", len(evs), err)
+		}
+	})
+	t.Run("commits alone after the wait", func(t *testing.T) {
+		e := newEnv(t, audit.LedgerConfig{UnhurriedWait: 20 * time.Millisecond})
+		if err := e.ledger.Record(audit.Unhurried(t.Context()), event(0)); err != nil {
+			t.Fatal(err)
+		}
+		if evs, err := e.ledger.Events(t.Context(), audit.Query{}); err != nil || len(evs) != 1 {
+			t.Fatalf("Events() = %d events, %v; want 1", len(evs), err)
+		}
+	})
+}

@@ -224,8 +224,9 @@ func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, pre
 }
 
 // outcomeFunc records a governed call's outcome (toolError: a tools/call
-// result with isError) and returns err.
-type outcomeFunc func(toolError bool, err error) error
+// result with isError) under ctx's values (not its cancellation: the
+// outcome is recorded also when the client went away), and returns err.
+type outcomeFunc func(ctx context.Context, toolError bool, err error) error
 
 // admitTool resolves a tools/call's tool and admits the call: the tool
 // must be known, unambiguous and approved, and the call allowed (govern).
@@ -283,7 +284,7 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	defer s.track(ctx, progressToken(p.Meta))()
 	cs, err := e.up.get(ctx)
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, e.up.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
 	send := any(args)
 	if args == nil {
@@ -295,9 +296,9 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 		return err
 	})
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, e.up.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
-	return res, done(res.IsError, s.gw.checkSize(res))
+	return res, done(ctx, res.IsError, s.gw.checkSize(res))
 }
 
 func (s *session) quarantined(name, digest string) error {
@@ -411,7 +412,7 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		}
 	}
 	start := time.Now()
-	return func(toolError bool, err error) error {
+	return func(rctx context.Context, toolError bool, err error) error {
 		out := ev
 		out.Type = audit.TypeMCPResult
 		out.Time = time.Time{}
@@ -426,8 +427,7 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		default:
 			out.Details["outcome"] = "ok"
 		}
-		// The outcome is recorded even when the client went away.
-		if rerr := g.cfg.Audit.Record(context.WithoutCancel(ctx), out); rerr != nil {
+		if rerr := g.cfg.Audit.Record(context.WithoutCancel(rctx), out); rerr != nil {
 			g.log.Error("audit record of outcome failed", "err", rerr)
 		}
 		return err
@@ -615,7 +615,7 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	defer s.track(ctx, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	var res *mcp.ReadResourceResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
@@ -623,9 +623,9 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 		return err
 	})
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	return res, done(false, s.gw.checkSize(res))
+	return res, done(ctx, false, s.gw.checkSize(res))
 }
 
 func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) (mcp.Result, error) {
@@ -707,7 +707,7 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	defer s.track(ctx, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	p := *req.Params
 	p.Name = name
@@ -717,7 +717,7 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 		return err
 	})
 	if err != nil {
-		return nil, done(false, s.gw.errorFor(err, u.cfg.Name))
+		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	return res, done(false, s.gw.checkSize(res))
+	return res, done(ctx, false, s.gw.checkSize(res))
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/audit"
 )
 
 // The raw relay. A governed call to an upstream that speaks Streamable
@@ -159,10 +161,13 @@ func (u *upConn) protocolVersion() string {
 
 // relayCall sends an admitted call upstream and its answer downstream.
 // The outcome is recorded once the answer is on its way, so that the
-// client does not wait for the ledger a second time.
+// client does not wait for the ledger a second time, and unhurried: it
+// rides along with the next commit (the next call's decision, typically)
+// rather than costing one of its own.
 func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
 	toolError, err := s.relay(w, r, u, m, params)
-	s.gw.async(func() { _ = done(toolError, err) })
+	ctx := audit.Unhurried(r.Context())
+	s.gw.async(func() { _ = done(ctx, toolError, err) })
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
