@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 // exercise the raw relay, behind a handler that sees every message.
 type relayUpstream struct {
 	url string
+	srv *httptest.Server
 	// ids are the JSON-RPC ids of the tools/call requests received, last
 	// the last one's body.
 	mu   sync.Mutex
@@ -92,7 +94,7 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 		sdk.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	u.url = srv.URL
+	u.url, u.srv = srv.URL, srv
 	return u
 }
 
@@ -319,5 +321,58 @@ func TestSessionIdleTimeout(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("ping on a session idle past the timeout: HTTP %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestRawRelayClientGone: a client that disconnects in the middle of a
+// raw-relayed call (without cancelling it) gets the upstream's work
+// cancelled, the outcome still recorded, and leaves no goroutine behind.
+func TestRawRelayClientGone(t *testing.T) {
+	base := runtime.NumGoroutine()
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connect(t, e, "/mcp/up", tok)
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(`{"jsonrpc":"2.0","id":"gone","method":"tools/call","params":{"name":"block"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", cs.ID())
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := bearerClient(tok).Do(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel() // the connection goes away; no notifications/cancelled is sent
+	<-errc
+	select {
+	case <-up.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's call was not cancelled after the client went away")
+	}
+	waitResult(t, e, "up/block", "error")
+
+	cs.Close()
+	e.srv.CloseClientConnections()
+	e.srv.Close()
+	e.gw.Close()
+	up.srv.CloseClientConnections()
+	up.srv.Close()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
 	}
 }
