@@ -271,21 +271,37 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	// Background work (usage flushing, checkpoints, retention, sinks)
+	// outlives the listeners: it stops only once every request has been
+	// answered and the MCP gateway has recorded its last outcomes, so that
+	// the final usage flush and checkpoint see every event.
+	bctx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
 	for _, run := range s.background {
-		g.Go(func() error { return run(gctx) })
+		g.Go(func() error { return run(bctx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		defer stopBackground()
 		s.log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		defer cancel()
+		// The MCP gateway ends its sessions as their calls finish, which
+		// also ends their long-lived streams, which the HTTP servers'
+		// Shutdown would otherwise wait out.
+		var mcpErr error
+		var wg sync.WaitGroup
+		if s.mcp != nil {
+			wg.Go(func() { mcpErr = s.mcp.Shutdown(sctx) })
+		}
 		var errs []error
 		for _, srv := range []*http.Server{s.httpSrv, s.sockSrv} {
 			if err := srv.Shutdown(sctx); err != nil {
 				errs = append(errs, err, srv.Close())
 			}
 		}
-		return errors.Join(errs...)
+		wg.Wait()
+		return errors.Join(append(errs, mcpErr)...)
 	})
 	s.log.Info("mandate serving", "listen", s.tcp.Addr().String(), "public_url", s.publicURL,
 		"admin_socket", s.SocketPath(), "store", redactDSN(s.cfg.Store), "trust_domain", s.cfg.TrustDomain,

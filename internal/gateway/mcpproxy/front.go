@@ -29,6 +29,11 @@ import (
 func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
+		if s == nil && g.isDraining() {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "the gateway is shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		if s == nil || r.Method != http.MethodPost {
 			sdk.ServeHTTP(w, r)
 			return

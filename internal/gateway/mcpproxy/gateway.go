@@ -136,6 +136,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	byID     map[string]*session // initialized sessions by downstream session id
+	draining bool                // Shutdown has begun: no new sessions
 }
 
 // New builds a gateway. It does not contact upstreams: each downstream
@@ -235,6 +236,48 @@ func (g *Gateway) Pins() *Pinner { return (*Pinner)(g.pins) }
 
 // ServeHTTP serves the endpoints and their metadata.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// Shutdown stops the gateway gracefully: it refuses new sessions, closes
+// each session as soon as no call is in flight on it (its idle GET
+// stream ends with it, so an HTTP server's own Shutdown is not held up by
+// it), and, when ctx ends first, closes what remains. It then does what
+// Close does.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining = true
+	g.mu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		g.mu.Lock()
+		n := len(g.sessions)
+		var idle []*session
+		for s := range g.sessions {
+			if s.busy.Load() == 0 {
+				idle = append(idle, s)
+			}
+		}
+		g.mu.Unlock()
+		for _, s := range idle {
+			s.close()
+		}
+		if len(idle) == n {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return g.Close()
+		case <-t.C:
+		}
+	}
+	return g.Close()
+}
+
+func (g *Gateway) isDraining() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.draining
+}
 
 // Close ends every session, stops upstream processes and waits for the
 // gateway's goroutines.

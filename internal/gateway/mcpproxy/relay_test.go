@@ -68,6 +68,14 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 		u.cancelled <- "block"
 		return nil, nil, ctx.Err()
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow", Annotations: ro}, func(ctx context.Context, _ *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		select {
+		case <-time.After(400 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "big", Annotations: ro}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", 64<<10)}}}, nil, nil
 	})
@@ -375,4 +383,56 @@ func TestRawRelayClientGone(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// TestShutdown: a graceful shutdown lets the calls in flight finish,
+// ends idle sessions (and their GET streams) at once, and refuses new
+// sessions meanwhile.
+func TestShutdown(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	busy := connect(t, e, "/mcp/up", tok) // the SDK client keeps a GET stream open
+	idle := connect(t, e, "/mcp/up", tok)
+	for _, cs := range []*mcp.ClientSession{busy, idle} {
+		if _, err := cs.ListTools(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := make(chan error, 1)
+	go func() {
+		r, err := busy.CallTool(t.Context(), &mcp.CallToolParams{Name: "slow"})
+		if err == nil && text(r) != "done" {
+			err = fmt.Errorf("slow = %q", text(r))
+		}
+		res <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the call is in flight
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	start := time.Now()
+	go func() { shut <- e.gw.Shutdown(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := bearerClient(tok).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a new session during shutdown: HTTP %d, want 503", resp.StatusCode)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("the call in flight at shutdown: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Shutdown took %v; idle sessions should not hold it up", d)
+	}
+	waitResult(t, e, "up/slow", "ok")
 }
