@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -253,16 +254,29 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.tooLarge(c, limit)
 		}
 		var res message
-		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !bytes.Equal(res.ID, c.up) {
+		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
 		return &res, nil
 	}
 	events := newSSEReader(resp.Body, limit)
-	for {
+	for resumes := 0; ; {
 		data, err := events.next()
 		if errors.Is(err, errEventTooLarge) {
 			return nil, s.tooLarge(c, limit)
+		}
+		if err == io.EOF && events.lastID != "" && resumes < maxResumes && cctx.Err() == nil {
+			// The upstream ended the stream before answering, having
+			// given its events ids: resume after the last one, as a
+			// client must (MCP 2025-11-25, "Resumability and Redelivery").
+			resumes++
+			body, err := s.gw.resumeUpstream(cctx, u, cs, events.lastID, events.retry)
+			if err != nil {
+				return nil, s.failed(ctx, cctx, c, d, err)
+			}
+			defer body.Close()
+			events = &sseReader{r: bufio.NewReaderSize(body, 16<<10), max: limit, lastID: events.lastID, retry: events.retry}
+			continue
 		}
 		if err != nil {
 			if err == io.EOF {
@@ -277,7 +291,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		}
 		switch {
 		case in.isResponse():
-			if bytes.Equal(in.ID, c.up) {
+			if sameID(in.ID, c.up) {
 				return &in, nil
 			}
 			continue
@@ -291,6 +305,53 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.failed(ctx, cctx, c, d, context.Canceled)
 		}
 	}
+}
+
+// maxResumes bounds how often one call's stream is resumed.
+const maxResumes = 8
+
+// resumeUpstream reopens an upstream's stream after its event lastID,
+// waiting first for the reconnection time the stream asked for (at most
+// a few seconds).
+func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, lastID string, retry time.Duration) (io.ReadCloser, error) {
+	if retry > 0 {
+		t := time.NewTimer(min(retry, 5*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.cfg.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h.Set("Accept", "text/event-stream")
+	h.Set("Last-Event-ID", lastID)
+	if id := cs.ID(); id != "" {
+		h.Set("Mcp-Session-Id", id)
+	}
+	if v := u.protocolVersion(); v != "" {
+		h.Set("Mcp-Protocol-Version", v)
+	}
+	resp, err := g.relayers[u.cfg.Name].RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK || mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+		resp.Body.Close()
+		return nil, fmt.Errorf("resuming the stream after event %q: upstream answered HTTP %d", lastID, resp.StatusCode)
+	}
+	return resp.Body, nil
+}
+
+// sameID reports whether two JSON-RPC ids are the same id.
+func sameID(a, b json.RawMessage) bool {
+	ka, ok := idKey(a)
+	kb, _ := idKey(b)
+	return ok && ka == kb
 }
 
 // failed maps a failed exchange to its error, telling the upstream to stop

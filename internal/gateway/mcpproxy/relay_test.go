@@ -79,7 +79,15 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 	mcp.AddTool(s, &mcp.Tool{Name: "big", Annotations: ro}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", 64<<10)}}}, nil, nil
 	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "reconnect", Annotations: ro}, func(_ context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		// SEP-1699: the server ends the stream; the client resumes it.
+		req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: 10 * time.Millisecond})
+		time.Sleep(100 * time.Millisecond)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "resumed"}}}, nil, nil
+	})
+	// An event store gives the upstream's events ids, so that its streams
+	// can be resumed.
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			body, _ := io.ReadAll(r.Body)
@@ -183,6 +191,13 @@ func TestRawRelay(t *testing.T) {
 		}
 	})
 
+	t.Run("a stream the upstream ends is resumed", func(t *testing.T) {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "reconnect"})
+		if err != nil || text(res) != "resumed" {
+			t.Fatalf("reconnect = %v, %v", res, err)
+		}
+	})
+
 	t.Run("the client answers the upstream's elicitation", func(t *testing.T) {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
 		if err != nil || text(res) != "accept alice" {
@@ -246,9 +261,9 @@ func TestRawRelay(t *testing.T) {
 	})
 
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 7)
-		if len(calls) != 7 || len(results) != 7 {
-			t.Fatalf("%d mcp.call and %d mcp.result events; want 7 and 7", len(calls), len(results))
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 8)
+		if len(calls) != 8 || len(results) != 8 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 8 and 8", len(calls), len(results))
 		}
 	})
 }

@@ -6,18 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"time"
 )
 
 // sseReader reads the data of server-sent events (HTML Living Standard,
 // "Server-sent events", event stream interpretation): "data" fields are
-// joined with newlines, comments and the "event", "id" and "retry" fields
-// are ignored (the gateway does not resume streams), and events without
-// data are skipped. Lines end in LF or CRLF.
+// joined with newlines, comments and "event" fields are ignored, events
+// without data are skipped, and the last event id and reconnection time
+// are kept for resuming the stream. Lines end in LF or CRLF.
 type sseReader struct {
 	r    *bufio.Reader
 	max  int // bound on one event's data
 	line []byte
 	data []byte
+	// lastID is the last event id the stream set; retry the reconnection
+	// time it asked for (zero if none).
+	lastID string
+	retry  time.Duration
 }
 
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
@@ -50,10 +56,22 @@ func (s *sseReader) next() ([]byte, error) {
 			continue
 		}
 		field, value, _ := bytes.Cut(line, []byte(":"))
-		if string(field) != "data" {
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				s.lastID = string(value)
+			}
+			continue
+		case "retry":
+			if ms, err := strconv.ParseUint(string(value), 10, 32); err == nil {
+				s.retry = time.Duration(ms) * time.Millisecond
+			}
+			continue
+		case "data":
+		default:
 			continue
 		}
-		value = bytes.TrimPrefix(value, []byte(" "))
 		if has {
 			s.data = append(s.data, '\n')
 		}
