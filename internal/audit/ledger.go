@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,6 +95,7 @@ type Ledger struct {
 	redactor *Redactor
 	sinks    []*sink
 	metrics  ledgerMetrics
+	started  atomic.Bool // Run or Close has been called
 
 	// Group commit. A caller whose event is queued either sees it
 	// committed by another caller, or takes the token (a one-slot
@@ -500,9 +502,12 @@ func (l *Ledger) Head(ctx context.Context) (int64, tlog.Hash, error) {
 }
 
 // Run signs checkpoints every CheckpointInterval, applies retention and
-// feeds the sinks until ctx ends; then it makes a last checkpoint and
-// flushes the sinks.
+// feeds the sinks until ctx ends; then it makes a last checkpoint,
+// flushes the sinks and closes their writers. It runs once.
 func (l *Ledger) Run(ctx context.Context) error {
+	if !l.started.CompareAndSwap(false, true) {
+		return errors.New("audit: the ledger's Run was already called, or the ledger closed")
+	}
 	var wg sync.WaitGroup
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	for _, s := range l.sinks {
@@ -564,6 +569,21 @@ func (l *Ledger) prune(ctx context.Context) {
 	if n > 0 {
 		l.log.Info("audit retention: pruned old events; their tree hashes are kept", "events", n, "through_seq", through)
 	}
+}
+
+// Close closes the sink writers of a ledger whose Run was never called
+// (Run closes them itself), for a program that fails to start after
+// opening its ledger. Recording still works; sinks get nothing more.
+func (l *Ledger) Close() error {
+	if !l.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	for _, s := range l.sinks {
+		s.close()
+		errs = append(errs, s.w.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Prune deletes the events recorded before cutoff (a contiguous prefix of

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,4 +294,28 @@ func TestSinksReceiveCheckpoints(t *testing.T) {
 	if len(notes) != 2 || !strings.HasPrefix(notes[0], "3|"+e.ledger.Origin()+"\n3\n") || !strings.HasPrefix(notes[1], "5|") {
 		t.Errorf("webhook received checkpoints %q, want sizes 3 and 5", notes)
 	}
+}
+
+// closeCountingSink counts Close calls.
+type closeCountingSink struct{ closed atomic.Int32 }
+
+func (s *closeCountingSink) WriteEvents(context.Context, []*audit.Event) error { return nil }
+func (s *closeCountingSink) Close() error                                      { s.closed.Add(1); return nil }
+
+// TestCloseWithoutRun: a ledger that is never run releases its sinks on
+// Close, once; it cannot be run after.
+func TestCloseWithoutRun(t *testing.T) {
+	t.Parallel()
+	w := &closeCountingSink{}
+	e := newEnv(t, audit.LedgerConfig{Sinks: []audit.SinkConfig{{Name: "count", Writer: w}}})
+	if err := e.ledger.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ledger.Close(); err != nil || w.closed.Load() != 1 {
+		t.Fatalf("after two Closes: %v, writer closed %d times, want once", err, w.closed.Load())
+	}
+	if err := e.ledger.Run(t.Context()); err == nil {
+		t.Fatal("Run after Close succeeded")
+	}
+	e.fill(t, 1) // recording still works
 }

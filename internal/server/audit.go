@@ -92,13 +92,22 @@ func (a *AuditConfig) validate(bad func(key, format string, args ...any)) {
 
 // openLedger opens the audit ledger on the store, with the configured
 // sinks.
-func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
+func (s *Server) openLedger(ctx context.Context) (_ *audit.Ledger, err error) {
 	a := s.cfg.Audit
 	origin := a.Origin
 	if origin == "" {
 		origin = s.cfg.TrustDomain + "/audit"
 	}
 	var sinks []audit.SinkConfig
+	defer func() {
+		// Until the ledger owns them, the sinks opened so far are ours to
+		// close.
+		if err != nil {
+			for _, sc := range sinks {
+				_ = sc.Writer.Close()
+			}
+		}
+	}()
 	if a.FileSink != "" {
 		w, err := audit.NewFileSink(a.FileSink, int64(a.FileSinkMaxMB)<<20, a.FileSinkBackups)
 		if err != nil {
@@ -149,9 +158,6 @@ func (s *Server) openLedger(ctx context.Context) (*audit.Ledger, error) {
 		Logger: s.log.With("component", "audit"),
 	})
 	if err != nil {
-		for _, sc := range sinks {
-			_ = sc.Writer.Close()
-		}
 		return nil, fmt.Errorf("audit ledger: %w", err)
 	}
 	return l, nil

@@ -130,3 +130,30 @@ func openStoreForTest(t *testing.T, cfg Config) (audit.Store, error) {
 	t.Cleanup(func() { b.Close() })
 	return b, nil
 }
+
+// TestNewFailureClosesSinks: when the server fails to start after opening
+// its ledger, the ledger's sinks (here a file) are not left open.
+func TestNewFailureClosesSinks(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc/self/fd")
+	}
+	cfg := testConfig(t)
+	sinkPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	cfg.Audit.FileSink = sinkPath
+	cfg.Policy.Dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg.Policy.Dir, "bad.cedar"), []byte("permit ("), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(t.Context(), cfg); err == nil {
+		t.Fatal("New with an invalid policy succeeded")
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); target == sinkPath {
+			t.Fatalf("the file sink %s is still open (fd %s)", sinkPath, fd.Name())
+		}
+	}
+}

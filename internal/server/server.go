@@ -71,6 +71,7 @@ type Server struct {
 	authz   *token.Server     // the OAuth authorization server
 	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
+	ledger  *audit.Ledger
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -125,6 +126,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.ledger = ledger
 	var recorder audit.Recorder = ledger
 	revocations := token.NewRevocations(nil)
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
@@ -329,6 +331,10 @@ func (s *Server) Close() error {
 		}
 		if s.mcp != nil {
 			errs = append(errs, s.mcp.Close())
+		}
+		if s.ledger != nil {
+			// Its sinks, if the server never ran (Run closes them).
+			errs = append(errs, s.ledger.Close())
 		}
 		if s.backend != nil {
 			errs = append(errs, s.backend.Close())
