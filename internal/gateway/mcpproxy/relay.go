@@ -69,6 +69,9 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	if json.Unmarshal(m.Params, &fields) != nil || fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
+	if k, n, ok := foldedMember(fields, decidedMembers[m.Method]); ok {
+		return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
+	}
 	var (
 		u    *upConn
 		done outcomeFunc
@@ -131,6 +134,32 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	params, _ := json.Marshal(fields)
 	s.relayCall(w, r, u, m, params, done)
 	return true
+}
+
+// decidedMembers are the params members of each governed method that the
+// gateway reads to decide the call.
+var decidedMembers = map[string][]string{
+	"tools/call":     {"name", "arguments"},
+	"resources/read": {"uri"},
+	"prompts/get":    {"name", "arguments"},
+}
+
+// foldedMember returns a member of fields that is not one of names but
+// matches one of them case-insensitively, with Unicode folding, as Go's
+// encoding/json matches struct fields ("Arguments", or "argumentſ" with
+// a long s). An upstream that parses params so would read such a member
+// in place of the one the gateway decided on: with several matching
+// members the last wins, and the re-encoded params put "argumentſ" after
+// "arguments".
+func foldedMember(fields map[string]json.RawMessage, names []string) (member, name string, ok bool) {
+	for k := range fields {
+		for _, n := range names {
+			if k != n && strings.EqualFold(k, n) {
+				return k, n, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 // stringMember returns the string member key of fields.

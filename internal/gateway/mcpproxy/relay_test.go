@@ -451,3 +451,53 @@ func TestShutdown(t *testing.T) {
 	}
 	waitResult(t, e, "up/slow", "ok")
 }
+
+// TestRawRelayFoldedMembers: the raw relay refuses params with a member
+// that is not, but case-insensitively matches, one the gateway decides on.
+// Go's encoding/json (and so many Go MCP servers) reads "argumentſ" (long
+// s) or "Arguments" as "arguments", the last one in the object winning;
+// the gateway's re-encoding sorts "argumentſ" after "arguments", so such
+// an upstream would run the call with arguments nobody decided on.
+func TestRawRelayFoldedMembers(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connect(t, e, "/mcp/up", tok)
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, params string }{
+		{"long s", `{"name":"echo","arguments":{"text":"decided"},"argument\u017f":{"text":"evil"}}`},
+		{"long s, raw", "{\"name\":\"echo\",\"arguments\":{\"text\":\"decided\"},\"argument\u017f\":{\"text\":\"evil\"}}"},
+		{"upper case", `{"name":"echo","arguments":{"text":"decided"},"Arguments":{"text":"evil"}}`},
+		{"name", `{"name":"echo","NAME":"evil","arguments":{"text":"decided"}}`},
+		{"only the folded member", `{"name":"echo","Arguments":{"text":"evil"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			decided := len(e.rec.events(audit.TypeMCPCall))
+			body := `{"jsonrpc":"2.0","id":"fold","method":"tools/call","params":` + tc.params + `}`
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Session-Id", cs.ID())
+			resp, err := bearerClient(tok).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(got), `"id":"fold","error":{"code":-32602`) {
+				t.Errorf("POST %s = %s; want an invalid params error", body, got)
+			}
+			up.mu.Lock()
+			last := up.last
+			up.mu.Unlock()
+			if strings.Contains(last, "evil") {
+				t.Errorf("upstream received %s", last)
+			}
+			if n := len(e.rec.events(audit.TypeMCPCall)); n != decided {
+				t.Errorf("%d decisions recorded for a refused call", n-decided)
+			}
+		})
+	}
+}
