@@ -83,7 +83,11 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("tools/call needs params with a tool name"))
 		}
-		if up, _, ok := s.split(name); ok && !up.http() {
+		// Routed by the tool's upstream: an aggregated name's first "__"
+		// need not end the upstream's name.
+		if e, err := s.tool(ctx, name); err != nil {
+			return fail(err)
+		} else if e != nil && !e.up.http() {
 			return false
 		}
 		args, err := canonicalArguments(fields["arguments"])
@@ -240,6 +244,11 @@ var errClientCancelled = errors.New("cancelled by the client")
 // exchange sends the call to the upstream and returns its response,
 // relaying what comes before it to out.
 func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, out *downstream) (*message, error) {
+	if !u.http() {
+		// The call was admitted for a stdio upstream after it was routed
+		// here (the upstreams' tools or resources changed in between).
+		return nil, fmt.Errorf("%w: upstream %q changed while the call was routed", errUpstreamDown, u.cfg.Name)
+	}
 	cs, err := u.get(ctx)
 	if err != nil {
 		return nil, err

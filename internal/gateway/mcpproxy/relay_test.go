@@ -501,3 +501,23 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 		})
 	}
 }
+
+// TestRawRelayRoutesByTool: on the aggregated endpoint a tool is relayed
+// by the upstream that serves it, not by the first "__" of its name:
+// upstream names may themselves contain "__".
+func TestRawRelayRoutesByTool(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "a", URL: up.url}, stdioUpstream(t, "a__b")}, nil)
+	cs := connect(t, e, "/mcp", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
+	ctx := t.Context()
+	if !slices.Contains(toolNames(t, cs), "a__b__echo") {
+		t.Fatalf("tools/list = %v; want a__b__echo", toolNames(t, cs))
+	}
+	for _, name := range []string{"a__echo", "a__b__echo"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"text": "hi"}})
+		if err != nil || !strings.HasPrefix(text(res), "hi") {
+			t.Fatalf("%s = %v, %v", name, res, err)
+		}
+	}
+	waitResult(t, e, "a__b/echo", "ok")
+}
