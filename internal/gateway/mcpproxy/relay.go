@@ -41,6 +41,9 @@ type rawCall struct {
 	cancelled atomic.Bool
 	reason    atomic.Pointer[string]
 	relayed   []string // keys of the upstream requests relayed downstream
+	// relayIDs are the relay ids of those requests, by the key of the
+	// upstream's own id for each.
+	relayIDs map[string]json.RawMessage
 }
 
 // relayedRequest is an upstream's request passed to the downstream client
@@ -335,6 +338,10 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			continue
 		case in.isRequest():
 			in.ID = s.relayRequest(c, in.ID)
+		case in.Method == "notifications/cancelled" && in.isNotification():
+			if !c.cancelsRelayed(&in) {
+				continue
+			}
 		case !in.isNotification():
 			continue
 		}
@@ -503,7 +510,32 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 	s.relayed[k] = &relayedRequest{u: c.u, cs: c.cs, orig: orig}
 	s.mu.Unlock()
 	c.relayed = append(c.relayed, k)
+	if ok, found := idKey(orig); found {
+		if c.relayIDs == nil {
+			c.relayIDs = map[string]json.RawMessage{}
+		}
+		c.relayIDs[ok] = id
+	}
 	return id
+}
+
+// cancelsRelayed rewrites an upstream's notifications/cancelled for a
+// request it sent on c's stream to name the relay id the downstream client
+// knows that request by. It reports false for any other cancellation:
+// the id it names is no request of the client's (passed on as it is, it
+// could cancel an unrelated one the client is serving).
+func (c *rawCall) cancelsRelayed(m *message) bool {
+	var p map[string]json.RawMessage
+	if json.Unmarshal(m.Params, &p) != nil {
+		return false
+	}
+	k, ok := idKey(p["requestId"])
+	if !ok || c.relayIDs[k] == nil {
+		return false
+	}
+	p["requestId"] = c.relayIDs[k]
+	m.Params, _ = json.Marshal(p)
+	return true
 }
 
 // answerRelayed routes the downstream client's answer to a relayed

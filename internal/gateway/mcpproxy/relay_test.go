@@ -63,6 +63,14 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", res.Action, res.Content["name"])}}}, nil, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask_briefly", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		// The upstream gives up on its elicitation, cancelling it.
+		ectx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, err := req.Session.Elicit(ectx, &mcp.ElicitParams{Message: "Quick!", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)})
+		time.Sleep(300 * time.Millisecond) // and carries on without the answer
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(err)}}}, nil, nil
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "block", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
 		<-ctx.Done()
 		u.cancelled <- "block"
@@ -144,13 +152,23 @@ func TestRawRelay(t *testing.T) {
 		pmu      sync.Mutex
 		progress []float64
 	)
+	elicitCancelled := make(chan struct{}, 1)
 	cs := connectWith(t, e, "/mcp/up", tok, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
 			pmu.Lock()
 			progress = append(progress, r.Params.Progress)
 			pmu.Unlock()
 		},
-		ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		ElicitationHandler: func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			if r.Params.Message == "Quick!" {
+				select {
+				case <-ctx.Done():
+					elicitCancelled <- struct{}{}
+					return nil, ctx.Err()
+				case <-time.After(5 * time.Second):
+					return &mcp.ElicitResult{Action: "decline"}, nil
+				}
+			}
 			if r.Params.Message != "Who are you?" {
 				return nil, fmt.Errorf("unexpected elicitation %q", r.Params.Message)
 			}
@@ -202,6 +220,19 @@ func TestRawRelay(t *testing.T) {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
 		if err != nil || text(res) != "accept alice" {
 			t.Fatalf("ask = %v, %v", res, err)
+		}
+	})
+
+	t.Run("the upstream cancels its elicitation", func(t *testing.T) {
+		// The upstream's notifications/cancelled names its own id for the
+		// request; the client knows it under the relay id.
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask_briefly"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-elicitCancelled:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the client's elicitation was not cancelled")
 		}
 	})
 
@@ -261,9 +292,9 @@ func TestRawRelay(t *testing.T) {
 	})
 
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 8)
-		if len(calls) != 8 || len(results) != 8 {
-			t.Fatalf("%d mcp.call and %d mcp.result events; want 8 and 8", len(calls), len(results))
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 9)
+		if len(calls) != 9 || len(results) != 9 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 9 and 9", len(calls), len(results))
 		}
 	})
 }
