@@ -263,7 +263,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	if !s.addRaw(c) {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
 	}
-	defer s.removeRaw(c)
+	defer s.removeRaw(c, out)
 	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
 	resp, err := s.gw.postUpstream(cctx, u, cs, body)
 	if err != nil {
@@ -339,7 +339,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		case in.isRequest():
 			in.ID = s.relayRequest(c, in.ID)
 		case in.Method == "notifications/cancelled" && in.isNotification():
-			if !c.cancelsRelayed(&in) {
+			if !s.cancelsRelayed(c, &in) {
 				continue
 			}
 		case !in.isNotification():
@@ -524,17 +524,23 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 // knows that request by. It reports false for any other cancellation:
 // the id it names is no request of the client's (passed on as it is, it
 // could cancel an unrelated one the client is serving).
-func (c *rawCall) cancelsRelayed(m *message) bool {
+func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
 	var p map[string]json.RawMessage
 	if json.Unmarshal(m.Params, &p) != nil {
 		return false
 	}
 	k, ok := idKey(p["requestId"])
-	if !ok || c.relayIDs[k] == nil {
+	id := c.relayIDs[k]
+	if !ok || id == nil {
 		return false
 	}
-	p["requestId"] = c.relayIDs[k]
+	p["requestId"] = id
 	m.Params, _ = json.Marshal(p)
+	// The client's answer, if it comes, has nowhere to go.
+	rk, _ := idKey(id)
+	s.mu.Lock()
+	delete(s.relayed, rk)
+	s.mu.Unlock()
 	return true
 }
 
@@ -612,15 +618,31 @@ func (s *session) addRaw(c *rawCall) bool {
 	return true
 }
 
-// removeRaw forgets c and the upstream requests it relayed.
-func (s *session) removeRaw(c *rawCall) {
+// removeRaw forgets c and the upstream requests it relayed, cancelling
+// (on out, before c's response) those the downstream client has not
+// answered: their answers would have nowhere to go. (An upstream may well
+// cancel them itself, but after its response: the Go SDK does.)
+func (s *session) removeRaw(c *rawCall, out *downstream) {
 	k, _ := idKey(c.down)
+	var pending []string
 	s.mu.Lock()
 	delete(s.raw, k)
 	for _, r := range c.relayed {
+		if s.relayed[r] != nil {
+			pending = append(pending, r)
+		}
 		delete(s.relayed, r)
 	}
 	s.mu.Unlock()
+	for _, r := range pending {
+		params, _ := json.Marshal(struct {
+			RequestID string `json:"requestId"`
+			Reason    string `json:"reason"`
+		}{strings.TrimPrefix(r, "s"), "the call it was made for has ended"})
+		if out.send(&message{Method: "notifications/cancelled", Params: params}) != nil {
+			return
+		}
+	}
 }
 
 // downstream writes what a relayed call sends back: the response alone as

@@ -63,12 +63,18 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", res.Action, res.Content["name"])}}}, nil, nil
 	})
-	mcp.AddTool(s, &mcp.Tool{Name: "ask_briefly", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
-		// The upstream gives up on its elicitation, cancelling it.
+	mcp.AddTool(s, &mcp.Tool{Name: "ask_briefly", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, in struct {
+		Linger bool `json:"linger,omitempty"`
+	}) (*mcp.CallToolResult, any, error) {
+		// The upstream gives up on its elicitation, cancelling it (the
+		// SDK sends the cancellation in the background), and returns at
+		// once or carries on a while without the answer.
 		ectx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		_, err := req.Session.Elicit(ectx, &mcp.ElicitParams{Message: "Quick!", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)})
-		time.Sleep(300 * time.Millisecond) // and carries on without the answer
+		if in.Linger {
+			time.Sleep(300 * time.Millisecond)
+		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(err)}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "block", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
@@ -226,6 +232,20 @@ func TestRawRelay(t *testing.T) {
 	t.Run("the upstream cancels its elicitation", func(t *testing.T) {
 		// The upstream's notifications/cancelled names its own id for the
 		// request; the client knows it under the relay id.
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask_briefly", Arguments: map[string]any{"linger": true}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-elicitCancelled:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the client's elicitation was not cancelled")
+		}
+	})
+
+	t.Run("a call ends with its elicitation unanswered", func(t *testing.T) {
+		// The answer would have nowhere to go: the client's elicitation
+		// is cancelled, also when the upstream's own cancellation comes
+		// after its response.
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask_briefly"}); err != nil {
 			t.Fatal(err)
 		}
@@ -292,9 +312,9 @@ func TestRawRelay(t *testing.T) {
 	})
 
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 9)
-		if len(calls) != 9 || len(results) != 9 {
-			t.Fatalf("%d mcp.call and %d mcp.result events; want 9 and 9", len(calls), len(results))
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 10)
+		if len(calls) != 10 || len(results) != 10 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 10 and 10", len(calls), len(results))
 		}
 	})
 }
