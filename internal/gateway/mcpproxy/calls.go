@@ -234,16 +234,9 @@ type outcomeFunc func(ctx context.Context, toolError bool, err error) error
 // or the JSON-RPC error to answer with. Both relay paths use it; args
 // must be canonical JSON (see canonicalArguments).
 func (s *session) admitTool(ctx context.Context, a *authed, name string, args json.RawMessage) (*toolEntry, outcomeFunc, error) {
-	s.mu.Lock()
-	e := s.tools[name]
-	known := s.tools != nil
-	s.mu.Unlock()
-	if e == nil && !known {
-		tools, err := s.refreshTools(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		e = tools[name]
+	e, err := s.tool(ctx, name)
+	if err != nil {
+		return nil, nil, err
 	}
 	if e == nil {
 		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionToolCall, Name: name, Resource: name, Arguments: args}, "unknown tool")
@@ -264,6 +257,23 @@ func (s *session) admitTool(ctx context.Context, a *authed, name string, args js
 		return nil, nil, err
 	}
 	return e, done, nil
+}
+
+// tool returns the tool exposed as name, or nil if there is none, listing
+// the upstreams' tools first if the session has no list yet.
+func (s *session) tool(ctx context.Context, name string) (*toolEntry, error) {
+	s.mu.Lock()
+	e := s.tools[name]
+	known := s.tools != nil
+	s.mu.Unlock()
+	if e == nil && !known {
+		tools, err := s.refreshTools(ctx)
+		if err != nil {
+			return nil, err
+		}
+		e = tools[name]
+	}
+	return e, nil
 }
 
 // callTool is the SDK path of tools/call (stdio upstreams).

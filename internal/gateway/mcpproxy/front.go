@@ -91,6 +91,12 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 	case m.Method == "notifications/cancelled":
 		return s.cancelRelayed(w, &m)
 	case m.isRequest() && governed[m.Method]:
+		if _, ok := idKey(m.ID); !ok {
+			// Refused before it is decided: a call whose id the relay
+			// cannot track could be admitted, never relayed.
+			writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid request: the id must be a string or an integer"}))
+			return true
+		}
 		return s.serveCall(w, r, a, &m)
 	case !knownMethods[m.Method]:
 		msg := errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q is not an MCP method the gateway serves", m.Method)})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 )
@@ -54,6 +55,21 @@ func TestRawJSONRPC(t *testing.T) {
 			status, _, body := post(session, tc.body)
 			if status != tc.status || !strings.Contains(body, tc.want) {
 				t.Fatalf("POST %s = %d %s; want %d containing %q", tc.body, status, body, tc.status, tc.want)
+			}
+		})
+	}
+	// A governed call whose id the gateway cannot track is refused before
+	// it is decided (MCP ids are strings or integers).
+	for _, id := range []string{`1.5`, `true`, `{"a":1}`, `[1]`, `99999999999999999999`} {
+		t.Run("id "+id, func(t *testing.T) {
+			decided := len(e.rec.events(audit.TypeMCPCall))
+			body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`
+			status, _, got := post(session, body)
+			if status != 400 || !strings.Contains(got, `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,`) {
+				t.Errorf("POST %s = %d %s; want 400 and an invalid request error", body, status, got)
+			}
+			if n := len(e.rec.events(audit.TypeMCPCall)); n != decided {
+				t.Errorf("%d decisions recorded for a call with id %s", n-decided, id)
 			}
 		})
 	}

@@ -41,6 +41,9 @@ type rawCall struct {
 	cancelled atomic.Bool
 	reason    atomic.Pointer[string]
 	relayed   []string // keys of the upstream requests relayed downstream
+	// relayIDs are the relay ids of those requests, by the key of the
+	// upstream's own id for each.
+	relayIDs map[string]json.RawMessage
 }
 
 // relayedRequest is an upstream's request passed to the downstream client
@@ -69,6 +72,9 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	if json.Unmarshal(m.Params, &fields) != nil || fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
+	if k, n, ok := foldedMember(fields, decidedMembers[m.Method]); ok {
+		return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
+	}
 	var (
 		u    *upConn
 		done outcomeFunc
@@ -80,7 +86,11 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("tools/call needs params with a tool name"))
 		}
-		if up, _, ok := s.split(name); ok && !up.http() {
+		// Routed by the tool's upstream: an aggregated name's first "__"
+		// need not end the upstream's name.
+		if e, err := s.tool(ctx, name); err != nil {
+			return fail(err)
+		} else if e != nil && !e.up.http() {
 			return false
 		}
 		args, err := canonicalArguments(fields["arguments"])
@@ -131,6 +141,32 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	params, _ := json.Marshal(fields)
 	s.relayCall(w, r, u, m, params, done)
 	return true
+}
+
+// decidedMembers are the params members of each governed method that the
+// gateway reads to decide the call.
+var decidedMembers = map[string][]string{
+	"tools/call":     {"name", "arguments"},
+	"resources/read": {"uri"},
+	"prompts/get":    {"name", "arguments"},
+}
+
+// foldedMember returns a member of fields that is not one of names but
+// matches one of them case-insensitively, with Unicode folding, as Go's
+// encoding/json matches struct fields ("Arguments", or "argumentſ" with
+// a long s). An upstream that parses params so would read such a member
+// in place of the one the gateway decided on: with several matching
+// members the last wins, and the re-encoded params put "argumentſ" after
+// "arguments".
+func foldedMember(fields map[string]json.RawMessage, names []string) (member, name string, ok bool) {
+	for k := range fields {
+		for _, n := range names {
+			if k != n && strings.EqualFold(k, n) {
+				return k, n, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 // stringMember returns the string member key of fields.
@@ -211,6 +247,11 @@ var errClientCancelled = errors.New("cancelled by the client")
 // exchange sends the call to the upstream and returns its response,
 // relaying what comes before it to out.
 func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, out *downstream) (*message, error) {
+	if !u.http() {
+		// The call was admitted for a stdio upstream after it was routed
+		// here (the upstreams' tools or resources changed in between).
+		return nil, fmt.Errorf("%w: upstream %q changed while the call was routed", errUpstreamDown, u.cfg.Name)
+	}
 	cs, err := u.get(ctx)
 	if err != nil {
 		return nil, err
@@ -222,7 +263,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	if !s.addRaw(c) {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
 	}
-	defer s.removeRaw(c)
+	defer s.removeRaw(c, out)
 	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
 	resp, err := s.gw.postUpstream(cctx, u, cs, body)
 	if err != nil {
@@ -297,6 +338,10 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			continue
 		case in.isRequest():
 			in.ID = s.relayRequest(c, in.ID)
+		case in.Method == "notifications/cancelled" && in.isNotification():
+			if !s.cancelsRelayed(c, &in) {
+				continue
+			}
 		case !in.isNotification():
 			continue
 		}
@@ -465,7 +510,38 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 	s.relayed[k] = &relayedRequest{u: c.u, cs: c.cs, orig: orig}
 	s.mu.Unlock()
 	c.relayed = append(c.relayed, k)
+	if ok, found := idKey(orig); found {
+		if c.relayIDs == nil {
+			c.relayIDs = map[string]json.RawMessage{}
+		}
+		c.relayIDs[ok] = id
+	}
 	return id
+}
+
+// cancelsRelayed rewrites an upstream's notifications/cancelled for a
+// request it sent on c's stream to name the relay id the downstream client
+// knows that request by. It reports false for any other cancellation:
+// the id it names is no request of the client's (passed on as it is, it
+// could cancel an unrelated one the client is serving).
+func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
+	var p map[string]json.RawMessage
+	if json.Unmarshal(m.Params, &p) != nil {
+		return false
+	}
+	k, ok := idKey(p["requestId"])
+	id := c.relayIDs[k]
+	if !ok || id == nil {
+		return false
+	}
+	p["requestId"] = id
+	m.Params, _ = json.Marshal(p)
+	// The client's answer, if it comes, has nowhere to go.
+	rk, _ := idKey(id)
+	s.mu.Lock()
+	delete(s.relayed, rk)
+	s.mu.Unlock()
+	return true
 }
 
 // answerRelayed routes the downstream client's answer to a relayed
@@ -542,15 +618,31 @@ func (s *session) addRaw(c *rawCall) bool {
 	return true
 }
 
-// removeRaw forgets c and the upstream requests it relayed.
-func (s *session) removeRaw(c *rawCall) {
+// removeRaw forgets c and the upstream requests it relayed, cancelling
+// (on out, before c's response) those the downstream client has not
+// answered: their answers would have nowhere to go. (An upstream may well
+// cancel them itself, but after its response: the Go SDK does.)
+func (s *session) removeRaw(c *rawCall, out *downstream) {
 	k, _ := idKey(c.down)
+	var pending []string
 	s.mu.Lock()
 	delete(s.raw, k)
 	for _, r := range c.relayed {
+		if s.relayed[r] != nil {
+			pending = append(pending, r)
+		}
 		delete(s.relayed, r)
 	}
 	s.mu.Unlock()
+	for _, r := range pending {
+		params, _ := json.Marshal(struct {
+			RequestID string `json:"requestId"`
+			Reason    string `json:"reason"`
+		}{strings.TrimPrefix(r, "s"), "the call it was made for has ended"})
+		if out.send(&message{Method: "notifications/cancelled", Params: params}) != nil {
+			return
+		}
+	}
 }
 
 // downstream writes what a relayed call sends back: the response alone as

@@ -63,6 +63,20 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", res.Action, res.Content["name"])}}}, nil, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask_briefly", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, in struct {
+		Linger bool `json:"linger,omitempty"`
+	}) (*mcp.CallToolResult, any, error) {
+		// The upstream gives up on its elicitation, cancelling it (the
+		// SDK sends the cancellation in the background), and returns at
+		// once or carries on a while without the answer.
+		ectx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, err := req.Session.Elicit(ectx, &mcp.ElicitParams{Message: "Quick!", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)})
+		if in.Linger {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(err)}}}, nil, nil
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "block", Annotations: ro}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
 		<-ctx.Done()
 		u.cancelled <- "block"
@@ -144,13 +158,23 @@ func TestRawRelay(t *testing.T) {
 		pmu      sync.Mutex
 		progress []float64
 	)
+	elicitCancelled := make(chan struct{}, 1)
 	cs := connectWith(t, e, "/mcp/up", tok, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
 			pmu.Lock()
 			progress = append(progress, r.Params.Progress)
 			pmu.Unlock()
 		},
-		ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		ElicitationHandler: func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			if r.Params.Message == "Quick!" {
+				select {
+				case <-ctx.Done():
+					elicitCancelled <- struct{}{}
+					return nil, ctx.Err()
+				case <-time.After(5 * time.Second):
+					return &mcp.ElicitResult{Action: "decline"}, nil
+				}
+			}
 			if r.Params.Message != "Who are you?" {
 				return nil, fmt.Errorf("unexpected elicitation %q", r.Params.Message)
 			}
@@ -202,6 +226,33 @@ func TestRawRelay(t *testing.T) {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
 		if err != nil || text(res) != "accept alice" {
 			t.Fatalf("ask = %v, %v", res, err)
+		}
+	})
+
+	t.Run("the upstream cancels its elicitation", func(t *testing.T) {
+		// The upstream's notifications/cancelled names its own id for the
+		// request; the client knows it under the relay id.
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask_briefly", Arguments: map[string]any{"linger": true}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-elicitCancelled:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the client's elicitation was not cancelled")
+		}
+	})
+
+	t.Run("a call ends with its elicitation unanswered", func(t *testing.T) {
+		// The answer would have nowhere to go: the client's elicitation
+		// is cancelled, also when the upstream's own cancellation comes
+		// after its response.
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask_briefly"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-elicitCancelled:
+		case <-time.After(3 * time.Second):
+			t.Fatal("the client's elicitation was not cancelled")
 		}
 	})
 
@@ -261,9 +312,9 @@ func TestRawRelay(t *testing.T) {
 	})
 
 	t.Run("every call has its decision and outcome in the ledger", func(t *testing.T) {
-		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 8)
-		if len(calls) != 8 || len(results) != 8 {
-			t.Fatalf("%d mcp.call and %d mcp.result events; want 8 and 8", len(calls), len(results))
+		calls, results := e.rec.events(audit.TypeMCPCall), e.rec.waitEvents(audit.TypeMCPResult, 10)
+		if len(calls) != 10 || len(results) != 10 {
+			t.Fatalf("%d mcp.call and %d mcp.result events; want 10 and 10", len(calls), len(results))
 		}
 	})
 }
@@ -450,4 +501,74 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("Shutdown took %v; idle sessions should not hold it up", d)
 	}
 	waitResult(t, e, "up/slow", "ok")
+}
+
+// TestRawRelayFoldedMembers: the raw relay refuses params with a member
+// that is not, but case-insensitively matches, one the gateway decides on.
+// Go's encoding/json (and so many Go MCP servers) reads "argumentſ" (long
+// s) or "Arguments" as "arguments", the last one in the object winning;
+// the gateway's re-encoding sorts "argumentſ" after "arguments", so such
+// an upstream would run the call with arguments nobody decided on.
+func TestRawRelayFoldedMembers(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connect(t, e, "/mcp/up", tok)
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, params string }{
+		{"long s", `{"name":"echo","arguments":{"text":"decided"},"argument\u017f":{"text":"evil"}}`},
+		{"long s, raw", "{\"name\":\"echo\",\"arguments\":{\"text\":\"decided\"},\"argument\u017f\":{\"text\":\"evil\"}}"},
+		{"upper case", `{"name":"echo","arguments":{"text":"decided"},"Arguments":{"text":"evil"}}`},
+		{"name", `{"name":"echo","NAME":"evil","arguments":{"text":"decided"}}`},
+		{"only the folded member", `{"name":"echo","Arguments":{"text":"evil"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			decided := len(e.rec.events(audit.TypeMCPCall))
+			body := `{"jsonrpc":"2.0","id":"fold","method":"tools/call","params":` + tc.params + `}`
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Session-Id", cs.ID())
+			resp, err := bearerClient(tok).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(got), `"id":"fold","error":{"code":-32602`) {
+				t.Errorf("POST %s = %s; want an invalid params error", body, got)
+			}
+			up.mu.Lock()
+			last := up.last
+			up.mu.Unlock()
+			if strings.Contains(last, "evil") {
+				t.Errorf("upstream received %s", last)
+			}
+			if n := len(e.rec.events(audit.TypeMCPCall)); n != decided {
+				t.Errorf("%d decisions recorded for a refused call", n-decided)
+			}
+		})
+	}
+}
+
+// TestRawRelayRoutesByTool: on the aggregated endpoint a tool is relayed
+// by the upstream that serves it, not by the first "__" of its name:
+// upstream names may themselves contain "__".
+func TestRawRelayRoutesByTool(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "a", URL: up.url}, stdioUpstream(t, "a__b")}, nil)
+	cs := connect(t, e, "/mcp", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
+	ctx := t.Context()
+	if !slices.Contains(toolNames(t, cs), "a__b__echo") {
+		t.Fatalf("tools/list = %v; want a__b__echo", toolNames(t, cs))
+	}
+	for _, name := range []string{"a__echo", "a__b__echo"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"text": "hi"}})
+		if err != nil || !strings.HasPrefix(text(res), "hi") {
+			t.Fatalf("%s = %v, %v", name, res, err)
+		}
+	}
+	waitResult(t, e, "a__b/echo", "ok")
 }
