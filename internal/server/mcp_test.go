@@ -37,6 +37,7 @@ mcp:
 	for _, bad := range []string{
 		`[{"name":"a"}]`,
 		`[{"name":"Bad Name","url":"http://x"}]`,
+		`[{"name":"a__b","url":"http://x"}]`,
 		`[{"name":"a","url":"http://x","command":"y"}]`,
 	} {
 		c, err := load(t, "", map[string]string{"HOME": "/home/u", "MANDATE_MCP_UPSTREAMS": bad})

@@ -600,6 +600,7 @@ func (s *session) resourceUpstream(ctx context.Context, uri string) (*upConn, er
 func (s *session) admitResource(ctx context.Context, a *authed, uri string) (*upConn, outcomeFunc, error) {
 	u, err := s.resourceUpstream(ctx, uri)
 	if err != nil {
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionResourceRead, Name: uri, Resource: uri, Risk: RiskRead}, "no upstream serves the resource")
 		return nil, nil, err
 	}
 	done, err := s.gw.govern(ctx, s, Request{
@@ -687,6 +688,7 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, arguments map[string]string) (*upConn, string, outcomeFunc, error) {
 	u, name, ok := s.split(exposed)
 	if !ok {
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionPromptGet, Name: exposed, Resource: exposed, Risk: RiskRead}, "unknown prompt")
 		return nil, "", nil, invalidParams("unknown prompt %q", exposed)
 	}
 	var args json.RawMessage

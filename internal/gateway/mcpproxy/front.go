@@ -38,15 +38,18 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 			sdk.ServeHTTP(w, r)
 			return
 		}
-		// Only messages keep a session alive, as with the SDK's own timer:
-		// an open GET stream alone does not.
+		a, _ := r.Context().Value(principalKey{}).(*authed)
+		if a == nil || !s.ownedBy(a.p) {
+			// The SDK refuses a session used by another principal.
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		// Only its owner's messages keep a session alive, as with the
+		// SDK's own timer: an open GET stream alone does not.
 		s.begin()
 		defer s.end()
-		a, _ := r.Context().Value(principalKey{}).(*authed)
-		if a == nil || !s.ownedBy(a.p) || !s.speaks(r) {
-			// The SDK answers (and refuses) the rest: a session used by
-			// another principal, bad headers.
-			sdk.ServeHTTP(w, r)
+		if !s.speaks(r) {
+			sdk.ServeHTTP(w, r) // and answers bad headers
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))

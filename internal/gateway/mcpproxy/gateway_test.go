@@ -462,6 +462,10 @@ func TestAggregatedResourcesAndPrompts(t *testing.T) {
 	if names := toolNames(t, cs); len(names) != 0 {
 		t.Errorf("tools/list = %v, want none", names)
 	}
+	// An unknown prompt is refused, and the refusal recorded.
+	if _, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "greet"}); err == nil {
+		t.Fatal("prompts/get of an unnamespaced prompt succeeded")
+	}
 	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "x"}})
 	if code, _ := rpcCode(err); code != mcpproxy.CodeDenied {
 		t.Fatalf("a__echo: %v, want denied", err)
@@ -470,7 +474,7 @@ func TestAggregatedResourcesAndPrompts(t *testing.T) {
 	for _, ev := range e.rec.events(audit.TypeMCPCall) {
 		actions = append(actions, ev.Action+" "+ev.Resource+" "+ev.Decision)
 	}
-	want := []string{"resource.read test://a/readme allow", "prompt.get b/greet allow", "tool.call a/echo deny"}
+	want := []string{"resource.read test://a/readme allow", "prompt.get b/greet allow", "prompt.get greet deny", "tool.call a/echo deny"}
 	if !slices.Equal(actions, want) {
 		t.Errorf("mcp.call events = %q, want %q", actions, want)
 	}

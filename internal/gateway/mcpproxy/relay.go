@@ -58,11 +58,17 @@ type relayedRequest struct {
 // Streamable HTTP. It reports false, leaving the call to the SDK path,
 // when the upstream is a stdio server.
 func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
-	ctx := r.Context()
 	fail := func(err error) bool {
 		(&downstream{w: w}).fail(m.ID, err)
 		return true
 	}
+	// Close waits for the call, and cancels it: its outcome is recorded
+	// before the gateway (and the ledger behind it) goes away.
+	if !s.gw.enter() {
+		return fail(rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5}))
+	}
+	defer s.gw.wg.Done()
+	ctx := mergeCancel(s.gw.ctx, r.Context())
 	// What is decided, recorded and sent upstream is one reading of the
 	// params: they are decoded once (duplicate keys collapse here, as
 	// encoding/json reads them, whatever the upstream's parser would make
@@ -139,7 +145,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		}
 	}
 	params, _ := json.Marshal(fields)
-	s.relayCall(w, r, u, m, params, done)
+	s.relayCall(ctx, w, u, m, params, done)
 	return true
 }
 
@@ -201,16 +207,16 @@ func (u *upConn) protocolVersion() string {
 // client does not wait for the ledger a second time, and unhurried: it
 // rides along with the next commit (the next call's decision, typically)
 // rather than costing one of its own.
-func (s *session) relayCall(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
-	toolError, err := s.relay(w, r, u, m, params)
-	ctx := audit.Unhurried(r.Context())
-	s.gw.async(func() { _ = done(ctx, toolError, err) })
+func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
+	toolError, err := s.relay(ctx, w, u, m, params)
+	rctx := audit.Unhurried(ctx)
+	s.gw.async(func() { _ = done(rctx, toolError, err) })
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
-func (s *session) relay(w http.ResponseWriter, r *http.Request, u *upConn, m *message, params json.RawMessage) (toolError bool, err error) {
+func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage) (toolError bool, err error) {
 	out := &downstream{w: w}
-	res, err := s.exchange(r.Context(), u, m, params, out)
+	res, err := s.exchange(ctx, u, m, params, out)
 	if err != nil {
 		if errors.Is(err, errClientCancelled) {
 			out.end()
@@ -239,6 +245,15 @@ func (s *session) relay(w http.ResponseWriter, r *http.Request, u *upConn, m *me
 	}
 	out.final(res)
 	return toolError, nil
+}
+
+// answer returns the call's response, unless the client cancelled the
+// call meanwhile: a cancelled request gets no response.
+func (c *rawCall) answer(res *message) (*message, error) {
+	if c.cancelled.Load() {
+		return nil, errClientCancelled
+	}
+	return res, nil
 }
 
 // errClientCancelled: the downstream client cancelled the call.
@@ -281,7 +296,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		if b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); err == nil && ct == "application/json" {
 			var em message
 			if json.Unmarshal(b, &em) == nil && em.isResponse() && em.Error != nil {
-				return &em, nil
+				return c.answer(&em)
 			}
 		}
 		return nil, fmt.Errorf("%w: upstream %q answered HTTP %d (%s)", errUpstreamDown, u.cfg.Name, resp.StatusCode, orDefault(ct, "no content type"))
@@ -298,7 +313,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
-		return &res, nil
+		return c.answer(&res)
 	}
 	events := newSSEReader(resp.Body, limit)
 	for resumes := 0; ; {
@@ -333,7 +348,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		switch {
 		case in.isResponse():
 			if sameID(in.ID, c.up) {
-				return &in, nil
+				return c.answer(&in)
 			}
 			continue
 		case in.isRequest():
@@ -451,18 +466,26 @@ func (g *Gateway) background(f func(context.Context)) {
 // async runs f in a goroutine that Close waits for; once Close has begun,
 // it runs f at once instead.
 func (g *Gateway) async(f func()) {
-	g.mu.Lock()
-	if g.ctx.Err() != nil {
-		g.mu.Unlock()
+	if !g.enter() {
 		f()
 		return
 	}
-	g.wg.Add(1)
-	g.mu.Unlock()
 	go func() {
 		defer g.wg.Done()
 		f()
 	}()
+}
+
+// enter registers work that Close waits for (the caller calls g.wg.Done
+// when it ends); it reports false once Close has begun.
+func (g *Gateway) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ctx.Err() != nil {
+		return false
+	}
+	g.wg.Add(1)
+	return true
 }
 
 // postUpstream POSTs one JSON-RPC message on the upstream session cs.

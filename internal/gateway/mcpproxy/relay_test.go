@@ -553,22 +553,30 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 	}
 }
 
-// TestRawRelayRoutesByTool: on the aggregated endpoint a tool is relayed
-// by the upstream that serves it, not by the first "__" of its name:
-// upstream names may themselves contain "__".
-func TestRawRelayRoutesByTool(t *testing.T) {
+// TestCloseWaitsForCalls: Close cancels the raw-relayed calls in flight
+// and returns only once their outcomes are recorded.
+func TestCloseWaitsForCalls(t *testing.T) {
 	up := newRelayUpstream(t)
-	e := newEnv(t, []mcpproxy.Upstream{{Name: "a", URL: up.url}, stdioUpstream(t, "a__b")}, nil)
-	cs := connect(t, e, "/mcp", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
-	ctx := t.Context()
-	if !slices.Contains(toolNames(t, cs), "a__b__echo") {
-		t.Fatalf("tools/list = %v; want a__b__echo", toolNames(t, cs))
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	cs := connect(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"))
+	go func() { _, _ = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "block"}) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.rec.events(audit.TypeMCPCall)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
-	for _, name := range []string{"a__echo", "a__b__echo"} {
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"text": "hi"}})
-		if err != nil || !strings.HasPrefix(text(res), "hi") {
-			t.Fatalf("%s = %v, %v", name, res, err)
+	time.Sleep(50 * time.Millisecond) // the call is upstream
+	start := time.Now()
+	e.gw.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v: it must cancel the calls in flight, not wait them out", d)
+	}
+	var outcome string
+	for _, ev := range e.rec.events(audit.TypeMCPResult) {
+		if ev.Resource == "up/block" {
+			outcome = ev.Details["outcome"]
 		}
 	}
-	waitResult(t, e, "a__b/echo", "ok")
+	if outcome != "error" {
+		t.Fatalf("after Close, the in-flight call's outcome is %q; want it recorded as error", outcome)
+	}
 }

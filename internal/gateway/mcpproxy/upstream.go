@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,7 +22,8 @@ import (
 // server) is set.
 type Upstream struct {
 	// Name is the upstream's name: the endpoint path segment and the tool
-	// namespace on the aggregated endpoint. [a-z0-9_-], 1-64 bytes.
+	// namespace on the aggregated endpoint. [a-z0-9_-], 1-64 bytes, not
+	// starting with _ or -, without "__".
 	Name string `json:"name"`
 	// Command and Args start a stdio server; Env is its whole environment
 	// (KEY=VALUE; the gateway's own environment is not inherited, so
@@ -46,6 +48,11 @@ var upstreamName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 func (u *Upstream) Validate() error {
 	if !upstreamName.MatchString(u.Name) {
 		return fmt.Errorf("mcpproxy: upstream name %q must match %s", u.Name, upstreamName)
+	}
+	if strings.Contains(u.Name, NamespaceSep) {
+		// On the aggregated endpoint "<upstream>__<name>" must split one
+		// way only.
+		return fmt.Errorf("mcpproxy: upstream name %q must not contain %q, which separates upstream and tool names on the aggregated endpoint", u.Name, NamespaceSep)
 	}
 	if (u.Command == "") == (u.URL == "") {
 		return fmt.Errorf("mcpproxy: upstream %q needs exactly one of command or url", u.Name)
