@@ -575,6 +575,11 @@ func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *messa
 	if !ok || !strings.HasPrefix(k, "s"+relayIDPrefix) {
 		return false
 	}
+	if m.Result != nil && m.Error != nil {
+		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid response: it has both a result and an error"}))
+		return true
+	}
+	m.Params = nil // a response has none; only what JSON-RPC defines goes upstream
 	s.mu.Lock()
 	p := s.relayed[k]
 	delete(s.relayed, k)
@@ -722,6 +727,9 @@ func (d *downstream) fail(id json.RawMessage, err error) {
 // end closes a call that gets no response (the client cancelled it).
 func (d *downstream) end() {
 	if !d.wrote {
-		d.w.WriteHeader(http.StatusAccepted)
+		// A request is answered with JSON or a stream; a cancelled one
+		// gets a stream that ends without its response.
+		d.w.Header().Set("Content-Type", "text/event-stream")
+		d.w.WriteHeader(http.StatusOK)
 	}
 }
