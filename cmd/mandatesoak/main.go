@@ -38,11 +38,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -85,7 +87,10 @@ tasks, peak, and its slope over the second half of the run.
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(context.Background(), os.Stdout, os.Stderr, c); err != nil {
+	// Interrupted, it still stops the server and removes its data.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout, os.Stderr, c); err != nil {
 		fmt.Fprintf(os.Stderr, "mandatesoak: %v\n", err)
 		os.Exit(1)
 	}
