@@ -195,7 +195,7 @@ type taskState struct {
 	// strings, computed once per load.
 	scope, chain []string
 	// inScope memoizes t.Scope.Allows by action and resource (scope
-	// patterns are immutable; matching is a regexp).
+	// patterns are immutable; matching walks the glob).
 	inScope map[string]bool
 	// untracked marks a task the pipeline had no room to track: its
 	// taint is unknown, so it is treated as restricted (fail closed).

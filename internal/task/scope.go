@@ -3,7 +3,6 @@ package task
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -36,7 +35,6 @@ type Pattern struct {
 	action   string
 	resource string
 	glob     []globToken
-	re       *regexp.Regexp
 }
 
 type globToken struct {
@@ -73,12 +71,9 @@ func ParsePattern(s string) (Pattern, error) {
 		return Pattern{}, fmt.Errorf("%w: scope pattern %q: empty resource (omit \":\" to mean every resource)", ErrInvalid, s)
 	}
 	p := Pattern{action: action, resource: resource}
-	var re strings.Builder
-	re.WriteString(`\A`)
 	for i := 0; i < len(resource); i++ {
 		if resource[i] != '*' {
 			p.glob = append(p.glob, globToken{kind: globLiteral, lit: resource[i]})
-			re.WriteString(regexp.QuoteMeta(resource[i : i+1]))
 			continue
 		}
 		if i+1 < len(resource) && resource[i+1] == '*' {
@@ -86,15 +81,11 @@ func ParsePattern(s string) (Pattern, error) {
 				return Pattern{}, fmt.Errorf("%w: scope pattern %q: \"***\" is ambiguous", ErrInvalid, s)
 			}
 			p.glob = append(p.glob, globToken{kind: globDoubleStar})
-			re.WriteString(`.*`)
 			i++
 			continue
 		}
 		p.glob = append(p.glob, globToken{kind: globStar})
-		re.WriteString(`[^/]*`)
 	}
-	re.WriteString(`\z`)
-	p.re = regexp.MustCompile(re.String())
 	return p, nil
 }
 
@@ -124,9 +115,71 @@ func (p Pattern) Action() string { return p.action }
 func (p Pattern) Resource() string { return p.resource }
 
 // Matches reports whether the pattern permits action on resource. It runs in
-// time linear in the resource's length.
+// time linear in the resource's length (times the pattern's) and does not
+// allocate.
 func (p Pattern) Matches(action, resource string) bool {
-	return actionCovers(p.action, action) && p.re != nil && p.re.MatchString(resource)
+	return actionCovers(p.action, action) && len(p.glob) > 0 && globMatches(p.glob, resource)
+}
+
+// globStates is the number of words of a bit set with a bit for every
+// position in a glob (MaxPatternLen tokens at most, and the end).
+const globStates = (MaxPatternLen + 1 + 63) / 64
+
+// globMatches reports whether s is in the language of glob. It simulates
+// the glob as an NFA whose states are the positions in glob: a literal
+// consumes its byte, "*" any byte but '/', "**" any byte but '\n' (the
+// glob's meaning has always been that of the regular expression with "*"
+// as [^/]* and "**" as .*, which does not cross a newline), and a
+// wildcard may also match nothing. Patterns are ASCII, so matching bytes
+// rather than runes makes no difference.
+//
+// Patterns used to be compiled to regular expressions; a compiled
+// regexp costs kilobytes, and every active task holds its scope's.
+func globMatches(glob []globToken, s string) bool {
+	var cur, next [globStates]uint64
+	has := func(b *[globStates]uint64, i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
+	add := func(b *[globStates]uint64, i int) {
+		// A wildcard may match nothing: reaching it reaches what follows.
+		for ; ; i++ {
+			b[i/64] |= 1 << (i % 64)
+			if i == len(glob) || glob[i].kind == globLiteral {
+				return
+			}
+		}
+	}
+	add(&cur, 0)
+	for k := 0; k < len(s); k++ {
+		c := s[k]
+		next = [globStates]uint64{}
+		alive := false
+		for i, t := range glob {
+			if !has(&cur, i) {
+				continue
+			}
+			switch t.kind {
+			case globLiteral:
+				if t.lit == c {
+					add(&next, i+1)
+					alive = true
+				}
+			case globStar:
+				if c != '/' {
+					add(&next, i)
+					alive = true
+				}
+			case globDoubleStar:
+				if c != '\n' {
+					add(&next, i)
+					alive = true
+				}
+			}
+		}
+		if !alive {
+			return false
+		}
+		cur = next
+	}
+	return has(&cur, len(glob))
 }
 
 // Covers reports whether every (action, resource) that q matches is also

@@ -1,6 +1,8 @@
 package task
 
 import (
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -102,4 +104,106 @@ func FuzzPatternCovers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// regexpMatches is what Pattern.Matches did when patterns were compiled
+// to regular expressions: the reference globMatches must agree with.
+func regexpMatches(p Pattern, resource string) bool {
+	var re strings.Builder
+	re.WriteString(`\A`)
+	for _, t := range p.glob {
+		switch t.kind {
+		case globLiteral:
+			re.WriteString(regexp.QuoteMeta(string(t.lit)))
+		case globStar:
+			re.WriteString(`[^/]*`)
+		case globDoubleStar:
+			re.WriteString(`.*`)
+		}
+	}
+	re.WriteString(`\z`)
+	return regexp.MustCompile(re.String()).MatchString(resource)
+}
+
+func TestPatternMatches(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		pattern, action, resource string
+		want                      bool
+	}{
+		{"file.read:/repo/**", "file.read", "/repo/a/b.go", true},
+		{"file.read:/repo/**", "file.read", "/repo/", true},
+		{"file.read:/repo/**", "file.read", "/repo", false},
+		{"file.read:/repo/**", "file.write", "/repo/a", false},
+		{"file.*:/repo/*", "file.write", "/repo/a", true},
+		{"file.read:/repo/*", "file.read", "/repo/a/b", false},
+		{"file.read:/repo/*.go", "file.read", "/repo/main.go", true},
+		{"file.read:/repo/*.go", "file.read", "/repo/main.go.txt", false},
+		{"tool.call:github/create_*", "tool.call", "github/create_issue", true},
+		{"tool.call:github/create_*", "tool.call", "github/delete_issue", false},
+		{"file.read:/a/**/c", "file.read", "/a/c", false},
+		{"file.read:/a/**/c", "file.read", "/a//c", true},
+		{"file.read:/a/**/c", "file.read", "/a/x/y/c", true},
+		{"file.read:**", "file.read", "a\nb", false}, // ** has never crossed a newline
+		{"file.read:*", "file.read", "a\nb", true},
+		{"file.read:/x/*", "file.read", "/x/ü", true},
+		{"task.delegate", "task.delegate", "spiffe://example.org/agent/x", true},
+		{"*", "shell.exec", "rm -rf /", true},
+	}
+	for _, tt := range tests {
+		p := mustPattern(t, tt.pattern)
+		if got := p.Matches(tt.action, tt.resource); got != tt.want {
+			t.Errorf("%s.Matches(%s, %q) = %v, want %v", tt.pattern, tt.action, tt.resource, got, tt.want)
+		}
+	}
+	if (Pattern{}).Matches("file.read", "x") {
+		t.Error("the zero Pattern matches")
+	}
+}
+
+// TestPatternMatchesRegexp checks globMatches against the regular
+// expressions patterns used to compile to, on random globs and resources
+// over a small alphabet.
+func TestPatternMatchesRegexp(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func(alphabet []string, n int) string {
+		var b strings.Builder
+		for range n {
+			b.WriteString(alphabet[r.IntN(len(alphabet))])
+		}
+		return b.String()
+	}
+	globAlphabet := []string{"a", "b", "/", ".", "*", "**"}
+	resAlphabet := []string{"a", "b", "/", ".", "\n", "é", "\xff"}
+	for range 20000 {
+		p, err := ParsePattern("file.read:" + pick(globAlphabet, 1+r.IntN(8)))
+		if err != nil {
+			continue // "***"
+		}
+		res := pick(resAlphabet, r.IntN(12))
+		if got, want := p.Matches("file.read", res), regexpMatches(p, res); got != want {
+			t.Fatalf("%s.Matches(file.read, %q) = %v, regexp says %v", p, res, got, want)
+		}
+	}
+}
+
+func TestPatternMatchesLongest(t *testing.T) {
+	t.Parallel()
+	// The most tokens a pattern can have: "*:" and 510 of them.
+	glob := strings.Repeat("*a", (MaxPatternLen-2)/2)
+	p := mustPattern(t, "*:"+glob)
+	res := strings.Repeat("xa", (MaxPatternLen-2)/2)
+	if !p.Matches("file.read", res) || p.Matches("file.read", res+"/") || p.Matches("file.read", res[2:]) {
+		t.Errorf("the longest pattern does not match as it should")
+	}
+}
+
+func BenchmarkPatternMatches(b *testing.B) {
+	p := mustPattern(b, "file.read:/repo/src/**/*.go")
+	for b.Loop() {
+		if !p.Matches("file.read", "/repo/src/internal/task/scope.go") {
+			b.Fatal("no match")
+		}
+	}
 }
