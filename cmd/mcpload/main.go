@@ -7,8 +7,8 @@
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
 //	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file]
 //
-// The garbage collector runs as in `mandate serve` (server.TuneGC: GOGC=400
-// unless GOGC is set). Everything runs in one process: an upstream MCP server with one
+// GOGC and GOMEMLIMIT apply to the whole process, gateway included, as
+// they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
 // read-only "echo" tool (by default mcpproxytest.EchoServer, a lean
 // Streamable HTTP server; -upstream sdk uses the Go SDK's), the gateway in front of it, and the clients.
 // With -gateway server (the default) the gateway is mandate's server as
@@ -43,14 +43,12 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
-	"github.com/mandatehq/mandate/internal/server"
 )
 
 // config is what a run measures.
@@ -89,12 +87,7 @@ func main() {
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
-	// The process runs the gateway as `mandate serve` does, garbage
-	// collector included.
 	c.gogc = os.Getenv("GOGC")
-	if server.TuneGC(os.Getenv) {
-		c.gogc = strconv.Itoa(server.GCPercent)
-	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

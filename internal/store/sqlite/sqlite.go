@@ -53,6 +53,7 @@ type options struct {
 	syncFull    bool
 	busyTimeout time.Duration
 	readers     int
+	walLimit    int64
 	now         func() time.Time
 }
 
@@ -64,6 +65,14 @@ func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true 
 // WithBusyTimeout sets how long a connection waits on a lock held by
 // another connection before failing; the default is DefaultBusyTimeout.
 func WithBusyTimeout(d time.Duration) Option { return func(o *options) { o.busyTimeout = d } }
+
+// WithWALLimit sets the size of the write-ahead log past which the
+// background checkpoint truncates it (see checkpointLoop); the default is
+// DefaultWALLimit.
+func WithWALLimit(bytes int64) Option { return func(o *options) { o.walLimit = bytes } }
+
+// DefaultWALLimit is the default WithWALLimit.
+const DefaultWALLimit = 64 << 20
 
 // WithReaders sets the size of the read connection pool (at least 1); the
 // default is GOMAXPROCS, at least 4.
@@ -100,7 +109,7 @@ type DB struct {
 // 0600 and a missing parent directory with mode 0700. It returns an error
 // wrapping ErrSchemaTooNew if the database was migrated by a newer mandate.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
-	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), now: time.Now}
+	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), walLimit: DefaultWALLimit, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -208,7 +217,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
-	go db.checkpointLoop()
+	go db.checkpointLoop(o.walLimit)
 	return db, nil
 }
 
@@ -219,8 +228,14 @@ const checkpointInterval = 500 * time.Millisecond
 // checkpointLoop checkpoints the WAL in the background until Close.
 // PASSIVE checkpoints never block the writer or readers; they copy what
 // no reader still needs, and the WAL restarts from its beginning once it
-// has been copied entirely.
-func (db *DB) checkpointLoop() {
+// has been copied entirely and a writer finds no reader in it. Under
+// steady reads and writes that moment may never come, and the WAL (and
+// its shared-memory index) would grow without bound; past walLimit a
+// TRUNCATE checkpoint runs on the writer's connection: it waits (up to the
+// busy timeout) for the readers to leave the WAL, copies the little that
+// PASSIVE left, and empties the file, while writes wait a few
+// milliseconds.
+func (db *DB) checkpointLoop(walLimit int64) {
 	defer close(db.ckptDone)
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
@@ -232,6 +247,12 @@ func (db *DB) checkpointLoop() {
 			// Errors (SQLITE_BUSY from another process's checkpoint) are
 			// retried at the next tick.
 			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+			if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > walLimit {
+				// On the writer's own connection: queued behind the write
+				// in progress, and holding the next ones back, instead of
+				// losing the write lock to them again and again.
+				_, _ = db.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			}
 		}
 	}
 }
