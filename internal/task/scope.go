@@ -127,10 +127,10 @@ const globStates = (MaxPatternLen + 1 + 63) / 64
 
 // globMatches reports whether s is in the language of glob. It simulates
 // the glob as an NFA whose states are the positions in glob: a literal
-// consumes its byte, "*" any byte but '/', "**" any byte but '\n' (the
-// glob's meaning has always been that of the regular expression with "*"
-// as [^/]* and "**" as .*, which does not cross a newline), and a
-// wildcard may also match nothing. Patterns are ASCII, so matching bytes
+// consumes its byte, "*" any byte but '/', "**" any byte at all (a
+// newline too: "**" must cover everything "*" matches, or Covers would
+// allow a delegation wider than its parent), and a wildcard may also
+// match nothing. Patterns are ASCII, so matching bytes
 // rather than runes makes no difference.
 //
 // Patterns used to be compiled to regular expressions; a compiled
@@ -168,10 +168,8 @@ func globMatches(glob []globToken, s string) bool {
 					alive = true
 				}
 			case globDoubleStar:
-				if c != '\n' {
-					add(&next, i)
-					alive = true
-				}
+				add(&next, i)
+				alive = true
 			}
 		}
 		if !alive {

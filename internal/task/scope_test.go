@@ -106,8 +106,10 @@ func FuzzPatternCovers(f *testing.F) {
 	})
 }
 
-// regexpMatches is what Pattern.Matches did when patterns were compiled
-// to regular expressions: the reference globMatches must agree with.
+// regexpMatches is the meaning of a pattern as a regular expression, the
+// reference globMatches must agree with: "*" is [^/]* and "**" is (?s:.*)
+// (when patterns were compiled to regular expressions, "**" was .*, which
+// stops at a newline, and "**" did not cover "*").
 func regexpMatches(p Pattern, resource string) bool {
 	var re strings.Builder
 	re.WriteString(`\A`)
@@ -118,7 +120,7 @@ func regexpMatches(p Pattern, resource string) bool {
 		case globStar:
 			re.WriteString(`[^/]*`)
 		case globDoubleStar:
-			re.WriteString(`.*`)
+			re.WriteString(`(?s:.*)`)
 		}
 	}
 	re.WriteString(`\z`)
@@ -144,7 +146,7 @@ func TestPatternMatches(t *testing.T) {
 		{"file.read:/a/**/c", "file.read", "/a/c", false},
 		{"file.read:/a/**/c", "file.read", "/a//c", true},
 		{"file.read:/a/**/c", "file.read", "/a/x/y/c", true},
-		{"file.read:**", "file.read", "a\nb", false}, // ** has never crossed a newline
+		{"file.read:**", "file.read", "a\nb", true}, // ** is every run, as * (which crosses newlines) is within it
 		{"file.read:*", "file.read", "a\nb", true},
 		{"file.read:/x/*", "file.read", "/x/ü", true},
 		{"task.delegate", "task.delegate", "spiffe://example.org/agent/x", true},
