@@ -90,6 +90,8 @@ type DB struct {
 	reader *sql.DB // read-only connections
 	ckpt   *sql.DB // one connection that checkpoints the WAL
 	now    func() time.Time
+	// pageSize is the database's page size: the size of a WAL frame's page.
+	pageSize int64
 
 	stopCkpt chan struct{}
 	ckptDone chan struct{}
@@ -163,6 +165,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// A background checkpointer on its own connection does it instead
 	// (see checkpointLoop); WAL lets it run alongside the writer.
 	wq.Add("_pragma", "wal_autocheckpoint(0)")
+	wq.Add("_pragma", "journal_size_limit("+strconv.FormatInt(2*o.walLimit, 10)+")")
 	rq := cloneValues(q)
 	rq.Add("_pragma", "query_only(1)")
 
@@ -216,6 +219,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
+	if err := ckpt.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&db.pageSize); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
 	go db.checkpointLoop(o.walLimit)
 	return db, nil
@@ -230,11 +237,8 @@ const checkpointInterval = 500 * time.Millisecond
 // no reader still needs, and the WAL restarts from its beginning once it
 // has been copied entirely and a writer finds no reader in it. Under
 // steady reads and writes that moment may never come, and the WAL (and
-// its shared-memory index) would grow without bound; past walLimit a
-// TRUNCATE checkpoint runs on the writer's connection: it waits (up to the
-// busy timeout) for the readers to leave the WAL, copies the little that
-// PASSIVE left, and empties the file, while writes wait a few
-// milliseconds.
+// its shared-memory index) would grow without bound; once it holds more
+// than walLimit bytes of frames, restartWAL makes the moment.
 func (db *DB) checkpointLoop(walLimit int64) {
 	defer close(db.ckptDone)
 	t := time.NewTicker(checkpointInterval)
@@ -246,16 +250,36 @@ func (db *DB) checkpointLoop(walLimit int64) {
 		case <-t.C:
 			// Errors (SQLITE_BUSY from another process's checkpoint) are
 			// retried at the next tick.
-			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
-			if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > walLimit {
-				// On the writer's own connection: queued behind the write
-				// in progress, and holding the next ones back, instead of
-				// losing the write lock to them again and again.
-				_, _ = db.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			var busy, logged, copied int64
+			err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied)
+			if err == nil && logged*db.pageSize > walLimit {
+				db.restartWAL()
 			}
 		}
 	}
 }
+
+// restartWAL makes the next write start the WAL from its beginning.
+// Passive checkpoints first copy all but the last few frames without
+// holding anyone back; then RESTART runs on the writer's own connection
+// (queued behind the write in progress, and holding the next ones back,
+// instead of losing the write lock to them again and again), so writes
+// wait only while it copies those frames and the readers leave the WAL
+// (a few milliseconds). The writer's journal_size_limit trims a file
+// that a burst left larger than twice the limit.
+func (db *DB) restartWAL() {
+	for range 8 {
+		var busy, logged, copied int64
+		if err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied); err != nil || logged-copied <= walTail {
+			break
+		}
+	}
+	_, _ = db.writer.Exec(`PRAGMA wal_checkpoint(RESTART)`)
+}
+
+// walTail is how many frames may be left for the blocking checkpoint to
+// copy.
+const walTail = 256
 
 // createFile creates the database file with mode 0600 (and its directory
 // with mode 0700) so that SQLite, which gives the -wal and -shm files the
@@ -309,7 +333,7 @@ func (db *DB) Close() error {
 			<-db.ckptDone
 		}
 		if db.ckpt != nil {
-			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
 			errs = append(errs, db.ckpt.Close())
 		}
 	})
