@@ -186,8 +186,6 @@ func subjectKey(k []byte, r *Request) []byte {
 	}
 	k = appendKey(k, r.Task.ID, r.Task.Purpose, r.Task.OnBehalfOf, strconv.FormatBool(r.Task.InScope), r.Task.Sensitivity)
 	k = appendNum(k, int64(r.Task.Depth))
-	k = appendNum(k, int64(budget(r.Task.ActionsLeft)))
-	k = appendNum(k, int64(budget(r.Task.WritesLeft)))
 	k = appendNum(k, int64(len(r.Task.Scope)))
 	k = appendKey(k, r.Task.Scope...)
 	k = appendNum(k, int64(len(r.Task.Chain)))
@@ -199,11 +197,17 @@ func buildSubject(r *Request) subjectParts {
 		principal:  principalEntity(r),
 		task:       types.Value(taskRecord(r)),
 		delegation: types.Value(delegationRecord(r)),
-		budget: types.Value(types.NewRecord(types.RecordMap{
-			"actions_left": budget(r.Task.ActionsLeft),
-			"writes_left":  budget(r.Task.WritesLeft),
-		})),
 	}
+}
+
+// budgetRecord is the task's remaining budget. It changes with every
+// counted action, so it is memoized by its own values rather than with the
+// rest of the subject (which would then never be found again).
+func budgetRecord(r *Request) types.Value {
+	return types.NewRecord(types.RecordMap{
+		"actions_left": budget(r.Task.ActionsLeft),
+		"writes_left":  budget(r.Task.WritesLeft),
+	})
 }
 
 func objectKey(k []byte, r *Request, rtype string) []byte {
@@ -260,7 +264,13 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 	}
 	m := in.ctx
 	m["task"] = subj.task
-	m["budget"] = subj.budget
+	if c == nil {
+		m["budget"] = budgetRecord(r)
+	} else {
+		var buf [32]byte
+		k := appendNum(appendNum(buf[:0], int64(budget(r.Task.ActionsLeft))), int64(budget(r.Task.WritesLeft)))
+		m["budget"] = c.budgets.get(k, func() types.Value { return budgetRecord(r) })
+	}
 	m["delegation"] = subj.delegation
 	m["risk"] = boxString(r.Risk)
 	m["high_impact"] = types.Boolean(r.HighImpact)

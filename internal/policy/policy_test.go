@@ -382,6 +382,19 @@ func TestEngineCachesDoNotConfuse(t *testing.T) {
 		if d, _ := eng.Decide(r); d.Effect != Allow {
 			t.Fatalf("round %d: restricted task: %+v", i, d)
 		}
+		// The same task with its budget counting down: the budget is
+		// never taken from the memo of an earlier request.
+		r = baseRequest(TierAutonomous, ActionFileRead, RiskRead, true)
+		for left := int64(2); left >= 0; left-- {
+			r.Task.ActionsLeft = &left
+			want := Allow
+			if left == 0 {
+				want = Deny
+			}
+			if d, _ := eng.Decide(r); d.Effect != want {
+				t.Fatalf("round %d: %d actions left: %+v, want %s", i, left, d, want)
+			}
+		}
 	}
 }
 

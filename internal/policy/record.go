@@ -133,8 +133,8 @@ func (c *memo[V]) get(key []byte, build func() V) V {
 // subjectParts are the Cedar values that depend only on the agent and
 // its task: stable across a task's requests.
 type subjectParts struct {
-	principal                types.Entity
-	task, delegation, budget types.Value
+	principal        types.Entity
+	task, delegation types.Value
 }
 
 // objectParts are the Cedar values that depend only on the resource and
@@ -165,11 +165,12 @@ func boxString(s string) types.Value {
 type caches struct {
 	subjects *memo[subjectParts]
 	objects  *memo[objectParts]
+	budgets  *memo[types.Value] // by (actions left, writes left)
 }
 
 // cacheSize bounds each memo.
 const cacheSize = 16_384
 
 func newCaches() *caches {
-	return &caches{subjects: newMemo[subjectParts](cacheSize), objects: newMemo[objectParts](cacheSize)}
+	return &caches{subjects: newMemo[subjectParts](cacheSize), objects: newMemo[objectParts](cacheSize), budgets: newMemo[types.Value](cacheSize)}
 }
