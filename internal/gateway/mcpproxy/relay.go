@@ -28,7 +28,9 @@ import (
 // notifications as they are, requests for the client (sampling,
 // elicitation, roots) under relay ids of their own, whose answers
 // answerRelayed routes back, and finally the response under the client's
-// id. Only the envelope is decoded; params and results pass through.
+// id. A call's params are decoded once and sent re-encoded, so that the
+// upstream gets exactly what was decided; results and everything else on
+// the stream pass through with only their envelopes read.
 
 // rawCall is a governed call in flight on the raw relay.
 type rawCall struct {
