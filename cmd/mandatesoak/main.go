@@ -46,6 +46,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/harness"
 )
 
 // config is what a run measures.
@@ -137,7 +139,7 @@ func run(ctx context.Context, w, progress io.Writer, c config) (err error) {
 		c.tasks, setup.Round(time.Millisecond), float64(c.tasks)/setup.Seconds(), mib(idle.rss), mib(created.rss))
 	fmt.Fprintf(w, "deciding at %d/s round-robin over %d tasks for %v, %d connections:\n", c.rate, c.tasks, c.duration, c.conns)
 
-	d := &driver{hc: hc, url: srv.url + "/access/v1/evaluation", tokens: tokens, bodies: bodies(a.id)}
+	d := &driver{hc: hc, url: srv.url + "/access/v1/evaluation", tokens: tokens, bodies: bodies(a.ID)}
 	samples, err := soak(ctx, w, srv, hc, d, c)
 	if err != nil {
 		return err
@@ -148,7 +150,7 @@ func run(ctx context.Context, w, progress io.Writer, c config) (err error) {
 
 // startTasks starts n tasks over conns connections and returns their task
 // tokens. Each connection gets a fresh agent token every minute.
-func startTasks(ctx context.Context, hc *http.Client, tokenURL string, a agent, n, conns int, progress io.Writer) ([]string, error) {
+func startTasks(ctx context.Context, hc *http.Client, tokenURL string, a *harness.Agent, n, conns int, progress io.Writer) ([]string, error) {
 	tokens := make([]string, n)
 	var next, done atomic.Int64
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -161,13 +163,13 @@ func startTasks(ctx context.Context, hc *http.Client, tokenURL string, a agent, 
 			for i := int(next.Add(1) - 1); i < n && ctx.Err() == nil; i = int(next.Add(1) - 1) {
 				if time.Since(fetched) > time.Minute {
 					var err error
-					if at, err = agentToken(ctx, hc, tokenURL, a); err != nil {
+					if at, err = a.Token(ctx, hc, tokenURL); err != nil {
 						cancel(err)
 						return
 					}
 					fetched = time.Now()
 				}
-				tok, err := startTask(ctx, hc, tokenURL, at)
+				tok, err := harness.StartTask(ctx, hc, tokenURL, at, soakTask)
 				if err != nil {
 					cancel(fmt.Errorf("task %d: %w", i, err))
 					return
@@ -242,7 +244,7 @@ func (d *driver) evaluate(ctx context.Context, tok string, body []byte) (bool, e
 	var out struct {
 		Decision bool `json:"decision"`
 	}
-	err = doJSON(d.hc, req, &out)
+	err = harness.DoJSON(d.hc, req, &out)
 	return out.Decision, err
 }
 

@@ -2,17 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"github.com/mandatehq/mandate/internal/harness"
 )
 
 // What every task is for; the harness's decisions stay inside taskScope.
@@ -33,7 +27,7 @@ const (
 	trustDomain = "example.org"
 	// taskBudget is large enough never to be spent, so that every task
 	// keeps counting usage.
-	taskBudget = "1000000000"
+	taskBudget = 1_000_000_000
 )
 
 // server is a `mandate serve` child process with a temporary data
@@ -242,123 +236,14 @@ func parseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// agent is the registered agent the tasks run as.
-type agent struct {
-	id, kid string
-	key     ed25519.PrivateKey
-}
+// soakTask is what every task is for; the harness's decisions stay inside
+// its scope.
+var soakTask = harness.Task{Scope: taskScope, Purpose: taskPurpose, OnBehalfOf: onBehalfOf, MaxActions: taskBudget}
 
-// registerAgent registers an autonomous agent with an Ed25519 key over the
+// registerAgent registers the autonomous agent the tasks run as, over the
 // admin socket.
-func (s *server) registerAgent(ctx context.Context) (agent, error) {
-	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", s.sock)
-		}}}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return agent{}, err
-	}
-	a := agent{kid: "soak-k1", key: priv}
-	var out struct {
-		ID string `json:"id"`
-	}
-	if err := postJSON(ctx, admin, "http://mandate/admin/v1/agents", map[string]any{
-		"name": "soak", "owner": onBehalfOf, "escalation": "oncall@example.com", "tier": "autonomous",
-		"keys": []jose.JSONWebKey{{Key: pub, KeyID: a.kid, Algorithm: "EdDSA", Use: "sig"}},
-	}, &out); err != nil {
-		return agent{}, fmt.Errorf("register agent: %w", err)
-	}
-	a.id = out.ID
-	return a, nil
-}
-
-// agentToken gets an agent token with a client_credentials grant
-// authenticated by private_key_jwt (RFC 7523).
-func agentToken(ctx context.Context, hc *http.Client, tokenURL string, a agent) (string, error) {
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: a.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", a.kid))
-	if err != nil {
-		return "", err
-	}
-	now := time.Now()
-	assertion, err := josejwt.Signed(sig).Claims(josejwt.Claims{
-		Issuer: a.id, Subject: a.id, Audience: josejwt.Audience{tokenURL},
-		ID: rand.Text(), IssuedAt: josejwt.NewNumericDate(now), Expiry: josejwt.NewNumericDate(now.Add(time.Minute)),
-	}).Serialize()
-	if err != nil {
-		return "", err
-	}
-	var at struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := postForm(ctx, hc, tokenURL, url.Values{
-		"grant_type":            {"client_credentials"},
-		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		"client_assertion":      {assertion},
-	}, &at); err != nil {
-		return "", fmt.Errorf("agent token: %w", err)
-	}
-	return at.AccessToken, nil
-}
-
-// startTask starts a task with an RFC 8693 token exchange of the agent
-// token and returns its task token.
-func startTask(ctx context.Context, hc *http.Client, tokenURL, agentToken string) (string, error) {
-	var tt struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := postForm(ctx, hc, tokenURL, url.Values{
-		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token":      {agentToken},
-		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
-		"scope":              {taskScope},
-		"purpose":            {taskPurpose},
-		"on_behalf_of":       {onBehalfOf},
-		"max_actions":        {taskBudget},
-	}, &tt); err != nil {
-		return "", fmt.Errorf("task token: %w", err)
-	}
-	return tt.AccessToken, nil
-}
-
-func postJSON(ctx context.Context, hc *http.Client, u string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	return doJSON(hc, req, out)
-}
-
-func postForm(ctx context.Context, hc *http.Client, u string, form url.Values, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return doJSON(hc, req, out)
-}
-
-func doJSON(hc *http.Client, req *http.Request, out any) error {
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(b))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+func (s *server) registerAgent(ctx context.Context) (*harness.Agent, error) {
+	return harness.RegisterAgent(ctx, harness.AdminClient(s.sock), harness.Registration{
+		Name: "soak", Owner: onBehalfOf, Escalation: "oncall@example.com", Tier: "autonomous",
+	})
 }

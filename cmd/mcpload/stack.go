@@ -2,25 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	josejwt "github.com/go-jose/go-jose/v4/jwt"
-
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/harness"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/server"
@@ -103,23 +95,13 @@ func startServer(ctx context.Context, upURL string, run time.Duration) (_ *gatew
 		}
 	})
 
-	sock := srv.SocketPath()
-	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	kid := "load-k1"
-	var agent struct {
-		ID string `json:"id"`
+	a, err := harness.RegisterAgent(ctx, harness.AdminClient(srv.SocketPath()), harness.Registration{
+		Name: "load", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
+	})
+	if err != nil {
+		return nil, err
 	}
-	if err := postJSON(ctx, admin, "http://mandate/admin/v1/agents", map[string]any{
-		"name": "load", "owner": "alice@example.com", "escalation": "oncall@example.com", "tier": string(identity.TierAutonomous),
-		"keys": []jose.JSONWebKey{{Key: pub, KeyID: kid, Algorithm: "EdDSA", Use: "sig"}},
-	}, &agent); err != nil {
-		return nil, fmt.Errorf("register agent: %w", err)
-	}
-	tok, err := taskToken(ctx, srv.PublicURL(), agent.ID, kid, priv)
+	tok, err := taskToken(ctx, srv.PublicURL(), a)
 	if err != nil {
 		return nil, err
 	}
@@ -129,94 +111,17 @@ func startServer(ctx context.Context, upURL string, run time.Duration) (_ *gatew
 // taskToken starts a task over OAuth the way an agent does: a
 // client_credentials grant authenticated with private_key_jwt, then a
 // token exchange for a task token with loadScope.
-func taskToken(ctx context.Context, issuer, agentID, kid string, key ed25519.PrivateKey) (string, error) {
+func taskToken(ctx context.Context, issuer string, a *harness.Agent) (string, error) {
 	hc := &http.Client{Timeout: 10 * time.Second}
-	var meta struct {
-		TokenEndpoint string `json:"token_endpoint"`
-	}
-	if err := getJSON(ctx, hc, issuer+"/.well-known/oauth-authorization-server", &meta); err != nil {
-		return "", fmt.Errorf("authorization server metadata: %w", err)
-	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	tokenURL, err := harness.TokenEndpoint(ctx, hc, issuer)
 	if err != nil {
 		return "", err
 	}
-	now := time.Now()
-	assertion, err := josejwt.Signed(sig).Claims(josejwt.Claims{
-		Issuer: agentID, Subject: agentID, Audience: josejwt.Audience{meta.TokenEndpoint},
-		ID: rand.Text(), IssuedAt: josejwt.NewNumericDate(now), Expiry: josejwt.NewNumericDate(now.Add(time.Minute)),
-	}).Serialize()
+	at, err := a.Token(ctx, hc, tokenURL)
 	if err != nil {
 		return "", err
 	}
-	var at, tt struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := postForm(ctx, hc, meta.TokenEndpoint, url.Values{
-		"grant_type":            {"client_credentials"},
-		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		"client_assertion":      {assertion},
-	}, &at); err != nil {
-		return "", fmt.Errorf("agent token: %w", err)
-	}
-	if err := postForm(ctx, hc, meta.TokenEndpoint, url.Values{
-		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token":      {at.AccessToken},
-		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
-		"scope":              {loadScope},
-		"purpose":            {loadPurpose},
-		"on_behalf_of":       {"alice@example.com"},
-	}, &tt); err != nil {
-		return "", fmt.Errorf("task token: %w", err)
-	}
-	return tt.AccessToken, nil
-}
-
-func getJSON(ctx context.Context, hc *http.Client, u string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	return doJSON(hc, req, out)
-}
-
-func postJSON(ctx context.Context, hc *http.Client, u string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(string(b)))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	return doJSON(hc, req, out)
-}
-
-func postForm(ctx context.Context, hc *http.Client, u string, form url.Values, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return doJSON(hc, req, out)
-}
-
-func doJSON(hc *http.Client, req *http.Request, out any) error {
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL, resp.Status, b)
-	}
-	return json.Unmarshal(b, out)
+	return harness.StartTask(ctx, hc, tokenURL, at, harness.Task{Scope: loadScope, Purpose: loadPurpose, OnBehalfOf: "alice@example.com"})
 }
 
 // startBare runs the gateway alone (mcpproxy.New) in front of the upstream
