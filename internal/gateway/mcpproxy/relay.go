@@ -1,7 +1,6 @@
 package mcpproxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -35,6 +34,7 @@ import (
 // rawCall is a governed call in flight on the raw relay.
 type rawCall struct {
 	down   json.RawMessage // the downstream request's id
+	key    string          // idKey(down), set by addRaw
 	up     json.RawMessage // its relay id upstream
 	u      *upConn
 	cs     *mcp.ClientSession
@@ -333,7 +333,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 				return nil, s.failed(ctx, cctx, c, d, err)
 			}
 			defer body.Close()
-			events = &sseReader{r: bufio.NewReaderSize(body, 16<<10), max: limit, lastID: events.lastID, retry: events.retry}
+			events.resume(body)
 			continue
 		}
 		if err != nil {
@@ -385,20 +385,10 @@ func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientS
 		case <-t.C:
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.cfg.URL, nil)
-	if err != nil {
-		return nil, err
-	}
-	h := req.Header
-	h.Set("Accept", "text/event-stream")
-	h.Set("Last-Event-ID", lastID)
-	if id := cs.ID(); id != "" {
-		h.Set("Mcp-Session-Id", id)
-	}
-	if v := u.protocolVersion(); v != "" {
-		h.Set("Mcp-Protocol-Version", v)
-	}
-	resp, err := g.relayers[u.cfg.Name].RoundTrip(req)
+	resp, err := g.upstreamRoundTrip(ctx, u, cs, http.MethodGet, nil, http.Header{
+		"Accept":        {"text/event-stream"},
+		"Last-Event-Id": {lastID},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -492,19 +482,27 @@ func (g *Gateway) enter() bool {
 
 // postUpstream POSTs one JSON-RPC message on the upstream session cs.
 func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.URL, bytes.NewReader(body))
+	return g.upstreamRoundTrip(ctx, u, cs, http.MethodPost, bytes.NewReader(body), http.Header{
+		"Content-Type": {"application/json"},
+		"Accept":       {"application/json, text/event-stream"},
+	})
+}
+
+// upstreamRoundTrip sends a request with header h on the upstream session
+// cs: with its session id and negotiated protocol version, through the
+// upstream's transport (which adds its configured headers).
+func (g *Gateway) upstreamRoundTrip(ctx context.Context, u *upConn, cs *mcp.ClientSession, method string, body io.Reader, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u.cfg.URL, body)
 	if err != nil {
 		return nil, err
 	}
-	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("Accept", "application/json, text/event-stream")
 	if id := cs.ID(); id != "" {
 		h.Set("Mcp-Session-Id", id)
 	}
 	if v := u.protocolVersion(); v != "" {
 		h.Set("Mcp-Protocol-Version", v)
 	}
+	req.Header = h
 	return g.relayers[u.cfg.Name].RoundTrip(req)
 }
 
@@ -644,7 +642,7 @@ func (s *session) addRaw(c *rawCall) bool {
 	if s.raw[k] != nil {
 		return false
 	}
-	s.raw[k] = c
+	s.raw[k], c.key = c, k
 	return true
 }
 
@@ -653,10 +651,9 @@ func (s *session) addRaw(c *rawCall) bool {
 // answered: their answers would have nowhere to go. (An upstream may well
 // cancel them itself, but after its response: the Go SDK does.)
 func (s *session) removeRaw(c *rawCall, out *downstream) {
-	k, _ := idKey(c.down)
 	var pending []string
 	s.mu.Lock()
-	delete(s.raw, k)
+	delete(s.raw, c.key)
 	for _, r := range c.relayed {
 		if s.relayed[r] != nil {
 			pending = append(pending, r)

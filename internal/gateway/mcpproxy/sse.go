@@ -30,6 +30,10 @@ func newSSEReader(r io.Reader, maxEvent int) *sseReader {
 	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
 }
 
+// resume continues reading on r: the same stream, reopened after its last
+// event id. The last id and the reconnection time carry over.
+func (s *sseReader) resume(r io.Reader) { s.r.Reset(r) }
+
 // errEventTooLarge reports an event whose data exceeds the reader's bound.
 var errEventTooLarge = errors.New("server-sent event too large")
 
