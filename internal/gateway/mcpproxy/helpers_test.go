@@ -3,6 +3,7 @@ package mcpproxy_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,6 +245,26 @@ func withToken(h http.Handler, token string) http.Handler {
 		r.Header.Set("Authorization", "Bearer "+token)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// postMessage POSTs one JSON-RPC message to the endpoint path as a
+// client holding token, on session (none if ""), and returns the answer's
+// status and body.
+func postMessage(t testing.TB, e *env, path, token, session, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	resp, err := bearerClient(token).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // bearerClient is an HTTP client that sends token on every request.

@@ -286,17 +286,8 @@ func TestRawRelay(t *testing.T) {
 		// Duplicate keys: a parser that kept the first "name" would run
 		// a tool nobody decided on. The upstream gets one reading.
 		body := `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"big","name":"echo","arguments":{"text":"first","text":"last"}}}`
-		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Session-Id", cs.ID())
-		resp, err := bearerClient(tok).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(got), `"text":"last"`) {
+		_, got := postMessage(t, e, "/mcp/up", tok, cs.ID(), body)
+		if !strings.Contains(got, `"text":"last"`) {
 			t.Fatalf("answer %s; want echo of \"last\"", got)
 		}
 		up.mu.Lock()
@@ -384,17 +375,8 @@ func TestSessionIdleTimeout(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	// The SDK client would open a new session on its own; ask directly.
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Session-Id", cs.ID())
-	resp, err := bearerClient(tok).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("ping on a session idle past the timeout: HTTP %d, want 404", resp.StatusCode)
+	if status, _ := postMessage(t, e, "/mcp/up", tok, cs.ID(), `{"jsonrpc":"2.0","id":1,"method":"ping"}`); status != http.StatusNotFound {
+		t.Fatalf("ping on a session idle past the timeout: HTTP %d, want 404", status)
 	}
 }
 
@@ -480,16 +462,8 @@ func TestShutdown(t *testing.T) {
 	start := time.Now()
 	go func() { shut <- e.gw.Shutdown(ctx) }()
 	time.Sleep(50 * time.Millisecond)
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := bearerClient(tok).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("a new session during shutdown: HTTP %d, want 503", resp.StatusCode)
+	if status, _ := postMessage(t, e, "/mcp/up", tok, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`); status != http.StatusServiceUnavailable {
+		t.Errorf("a new session during shutdown: HTTP %d, want 503", status)
 	}
 	if err := <-res; err != nil {
 		t.Fatalf("the call in flight at shutdown: %v", err)
@@ -527,17 +501,8 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			decided := len(e.rec.events(audit.TypeMCPCall))
 			body := `{"jsonrpc":"2.0","id":"fold","method":"tools/call","params":` + tc.params + `}`
-			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Session-Id", cs.ID())
-			resp, err := bearerClient(tok).Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !strings.Contains(string(got), `"id":"fold","error":{"code":-32602`) {
+			_, got := postMessage(t, e, "/mcp/up", tok, cs.ID(), body)
+			if !strings.Contains(got, `"id":"fold","error":{"code":-32602`) {
 				t.Errorf("POST %s = %s; want an invalid params error", body, got)
 			}
 			up.mu.Lock()
