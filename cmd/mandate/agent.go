@@ -108,16 +108,9 @@ a Kubernetes service-account token or a CI OIDC token.`,
 				}
 				req.Federations = append(req.Federations, fed)
 			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/agents", nil, req)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var ag identity.Agent
-			if err := json.Unmarshal(data, &ag); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/agents", nil, req, &ag); err != nil || printed {
+				return err
 			}
 			fmt.Fprintf(a.stdout, "Registered %s\n\n", ag.ID)
 			return printAgent(a.stdout, &ag)
@@ -215,18 +208,11 @@ func (a *app) agentListCmd(cf *clientFlags) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/agents", q, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var resp struct {
 				Agents []*identity.Agent `json:"agents"`
 			}
-			if err := json.Unmarshal(data, &resp); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/agents", q, nil, &resp); err != nil || printed {
+				return err
 			}
 			if len(resp.Agents) == 0 {
 				fmt.Fprintln(a.stderr, "No agents. Register one with 'mandate agent register NAME --owner … --escalation …'.")

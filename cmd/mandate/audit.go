@@ -292,16 +292,9 @@ against it later.`,
 			if latest {
 				method = http.MethodGet
 			}
-			data, err := c.do(cmd.Context(), method, "/admin/v1/audit/checkpoint", nil, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var cp httpapi.CheckpointResponse
-			if err := json.Unmarshal(data, &cp); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), method, "/admin/v1/audit/checkpoint", nil, nil, &cp); err != nil || printed {
+				return err
 			}
 			_, err = io.WriteString(a.stdout, cp.Note)
 			return err
@@ -325,18 +318,11 @@ checkpoints are signed with. Auditors pin it and pass it to
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/audit/key", nil, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var k struct {
 				Key string `json:"key"`
 			}
-			if err := json.Unmarshal(data, &k); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/audit/key", nil, nil, &k); err != nil || printed {
+				return err
 			}
 			_, err = fmt.Fprintln(a.stdout, k.Key)
 			return err
@@ -402,16 +388,9 @@ proof itself.`,
 			if treeSize > 0 {
 				q.Set("tree_size", strconv.FormatInt(treeSize, 10))
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/audit/proof/"+strconv.FormatInt(seq, 10), q, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var p audit.InclusionProof
-			if err := json.Unmarshal(data, &p); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/audit/proof/"+strconv.FormatInt(seq, 10), q, nil, &p); err != nil || printed {
+				return err
 			}
 			if p.Checkpoint == "" {
 				return fmt.Errorf("the server has no signed checkpoint of tree size %d to check the proof against; omit --tree-size to use the latest", p.TreeSize)

@@ -46,6 +46,7 @@ type client struct {
 	token  string
 	socket string // the socket path, when using it
 	output string
+	stdout io.Writer // where -o json prints
 }
 
 func (a *app) newClient(f *clientFlags) (*client, error) {
@@ -66,6 +67,7 @@ func (a *app) newClient(f *clientFlags) (*client, error) {
 			base:   strings.TrimSuffix(u.String(), "/"),
 			token:  token,
 			output: f.output,
+			stdout: a.stdout,
 		}, nil
 	}
 	dataDir := firstNonEmpty(f.dataDir, a.getenv("MANDATE_DATA_DIR"), server.DefaultDataDir(a.getenv))
@@ -80,6 +82,7 @@ func (a *app) newClient(f *clientFlags) (*client, error) {
 		base:   "http://mandate", // the host is ignored: every connection goes to the socket
 		socket: sock,
 		output: f.output,
+		stdout: a.stdout,
 	}, nil
 }
 
@@ -90,6 +93,23 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// fetch sends a request to the admin API (see do) and decodes the answer
+// into out, for the caller to render as a table; with -o json it prints
+// the answer as the API gave it instead, and reports printed.
+func (c *client) fetch(ctx context.Context, method, path string, query url.Values, body, out any) (printed bool, err error) {
+	data, err := c.do(ctx, method, path, query, body)
+	if err != nil {
+		return false, err
+	}
+	if c.output == "json" {
+		return true, printJSON(c.stdout, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return false, fmt.Errorf("decoding the server's response: %w", err)
+	}
+	return false, nil
 }
 
 // do sends a request to the admin API and returns the response body of a

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -83,16 +82,9 @@ The agent then gets a task token by token exchange with task_id=<id>.`,
 				req.TTL = ttl.String()
 			}
 			req.Budget = task.Budget{MaxActions: maxActs, MaxWrites: maxWrite}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/tasks", nil, req)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var t task.Task
-			if err := json.Unmarshal(data, &t); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/tasks", nil, req, &t); err != nil || printed {
+				return err
 			}
 			fmt.Fprintf(a.stdout, "Started %s\n\n", t.ID)
 			return printTask(a.stdout, &t)
@@ -133,18 +125,11 @@ func (a *app) taskListCmd(cf *clientFlags) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/tasks", q, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var resp struct {
 				Tasks []*task.Task `json:"tasks"`
 			}
-			if err := json.Unmarshal(data, &resp); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tasks", q, nil, &resp); err != nil || printed {
+				return err
 			}
 			if len(resp.Tasks) == 0 {
 				fmt.Fprintln(a.stderr, "No tasks.")
@@ -179,16 +164,9 @@ func (a *app) taskShowCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/tasks/"+url.PathEscape(args[0]), nil, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var t task.Task
-			if err := json.Unmarshal(data, &t); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tasks/"+url.PathEscape(args[0]), nil, nil, &t); err != nil || printed {
+				return err
 			}
 			return printTask(a.stdout, &t)
 		},
@@ -208,20 +186,13 @@ func (a *app) taskFinishCmd(cf *clientFlags, verb, short, long string) *cobra.Co
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/tasks/"+url.PathEscape(args[0])+"/"+verb,
-				nil, map[string]string{"reason": reason})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var resp struct {
 				Task     task.Task `json:"task"`
 				Finished []task.ID `json:"finished"`
 			}
-			if err := json.Unmarshal(data, &resp); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/tasks/"+url.PathEscape(args[0])+"/"+verb,
+				nil, map[string]string{"reason": reason}, &resp); err != nil || printed {
+				return err
 			}
 			fmt.Fprintf(a.stdout, "%s is %s\n", resp.Task.ID, resp.Task.Status)
 			var others []string

@@ -43,18 +43,11 @@ func (a *app) toolListCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/tools", nil, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var out struct {
 				Tools []*mcpproxy.Pin `json:"tools"`
 			}
-			if err := json.Unmarshal(data, &out); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools", nil, nil, &out); err != nil || printed {
+				return err
 			}
 			t := newTable(a.stdout)
 			t.row("UPSTREAM", "TOOL", "STATE", "DIGEST", "UPDATED")
@@ -94,16 +87,9 @@ func (a *app) toolDiffCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/tools/"+ref, nil, nil)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var p mcpproxy.Pin
-			if err := json.Unmarshal(data, &p); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools/"+ref, nil, nil, &p); err != nil || printed {
+				return err
 			}
 			if p.PendingDigest == "" {
 				fmt.Fprintf(a.stdout, "%s/%s is approved (%s); no pending change.\n", p.Upstream, p.Tool, p.Digest)
@@ -136,16 +122,9 @@ approval fails if the definition changed again since you reviewed it.`,
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/tools/"+ref+"/approve", nil, map[string]string{"digest": digest})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(a.stdout, data)
-			}
 			var p mcpproxy.Pin
-			if err := json.Unmarshal(data, &p); err != nil {
-				return fmt.Errorf("decoding the server's response: %w", err)
+			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/tools/"+ref+"/approve", nil, map[string]string{"digest": digest}, &p); err != nil || printed {
+				return err
 			}
 			fmt.Fprintf(a.stdout, "Approved %s/%s: %s\n", p.Upstream, p.Tool, p.Digest)
 			return nil
