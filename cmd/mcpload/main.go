@@ -5,7 +5,7 @@
 // Usage:
 //
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
-//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file]
+//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file] [-trace file]
 //
 // GOGC and GOMEMLIMIT apply to the whole process, gateway included, as
 // they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
@@ -42,6 +42,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as is)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	traceFile := flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: mcpload [flags]\n\nmcpload measures the MCP gateway against calling its upstream directly.\n\n")
 		flag.PrintDefaults()
@@ -97,6 +99,16 @@ func main() {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			log.Fatal(err)
+		}
+		defer trace.Stop()
 	}
 	if err := run(context.Background(), os.Stdout, c); err != nil {
 		fmt.Fprintf(os.Stderr, "mcpload: %v\n", err)

@@ -459,6 +459,10 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 			continue
 		}
 		p, err := tlog.ProveTree(n.Size, o.Size, sr)
+		if errors.Is(err, ErrNotFound) {
+			rep.problem(Problem{CheckpointSize: n.Size, Message: fmt.Sprintf("cannot prove it consistent with the checkpoint of size %d: tree hashes are missing from the store: deleted", o.Size)})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -355,8 +355,9 @@ func stdioUpstream(t *testing.T, name string) mcpproxy.Upstream {
 // a clear error; the next call gets a fresh process; no process or
 // goroutine outlives the gateway.
 func TestStdioCrashAndHang(t *testing.T) {
-	base := runtime.NumGoroutine()
 	e := newEnv(t, []mcpproxy.Upstream{stdioUpstream(t, "proc")}, nil)
+	// The store's and the test server's goroutines live until cleanup.
+	base := runtime.NumGoroutine()
 	cs := connect(t, e, "/mcp/proc", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
 	ctx := t.Context()
 	echo := func() string {

@@ -46,7 +46,9 @@ func ledgerWriterQueries() []string {
 	return append([]string{qLedgerSize, qInsertHashes}, qInsertEvents...)
 }
 
-// AppendLedger implements audit.Store.
+// AppendLedger implements audit.Store. The batch is durable in the ledger
+// journal when it returns, and in the ledger tables soon after (see
+// ledgerindex.go).
 func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 	if len(b.Records) == 0 {
 		return nil
@@ -62,19 +64,29 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 	if len(b.Hashes) == 0 {
 		return errors.New("sqlite: append ledger: no tree hashes")
 	}
-	// The statements run under sctx, without ctx's cancellation. For a
-	// cancellable context the driver starts a goroutine per statement to
-	// interrupt it, which costs more than the statement itself in a small
-	// commit. The statements are short and lock waits are bounded by the
-	// busy timeout, so checking ctx before each statement and before
-	// COMMIT ends the append soon after ctx does, with nothing written.
-	sctx := context.WithoutCancel(ctx)
-	err := db.write(sctx, func(tx *sql.Tx) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlite: append ledger: %w", err)
+	}
+	if err := db.appendLedger(ctx, b); err != nil {
+		return fmt.Errorf("sqlite: append ledger: %w", err)
+	}
+	return nil
+}
+
+// tableLedgerSize returns the ledger's size in its tables.
+func (db *DB) tableLedgerSize(ctx context.Context) (int64, error) {
+	var size int64
+	if err := db.writeStmt(qLedgerSize).QueryRowContext(ctx).Scan(&size); err != nil {
+		return 0, fmt.Errorf("sqlite: ledger size: %w", err)
+	}
+	return size, nil
+}
+
+// appendLedgerTables writes b into the ledger tables in one transaction.
+func (db *DB) appendLedgerTables(ctx context.Context, b *audit.Batch) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
 		var size int64
-		if err := db.txStmt(sctx, tx, qLedgerSize).QueryRowContext(sctx).Scan(&size); err != nil {
+		if err := db.txStmt(ctx, tx, qLedgerSize).QueryRowContext(ctx).Scan(&size); err != nil {
 			return err
 		}
 		if before := b.Size - int64(len(b.Records)); size != before {
@@ -88,14 +100,11 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 				c++
 			}
 			n := eventChunks[c]
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 			args = args[:0]
 			for _, r := range recs[:n] {
 				args = append(args, r.Seq, r.Time.UnixNano(), string(r.Type), r.Agent, r.Task, r.Decision, r.Data)
 			}
-			if _, err := db.txStmt(sctx, tx, qInsertEvents[c]).ExecContext(sctx, args...); err != nil {
+			if _, err := db.txStmt(ctx, tx, qInsertEvents[c]).ExecContext(ctx, args...); err != nil {
 				if isUnique(err) {
 					return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 				}
@@ -107,16 +116,16 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 		for _, h := range b.Hashes {
 			blob = append(blob, h[:]...)
 		}
-		if _, err := db.txStmt(sctx, tx, qInsertHashes).ExecContext(sctx, b.HashStart, b.Size, blob); err != nil {
+		if _, err := db.txStmt(ctx, tx, qInsertHashes).ExecContext(ctx, b.HashStart, b.Size, blob); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("%w: %v", audit.ErrConflict, err)
 			}
 			return err
 		}
-		return ctx.Err()
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("sqlite: append ledger: %w", err)
+		return fmt.Errorf("sqlite: index ledger: %w", err)
 	}
 	return nil
 }
@@ -124,6 +133,9 @@ func (db *DB) AppendLedger(ctx context.Context, b *audit.Batch) error {
 // LedgerState implements audit.Store.
 func (db *DB) LedgerState(ctx context.Context) (audit.State, error) {
 	var st audit.State
+	if err := db.syncLedger(ctx); err != nil {
+		return st, fmt.Errorf("sqlite: ledger state: %w", err)
+	}
 	err := db.reader.QueryRowContext(ctx, `SELECT
 		coalesce((SELECT size FROM ledger_hashes ORDER BY start DESC LIMIT 1), 0),
 		coalesce((SELECT pruned_through FROM ledger_retention WHERE id = 1), 0)`).Scan(&st.Size, &st.PrunedThrough)
@@ -141,42 +153,49 @@ func (db *DB) ReadHashes(ctx context.Context, start, end int64) ([]tlog.Hash, er
 	if start == end {
 		return nil, nil
 	}
-	out := make([]tlog.Hash, 0, end-start)
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT start, hashes FROM ledger_hashes
-			WHERE start >= coalesce((SELECT max(start) FROM ledger_hashes WHERE start <= ?), 0) AND start < ?
-			ORDER BY start`, start, end)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		next := start
-		for rows.Next() {
-			var rs int64
-			var blob []byte
-			if err := rows.Scan(&rs, &blob); err != nil {
-				return err
-			}
-			if len(blob)%tlog.HashSize != 0 {
-				return fmt.Errorf("stored hashes at %d are %d bytes, not a multiple of %d", rs, len(blob), tlog.HashSize)
-			}
-			for i := int64(0); i < int64(len(blob)/tlog.HashSize); i++ {
-				if idx := rs + i; idx == next && idx < end {
-					out = append(out, tlog.Hash(blob[i*tlog.HashSize:(i+1)*tlog.HashSize]))
-					next++
-				}
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if next != end {
-			return fmt.Errorf("%w: tree hash %d", audit.ErrNotFound, next)
-		}
-		return nil
-	})
+	if err := db.syncLedger(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: read hashes: %w", err)
+	}
+	out, err := tableHashes(ctx, db.reader, start, end)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: read hashes: %w", err)
+	}
+	return out, nil
+}
+
+// tableHashes reads the stored hashes with indexes start <= i < end from
+// the ledger_hashes table through conn (one statement: one snapshot).
+func tableHashes(ctx context.Context, conn *sql.DB, start, end int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, 0, end-start)
+	rows, err := conn.QueryContext(ctx, `SELECT start, hashes FROM ledger_hashes
+		WHERE start >= coalesce((SELECT max(start) FROM ledger_hashes WHERE start <= ?), 0) AND start < ?
+		ORDER BY start`, start, end)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	next := start
+	for rows.Next() {
+		var rs int64
+		var blob []byte
+		if err := rows.Scan(&rs, &blob); err != nil {
+			return nil, err
+		}
+		if len(blob)%tlog.HashSize != 0 {
+			return nil, fmt.Errorf("stored hashes at %d are %d bytes, not a multiple of %d", rs, len(blob), tlog.HashSize)
+		}
+		for i := int64(0); i < int64(len(blob)/tlog.HashSize); i++ {
+			if idx := rs + i; idx == next && idx < end {
+				out = append(out, tlog.Hash(blob[i*tlog.HashSize:(i+1)*tlog.HashSize]))
+				next++
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if next != end {
+		return nil, fmt.Errorf("%w: tree hash %d", audit.ErrNotFound, next)
 	}
 	return out, nil
 }
@@ -194,6 +213,9 @@ func (db *DB) ListEvents(ctx context.Context, q audit.Query) ([]*audit.Event, er
 func (db *DB) listEvents(ctx context.Context, q audit.Query) ([]*audit.Event, error) {
 	if err := checkTimes(q.Since, q.Until); err != nil {
 		return nil, fmt.Errorf("%w: %v", audit.ErrInvalid, err)
+	}
+	if err := db.syncLedger(ctx); err != nil {
+		return nil, err
 	}
 	var where []string
 	var args []any
@@ -272,6 +294,9 @@ func (db *DB) ScanRecords(ctx context.Context, afterSeq int64, limit int) ([]aud
 	if limit <= 0 {
 		limit = 1000
 	}
+	if err := db.syncLedger(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: scan records: %w", err)
+	}
 	rows, err := db.reader.QueryContext(ctx, `SELECT seq, time, type, agent, task, decision, data
 		FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, afterSeq, limit)
 	if err != nil {
@@ -343,6 +368,9 @@ func (db *DB) Checkpoints(ctx context.Context, limit int) ([]audit.StoredCheckpo
 
 // PruneEvents implements audit.Store.
 func (db *DB) PruneEvents(ctx context.Context, through int64) (int64, error) {
+	if err := db.syncLedger(ctx); err != nil {
+		return 0, fmt.Errorf("sqlite: prune events: %w", err)
+	}
 	var n int64
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq <= ?`, through)

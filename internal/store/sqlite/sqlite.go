@@ -8,7 +8,10 @@
 // failing with SQLITE_BUSY, and a pool of read-only connections, which WAL
 // mode lets run alongside the writer. A third connection checkpoints the
 // WAL into the database file in the background, so that no commit pays
-// for a checkpoint. The schema is versioned: the
+// for a checkpoint. The audit ledger's appends go to a journal file
+// beside the database, which a background indexer copies into the ledger
+// tables (see ledgerindex.go); the journal is locked, so one process at a
+// time has the database open. The schema is versioned: the
 // migrations embedded in the binary are applied in order when the database
 // is opened, and a database written by a newer mandate is refused.
 package sqlite
@@ -50,16 +53,18 @@ var migrationFS embed.FS
 type Option func(*options)
 
 type options struct {
-	syncFull    bool
-	busyTimeout time.Duration
-	readers     int
-	walLimit    int64
-	now         func() time.Time
+	syncFull     bool
+	busyTimeout  time.Duration
+	readers      int
+	walLimit     int64
+	journalLimit int64
+	now          func() time.Time
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
-// (PRAGMA synchronous=FULL), so that a committed transaction also survives
-// a power loss or operating-system crash, at the cost of write throughput.
+// (PRAGMA synchronous=FULL), and every ledger append for an fsync of the
+// ledger journal, so that they also survive a power loss or
+// operating-system crash, at the cost of write throughput.
 func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
 
 // WithBusyTimeout sets how long a connection waits on a lock held by
@@ -93,9 +98,14 @@ type DB struct {
 	// pageSize is the database's page size: the size of a WAL frame's page.
 	pageSize int64
 
-	stopCkpt chan struct{}
-	ckptDone chan struct{}
-	stopOnce sync.Once
+	stopCkpt  chan struct{}
+	ckptDone  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	// The ledger's journal and indexer (see ledgerindex.go), guarded by lmu.
+	lmu    sync.Mutex
+	ledger *ledgerLog
 
 	// Prepared statements for the hot paths, by query text. Parsing a
 	// statement costs more than running a point query, so these are
@@ -111,7 +121,8 @@ type DB struct {
 // 0600 and a missing parent directory with mode 0700. It returns an error
 // wrapping ErrSchemaTooNew if the database was migrated by a newer mandate.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
-	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), walLimit: DefaultWALLimit, now: time.Now}
+	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), walLimit: DefaultWALLimit,
+		journalLimit: DefaultJournalLimit, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -189,10 +200,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.openLedgerLog(ctx, o.syncFull, o.journalLimit); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	reader, err := sql.Open("sqlite", base+"?"+rq.Encode())
 	if err != nil {
-		writer.Close()
+		db.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	reader.SetMaxOpenConns(o.readers)
@@ -317,9 +332,16 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both connection pools.
+// Close copies the ledger's journaled events into its tables, stops the
+// background work and closes the connection pools. Calls after the first
+// return its result.
 func (db *DB) Close() error {
-	var errs []error
+	db.closeOnce.Do(func() { db.closeErr = db.close() })
+	return db.closeErr
+}
+
+func (db *DB) close() error {
+	errs := []error{db.closeLedgerLog()}
 	db.stmtMu.Lock()
 	for _, m := range []map[string]*sql.Stmt{db.readerStmts, db.writerStmts} {
 		for _, s := range m {
@@ -327,16 +349,14 @@ func (db *DB) Close() error {
 		}
 	}
 	db.stmtMu.Unlock()
-	db.stopOnce.Do(func() {
-		if db.stopCkpt != nil {
-			close(db.stopCkpt)
-			<-db.ckptDone
-		}
-		if db.ckpt != nil {
-			_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
-			errs = append(errs, db.ckpt.Close())
-		}
-	})
+	if db.stopCkpt != nil {
+		close(db.stopCkpt)
+		<-db.ckptDone
+	}
+	if db.ckpt != nil {
+		_, _ = db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
+		errs = append(errs, db.ckpt.Close())
+	}
 	if db.reader != nil {
 		errs = append(errs, db.reader.Close())
 	}

@@ -1,0 +1,277 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/store/sqlite"
+)
+
+const journalChildEnv = "MANDATE_TEST_JOURNAL_CHILD"
+
+func journalEvent(i int) audit.Event {
+	return audit.Event{Type: audit.TypeActionDecided, Agent: fmt.Sprintf("spiffe://example.org/agent/a%d", i%3),
+		Task: fmt.Sprintf("tsk_%d", i%5), Action: "tool.call", Resource: fmt.Sprintf("tool:fs/read_%d", i), Decision: audit.DecisionAllow}
+}
+
+// TestJournalSurvivesKill: a process killed right after its ledger
+// acknowledged events, before the indexer copied them into the tables,
+// loses none of them: the next Open copies them from the journal, and the
+// ledger verifies. A torn frame at the end (a write the kill cut short)
+// is dropped.
+func TestJournalSurvivesKill(t *testing.T) {
+	if path := os.Getenv(journalChildEnv); path != "" {
+		recordAndDie(path)
+		return
+	}
+	const events = 300
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestJournalSurvivesKill$")
+	cmd.Env = append(os.Environ(), journalChildEnv+"="+path, "MANDATE_TEST_JOURNAL_EVENTS="+strconv.Itoa(events))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child: %v, want killed; output:\n%s", err, out)
+	}
+	journal := path + "-ledger"
+	st, err := os.Stat(journal)
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("journal after the kill: %v, %v; want frames the indexer had not copied", st, err)
+	}
+	// A write cut short by the kill: half a frame header.
+	f, err := os.OpenFile(journal, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0xff, 0x00, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	db, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open after the kill = %v", err)
+	}
+	defer db.Close()
+	if st, err := os.Stat(journal); err != nil || st.Size() != 0 {
+		t.Errorf("journal after recovery: %v, %v; want it emptied", st, err)
+	}
+	// Read the tables directly, as a backup would: recovery put the
+	// events there, not just in memory.
+	var n int64
+	if err := rawOpen(t, path).QueryRow(`SELECT count(*) FROM events`).Scan(&n); err != nil || n != events {
+		t.Fatalf("events in the table = %d, %v; want %d", n, err, events)
+	}
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := led.Verify(t.Context())
+	if err != nil || !rep.OK() || rep.Events != events {
+		t.Fatalf("Verify() = %+v, %v; want OK with %d events", rep, err, events)
+	}
+	// The ledger goes on where it stopped.
+	if err := led.Record(t.Context(), journalEvent(events)); err != nil {
+		t.Fatal(err)
+	}
+	if size, _, err := led.Head(t.Context()); err != nil || size != events+1 {
+		t.Errorf("Head() = %d, %v; want %d", size, err, events+1)
+	}
+}
+
+// recordAndDie records events in the database at path and kills its own
+// process as soon as the last is acknowledged.
+func recordAndDie(path string) {
+	ctx := context.Background()
+	events, _ := strconv.Atoi(os.Getenv("MANDATE_TEST_JOURNAL_EVENTS"))
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	led, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	for i := range events {
+		if err := led.Record(ctx, journalEvent(i)); err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	time.Sleep(time.Minute)
+}
+
+// TestJournalLocked: one database, one process appending to its ledger.
+func TestJournalLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db2, err := sqlite.Open(t.Context(), path); !errors.Is(err, sqlite.ErrLocked) {
+		if db2 != nil {
+			db2.Close()
+		}
+		t.Fatalf("second Open = %v, want ErrLocked", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open after Close = %v", err)
+	}
+	db.Close()
+}
+
+// TestJournalMismatch: a journal that does not continue the database's
+// ledger (a database restored from an older backup beside a newer
+// journal) is refused, not silently dropped or spliced in.
+func TestJournalMismatch(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mandate.db")
+	child := filepath.Join(dir, "child.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestJournalSurvivesKill$")
+	cmd.Env = append(os.Environ(), journalChildEnv+"="+child, "MANDATE_TEST_JOURNAL_EVENTS=40")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("child exited normally:\n%s", out)
+	}
+	// The database at path holds 3 events; the journal continues one
+	// that ended somewhere else.
+	db := openAt(t, path)
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := led.Record(t.Context(), journalEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(child+"-ledger", path+"-ledger"); err != nil {
+		t.Fatal(err)
+	}
+	// The child's journal holds its events from the first: its first
+	// three are not the database's.
+	_, err = sqlite.Open(t.Context(), path)
+	if err == nil || !strings.Contains(err.Error(), "does not belong") {
+		t.Fatalf("Open with a foreign journal = %v, want a refusal", err)
+	}
+}
+
+func openAt(t *testing.T, path string) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestJournalTrimmed: the journal is emptied whenever it passes its
+// limit, under steady appends, and every event still reaches the tables.
+func TestJournalTrimmed(t *testing.T) {
+	const limit = 16 << 10
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithJournalLimit(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const events = 5000
+	var largest int64
+	for i := range events {
+		if err := led.Record(t.Context(), journalEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(path + "-ledger"); err == nil {
+			largest = max(largest, st.Size())
+		}
+	}
+	// One frame of a few hundred bytes per event here (records are
+	// sequential), 1.5 MB in all. Past the limit the indexer is woken to
+	// trim it; past four times the limit appends wait for it.
+	if largest > 4*limit+4<<10 {
+		t.Errorf("journal grew to %d bytes, limit %d", largest, limit)
+	}
+	if largest == 0 {
+		t.Error("journal never held anything")
+	}
+	evs, err := db.ListEvents(t.Context(), audit.Query{})
+	if err != nil || len(evs) != events {
+		t.Fatalf("ListEvents() = %d events, %v; want %d", len(evs), err, events)
+	}
+}
+
+// TestJournalIndexFailureFailsClosed: when the indexer cannot copy the
+// journal into the tables (here a row written behind mandate's back takes
+// the next event's seq), appends and reads fail instead of the journal
+// growing without bound or a reader missing events.
+func TestJournalIndexFailureFailsClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db := openAt(t, path)
+	defer db.Close()
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Record(t.Context(), journalEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SyncLedger(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawOpen(t, "file:"+path+"?_pragma=busy_timeout(5000)")
+	if _, err := raw.Exec(`INSERT INTO events (seq, time, type, data) VALUES (2, 0, 'forged', X'7b7d')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Record(t.Context(), journalEvent(2)); err != nil {
+		t.Fatalf("Record() = %v; the journal takes it, the indexer fails later", err)
+	}
+	if _, err := db.ListEvents(t.Context(), audit.Query{}); err == nil {
+		t.Fatal("ListEvents() with the index failing = nil error, want one")
+	}
+	err = led.Record(t.Context(), journalEvent(3))
+	if !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("Record() with the index failing = %v, want ErrUnavailable", err)
+	}
+	// Remove the obstacle: the indexer catches up and the ledger works.
+	if _, err := raw.Exec(`DELETE FROM events WHERE type = 'forged'`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := led.Record(t.Context(), journalEvent(4))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Record() after the obstacle went = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rep, err := led.Verify(t.Context())
+	if err != nil || !rep.OK() || rep.Events != 3 {
+		t.Fatalf("Verify() = %+v, %v; want OK with 3 events", rep, err)
+	}
+}
