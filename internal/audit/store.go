@@ -83,7 +83,9 @@ type Store interface {
 	// AppendLedger durably appends b's records and hashes in one
 	// transaction. It returns an error wrapping ErrConflict if b does not
 	// start at the stored size (a seq or hash index is already taken);
-	// then nothing is written.
+	// then nothing is written. The store may keep b and what it refers to
+	// after returning (to index it later): the caller must not change
+	// them.
 	AppendLedger(ctx context.Context, b *Batch) error
 	// LedgerState returns the stored tree size and retention watermark.
 	LedgerState(ctx context.Context) (State, error)

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -50,9 +51,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // journal is the open journal file. It is not safe for concurrent use.
 type journal struct {
 	f    *os.File
-	sync bool  // fsync each frame (WithSynchronousFull)
-	size int64 // bytes of whole frames in the file
+	sync bool   // fsync each frame (WithSynchronousFull)
+	size int64  // bytes of whole frames in the file
+	buf  []byte // the frame being written, reused
 }
+
+// maxKeptBuffer is the largest frame buffer the journal keeps for the
+// next append; a larger one (from an unusually large batch) is dropped.
+const maxKeptBuffer = 1 << 20
 
 // openJournal opens (creating with mode 0600) and locks the journal at
 // path. The lock is held until close, so that no two processes append
@@ -139,15 +145,22 @@ func readFrame(r io.Reader, hdr []byte) ([]byte, error) {
 	return payload, nil
 }
 
-// append writes frame (from encodeFrame) at the end of the journal, with
-// one write, and syncs it if the journal is synchronous. If the write
-// fails the file is cut back to its last whole frame; if even that fails
-// the journal is unusable and append keeps failing.
-func (j *journal) append(frame []byte) error {
+// append writes b as one frame at the end of the journal, with one write,
+// and syncs it if the journal is synchronous. If the write fails the file
+// is cut back to its last whole frame; if even that fails the journal is
+// unusable and append keeps failing.
+func (j *journal) append(b *audit.Batch) error {
 	if j.f == nil {
 		return errors.New("ledger journal: closed after a failed write")
 	}
-	_, err := j.f.WriteAt(frame, j.size)
+	frame, err := appendFrame(j.buf[:0], b)
+	if err != nil {
+		return err
+	}
+	if cap(frame) <= maxKeptBuffer {
+		j.buf = frame
+	}
+	_, err = j.f.WriteAt(frame, j.size)
 	if err == nil && j.sync {
 		err = j.f.Sync()
 	}
@@ -185,13 +198,13 @@ func (j *journal) close() error {
 	return err
 }
 
-// encodeFrame returns b as a journal frame.
-func encodeFrame(b *audit.Batch) ([]byte, error) {
+// appendFrame appends b as a journal frame to buf.
+func appendFrame(buf []byte, b *audit.Batch) ([]byte, error) {
 	n := frameHeader + 1 + 4*binary.MaxVarintLen64 + len(b.Hashes)*tlog.HashSize
 	for _, r := range b.Records {
 		n += 7*binary.MaxVarintLen64 + len(r.Type) + len(r.Agent) + len(r.Task) + len(r.Decision) + len(r.Data)
 	}
-	buf := make([]byte, frameHeader, n)
+	buf = slices.Grow(buf[:0], n)[:frameHeader]
 	buf = append(buf, journalVersion)
 	buf = binary.AppendUvarint(buf, uint64(b.Size))
 	buf = binary.AppendUvarint(buf, uint64(b.HashStart))

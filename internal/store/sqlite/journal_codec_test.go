@@ -27,7 +27,7 @@ func codecBatch() *audit.Batch {
 
 func TestFrameRoundTrip(t *testing.T) {
 	want := codecBatch()
-	frame, err := encodeFrame(want)
+	frame, err := appendFrame(nil, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,14 +40,14 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("decodeBatch(encodeFrame(b)) =\n%+v\nwant\n%+v", got, want)
+		t.Errorf("decodeBatch(appendFrame(nil, b)) =\n%+v\nwant\n%+v", got, want)
 	}
 }
 
 // TestFrameDamage: any damage to a frame (a cut, a flipped bit) makes it
 // a torn frame, never a different batch.
 func TestFrameDamage(t *testing.T) {
-	frame, err := encodeFrame(codecBatch())
+	frame, err := appendFrame(nil, codecBatch())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestFrameDamage(t *testing.T) {
 // FuzzDecodeBatch: decoding arbitrary payloads never panics, and what
 // decodes re-encodes to the same payload.
 func FuzzDecodeBatch(f *testing.F) {
-	frame, err := encodeFrame(codecBatch())
+	frame, err := appendFrame(nil, codecBatch())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -80,9 +80,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		if err != nil {
 			return
 		}
-		frame, err := encodeFrame(b)
+		frame, err := appendFrame(nil, b)
 		if err != nil {
-			t.Fatalf("encodeFrame(decoded) = %v", err)
+			t.Fatalf("appendFrame(nil, decoded) = %v", err)
 		}
 		if !bytes.Equal(frame[frameHeader:], payload) {
 			// Non-minimal varints decode but re-encode shorter; the

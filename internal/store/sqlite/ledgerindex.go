@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/mandatehq/mandate/internal/audit"
 )
 
@@ -44,9 +46,10 @@ const (
 // (see ledgerLog.trim); the default is DefaultJournalLimit.
 func WithJournalLimit(bytes int64) Option { return func(o *options) { o.journalLimit = bytes } }
 
-// pendingFrame is a journaled frame not yet in the tables.
-type pendingFrame struct {
-	frame  []byte // as written: header and payload
+// pendingBatch is a journaled batch not yet in the tables: the caller's,
+// which AppendLedger's contract lets the store keep.
+type pendingBatch struct {
+	b      *audit.Batch
 	events int
 	size   int64 // ledger size after it
 }
@@ -58,7 +61,7 @@ type ledgerLog struct {
 	limit    int64          // journal size past which trim empties it
 	appended int64          // ledger size including journaled frames
 	indexed  int64          // ledger size in the tables
-	pending  []pendingFrame // journaled, not indexed, in order
+	pending  []pendingBatch // journaled, not indexed, in order
 	events   int            // events in pending
 	// err is why the last copy failed, until one succeeds. While it is
 	// set, appends and reads fail: the journal is not allowed to grow
@@ -151,10 +154,6 @@ func journalMismatch(j *journal, start, end, size int64) error {
 
 // appendLedger journals b; the indexer copies it into the tables later.
 func (db *DB) appendLedger(ctx context.Context, b *audit.Batch) error {
-	frame, err := encodeFrame(b)
-	if err != nil {
-		return err
-	}
 	l := db.ledger
 	db.lmu.Lock()
 	defer db.lmu.Unlock()
@@ -179,11 +178,11 @@ func (db *DB) appendLedger(ctx context.Context, b *audit.Batch) error {
 	if before := b.Size - int64(len(b.Records)); l.appended != before {
 		return fmt.Errorf("%w: the ledger has %d events, the batch starts after %d", audit.ErrConflict, l.appended, before)
 	}
-	if err := l.j.append(frame); err != nil {
+	if err := l.j.append(b); err != nil {
 		return err
 	}
 	l.appended = b.Size
-	l.pending = append(l.pending, pendingFrame{frame: frame, events: len(b.Records), size: b.Size})
+	l.pending = append(l.pending, pendingBatch{b: b, events: len(b.Records), size: b.Size})
 	l.events += len(b.Records)
 	if len(l.pending) == 1 {
 		wake(l.soon)
@@ -284,15 +283,15 @@ func (db *DB) indexPending() bool {
 	db.lmu.Unlock()
 	for {
 		db.lmu.Lock()
-		var frames []pendingFrame
+		var frames []pendingBatch
 		if l.indexed < target {
-			frames = takeFrames(l.pending)
+			frames = takeBatches(l.pending)
 		}
 		db.lmu.Unlock()
 		if len(frames) == 0 {
 			break
 		}
-		err := db.indexFrames(frames)
+		err := db.indexBatches(frames)
 		db.lmu.Lock()
 		if err != nil {
 			l.err = err
@@ -315,9 +314,9 @@ func (db *DB) indexPending() bool {
 	return db.trimJournal() == nil
 }
 
-// takeFrames returns the first pending frames, up to indexBatch events
-// (at least one frame).
-func takeFrames(pending []pendingFrame) []pendingFrame {
+// takeBatches returns the first pending batches, up to indexBatch events
+// (at least one batch).
+func takeBatches(pending []pendingBatch) []pendingBatch {
 	n, events := 0, 0
 	for n < len(pending) && (n == 0 || events+pending[n].events <= indexBatch) {
 		events += pending[n].events
@@ -326,31 +325,37 @@ func takeFrames(pending []pendingFrame) []pendingFrame {
 	return pending[:n:n]
 }
 
-// indexFrames copies frames into the tables in one transaction.
-func (db *DB) indexFrames(frames []pendingFrame) error {
-	var batch *audit.Batch
-	for _, f := range frames {
-		b, err := decodeBatch(f.frame[frameHeader:])
-		if err != nil {
-			return fmt.Errorf("ledger journal: decode a frame of our own: %w", err)
-		}
-		if batch == nil {
-			batch = b
-		} else if err := mergeBatch(batch, b); err != nil {
+// indexBatches copies batches, which follow one another, into the tables
+// in one transaction.
+func (db *DB) indexBatches(batches []pendingBatch) error {
+	if len(batches) == 1 {
+		return db.appendLedgerTables(context.Background(), batches[0].b)
+	}
+	events, hashes := 0, 0
+	for _, p := range batches {
+		events += len(p.b.Records)
+		hashes += len(p.b.Hashes)
+	}
+	first := batches[0].b
+	run := &audit.Batch{Records: make([]audit.Record, 0, events), Hashes: make([]tlog.Hash, 0, hashes),
+		HashStart: first.HashStart, Size: first.Size - int64(len(first.Records))}
+	for _, p := range batches {
+		if err := mergeBatch(run, p.b); err != nil {
 			return err
 		}
 	}
-	return db.appendLedgerTables(context.Background(), batch)
+	return db.appendLedgerTables(context.Background(), run)
 }
 
 // trimJournal empties the journal if it is past its limit. Under steady
 // load something is always pending, so it copies what is pending while
-// holding appends back (about as long as one copy takes) and then empties
-// it.
+// holding appends back, and then empties it; it waits for a round that
+// leaves at most one copy's worth pending, so that appends are held back
+// no longer than one copy takes.
 func (db *DB) trimJournal() error {
 	db.lmu.Lock()
 	defer db.lmu.Unlock()
-	if db.ledger.j.size < db.ledger.limit {
+	if l := db.ledger; l.j.size < l.limit || l.events > indexBatch {
 		return nil
 	}
 	return db.drainJournal()
@@ -365,8 +370,8 @@ func (db *DB) drainJournal() error {
 		l.progress = make(chan struct{})
 	}()
 	for len(l.pending) > 0 {
-		frames := takeFrames(l.pending)
-		if err := db.indexFrames(frames); err != nil {
+		frames := takeBatches(l.pending)
+		if err := db.indexBatches(frames); err != nil {
 			l.err = err
 			return err
 		}
