@@ -187,7 +187,7 @@ var keys = []Key{
 		Help:  "MCP servers behind the gateway: a list of {name, command, args, env, dir} (stdio) or {name, url, headers} (Streamable HTTP); JSON in flags and environment; none disables the gateway",
 		field: func(c *Config) any { return &c.MCP.Upstreams }},
 	{Path: "mcp.call_timeout", Kind: KindDuration, Default: "60s",
-		Help:  "longest the MCP gateway waits for an upstream call",
+		Help:  "longest an MCP upstream may work on a call; time the client spends answering the upstream's requests (elicitation, sampling) does not count, up to 10m per question",
 		field: func(c *Config) any { return &c.MCP.CallTimeout }},
 	{Path: "mcp.max_message_bytes", Kind: KindInt, Default: "4194304",
 		Help:  "largest MCP request body the gateway accepts",

@@ -274,9 +274,9 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return nil, err
 	}
 	d := u.timeout()
-	cctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	c := &rawCall{down: m.ID, up: s.gw.relayID(), u: u, cs: cs, cancel: cancel}
+	cctx, stop := s.startClock(ctx, d)
+	defer stop()
+	c := &rawCall{down: m.ID, up: s.gw.relayID(), u: u, cs: cs, cancel: stop}
 	if !s.addRaw(c) {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
 	}
@@ -420,7 +420,7 @@ func (s *session) failed(ctx, cctx context.Context, c *rawCall, d time.Duration,
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		s.cancelUpstream(c, "the client went away")
 		return context.Canceled
-	case cctx.Err() == context.DeadlineExceeded:
+	case timedOut(cctx):
 		s.cancelUpstream(c, "timed out at the gateway")
 		return &timeoutError{upstream: c.u.cfg.Name, after: d}
 	}
@@ -532,6 +532,7 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 	}
 	s.relayed[k] = &relayedRequest{u: c.u, cs: c.cs, orig: orig}
 	s.mu.Unlock()
+	s.asking()
 	c.relayed = append(c.relayed, k)
 	if ok, found := idKey(orig); found {
 		if c.relayIDs == nil {
@@ -562,8 +563,12 @@ func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
 	// The client's answer, if it comes, has nowhere to go.
 	rk, _ := idKey(id)
 	s.mu.Lock()
+	_, waiting := s.relayed[rk]
 	delete(s.relayed, rk)
 	s.mu.Unlock()
+	if waiting {
+		s.answered()
+	}
 	return true
 }
 
@@ -584,6 +589,9 @@ func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *messa
 	p := s.relayed[k]
 	delete(s.relayed, k)
 	s.mu.Unlock()
+	if p != nil {
+		s.answered()
+	}
 	if p == nil {
 		// The call it belonged to has ended; the answer has nowhere to go.
 		w.WriteHeader(http.StatusAccepted)
@@ -661,6 +669,9 @@ func (s *session) removeRaw(c *rawCall, out *downstream) {
 		delete(s.relayed, r)
 	}
 	s.mu.Unlock()
+	for range pending {
+		s.answered()
+	}
 	for _, r := range pending {
 		params, _ := json.Marshal(struct {
 			RequestID string `json:"requestId"`

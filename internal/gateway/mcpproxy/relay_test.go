@@ -545,3 +545,30 @@ func TestCloseWaitsForCalls(t *testing.T) {
 		t.Fatalf("after Close, the in-flight call's outcome is %q; want it recorded as error", outcome)
 	}
 }
+
+// TestCallTimeoutPausedWhileClientAnswers: the time the downstream client
+// (a person, say) takes to answer an upstream's elicitation does not count
+// against the upstream's call timeout; the upstream's own time still does.
+func TestCallTimeoutPausedWhileClientAnswers(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 300 * time.Millisecond}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connectWith(t, e, "/mcp/up", tok, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			select {
+			case <-time.After(900 * time.Millisecond): // three call timeouts
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+		},
+	})
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"})
+	if err != nil || text(res) != "accept alice" {
+		t.Fatalf("ask, answered after 900ms with a 300ms call timeout = %v, %v; want the answer", res, err)
+	}
+	_, err = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "slow"})
+	if code, msg := rpcCode(err); code != mcpproxy.CodeUpstreamTimeout {
+		t.Fatalf("slow (400ms of upstream time): %v (%s); want CodeUpstreamTimeout", err, msg)
+	}
+}

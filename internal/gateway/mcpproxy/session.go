@@ -48,6 +48,8 @@ type session struct {
 	busy     atomic.Int64
 	lastUsed atomic.Int64
 
+	clocks clocks // of the calls in flight
+
 	mu         sync.Mutex
 	ss         *mcp.ServerSession
 	clientCaps *mcp.ClientCapabilities // the downstream client's, mirrored upstream
@@ -416,11 +418,17 @@ func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
 		if ss == nil {
 			return next(ctx, method, req)
 		}
+		// While the client answers, the session's calls stop counting
+		// upstream time (see callClock).
 		switch method {
 		case "elicitation/create":
+			s.asking()
+			defer s.answered()
 			return ss.Elicit(s.relayCtx(ctx, nil), req.GetParams().(*mcp.ElicitParams))
 		case "sampling/createMessage":
 			if p, ok := req.GetParams().(*mcp.CreateMessageParams); ok {
+				s.asking()
+				defer s.answered()
 				return ss.CreateMessage(s.relayCtx(ctx, nil), p)
 			}
 		}
@@ -537,15 +545,12 @@ func (s *session) each(ctx context.Context, f func(context.Context, *mcp.ClientS
 	return nil
 }
 
-// call runs f with the upstream's timeout; a transport failure drops the
-// session so the next call reconnects.
+// call runs f with the upstream's timeout (see callClock); a transport
+// failure drops the session so the next call reconnects.
 func (u *upConn) call(ctx context.Context, cs *mcp.ClientSession, f func(context.Context) error) error {
-	d := u.cfg.Timeout
-	if d <= 0 {
-		d = u.s.gw.cfg.Limits.CallTimeout
-	}
-	cctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	d := u.timeout()
+	cctx, stop := u.s.startClock(ctx, d)
+	defer stop()
 	err := f(cctx)
 	u.order.barrier()
 	if err == nil {
@@ -555,7 +560,7 @@ func (u *upConn) call(ctx context.Context, cs *mcp.ClientSession, f func(context
 	if errors.As(err, &we) {
 		return err
 	}
-	if cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+	if timedOut(cctx) && ctx.Err() == nil {
 		u.drop(cs)
 		return &timeoutError{upstream: u.cfg.Name, after: d}
 	}
