@@ -179,6 +179,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// HTTP.
 	s.metrics = newRegistry()
 	s.metrics.MustRegister(ledger.Collectors()...)
+	if m, ok := s.backend.(interface{ Collectors() []prometheus.Collector }); ok {
+		s.metrics.MustRegister(m.Collectors()...) // the SQLite ledger journal's
+	}
 	s.metrics.MustRegister(acc.collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
 	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})

@@ -105,6 +105,7 @@ func TestServerServesAndShutsDownCleanly(t *testing.T) {
 		`mandate_http_requests_total{code="200",listener="tcp",route="GET /healthz"} 1`,
 		`mandate_http_request_duration_seconds_bucket{listener="tcp",route="GET /readyz"`,
 		"go_goroutines", "process_start_time_seconds",
+		"mandate_audit_index_lag_events", "mandate_audit_journal_bytes", "mandate_audit_index_failures_total 0",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("GET /metrics: no %q in\n%s", want, body)

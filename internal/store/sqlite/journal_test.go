@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
@@ -250,6 +253,10 @@ func TestJournalIndexFailureFailsClosed(t *testing.T) {
 	}
 	if _, err := db.ListEvents(t.Context(), audit.Query{}); err == nil {
 		t.Fatal("ListEvents() with the index failing = nil error, want one")
+	}
+	failures := db.Collectors()[2].(prometheus.Counter)
+	if n := testutil.ToFloat64(failures); n < 1 {
+		t.Errorf("mandate_audit_index_failures_total = %v, want at least 1", n)
 	}
 	err = led.Record(t.Context(), journalEvent(3))
 	if !errors.Is(err, audit.ErrUnavailable) {

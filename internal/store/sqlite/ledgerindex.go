@@ -295,6 +295,7 @@ func (db *DB) indexPending() bool {
 		db.lmu.Lock()
 		if err != nil {
 			l.err = err
+			db.indexFailures.Inc()
 		} else {
 			l.err = nil
 			last := frames[len(frames)-1]
@@ -373,6 +374,7 @@ func (db *DB) drainJournal() error {
 		frames := takeBatches(l.pending)
 		if err := db.indexBatches(frames); err != nil {
 			l.err = err
+			db.indexFailures.Inc()
 			return err
 		}
 		l.indexed = frames[len(frames)-1].size

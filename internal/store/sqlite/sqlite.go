@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -104,8 +105,9 @@ type DB struct {
 	closeErr  error
 
 	// The ledger's journal and indexer (see ledgerindex.go), guarded by lmu.
-	lmu    sync.Mutex
-	ledger *ledgerLog
+	lmu           sync.Mutex
+	ledger        *ledgerLog
+	indexFailures prometheus.Counter
 
 	// Prepared statements for the hot paths, by query text. Parsing a
 	// statement costs more than running a point query, so these are
@@ -191,7 +193,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	writer.SetConnMaxIdleTime(0)
 
 	db := &DB{path: abs, writer: writer, now: o.now,
-		readerStmts: make(map[string]*sql.Stmt), writerStmts: make(map[string]*sql.Stmt)}
+		readerStmts: make(map[string]*sql.Stmt), writerStmts: make(map[string]*sql.Stmt),
+		indexFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mandate_audit_index_failures_total",
+			Help: "Failed copies of the ledger journal into the ledger tables; appends and ledger reads fail until one succeeds.",
+		})}
 	if err := db.migrate(ctx); err != nil {
 		writer.Close()
 		return nil, err
