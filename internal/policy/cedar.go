@@ -169,35 +169,40 @@ func delegationRecord(r *Request) types.Record {
 	})
 }
 
-func subjectKey(k []byte, r *Request) []byte {
+// The subject's parts are memoized apart, each by what it depends on, so
+// that what tasks share is kept once: the principal by its agent, the
+// delegation by its chain (every top-level task of an agent has the same
+// one), and only the task record per task.
+
+func principalKey(k []byte, r *Request) []byte {
 	k = appendKey(k, r.Agent.ID, r.Agent.Tier, r.Agent.Owner)
-	if len(r.Agent.Labels) > 0 {
-		keys := make([]string, 0, len(r.Agent.Labels))
-		for l := range r.Agent.Labels {
-			keys = append(keys, l)
-		}
-		slices.Sort(keys)
-		k = appendNum(k, int64(len(keys)))
-		for _, l := range keys {
-			k = appendKey(k, l, r.Agent.Labels[l])
-		}
-	} else {
-		k = appendNum(k, 0)
+	if len(r.Agent.Labels) == 0 {
+		return appendNum(k, 0)
 	}
+	keys := make([]string, 0, len(r.Agent.Labels))
+	for l := range r.Agent.Labels {
+		keys = append(keys, l)
+	}
+	slices.Sort(keys)
+	k = appendNum(k, int64(len(keys)))
+	for _, l := range keys {
+		k = appendKey(k, l, r.Agent.Labels[l])
+	}
+	return k
+}
+
+func taskKey(k []byte, r *Request) []byte {
 	k = appendKey(k, r.Task.ID, r.Task.Purpose, r.Task.OnBehalfOf, strconv.FormatBool(r.Task.InScope), r.Task.Sensitivity)
 	k = appendNum(k, int64(r.Task.Depth))
 	k = appendNum(k, int64(len(r.Task.Scope)))
-	k = appendKey(k, r.Task.Scope...)
-	k = appendNum(k, int64(len(r.Task.Chain)))
-	return appendKey(k, r.Task.Chain...)
+	return appendKey(k, r.Task.Scope...)
 }
 
-func buildSubject(r *Request) subjectParts {
-	return subjectParts{
-		principal:  principalEntity(r),
-		task:       types.Value(taskRecord(r)),
-		delegation: types.Value(delegationRecord(r)),
-	}
+func delegationKey(k []byte, r *Request) []byte {
+	k = appendNum(k, int64(r.Task.Depth))
+	chain := chainOf(r)
+	k = appendNum(k, int64(len(chain)))
+	return appendKey(k, chain...)
 }
 
 // budgetRecord is the task's remaining budget. It changes with every
@@ -237,16 +242,22 @@ func buildObject(r *Request, rtype string) objectParts {
 func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 	in := inputPool.Get().(*cedarInput)
 	rtype := ResourceType(r.Action)
-	var subj subjectParts
-	var obj objectParts
+	var (
+		principal        types.Entity
+		task, delegation types.Value
+		obj              objectParts
+	)
 	if c == nil {
-		subj, obj = buildSubject(r), buildObject(r, rtype)
+		principal, task, delegation = principalEntity(r), taskRecord(r), delegationRecord(r)
+		obj = buildObject(r, rtype)
 	} else {
 		var buf [512]byte
-		subj = c.subjects.get(subjectKey(buf[:0], r), func() subjectParts { return buildSubject(r) })
+		principal = c.principals.get(principalKey(buf[:0], r), func() types.Entity { return principalEntity(r) })
+		task = c.tasks.get(taskKey(buf[:0], r), func() types.Value { return taskRecord(r) })
+		delegation = c.delegations.get(delegationKey(buf[:0], r), func() types.Value { return delegationRecord(r) })
 		obj = c.objects.get(objectKey(buf[:0], r, rtype), func() objectParts { return buildObject(r, rtype) })
 	}
-	in.principal, in.resource = subj.principal, obj.resource
+	in.principal, in.resource = principal, obj.resource
 	if hasServer(r, rtype) {
 		in.hasServer = true
 		in.server = types.Entity{UID: types.NewEntityUID(typeServer, types.String(r.Resource.Server))}
@@ -263,7 +274,7 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 		Resource:  in.resource.UID,
 	}
 	m := in.ctx
-	m["task"] = subj.task
+	m["task"] = task
 	if c == nil {
 		m["budget"] = budgetRecord(r)
 	} else {
@@ -271,7 +282,7 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 		k := appendNum(appendNum(buf[:0], int64(budget(r.Task.ActionsLeft))), int64(budget(r.Task.WritesLeft)))
 		m["budget"] = c.budgets.get(k, func() types.Value { return budgetRecord(r) })
 	}
-	m["delegation"] = subj.delegation
+	m["delegation"] = delegation
 	m["risk"] = boxString(r.Risk)
 	m["high_impact"] = types.Boolean(r.HighImpact)
 	m["destination"] = obj.dest

@@ -130,13 +130,6 @@ func (c *memo[V]) get(key []byte, build func() V) V {
 	return v
 }
 
-// subjectParts are the Cedar values that depend only on the agent and
-// its task: stable across a task's requests.
-type subjectParts struct {
-	principal        types.Entity
-	task, delegation types.Value
-}
-
 // objectParts are the Cedar values that depend only on the resource and
 // the destination.
 type objectParts struct {
@@ -163,14 +156,19 @@ func boxString(s string) types.Value {
 
 // caches holds an Engine's memoized Cedar values.
 type caches struct {
-	subjects *memo[subjectParts]
-	objects  *memo[objectParts]
-	budgets  *memo[types.Value] // by (actions left, writes left)
+	// The subject's parts, stable across a task's requests: by agent, by
+	// task and by delegation chain (see principalKey).
+	principals  *memo[types.Entity]
+	tasks       *memo[types.Value]
+	delegations *memo[types.Value]
+	objects     *memo[objectParts]
+	budgets     *memo[types.Value] // by (actions left, writes left)
 }
 
 // cacheSize bounds each memo.
 const cacheSize = 16_384
 
 func newCaches() *caches {
-	return &caches{subjects: newMemo[subjectParts](cacheSize), objects: newMemo[objectParts](cacheSize), budgets: newMemo[types.Value](cacheSize)}
+	return &caches{principals: newMemo[types.Entity](cacheSize), tasks: newMemo[types.Value](cacheSize), delegations: newMemo[types.Value](cacheSize),
+		objects: newMemo[objectParts](cacheSize), budgets: newMemo[types.Value](cacheSize)}
 }
