@@ -70,7 +70,8 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		return fail(rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5}))
 	}
 	defer s.gw.wg.Done()
-	ctx := mergeCancel(s.gw.ctx, r.Context())
+	ctx, release := mergeCancel(s.gw.ctx, r.Context())
+	defer release()
 	// What is decided, recorded and sent upstream is one reading of the
 	// params: they are decoded once (duplicate keys collapse here, as
 	// encoding/json reads them, whatever the upstream's parser would make
