@@ -133,6 +133,11 @@ type Gateway struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// idle hands work to a goroutine that async started and that waits
+	// for more; waiting counts those goroutines, workers all of them.
+	idle     chan func()
+	waiting  atomic.Int32
+	workers  sync.WaitGroup
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	byID     map[string]*session // initialized sessions by downstream session id
@@ -159,7 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
-		sessions: map[*session]struct{}{}, byID: map[string]*session{},
+		sessions: map[*session]struct{}{}, byID: map[string]*session{}, idle: make(chan func()),
 	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
@@ -293,6 +298,7 @@ func (g *Gateway) Close() error {
 		s.close()
 	}
 	g.wg.Wait()
+	g.workers.Wait()
 	return nil
 }
 
