@@ -77,8 +77,8 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	// encoding/json reads them, whatever the upstream's parser would make
 	// of the original) and sent re-encoded, with the members the gateway
 	// decided on set to the values it decided on.
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(m.Params, &fields) != nil || fields == nil {
+	fields := members(m.Params)
+	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
 	if k, n, ok := foldedMember(fields, decidedMembers[m.Method]); ok {
@@ -180,11 +180,122 @@ func foldedMember(fields map[string]json.RawMessage, names []string) (member, na
 
 // stringMember returns the string member key of fields.
 func stringMember(fields map[string]json.RawMessage, key string) (string, bool) {
+	raw := fields[key]
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plain(raw[1:len(raw)-1]) {
+		// What Unmarshal would decode it to, without decoding.
+		return string(raw[1 : len(raw)-1]), len(raw) > 2
+	}
 	var v string
-	if json.Unmarshal(fields[key], &v) != nil || v == "" {
+	if json.Unmarshal(raw, &v) != nil || v == "" {
 		return "", false
 	}
 	return v, true
+}
+
+// members returns the members of params as json.Unmarshal decodes a JSON
+// object into a map[string]json.RawMessage (each value's bytes without
+// the whitespace around them, the last of equal keys winning, keys
+// unescaped), or nil if params is not an object. params must be valid
+// JSON, as a decoded message's are.
+func members(params json.RawMessage) map[string]json.RawMessage {
+	if fields, ok := plainMembers(params); ok {
+		return fields
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(params, &fields) != nil {
+		return nil
+	}
+	return fields
+}
+
+// plainMembers is members without reflection for the common object, one
+// whose keys need no unescaping; it reports false for anything else. The
+// values share params's bytes.
+func plainMembers(params []byte) (map[string]json.RawMessage, bool) {
+	i := skipSpace(params, 0)
+	if i == len(params) || params[i] != '{' {
+		return nil, false
+	}
+	fields := make(map[string]json.RawMessage, 4)
+	if i = skipSpace(params, i+1); i < len(params) && params[i] == '}' {
+		return fields, skipSpace(params, i+1) == len(params)
+	}
+	for i < len(params) && params[i] == '"' {
+		n := bytes.IndexByte(params[i+1:], '"')
+		if n < 0 {
+			return nil, false
+		}
+		key := params[i+1 : i+1+n]
+		if !plain(key) {
+			return nil, false
+		}
+		if i = skipSpace(params, i+2+n); i == len(params) || params[i] != ':' {
+			return nil, false
+		}
+		start := skipSpace(params, i+1)
+		end := skipValue(params, start)
+		if end == start {
+			return nil, false
+		}
+		fields[string(key)] = params[start:end:end]
+		if i = skipSpace(params, end); i == len(params) {
+			return nil, false
+		}
+		switch params[i] {
+		case ',':
+			i = skipSpace(params, i+1)
+		case '}':
+			return fields, skipSpace(params, i+1) == len(params)
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just after the valid JSON value that starts
+// at b[i] (i itself if there is none).
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			for j++; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+		case '{', '[':
+			depth++
+			continue
+		case '}', ']':
+			if depth == 0 {
+				return j // the end of an enclosing value
+			}
+			depth--
+		case ',', ':', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return j // the end of a literal
+			}
+			continue
+		default:
+			continue // a literal's byte, or inside a container
+		}
+		// A string or a container has closed.
+		if depth == 0 {
+			return min(j+1, len(b))
+		}
+	}
+	return len(b)
 }
 
 func (u *upConn) http() bool { return u.cfg.URL != "" }
