@@ -2,7 +2,6 @@ package mcpproxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +79,7 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 		return false
 	}
 	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
+	if err := decodeMessage(body, &m); err != nil {
 		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeParseError, Message: "parse error: " + err.Error()}))
 		return true
 	}

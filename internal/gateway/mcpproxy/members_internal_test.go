@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -61,4 +62,101 @@ func checkMembers(t *testing.T, raw []byte) {
 			t.Fatalf("stringMember(%s, %q) = %q, %v; want %q, %v", raw, k, gs, gok, ws, wok)
 		}
 	}
+}
+
+// TestDecodeMessage holds decodeMessage to json.Unmarshal on random
+// messages: envelope members and others, names in other cases or escaped,
+// repeated members, values of every type.
+func TestDecodeMessage(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(9, 10))
+	fast := 0
+	for range 20000 {
+		raw := randomMessage(rng)
+		if fields, ok := plainMembers(raw); ok && json.Valid(raw) && (&message{}).setMembers(fields) {
+			fast++
+		}
+		checkDecodeMessage(t, raw)
+	}
+	if fast < 2000 {
+		t.Errorf("only %d messages took the short way; the generator no longer exercises it", fast)
+	}
+}
+
+// TestIsToolError holds isToolError to json.Unmarshal into a struct with
+// an IsError field, on random results.
+func TestIsToolError(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 20000 {
+		checkIsToolError(t, randomObject(rng, []string{"isError", "isError", "IsError", "content", `\u0069sError`, "isErrorſ", "structuredContent"}))
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	for _, s := range []string{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`, `{"jsonrpc":"2.0","id":"a","result":{"isError":true}}`,
+		`{"method":5,"method":"x"}`, `{"Method":"x"}`, `{"id":null}`, `[]`, `{`, ` {"jsonrpc" : "2.0"} `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		checkDecodeMessage(t, raw)
+		if json.Valid(raw) {
+			checkIsToolError(t, raw)
+		}
+	})
+}
+
+func checkDecodeMessage(t *testing.T, raw []byte) {
+	t.Helper()
+	var want, got message
+	werr := json.Unmarshal(raw, &want)
+	gerr := decodeMessage(raw, &got)
+	if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+		t.Fatalf("decodeMessage(%s) error %v, want %v", raw, gerr, werr)
+	}
+	if werr == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeMessage(%s) = %+v, want %+v", raw, got, want)
+	}
+}
+
+func checkIsToolError(t *testing.T, raw []byte) {
+	t.Helper()
+	var v struct {
+		IsError bool `json:"isError"`
+	}
+	_ = json.Unmarshal(raw, &v)
+	if got := isToolError(raw); got != v.IsError {
+		t.Fatalf("isToolError(%s) = %v, want %v", raw, got, v.IsError)
+	}
+}
+
+// randomMessage returns a random JSON-RPC message, or something like one.
+func randomMessage(rng *rand.Rand) []byte {
+	return randomObject(rng, []string{"jsonrpc", "id", "method", "params", "result", "error", "Method", "ID", `\u006dethod`, "other", "jsonrpc", "method"})
+}
+
+// randomObject returns a JSON object with members named from names
+// (repeats possible), whose values are strings as often as not.
+func randomObject(rng *rand.Rand, names []string) []byte {
+	b := []byte("{")
+	for j := range rng.IntN(6) {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		if rng.IntN(8) == 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, '"')
+		b = append(b, names[rng.IntN(len(names))]...)
+		b = append(b, `":`...)
+		switch rng.IntN(4) {
+		case 0:
+			b = append(b, []string{"true", "false", "null", `"2.0"`, `"tools/call"`}[rng.IntN(5)]...)
+		case 1:
+			b = append(b, randomJSONString(rng)...)
+		default:
+			b = append(b, randomJSON(rng, 1)...)
+		}
+	}
+	return append(b, '}')
 }

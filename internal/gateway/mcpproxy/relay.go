@@ -192,6 +192,31 @@ func stringMember(fields map[string]json.RawMessage, key string) (string, bool) 
 	return v, true
 }
 
+// isToolError reports whether a tools/call result says isError, as
+// json.Unmarshal into a struct with an IsError bool field reads it
+// (whatever error it returns). result must be valid JSON.
+func isToolError(result json.RawMessage) bool {
+	if fields, ok := plainMembers(result); ok {
+		v, folded := fields["isError"], false
+		for k := range fields {
+			folded = folded || k != "isError" && strings.EqualFold(k, "isError")
+		}
+		switch {
+		case folded:
+			// encoding/json matches field names case-insensitively.
+		case v == nil:
+			return false
+		case string(v) == "true" || string(v) == "false":
+			return string(v) == "true"
+		}
+	}
+	var v struct {
+		IsError bool `json:"isError"`
+	}
+	_ = json.Unmarshal(result, &v)
+	return v.IsError
+}
+
 // members returns the members of params as json.Unmarshal decodes a JSON
 // object into a map[string]json.RawMessage (each value's bytes without
 // the whitespace around them, the last of equal keys winning, keys
@@ -209,8 +234,9 @@ func members(params json.RawMessage) map[string]json.RawMessage {
 }
 
 // plainMembers is members without reflection for the common object, one
-// whose keys need no unescaping; it reports false for anything else. The
-// values share params's bytes.
+// whose keys need no unescaping and are all different (decoding repeated
+// keys into typed values depends on their order); it reports false for
+// anything else. The values share params's bytes.
 func plainMembers(params []byte) (map[string]json.RawMessage, bool) {
 	i := skipSpace(params, 0)
 	if i == len(params) || params[i] != '{' {
@@ -226,7 +252,7 @@ func plainMembers(params []byte) (map[string]json.RawMessage, bool) {
 			return nil, false
 		}
 		key := params[i+1 : i+1+n]
-		if !plain(key) {
+		if !plain(key) || fields[string(key)] != nil {
 			return nil, false
 		}
 		if i = skipSpace(params, i+2+n); i == len(params) || params[i] != ':' {
@@ -351,11 +377,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 		return false, &je
 	}
 	if m.Method == "tools/call" {
-		var v struct {
-			IsError bool `json:"isError"`
-		}
-		_ = json.Unmarshal(res.Result, &v)
-		toolError = v.IsError
+		toolError = isToolError(res.Result)
 	}
 	out.final(res)
 	return toolError, nil
@@ -424,7 +446,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.tooLarge(c, limit)
 		}
 		var res message
-		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
+		if decodeMessage(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
 		return c.answer(&res)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -27,6 +28,61 @@ func (m *message) isRequest() bool      { return m.Method != "" && m.hasID() }
 func (m *message) isNotification() bool { return m.Method != "" && !m.hasID() }
 func (m *message) isResponse() bool {
 	return m.Method == "" && m.hasID() && (m.Result != nil || m.Error != nil)
+}
+
+// decodeMessage decodes b into m (a zero message) exactly as
+// json.Unmarshal does, error included. A valid message whose members need
+// no unescaping, do not repeat and match the envelope's names exactly (as
+// senders write them) is split without reflection, its members sharing
+// b's bytes: b must not change while m is in use. Anything else goes to
+// json.Unmarshal.
+func decodeMessage(b []byte, m *message) error {
+	if json.Valid(b) {
+		if fields, ok := plainMembers(b); ok && m.setMembers(fields) {
+			return nil
+		}
+		*m = message{}
+	}
+	return json.Unmarshal(b, m)
+}
+
+// envelope are the members of a message, as encoding/json names them.
+var envelope = []string{"jsonrpc", "id", "method", "params", "result", "error"}
+
+// setMembers sets m from the members of a message, reporting false for
+// members json.Unmarshal would decode differently: a jsonrpc or method
+// that is not a plain string (null, another type, an escape), or a member
+// whose name differs from an envelope member's only in case (encoding/json
+// matches field names case-insensitively).
+func (m *message) setMembers(fields map[string]json.RawMessage) bool {
+	for k, v := range fields {
+		switch k {
+		case "jsonrpc", "method":
+			if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || !plain(v[1:len(v)-1]) {
+				return false
+			}
+			if k == "jsonrpc" {
+				m.JSONRPC = string(v[1 : len(v)-1])
+			} else {
+				m.Method = string(v[1 : len(v)-1])
+			}
+		case "id":
+			m.ID = v
+		case "params":
+			m.Params = v
+		case "result":
+			m.Result = v
+		case "error":
+			m.Error = v
+		default:
+			for _, n := range envelope {
+				if strings.EqualFold(k, n) {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 // encode returns m as compact JSON (one line, as a server-sent event's data
