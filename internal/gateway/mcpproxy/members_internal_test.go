@@ -21,7 +21,7 @@ func TestMembers(t *testing.T) {
 		if rng.IntN(4) == 0 {
 			raw = append(append([]byte(" \n"), raw...), "\t "...)
 		}
-		if _, ok := plainMembers(raw); ok {
+		if plainMembers(raw, func(_, _ []byte) bool { return true }) {
 			plainOnes++
 		}
 		checkMembers(t, raw)
@@ -73,7 +73,7 @@ func TestDecodeMessage(t *testing.T) {
 	fast := 0
 	for range 20000 {
 		raw := randomMessage(rng)
-		if fields, ok := plainMembers(raw); ok && json.Valid(raw) && (&message{}).setMembers(fields) {
+		if decodePlainMessage(raw, &message{}) {
 			fast++
 		}
 		checkDecodeMessage(t, raw)

@@ -196,25 +196,29 @@ func stringMember(fields map[string]json.RawMessage, key string) (string, bool) 
 // json.Unmarshal into a struct with an IsError bool field reads it
 // (whatever error it returns). result must be valid JSON.
 func isToolError(result json.RawMessage) bool {
-	if fields, ok := plainMembers(result); ok {
-		v, folded := fields["isError"], false
-		for k := range fields {
-			folded = folded || k != "isError" && strings.EqualFold(k, "isError")
-		}
+	var v []byte // the last isError: a later bool overrides whatever came before
+	plainOK := plainMembers(result, func(k, val []byte) bool {
 		switch {
-		case folded:
-			// encoding/json matches field names case-insensitively.
+		case string(k) == "isError":
+			v = val
+		case strings.EqualFold(string(k), "isError"):
+			return false // encoding/json matches names case-insensitively
+		}
+		return true
+	})
+	if plainOK {
+		switch {
 		case v == nil:
 			return false
 		case string(v) == "true" || string(v) == "false":
 			return string(v) == "true"
 		}
 	}
-	var v struct {
+	var out struct {
 		IsError bool `json:"isError"`
 	}
-	_ = json.Unmarshal(result, &v)
-	return v.IsError
+	_ = json.Unmarshal(result, &out)
+	return out.IsError
 }
 
 // members returns the members of params as json.Unmarshal decodes a JSON
@@ -223,60 +227,63 @@ func isToolError(result json.RawMessage) bool {
 // unescaped), or nil if params is not an object. params must be valid
 // JSON, as a decoded message's are.
 func members(params json.RawMessage) map[string]json.RawMessage {
-	if fields, ok := plainMembers(params); ok {
+	fields := make(map[string]json.RawMessage, 4)
+	if plainMembers(params, func(k, v []byte) bool {
+		fields[string(k)] = v
+		return true
+	}) {
 		return fields
 	}
-	var fields map[string]json.RawMessage
+	fields = nil
 	if json.Unmarshal(params, &fields) != nil {
 		return nil
 	}
 	return fields
 }
 
-// plainMembers is members without reflection for the common object, one
-// whose keys need no unescaping and are all different (decoding repeated
-// keys into typed values depends on their order); it reports false for
-// anything else. The values share params's bytes.
-func plainMembers(params []byte) (map[string]json.RawMessage, bool) {
-	i := skipSpace(params, 0)
-	if i == len(params) || params[i] != '{' {
-		return nil, false
+// plainMembers calls f, in order, with the key and the value of each
+// member of obj, a valid JSON object whose keys need no unescaping (the
+// common case), without reflection; the value shares obj's bytes, without
+// the whitespace around it. It reports false, having called f for some of
+// the members maybe, when obj is anything else or f returns false.
+func plainMembers(obj []byte, f func(key, value []byte) bool) bool {
+	i := skipSpace(obj, 0)
+	if i == len(obj) || obj[i] != '{' {
+		return false
 	}
-	fields := make(map[string]json.RawMessage, 4)
-	if i = skipSpace(params, i+1); i < len(params) && params[i] == '}' {
-		return fields, skipSpace(params, i+1) == len(params)
+	if i = skipSpace(obj, i+1); i < len(obj) && obj[i] == '}' {
+		return skipSpace(obj, i+1) == len(obj)
 	}
-	for i < len(params) && params[i] == '"' {
-		n := bytes.IndexByte(params[i+1:], '"')
+	for i < len(obj) && obj[i] == '"' {
+		n := bytes.IndexByte(obj[i+1:], '"')
 		if n < 0 {
-			return nil, false
+			return false
 		}
-		key := params[i+1 : i+1+n]
-		if !plain(key) || fields[string(key)] != nil {
-			return nil, false
+		key := obj[i+1 : i+1+n]
+		if !plain(key) {
+			return false
 		}
-		if i = skipSpace(params, i+2+n); i == len(params) || params[i] != ':' {
-			return nil, false
+		if i = skipSpace(obj, i+2+n); i == len(obj) || obj[i] != ':' {
+			return false
 		}
-		start := skipSpace(params, i+1)
-		end := skipValue(params, start)
-		if end == start {
-			return nil, false
+		start := skipSpace(obj, i+1)
+		end := skipValue(obj, start)
+		if end == start || !f(key, obj[start:end:end]) {
+			return false
 		}
-		fields[string(key)] = params[start:end:end]
-		if i = skipSpace(params, end); i == len(params) {
-			return nil, false
+		if i = skipSpace(obj, end); i == len(obj) {
+			return false
 		}
-		switch params[i] {
+		switch obj[i] {
 		case ',':
-			i = skipSpace(params, i+1)
+			i = skipSpace(obj, i+1)
 		case '}':
-			return fields, skipSpace(params, i+1) == len(params)
+			return skipSpace(obj, i+1) == len(obj)
 		default:
-			return nil, false
+			return false
 		}
 	}
-	return nil, false
+	return false
 }
 
 // skipSpace returns the index of the first byte at or after i that is not

@@ -31,37 +31,36 @@ func (m *message) isResponse() bool {
 }
 
 // decodeMessage decodes b into m (a zero message) exactly as
-// json.Unmarshal does, error included. A valid message whose members need
-// no unescaping, do not repeat and match the envelope's names exactly (as
-// senders write them) is split without reflection, its members sharing
-// b's bytes: b must not change while m is in use. Anything else goes to
-// json.Unmarshal.
+// json.Unmarshal does, error included: by decodePlainMessage when it can,
+// by json.Unmarshal otherwise.
 func decodeMessage(b []byte, m *message) error {
-	if json.Valid(b) {
-		if fields, ok := plainMembers(b); ok && m.setMembers(fields) {
-			return nil
-		}
-		*m = message{}
+	if decodePlainMessage(b, m) {
+		return nil
 	}
+	*m = message{}
 	return json.Unmarshal(b, m)
 }
 
-// envelope are the members of a message, as encoding/json names them.
-var envelope = []string{"jsonrpc", "id", "method", "params", "result", "error"}
-
-// setMembers sets m from the members of a message, reporting false for
-// members json.Unmarshal would decode differently: a jsonrpc or method
-// that is not a plain string (null, another type, an escape), or a member
-// whose name differs from an envelope member's only in case (encoding/json
-// matches field names case-insensitively).
-func (m *message) setMembers(fields map[string]json.RawMessage) bool {
-	for k, v := range fields {
-		switch k {
+// decodePlainMessage decodes a valid message whose members need no
+// unescaping and are named exactly as the envelope's (as senders write
+// them), without reflection; its members share b's bytes, so b must not
+// change while m is in use. As with json.Unmarshal, the last of repeated
+// members wins. It reports false, with m set in part maybe, for anything
+// else: another case of an envelope name (encoding/json matches names
+// case-insensitively), or a jsonrpc or method that is not a plain string
+// (json.Unmarshal fails on any that is not a string, even when a later
+// one is).
+func decodePlainMessage(b []byte, m *message) bool {
+	if !json.Valid(b) {
+		return false
+	}
+	return plainMembers(b, func(k, v []byte) bool {
+		switch string(k) {
 		case "jsonrpc", "method":
 			if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || !plain(v[1:len(v)-1]) {
 				return false
 			}
-			if k == "jsonrpc" {
+			if string(k) == "jsonrpc" {
 				m.JSONRPC = string(v[1 : len(v)-1])
 			} else {
 				m.Method = string(v[1 : len(v)-1])
@@ -75,15 +74,20 @@ func (m *message) setMembers(fields map[string]json.RawMessage) bool {
 		case "error":
 			m.Error = v
 		default:
+			// Other members are ignored, as by json.Unmarshal.
+			key := string(k)
 			for _, n := range envelope {
-				if strings.EqualFold(k, n) {
+				if strings.EqualFold(key, n) {
 					return false
 				}
 			}
 		}
-	}
-	return true
+		return true
+	})
 }
+
+// envelope are the members of a message, as encoding/json names them.
+var envelope = [...]string{"jsonrpc", "id", "method", "params", "result", "error"}
 
 // encode returns m as compact JSON (one line, as a server-sent event's data
 // needs).
