@@ -484,7 +484,9 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 	if r.Arguments != nil {
 		// Arguments can hold secrets: the ledger keeps their digest.
 		sum := sha256.Sum256(r.Arguments)
-		ev.Details["arguments_sha256"] = hex.EncodeToString(sum[:])
+		var digest [2 * sha256.Size]byte
+		hex.Encode(digest[:], sum[:])
+		ev.Details["arguments_sha256"] = string(digest[:])
 	}
 	return ev
 }

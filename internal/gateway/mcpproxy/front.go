@@ -63,8 +63,8 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 			http.Error(w, "failed to read the request body", http.StatusBadRequest)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		if !s.serve(w, r, a, body) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
 			sdk.ServeHTTP(w, r)
 		}
 	})
