@@ -160,3 +160,36 @@ func randomObject(rng *rand.Rand, names []string) []byte {
 	}
 	return append(b, '}')
 }
+
+// TestJSONString holds jsonString to json.Marshal.
+func TestJSONString(t *testing.T) {
+	t.Parallel()
+	pieces := []string{"tools/call", "echo", "a_b-c.d", " ", "<", ">", "&", `"`, `\`, "\n", "\x00", "\x7f", "é", "\u2028", "\xff", "🙂"}
+	rng := rand.New(rand.NewPCG(13, 14))
+	for range 5000 {
+		var s string
+		for range rng.IntN(4) {
+			s += pieces[rng.IntN(len(pieces))]
+		}
+		want, _ := json.Marshal(s)
+		if got := jsonString(s); !bytes.Equal(got, want) {
+			t.Fatalf("jsonString(%q) = %s, want %s", s, got, want)
+		}
+	}
+}
+
+// TestSameID holds sameID to its definition: both ids have the same
+// idKey.
+func TestSameID(t *testing.T) {
+	t.Parallel()
+	ids := []string{`"a"`, `"\u0061"`, ` "a" `, `"mandate-1"`, `"mandate-1" `, `""`, `"\n"`, "\"\xff\"", `1`, ` 1`, `01`, `1.0`, `-0`, `0`, `null`, `"1"`, `"a`, ``}
+	for _, a := range ids {
+		for _, b := range ids {
+			ka, ok := idKey(json.RawMessage(a))
+			kb, _ := idKey(json.RawMessage(b))
+			if got, want := sameID(json.RawMessage(a), json.RawMessage(b)), ok && ka == kb; got != want {
+				t.Errorf("sameID(%s, %s) = %v, want %v", a, b, got, want)
+			}
+		}
+	}
+}

@@ -114,7 +114,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 		u = e.up
-		fields["name"], _ = json.Marshal(e.tool.Name)
+		fields["name"] = jsonString(e.tool.Name)
 	case "resources/read":
 		uri, ok := stringMember(fields, "uri")
 		if !ok {
@@ -142,7 +142,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
 			return fail(err)
 		}
-		fields["name"], _ = json.Marshal(upName)
+		fields["name"] = jsonString(upName)
 		if args != nil {
 			fields["arguments"], _ = json.Marshal(args)
 		}
@@ -542,6 +542,11 @@ func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientS
 
 // sameID reports whether two JSON-RPC ids are the same id.
 func sameID(a, b json.RawMessage) bool {
+	if len(a) > 2 && a[0] == '"' && a[len(a)-1] == '"' && bytes.Equal(a, b) && plain(a[1:len(a)-1]) {
+		// The same plain string (as an upstream sends a relay id back):
+		// what idKey would make of both, without making it.
+		return true
+	}
 	ka, ok := idKey(a)
 	kb, _ := idKey(b)
 	return ok && ka == kb

@@ -114,14 +114,28 @@ func (m *message) encode() []byte {
 		b.WriteString(`,"id":null`)
 	}
 	if m.Method != "" {
-		name, _ := json.Marshal(m.Method)
-		member("method", name)
+		member("method", jsonString(m.Method))
 	}
 	member("params", m.Params)
 	member("result", m.Result)
 	member("error", m.Error)
 	b.WriteByte('}')
 	return b.Bytes()
+}
+
+// jsonString returns s as json.Marshal encodes it; without reflection for
+// printable ASCII that needs no escape (method and tool names).
+func jsonString(s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return b
+		}
+	}
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // errorMessage is the JSON-RPC response carrying err for request id (nil
