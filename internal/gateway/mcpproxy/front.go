@@ -25,8 +25,8 @@ import (
 //
 // and hands everything else to the SDK's Streamable HTTP handler (sdk),
 // which owns the sessions, their streams and the rest of the protocol.
-func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) front(endpoint string, sdk http.Handler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, a *authed) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
 		if s == nil && g.isDraining() {
 			w.Header().Set("Retry-After", "5")
@@ -34,13 +34,12 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 			return
 		}
 		if s == nil || r.Method != http.MethodPost {
-			sdk.ServeHTTP(w, r)
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 			return
 		}
-		a, _ := r.Context().Value(principalKey{}).(*authed)
-		if a == nil || !s.ownedBy(a.p) {
+		if !s.ownedBy(a.p) {
 			// The SDK refuses a session used by another principal.
-			sdk.ServeHTTP(w, r)
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 			return
 		}
 		// Only its owner's messages keep a session alive, as with the
@@ -48,7 +47,7 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 		s.begin()
 		defer s.end()
 		if !s.speaks(r) {
-			sdk.ServeHTTP(w, r) // and answers bad headers
+			sdk.ServeHTTP(w, withPrincipal(r, a)) // and answers bad headers
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))
@@ -65,9 +64,9 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 		}
 		if !s.serve(w, r, a, body) {
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			sdk.ServeHTTP(w, r)
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 		}
-	})
+	}
 }
 
 // serve handles the message in body if it is the gateway's to handle, and
