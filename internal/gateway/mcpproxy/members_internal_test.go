@@ -9,9 +9,9 @@ import (
 )
 
 // TestMembers holds members to json.Unmarshal into a
-// map[string]json.RawMessage, what it stands in for, on random JSON:
-// objects with whitespace, escaped and repeated keys, and values of every
-// kind, and non-objects.
+// map[string]json.RawMessage, what it stands in for, and isCompact to
+// json.Compact, on random JSON: objects with whitespace, escaped and
+// repeated keys, and values of every kind, and non-objects.
 func TestMembers(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -44,6 +44,10 @@ func FuzzMembers(f *testing.F) {
 
 func checkMembers(t *testing.T, raw []byte) {
 	t.Helper()
+	var c bytes.Buffer
+	if err := json.Compact(&c, raw); err == nil && isCompact(raw) != bytes.Equal(c.Bytes(), raw) {
+		t.Fatalf("isCompact(%s) = %v, but json.Compact gives %s", raw, isCompact(raw), c.Bytes())
+	}
 	var want map[string]json.RawMessage
 	if json.Unmarshal(raw, &want) != nil {
 		want = nil
@@ -116,6 +120,14 @@ func checkDecodeMessage(t *testing.T, raw []byte) {
 	}
 	if werr == nil && !reflect.DeepEqual(got, want) {
 		t.Fatalf("decodeMessage(%s) = %+v, want %+v", raw, got, want)
+	}
+	if werr == nil {
+		// What the relay sends on is compact, valid JSON.
+		enc := got.encode()
+		var c bytes.Buffer
+		if err := json.Compact(&c, enc); err != nil || !bytes.Equal(c.Bytes(), enc) {
+			t.Fatalf("decodeMessage(%s).encode() = %s, not compact JSON (%v)", raw, enc, err)
+		}
 	}
 }
 

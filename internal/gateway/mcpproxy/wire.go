@@ -100,7 +100,12 @@ func (m *message) encode() []byte {
 			return
 		}
 		b.WriteString(`,"` + name + `":`)
-		if json.Compact(&b, raw) != nil {
+		switch {
+		case isCompact(raw):
+			// The common case, and a result can be large: copied, not
+			// run through json.Compact's scanner.
+			b.Write(raw)
+		case json.Compact(&b, raw) != nil:
 			// Members come from a successful decode, so they are valid
 			// JSON; this is unreachable.
 			b.WriteString("null")
@@ -136,6 +141,23 @@ func jsonString(s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// isCompact reports whether raw, valid JSON, has no whitespace outside
+// its strings: whether json.Compact would leave it as it is.
+func isCompact(raw []byte) bool {
+	inString := false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++ // an escaped byte ends no string
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			return false
+		}
+	}
+	return true
 }
 
 // errorMessage is the JSON-RPC response carrying err for request id (nil
