@@ -445,7 +445,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return nil, fmt.Errorf("%w: upstream %q answered HTTP %d (%s)", errUpstreamDown, u.cfg.Name, resp.StatusCode, orDefault(ct, "no content type"))
 	}
 	if ct == "application/json" {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+		b, err := readBody(resp, limit)
 		if err != nil {
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
@@ -508,6 +508,22 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.failed(ctx, cctx, c, d, context.Canceled)
 		}
 	}
+}
+
+// readBody reads resp's body, or its first limit+1 bytes if it is longer
+// (so that the caller can tell it is too long). A body whose length is
+// declared and within limit is read into one allocation of that size
+// rather than into a slice that grows (and is copied) as it fills.
+func readBody(resp *http.Response, limit int) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= int64(limit) {
+		// net/http's body ends after the declared length.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 }
 
 // maxResumes bounds how often one call's stream is resumed.
