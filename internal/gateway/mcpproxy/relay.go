@@ -459,6 +459,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return c.answer(&res)
 	}
 	events := newSSEReader(resp.Body, limit)
+	defer events.release()
 	for resumes := 0; ; {
 		data, err := events.next()
 		if errors.Is(err, errEventTooLarge) {
@@ -484,7 +485,8 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
 		var in message
-		if err := json.Unmarshal(data, &in); err != nil {
+		// A copy: the message outlives data, which the reader reuses.
+		if err := decodeMessage(bytes.Clone(data), &in); err != nil {
 			s.gw.log.Warn("upstream sent an event that is not JSON-RPC; skipped", "upstream", u.cfg.Name, "err", err)
 			continue
 		}
