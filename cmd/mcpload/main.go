@@ -5,7 +5,7 @@
 // Usage:
 //
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
-//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file] [-trace file]
+//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file] [-memprofile file] [-trace file]
 //
 // GOGC and GOMEMLIMIT apply to the whole process, gateway included, as
 // they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
@@ -76,6 +76,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as is)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_objects)")
 	traceFile := flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: mcpload [flags]\n\nmcpload measures the MCP gateway against calling its upstream directly.\n\n")
@@ -116,6 +117,24 @@ func main() {
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
+	if *memprofile != "" {
+		if err := writeAllocs(*memprofile); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// writeAllocs writes the allocations sampled since the process started.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // run sets up the upstream, the gateway and the sessions, runs the

@@ -672,7 +672,20 @@ func typedResource(act Action) string {
 	if t == "" || act.Resource == "" {
 		return act.Resource
 	}
-	return strings.ToLower(t) + ":" + act.Resource
+	// One allocation, not one for the lower-case type and one for the
+	// result: resource types are ASCII.
+	var b strings.Builder
+	b.Grow(len(t) + 1 + len(act.Resource))
+	for i := range len(t) {
+		c := t[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte(':')
+	b.WriteString(act.Resource)
+	return b.String()
 }
 
 // recordShadow records that the candidate set would have decided

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/time/rate"
 
@@ -94,7 +95,7 @@ func (s *Server) mcpDecider() mcpproxy.Decider {
 	if s.acc == nil || s.acc.pipeline == nil {
 		return noPipeline{}
 	}
-	return accessDecider{p: s.acc.pipeline}
+	return &accessDecider{p: s.acc.pipeline}
 }
 
 // noPipeline denies every MCP call.
@@ -110,12 +111,40 @@ func (noPipeline) Decide(context.Context, mcpproxy.Request) (mcpproxy.Decision, 
 // (action.decided) itself. List previews (tools/list, prompts/list) are
 // answered from the task's scope alone, without recording: the policy
 // decides each call.
-type accessDecider struct{ p *access.Pipeline }
+type accessDecider struct {
+	p *access.Pipeline
+	// annotations memoizes decoded tool annotations by their JSON: each
+	// call carries its tool's, and a session's tools change rarely.
+	annotations sync.Map // string -> *policy.ToolAnnotations
+	memoized    atomic.Int64
+}
+
+// maxMemoizedAnnotations bounds accessDecider.annotations; past it the
+// memo starts over (upstreams choose their tools' annotations).
+const maxMemoizedAnnotations = 1024
+
+// toolAnnotations returns the decoded annotations raw, or nil for ones
+// that do not decode. Callers share the result and must not modify it.
+func (d *accessDecider) toolAnnotations(raw json.RawMessage) *policy.ToolAnnotations {
+	if v, ok := d.annotations.Load(string(raw)); ok {
+		return v.(*policy.ToolAnnotations)
+	}
+	var out *policy.ToolAnnotations
+	if ann := new(policy.ToolAnnotations); json.Unmarshal(raw, ann) == nil {
+		out = ann
+	}
+	if d.memoized.Add(1) > maxMemoizedAnnotations {
+		d.annotations.Clear()
+		d.memoized.Store(1)
+	}
+	d.annotations.Store(string(raw), out)
+	return out
+}
 
 // scopeCache memoizes parsed scopes by their string (tokens repeat them).
 var scopeCache sync.Map
 
-func (d accessDecider) Decide(ctx context.Context, r mcpproxy.Request) (mcpproxy.Decision, error) {
+func (d *accessDecider) Decide(ctx context.Context, r mcpproxy.Request) (mcpproxy.Decision, error) {
 	if r.Principal == nil {
 		return mcpproxy.Decision{}, errors.New("no principal")
 	}
@@ -136,10 +165,7 @@ func (d accessDecider) Decide(ctx context.Context, r mcpproxy.Request) (mcpproxy
 	}
 	act := access.Action{Kind: r.Action, Resource: r.Resource, Server: r.Upstream, Point: "mcp", Trusted: true}
 	if len(r.Annotations) > 0 {
-		var ann policy.ToolAnnotations
-		if json.Unmarshal(r.Annotations, &ann) == nil {
-			act.Annotations = &ann
-		}
+		act.Annotations = d.toolAnnotations(r.Annotations)
 	}
 	dec, err := d.p.DecideAs(ctx, access.Subject{Task: task.ID(r.Principal.Task), Agent: r.Principal.Agent}, act)
 	out := mcpproxy.Decision{Recorded: true}

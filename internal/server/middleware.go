@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,35 @@ func metricsHandler(reg *prometheus.Registry) http.Handler {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// series memoizes the counter and histogram of each listener, route
+	// and status code (bounded as the labels are): looking them up in
+	// the vectors hashes and checks every label value, on every request.
+	series sync.Map // seriesKey -> *requestSeries
+}
+
+type seriesKey struct {
+	listener, route string
+	code            int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// seriesFor returns the metrics of requests to route on listener answered
+// with code.
+func (m *httpMetrics) seriesFor(listener, route string, code int) *requestSeries {
+	k := seriesKey{listener, route, code}
+	if s, ok := m.series.Load(k); ok {
+		return s.(*requestSeries)
+	}
+	s := &requestSeries{
+		requests: m.requests.WithLabelValues(listener, route, strconv.Itoa(code)),
+		latency:  m.latency.WithLabelValues(listener, route),
+	}
+	m.series.Store(k, s)
+	return s
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -67,8 +97,9 @@ func (m *httpMetrics) wrap(listener string, mux *http.ServeMux) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		m.requests.WithLabelValues(listener, route, strconv.Itoa(sw.code)).Inc()
-		m.latency.WithLabelValues(listener, route).Observe(time.Since(start).Seconds())
+		series := m.seriesFor(listener, route, sw.code)
+		series.requests.Inc()
+		series.latency.Observe(time.Since(start).Seconds())
 	})
 }
 

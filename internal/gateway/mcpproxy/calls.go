@@ -158,14 +158,14 @@ func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, erro
 				// Two definitions under one name: report and expose
 				// neither, never pick one silently.
 				s.gw.pins.collision(ctx, name, []string{prev.up.cfg.Name, u.cfg.Name})
-				out[name] = &toolEntry{up: u, tool: t, digest: d, status: PinCollision}
+				out[name] = &toolEntry{up: u, tool: t, digest: d, status: PinCollision, resource: u.cfg.Name + "/" + t.Name}
 				continue
 			}
 			var ann json.RawMessage
 			if t.Annotations != nil {
 				ann, _ = json.Marshal(t.Annotations)
 			}
-			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st, ann: ann}
+			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st, ann: ann, resource: u.cfg.Name + "/" + t.Name}
 			bare[t.Name] = append(bare[t.Name], u.cfg.Name)
 		}
 	}
@@ -218,7 +218,7 @@ func (s *session) listTools(ctx context.Context, req *mcp.ListToolsRequest) (mcp
 func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, preview bool) Request {
 	return Request{
 		Credential: a.cred, Principal: a.p, Action: ActionToolCall,
-		Upstream: e.up.cfg.Name, Name: e.tool.Name, Resource: e.up.cfg.Name + "/" + e.tool.Name,
+		Upstream: e.up.cfg.Name, Name: e.tool.Name, Resource: e.resource,
 		Arguments: args, Annotations: e.ann, Risk: RiskOf(e.tool.Annotations), Preview: preview,
 	}
 }
@@ -484,7 +484,9 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 	if r.Arguments != nil {
 		// Arguments can hold secrets: the ledger keeps their digest.
 		sum := sha256.Sum256(r.Arguments)
-		ev.Details["arguments_sha256"] = hex.EncodeToString(sum[:])
+		var digest [2 * sha256.Size]byte
+		hex.Encode(digest[:], sum[:])
+		ev.Details["arguments_sha256"] = string(digest[:])
 	}
 	return ev
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,13 @@ type Principal struct {
 
 // owner identifies the task and agent a session belongs to.
 func (p *Principal) owner() string { return p.Task + " " + p.Agent }
+
+// owns reports whether owner is p.owner(), without building that string
+// (it is checked on every request to a session).
+func (p *Principal) owns(owner string) bool {
+	return len(owner) == len(p.Task)+1+len(p.Agent) && strings.HasPrefix(owner, p.Task) &&
+		owner[len(p.Task)] == ' ' && strings.HasSuffix(owner, p.Agent)
+}
 
 // Authenticator verifies a downstream credential. It returns an error
 // wrapping ErrUnauthenticated when the credential is missing, malformed,

@@ -2,7 +2,6 @@ package mcpproxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,8 +25,8 @@ import (
 //
 // and hands everything else to the SDK's Streamable HTTP handler (sdk),
 // which owns the sessions, their streams and the rest of the protocol.
-func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) front(endpoint string, sdk http.Handler) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, a *authed) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
 		if s == nil && g.isDraining() {
 			w.Header().Set("Retry-After", "5")
@@ -35,13 +34,12 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 			return
 		}
 		if s == nil || r.Method != http.MethodPost {
-			sdk.ServeHTTP(w, r)
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 			return
 		}
-		a, _ := r.Context().Value(principalKey{}).(*authed)
-		if a == nil || !s.ownedBy(a.p) {
+		if !s.ownedBy(a.p) {
 			// The SDK refuses a session used by another principal.
-			sdk.ServeHTTP(w, r)
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 			return
 		}
 		// Only its owner's messages keep a session alive, as with the
@@ -49,7 +47,7 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 		s.begin()
 		defer s.end()
 		if !s.speaks(r) {
-			sdk.ServeHTTP(w, r) // and answers bad headers
+			sdk.ServeHTTP(w, withPrincipal(r, a)) // and answers bad headers
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))
@@ -64,11 +62,11 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) http.Handler {
 			http.Error(w, "failed to read the request body", http.StatusBadRequest)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		if !s.serve(w, r, a, body) {
-			sdk.ServeHTTP(w, r)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			sdk.ServeHTTP(w, withPrincipal(r, a))
 		}
-	})
+	}
 }
 
 // serve handles the message in body if it is the gateway's to handle, and
@@ -80,7 +78,7 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 		return false
 	}
 	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
+	if err := decodeMessage(body, &m); err != nil {
 		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeParseError, Message: "parse error: " + err.Error()}))
 		return true
 	}

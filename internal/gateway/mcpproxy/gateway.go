@@ -133,6 +133,11 @@ type Gateway struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// idle hands work to a goroutine that async started and that waits
+	// for more; waiting counts those goroutines, workers all of them.
+	idle     chan func()
+	waiting  atomic.Int32
+	workers  sync.WaitGroup
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	byID     map[string]*session // initialized sessions by downstream session id
@@ -159,7 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
-		sessions: map[*session]struct{}{}, byID: map[string]*session{},
+		sessions: map[*session]struct{}{}, byID: map[string]*session{}, idle: make(chan func()),
 	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
@@ -293,6 +298,7 @@ func (g *Gateway) Close() error {
 		s.close()
 	}
 	g.wg.Wait()
+	g.workers.Wait()
 	return nil
 }
 
@@ -377,7 +383,7 @@ func (g *Gateway) sdkAuth(metadataURL string, next http.Handler) http.Handler {
 // authenticate verifies the credential of every request (Bearer or DPoP),
 // answering 401 with an RFC 9728 challenge when it is missing or invalid,
 // and passes the principal on in the request's context.
-func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handler {
+func (g *Gateway) authenticate(metadataURL string, next authedHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, ok := credentialFrom(r, g.cfg.PublicURL)
 		var p *Principal
@@ -401,8 +407,18 @@ func (g *Gateway) authenticate(metadataURL string, next http.Handler) http.Handl
 			http.Error(w, msg+": "+publicAuthError(err), http.StatusUnauthorized)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, &authed{p: p, cred: cred})))
+		next(w, r, &authed{p: p, cred: cred})
 	})
+}
+
+// authedHandler serves a request that authenticate has authenticated as a.
+type authedHandler func(w http.ResponseWriter, r *http.Request, a *authed)
+
+// withPrincipal returns r with a in its context, where sdkAuth finds it.
+// (The raw relay is handed a directly: a request copied for its context
+// on every call would cost more than the rest of the hand-over.)
+func withPrincipal(r *http.Request, a *authed) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, a))
 }
 
 func publicAuthError(err error) string {

@@ -70,14 +70,15 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		return fail(rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5}))
 	}
 	defer s.gw.wg.Done()
-	ctx := mergeCancel(s.gw.ctx, r.Context())
+	ctx, release := mergeCancel(s.gw.ctx, r.Context())
+	defer release()
 	// What is decided, recorded and sent upstream is one reading of the
 	// params: they are decoded once (duplicate keys collapse here, as
 	// encoding/json reads them, whatever the upstream's parser would make
 	// of the original) and sent re-encoded, with the members the gateway
 	// decided on set to the values it decided on.
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(m.Params, &fields) != nil || fields == nil {
+	fields := members(m.Params)
+	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
 	if k, n, ok := foldedMember(fields, decidedMembers[m.Method]); ok {
@@ -113,7 +114,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 		u = e.up
-		fields["name"], _ = json.Marshal(e.tool.Name)
+		fields["name"] = jsonString(e.tool.Name)
 	case "resources/read":
 		uri, ok := stringMember(fields, "uri")
 		if !ok {
@@ -141,7 +142,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
 			return fail(err)
 		}
-		fields["name"], _ = json.Marshal(upName)
+		fields["name"] = jsonString(upName)
 		if args != nil {
 			fields["arguments"], _ = json.Marshal(args)
 		}
@@ -179,11 +180,155 @@ func foldedMember(fields map[string]json.RawMessage, names []string) (member, na
 
 // stringMember returns the string member key of fields.
 func stringMember(fields map[string]json.RawMessage, key string) (string, bool) {
+	raw := fields[key]
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plain(raw[1:len(raw)-1]) {
+		// What Unmarshal would decode it to, without decoding.
+		return string(raw[1 : len(raw)-1]), len(raw) > 2
+	}
 	var v string
-	if json.Unmarshal(fields[key], &v) != nil || v == "" {
+	if json.Unmarshal(raw, &v) != nil || v == "" {
 		return "", false
 	}
 	return v, true
+}
+
+// isToolError reports whether a tools/call result says isError, as
+// json.Unmarshal into a struct with an IsError bool field reads it
+// (whatever error it returns). result must be valid JSON.
+func isToolError(result json.RawMessage) bool {
+	var v []byte // the last isError: a later bool overrides whatever came before
+	plainOK := plainMembers(result, func(k, val []byte) bool {
+		switch {
+		case string(k) == "isError":
+			v = val
+		case strings.EqualFold(string(k), "isError"):
+			return false // encoding/json matches names case-insensitively
+		}
+		return true
+	})
+	if plainOK {
+		switch {
+		case v == nil:
+			return false
+		case string(v) == "true" || string(v) == "false":
+			return string(v) == "true"
+		}
+	}
+	var out struct {
+		IsError bool `json:"isError"`
+	}
+	_ = json.Unmarshal(result, &out)
+	return out.IsError
+}
+
+// members returns the members of params as json.Unmarshal decodes a JSON
+// object into a map[string]json.RawMessage (each value's bytes without
+// the whitespace around them, the last of equal keys winning, keys
+// unescaped), or nil if params is not an object. params must be valid
+// JSON, as a decoded message's are.
+func members(params json.RawMessage) map[string]json.RawMessage {
+	fields := make(map[string]json.RawMessage, 4)
+	if plainMembers(params, func(k, v []byte) bool {
+		fields[string(k)] = v
+		return true
+	}) {
+		return fields
+	}
+	fields = nil
+	if json.Unmarshal(params, &fields) != nil {
+		return nil
+	}
+	return fields
+}
+
+// plainMembers calls f, in order, with the key and the value of each
+// member of obj, a valid JSON object whose keys need no unescaping (the
+// common case), without reflection; the value shares obj's bytes, without
+// the whitespace around it. It reports false, having called f for some of
+// the members maybe, when obj is anything else or f returns false.
+func plainMembers(obj []byte, f func(key, value []byte) bool) bool {
+	i := skipSpace(obj, 0)
+	if i == len(obj) || obj[i] != '{' {
+		return false
+	}
+	if i = skipSpace(obj, i+1); i < len(obj) && obj[i] == '}' {
+		return skipSpace(obj, i+1) == len(obj)
+	}
+	for i < len(obj) && obj[i] == '"' {
+		n := bytes.IndexByte(obj[i+1:], '"')
+		if n < 0 {
+			return false
+		}
+		key := obj[i+1 : i+1+n]
+		if !plain(key) {
+			return false
+		}
+		if i = skipSpace(obj, i+2+n); i == len(obj) || obj[i] != ':' {
+			return false
+		}
+		start := skipSpace(obj, i+1)
+		end := skipValue(obj, start)
+		if end == start || !f(key, obj[start:end:end]) {
+			return false
+		}
+		if i = skipSpace(obj, end); i == len(obj) {
+			return false
+		}
+		switch obj[i] {
+		case ',':
+			i = skipSpace(obj, i+1)
+		case '}':
+			return skipSpace(obj, i+1) == len(obj)
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just after the valid JSON value that starts
+// at b[i] (i itself if there is none).
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			for j++; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+		case '{', '[':
+			depth++
+			continue
+		case '}', ']':
+			if depth == 0 {
+				return j // the end of an enclosing value
+			}
+			depth--
+		case ',', ':', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return j // the end of a literal
+			}
+			continue
+		default:
+			continue // a literal's byte, or inside a container
+		}
+		// A string or a container has closed.
+		if depth == 0 {
+			return min(j+1, len(b))
+		}
+	}
+	return len(b)
 }
 
 func (u *upConn) http() bool { return u.cfg.URL != "" }
@@ -239,11 +384,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 		return false, &je
 	}
 	if m.Method == "tools/call" {
-		var v struct {
-			IsError bool `json:"isError"`
-		}
-		_ = json.Unmarshal(res.Result, &v)
-		toolError = v.IsError
+		toolError = isToolError(res.Result)
 	}
 	out.final(res)
 	return toolError, nil
@@ -304,7 +445,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return nil, fmt.Errorf("%w: upstream %q answered HTTP %d (%s)", errUpstreamDown, u.cfg.Name, resp.StatusCode, orDefault(ct, "no content type"))
 	}
 	if ct == "application/json" {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+		b, err := readBody(resp, limit)
 		if err != nil {
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
@@ -312,12 +453,13 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.tooLarge(c, limit)
 		}
 		var res message
-		if json.Unmarshal(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
+		if decodeMessage(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
 		return c.answer(&res)
 	}
 	events := newSSEReader(resp.Body, limit)
+	defer events.release()
 	for resumes := 0; ; {
 		data, err := events.next()
 		if errors.Is(err, errEventTooLarge) {
@@ -343,7 +485,8 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
 		var in message
-		if err := json.Unmarshal(data, &in); err != nil {
+		// A copy: the message outlives data, which the reader reuses.
+		if err := decodeMessage(bytes.Clone(data), &in); err != nil {
 			s.gw.log.Warn("upstream sent an event that is not JSON-RPC; skipped", "upstream", u.cfg.Name, "err", err)
 			continue
 		}
@@ -367,6 +510,22 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			return nil, s.failed(ctx, cctx, c, d, context.Canceled)
 		}
 	}
+}
+
+// readBody reads resp's body, or its first limit+1 bytes if it is longer
+// (so that the caller can tell it is too long). A body whose length is
+// declared and within limit is read into one allocation of that size
+// rather than into a slice that grows (and is copied) as it fills.
+func readBody(resp *http.Response, limit int) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= int64(limit) {
+		// net/http's body ends after the declared length.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 }
 
 // maxResumes bounds how often one call's stream is resumed.
@@ -401,6 +560,11 @@ func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientS
 
 // sameID reports whether two JSON-RPC ids are the same id.
 func sameID(a, b json.RawMessage) bool {
+	if len(a) > 2 && a[0] == '"' && a[len(a)-1] == '"' && bytes.Equal(a, b) && plain(a[1:len(a)-1]) {
+		// The same plain string (as an upstream sends a relay id back):
+		// what idKey would make of both, without making it.
+		return true
+	}
 	ka, ok := idKey(a)
 	kb, _ := idKey(b)
 	return ok && ka == kb
@@ -456,16 +620,46 @@ func (g *Gateway) background(f func(context.Context)) {
 }
 
 // async runs f in a goroutine that Close waits for; once Close has begun,
-// it runs f at once instead.
+// it runs f at once instead. The goroutine is one that an earlier f ran
+// in, if one is waiting: recording a call's outcome in the ledger runs
+// deep enough that a new goroutine's stack grows, and is copied, once or
+// twice on every call, where a reused one has grown already.
 func (g *Gateway) async(f func()) {
 	if !g.enter() {
 		f()
 		return
 	}
-	go func() {
-		defer g.wg.Done()
+	select {
+	case g.idle <- f:
+	default:
+		g.workers.Add(1)
+		go g.work(f)
+	}
+}
+
+// maxIdleWorkers bounds the goroutines waiting for async's work: about
+// the calls whose outcomes are being recorded at once at full load.
+const maxIdleWorkers = 128
+
+// work runs f, then waits for more from async while no more than
+// maxIdleWorkers goroutines wait, until Close.
+func (g *Gateway) work(f func()) {
+	defer g.workers.Done()
+	for {
 		f()
-	}()
+		g.wg.Done()
+		if g.waiting.Add(1) > maxIdleWorkers {
+			g.waiting.Add(-1)
+			return
+		}
+		select {
+		case f = <-g.idle:
+			g.waiting.Add(-1)
+		case <-g.ctx.Done():
+			g.waiting.Add(-1)
+			return
+		}
+	}
 }
 
 // enter registers work that Close waits for (the caller calls g.wg.Done

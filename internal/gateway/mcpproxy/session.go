@@ -73,6 +73,8 @@ type toolEntry struct {
 	digest string
 	status PinStatus
 	ann    json.RawMessage // the tool's annotations as JSON, or nil
+	// resource names the tool in decisions: "<upstream>/<tool name>".
+	resource string
 }
 
 type promptEntry struct {
@@ -348,7 +350,7 @@ func (g *Gateway) lookupSession(endpoint, id string) *session {
 func (s *session) ownedBy(p *Principal) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.closed && s.owner != "" && s.owner == p.owner()
+	return !s.closed && s.owner != "" && p.owns(s.owner)
 }
 
 // begin and end bracket each POST on the session.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -26,8 +27,31 @@ type sseReader struct {
 	retry  time.Duration
 }
 
+// sseReaders keeps released readers: a stream is read for every relayed
+// call an upstream answers with one, and a reader's buffer is 16 KB.
+var sseReaders = sync.Pool{New: func() any { return &sseReader{r: bufio.NewReaderSize(nil, 16<<10)} }}
+
+// maxKeptEventSize bounds the line and data buffers a released reader
+// keeps for its next stream.
+const maxKeptEventSize = 64 << 10
+
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
+	s := sseReaders.Get().(*sseReader)
+	s.r.Reset(r)
+	s.max = maxEvent
+	return s
+}
+
+// release returns s for reuse by newSSEReader; neither s nor what it
+// returned may be used after.
+func (s *sseReader) release() {
+	s.r.Reset(nil)
+	if cap(s.line) > maxKeptEventSize || cap(s.data) > maxKeptEventSize {
+		s.line, s.data = nil, nil
+	}
+	s.line, s.data = s.line[:0], s.data[:0]
+	s.lastID, s.retry = "", 0
+	sseReaders.Put(s)
 }
 
 // resume continues reading on r: the same stream, reopened after its last

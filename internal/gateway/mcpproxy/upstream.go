@@ -204,7 +204,8 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	defer cancel()
 	// The session outlives the request that opened it: connect under the
 	// gateway's lifetime, bounded by the connect timeout.
-	cctx = mergeCancel(u.s.gw.ctx, cctx)
+	cctx, release := mergeCancel(u.s.gw.ctx, cctx)
+	defer release()
 	cs, err := u.client.Connect(cctx, t, nil)
 	if err != nil {
 		if pt, ok := t.(*process); ok {
@@ -300,12 +301,17 @@ func (u *upConn) drop(cs *mcp.ClientSession) {
 }
 
 // mergeCancel returns a context carrying b's values and deadline that is
-// also cancelled when a is.
-func mergeCancel(a, b context.Context) context.Context {
+// also cancelled when a is, and the function that cancels it and stops
+// watching a: the caller calls it when the work under the context is done
+// (directly: on a per-call path, a watcher that waits for the context to
+// end costs allocations and a goroutine).
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(b)
 	stop := context.AfterFunc(a, cancel)
-	context.AfterFunc(ctx, func() { stop() })
-	return ctx
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // headerTransport adds fixed headers to every request.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -29,6 +30,65 @@ func (m *message) isResponse() bool {
 	return m.Method == "" && m.hasID() && (m.Result != nil || m.Error != nil)
 }
 
+// decodeMessage decodes b into m (a zero message) exactly as
+// json.Unmarshal does, error included: by decodePlainMessage when it can,
+// by json.Unmarshal otherwise.
+func decodeMessage(b []byte, m *message) error {
+	if decodePlainMessage(b, m) {
+		return nil
+	}
+	*m = message{}
+	return json.Unmarshal(b, m)
+}
+
+// decodePlainMessage decodes a valid message whose members need no
+// unescaping and are named exactly as the envelope's (as senders write
+// them), without reflection; its members share b's bytes, so b must not
+// change while m is in use. As with json.Unmarshal, the last of repeated
+// members wins. It reports false, with m set in part maybe, for anything
+// else: another case of an envelope name (encoding/json matches names
+// case-insensitively), or a jsonrpc or method that is not a plain string
+// (json.Unmarshal fails on any that is not a string, even when a later
+// one is).
+func decodePlainMessage(b []byte, m *message) bool {
+	if !json.Valid(b) {
+		return false
+	}
+	return plainMembers(b, func(k, v []byte) bool {
+		switch string(k) {
+		case "jsonrpc", "method":
+			if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || !plain(v[1:len(v)-1]) {
+				return false
+			}
+			if string(k) == "jsonrpc" {
+				m.JSONRPC = string(v[1 : len(v)-1])
+			} else {
+				m.Method = string(v[1 : len(v)-1])
+			}
+		case "id":
+			m.ID = v
+		case "params":
+			m.Params = v
+		case "result":
+			m.Result = v
+		case "error":
+			m.Error = v
+		default:
+			// Other members are ignored, as by json.Unmarshal.
+			key := string(k)
+			for _, n := range envelope {
+				if strings.EqualFold(key, n) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// envelope are the members of a message, as encoding/json names them.
+var envelope = [...]string{"jsonrpc", "id", "method", "params", "result", "error"}
+
 // encode returns m as compact JSON (one line, as a server-sent event's data
 // needs).
 func (m *message) encode() []byte {
@@ -40,7 +100,12 @@ func (m *message) encode() []byte {
 			return
 		}
 		b.WriteString(`,"` + name + `":`)
-		if json.Compact(&b, raw) != nil {
+		switch {
+		case isCompact(raw):
+			// The common case, and a result can be large: copied, not
+			// run through json.Compact's scanner.
+			b.Write(raw)
+		case json.Compact(&b, raw) != nil:
 			// Members come from a successful decode, so they are valid
 			// JSON; this is unreachable.
 			b.WriteString("null")
@@ -54,14 +119,45 @@ func (m *message) encode() []byte {
 		b.WriteString(`,"id":null`)
 	}
 	if m.Method != "" {
-		name, _ := json.Marshal(m.Method)
-		member("method", name)
+		member("method", jsonString(m.Method))
 	}
 	member("params", m.Params)
 	member("result", m.Result)
 	member("error", m.Error)
 	b.WriteByte('}')
 	return b.Bytes()
+}
+
+// jsonString returns s as json.Marshal encodes it; without reflection for
+// printable ASCII that needs no escape (method and tool names).
+func jsonString(s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return b
+		}
+	}
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// isCompact reports whether raw, valid JSON, has no whitespace outside
+// its strings: whether json.Compact would leave it as it is.
+func isCompact(raw []byte) bool {
+	inString := false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++ // an escaped byte ends no string
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			return false
+		}
+	}
+	return true
 }
 
 // errorMessage is the JSON-RPC response carrying err for request id (nil

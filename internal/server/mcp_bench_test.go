@@ -1,0 +1,107 @@
+package server
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/harness"
+	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
+)
+
+// BenchmarkMCPGateway measures one governed tools/call through the MCP
+// gateway of a real server, as mcpload's throughput phase does: lean
+// clients (8 sessions per P) call mcpproxytest.EchoServer through the
+// gateway, which authenticates the task token, decides the call with
+// the access pipeline and the default policies, makes the decision and
+// the outcome durable in the SQLite ledger and relays the call. ns/op
+// is wall time per call; cpu-µs/op is the process's CPU per call (from
+// getrusage; clients and upstream included), the fairer figure on a
+// shared machine. Run with -cpu 2.
+func BenchmarkMCPGateway(b *testing.B) {
+	up := httptest.NewServer(&mcpproxytest.EchoServer{})
+	b.Cleanup(up.Close)
+	cfg := Defaults()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = b.TempDir()
+	cfg.TrustDomain = "example.org"
+	cfg.MCP.Upstreams = []MCPUpstream{{Name: "echo", URL: up.URL}}
+	s, err := New(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := contextWithCancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	a, err := harness.RegisterAgent(b.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
+		Name: "bench", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	tokenURL, err := harness.TokenEndpoint(b.Context(), hc, s.PublicURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	at, err := a.Token(b.Context(), hc, tokenURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := harness.StartTask(b.Context(), hc, tokenURL, at, harness.Task{Scope: "tool.call:echo/*", Purpose: "bench", OnBehalfOf: "alice@example.com"})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	const parallelism = 8
+	n := parallelism * runtime.GOMAXPROCS(0)
+	tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	clients := make([]*mcpproxytest.LeanClient, n)
+	for i := range clients {
+		c, err := mcpproxytest.DialLeanClient(b.Context(), mcpproxytest.LeanClientConfig{
+			Endpoint: s.PublicURL() + "/mcp/echo", Transport: tr, Token: tok, ClientName: "bench",
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(b.Context())
+		clients[i] = c
+		if err := c.Call(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.SetParallelism(parallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	b.RunParallel(func(pb *testing.PB) {
+		c := clients[next.Add(1)-1]
+		for pb.Next() {
+			if err := c.Call(b.Context()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	cpu := processCPU() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+}
+
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
