@@ -19,7 +19,7 @@ func TestMemoizedInputsMatchBuilt(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	for i := range 5000 {
 		r := &Request{
-			Agent: Agent{ID: pick("spiffe://x/agent/a", "spiffe://x/agent/b"), Tier: pick(TierAssist, TierAutonomous), Owner: pick("alice", "bob")},
+			Agent:  Agent{ID: pick("spiffe://x/agent/a", "spiffe://x/agent/b"), Tier: pick(TierAssist, TierAutonomous), Owner: pick("alice", "bob")},
 			Action: pick(ActionToolCall, ActionFileRead, ActionFileWrite),
 			Risk:   pick(RiskRead, RiskWrite),
 			Task: TaskInfo{ID: pick("tsk_1", "tsk_2", "tsk_3"), Purpose: pick("", "fix"), OnBehalfOf: pick("alice", "carol"),
