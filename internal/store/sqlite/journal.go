@@ -220,7 +220,8 @@ func appendFrame(buf []byte, b *audit.Batch) ([]byte, error) {
 		buf = appendString(buf, r.Agent)
 		buf = appendString(buf, r.Task)
 		buf = appendString(buf, r.Decision)
-		buf = appendString(buf, string(r.Data))
+		buf = binary.AppendUvarint(buf, uint64(len(r.Data)))
+		buf = append(buf, r.Data...)
 	}
 	payload := len(buf) - frameHeader
 	if payload > maxFrame {
