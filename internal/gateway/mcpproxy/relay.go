@@ -81,8 +81,13 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
-	if k, n, ok := foldedMember(fields, decidedMembers[m.Method]); ok {
-		return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
+	for _, names := range [][]string{decidedMembers[m.Method], strippedMembers} {
+		if k, n, ok := foldedMember(fields, names); ok {
+			return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
+		}
+	}
+	for _, k := range strippedMembers {
+		delete(fields, k)
 	}
 	var (
 		u    *upConn
@@ -159,6 +164,16 @@ var decidedMembers = map[string][]string{
 	"resources/read": {"uri"},
 	"prompts/get":    {"name", "arguments"},
 }
+
+// strippedMembers are params members the gateway does not pass on.
+//
+// "task" asks for a task-augmented request (MCP 2025-11-25, "Tasks"). The
+// gateway does not declare the tasks capability, so it must process such
+// a request normally, ignoring the augmentation; passed on, it would have
+// a task-capable upstream answer with a task whose result the client
+// could not fetch through the gateway (tasks/* are not relayed), and the
+// call's outcome would never be recorded.
+var strippedMembers = []string{"task"}
 
 // foldedMember returns a member of fields that is not one of names but
 // matches one of them case-insensitively, with Unicode folding, as Go's

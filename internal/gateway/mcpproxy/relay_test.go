@@ -497,6 +497,7 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 		{"upper case", `{"name":"echo","arguments":{"text":"decided"},"Arguments":{"text":"evil"}}`},
 		{"name", `{"name":"echo","NAME":"evil","arguments":{"text":"decided"}}`},
 		{"only the folded member", `{"name":"echo","Arguments":{"text":"evil"}}`},
+		{"task augmentation", `{"name":"echo","arguments":{"text":"decided"},"Task":{"ttl":"evil"}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			decided := len(e.rec.events(audit.TypeMCPCall))
@@ -570,5 +571,27 @@ func TestCallTimeoutPausedWhileClientAnswers(t *testing.T) {
 	_, err = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "slow"})
 	if code, msg := rpcCode(err); code != mcpproxy.CodeUpstreamTimeout {
 		t.Fatalf("slow (400ms of upstream time): %v (%s); want CodeUpstreamTimeout", err, msg)
+	}
+}
+
+// TestRawRelayIgnoresTaskAugmentation: the gateway does not declare the
+// tasks capability, so a task-augmented tools/call is processed normally
+// (MCP 2025-11-25, "Tasks"): the upstream gets the call without "task" and
+// the client gets the tool's result, not a task it could not reach.
+func TestRawRelayIgnoresTaskAugmentation(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs := connect(t, e, "/mcp/up", tok)
+	body := `{"jsonrpc":"2.0","id":"t1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"task":{"ttl":60000}}}`
+	code, got := postMessage(t, e, "/mcp/up", tok, cs.ID(), body)
+	if code != http.StatusOK || !strings.Contains(got, `"text":"hi"`) || strings.Contains(got, "taskId") {
+		t.Fatalf("task-augmented tools/call = %d %s; want the tool's result", code, got)
+	}
+	up.mu.Lock()
+	last := up.last
+	up.mu.Unlock()
+	if !strings.Contains(last, `"arguments":{"text":"hi"}`) || strings.Contains(last, `"task"`) {
+		t.Errorf("upstream received %s; want the call without its task augmentation", last)
 	}
 }
