@@ -38,6 +38,11 @@ const (
 	// journalHardLimit times the limit is as large as the journal gets
 	// (plus one frame): past it appends wait for the indexer to trim it.
 	journalHardLimit = 4
+	// maxPendingEvents bounds the events kept in memory for the indexer
+	// (a few megabytes): past it, appends wait for the indexer. It copies
+	// well over a hundred thousand events a second, so only a sustained
+	// overload gets here.
+	maxPendingEvents = 8192
 	// DefaultJournalLimit is the default WithJournalLimit.
 	DefaultJournalLimit = 16 << 20
 )
@@ -157,9 +162,9 @@ func (db *DB) appendLedger(ctx context.Context, b *audit.Batch) error {
 	l := db.ledger
 	db.lmu.Lock()
 	defer db.lmu.Unlock()
-	for l.j.size >= journalHardLimit*l.limit && l.err == nil {
-		// The indexer has fallen far behind: wait for it to trim the
-		// journal rather than let the journal grow.
+	for (l.j.size >= journalHardLimit*l.limit || l.events >= maxPendingEvents) && l.err == nil {
+		// The indexer has fallen far behind: wait for it rather than
+		// let the journal, or the batches kept for it, grow.
 		progress := l.progress
 		db.lmu.Unlock()
 		wake(l.now)
