@@ -26,7 +26,7 @@ import (
 // waits until everything appended before it has been indexed (syncLedger).
 
 const (
-	// indexDelay is how long the indexer lets frames gather before it
+	// indexDelay is how long the indexer lets batches gather before it
 	// copies them, unless a reader is waiting or indexBatch events are
 	// pending. It bounds how long an event is only in the journal.
 	indexDelay = 20 * time.Millisecond
@@ -48,26 +48,21 @@ const (
 )
 
 // WithJournalLimit sets the size past which the ledger journal is emptied
-// (see ledgerLog.trim); the default is DefaultJournalLimit.
+// (see trimJournal); the default is DefaultJournalLimit.
 func WithJournalLimit(bytes int64) Option { return func(o *options) { o.journalLimit = bytes } }
 
-// pendingBatch is a journaled batch not yet in the tables: the caller's,
-// which AppendLedger's contract lets the store keep.
-type pendingBatch struct {
-	b      *audit.Batch
-	events int
-	size   int64 // ledger size after it
-}
-
-// ledgerLog is the journaled ledger: the journal, the frames the indexer
-// has yet to copy, and how far it has got. Its fields are guarded by mu.
+// ledgerLog is the journaled ledger: the journal, the batches the indexer
+// has yet to copy, and how far it has got. Its fields are guarded by
+// DB.lmu.
 type ledgerLog struct {
 	j        *journal
-	limit    int64          // journal size past which trim empties it
-	appended int64          // ledger size including journaled frames
-	indexed  int64          // ledger size in the tables
-	pending  []pendingBatch // journaled, not indexed, in order
-	events   int            // events in pending
+	limit    int64 // journal size past which trim empties it
+	appended int64 // ledger size including journaled batches
+	indexed  int64 // ledger size in the tables
+	// pending are the batches journaled and not yet indexed, in order:
+	// the callers' own, which AppendLedger's contract lets the store keep.
+	pending []*audit.Batch
+	events  int // events in pending
 	// err is why the last copy failed, until one succeeds. While it is
 	// set, appends and reads fail: the journal is not allowed to grow
 	// without bound, nor a reader to miss events.
@@ -89,7 +84,7 @@ func wake(c chan struct{}) {
 }
 
 // openLedgerLog opens and locks the journal, copies into the tables the
-// frames a previous process journaled but did not index, empties the
+// batches a previous process journaled but did not index, empties the
 // journal and starts the indexer.
 func (db *DB) openLedgerLog(ctx context.Context, sync bool, limit int64) error {
 	j, err := openJournal(db.path+journalSuffix, sync)
@@ -187,7 +182,7 @@ func (db *DB) appendLedger(ctx context.Context, b *audit.Batch) error {
 		return err
 	}
 	l.appended = b.Size
-	l.pending = append(l.pending, pendingBatch{b: b, events: len(b.Records), size: b.Size})
+	l.pending = append(l.pending, b)
 	l.events += len(b.Records)
 	if len(l.pending) == 1 {
 		wake(l.soon)
@@ -235,7 +230,7 @@ func (db *DB) SyncLedger(ctx context.Context) error {
 	return nil
 }
 
-// indexLoop copies journaled frames into the tables until closeLedgerLog.
+// indexLoop copies journaled batches into the tables until closeLedgerLog.
 func (db *DB) indexLoop() {
 	l := db.ledger
 	defer close(l.done)
@@ -278,7 +273,7 @@ func (db *DB) indexLoop() {
 	}
 }
 
-// indexPending copies the frames pending when it is called into the
+// indexPending copies the batches pending when it is called into the
 // tables, indexBatch events at a time, then trims the journal. It reports
 // whether it succeeded.
 func (db *DB) indexPending() bool {
@@ -288,27 +283,27 @@ func (db *DB) indexPending() bool {
 	db.lmu.Unlock()
 	for {
 		db.lmu.Lock()
-		var frames []pendingBatch
+		var batches []*audit.Batch
 		if l.indexed < target {
-			frames = takeBatches(l.pending)
+			batches = takeBatches(l.pending)
 		}
 		db.lmu.Unlock()
-		if len(frames) == 0 {
+		if len(batches) == 0 {
 			break
 		}
-		err := db.indexBatches(frames)
+		err := db.indexBatches(batches)
 		db.lmu.Lock()
 		if err != nil {
 			l.err = err
 			db.indexFailures.Inc()
 		} else {
 			l.err = nil
-			last := frames[len(frames)-1]
-			l.indexed = last.size
-			for _, f := range frames {
-				l.events -= f.events
+			last := batches[len(batches)-1]
+			l.indexed = last.Size
+			for _, f := range batches {
+				l.events -= len(f.Records)
 			}
-			l.pending = l.pending[len(frames):]
+			l.pending = l.pending[len(batches):]
 		}
 		close(l.progress)
 		l.progress = make(chan struct{})
@@ -322,10 +317,10 @@ func (db *DB) indexPending() bool {
 
 // takeBatches returns the first pending batches, up to indexBatch events
 // (at least one batch).
-func takeBatches(pending []pendingBatch) []pendingBatch {
+func takeBatches(pending []*audit.Batch) []*audit.Batch {
 	n, events := 0, 0
-	for n < len(pending) && (n == 0 || events+pending[n].events <= indexBatch) {
-		events += pending[n].events
+	for n < len(pending) && (n == 0 || events+len(pending[n].Records) <= indexBatch) {
+		events += len(pending[n].Records)
 		n++
 	}
 	return pending[:n:n]
@@ -333,20 +328,20 @@ func takeBatches(pending []pendingBatch) []pendingBatch {
 
 // indexBatches copies batches, which follow one another, into the tables
 // in one transaction.
-func (db *DB) indexBatches(batches []pendingBatch) error {
+func (db *DB) indexBatches(batches []*audit.Batch) error {
 	if len(batches) == 1 {
-		return db.appendLedgerTables(context.Background(), batches[0].b)
+		return db.appendLedgerTables(context.Background(), batches[0])
 	}
 	events, hashes := 0, 0
 	for _, p := range batches {
-		events += len(p.b.Records)
-		hashes += len(p.b.Hashes)
+		events += len(p.Records)
+		hashes += len(p.Hashes)
 	}
-	first := batches[0].b
+	first := batches[0]
 	run := &audit.Batch{Records: make([]audit.Record, 0, events), Hashes: make([]tlog.Hash, 0, hashes),
 		HashStart: first.HashStart, Size: first.Size - int64(len(first.Records))}
 	for _, p := range batches {
-		if err := mergeBatch(run, p.b); err != nil {
+		if err := mergeBatch(run, p); err != nil {
 			return err
 		}
 	}
@@ -376,17 +371,17 @@ func (db *DB) drainJournal() error {
 		l.progress = make(chan struct{})
 	}()
 	for len(l.pending) > 0 {
-		frames := takeBatches(l.pending)
-		if err := db.indexBatches(frames); err != nil {
+		batches := takeBatches(l.pending)
+		if err := db.indexBatches(batches); err != nil {
 			l.err = err
 			db.indexFailures.Inc()
 			return err
 		}
-		l.indexed = frames[len(frames)-1].size
-		for _, f := range frames {
-			l.events -= f.events
+		l.indexed = batches[len(batches)-1].Size
+		for _, f := range batches {
+			l.events -= len(f.Records)
 		}
-		l.pending = l.pending[len(frames):]
+		l.pending = l.pending[len(batches):]
 	}
 	if err := l.j.reset(); err != nil {
 		l.err = err
