@@ -110,10 +110,7 @@ func (j *journal) replay(fn func(*audit.Batch) error) error {
 	if err := j.f.Truncate(off); err != nil {
 		return fmt.Errorf("ledger journal: %w", err)
 	}
-	if _, err := j.f.Seek(off, io.SeekStart); err != nil {
-		return fmt.Errorf("ledger journal: %w", err)
-	}
-	j.size = off
+	j.size = off // appends write at j.size
 	return nil
 }
 
