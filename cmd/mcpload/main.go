@@ -47,7 +47,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
@@ -356,7 +355,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 	var calls, errs atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	cpu0, t0 := processCPU(), time.Now()
+	cpu0, t0 := mcpproxytest.ProcessCPU(), time.Now()
 	end := t0.Add(d)
 	for _, s := range ss {
 		wg.Go(func() {
@@ -374,18 +373,9 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 		})
 	}
 	wg.Wait()
-	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: processCPU() - cpu0}
+	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: mcpproxytest.ProcessCPU() - cpu0}
 	if p := firstErr.Load(); p != nil {
 		r.first = *p
 	}
 	return r
-}
-
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

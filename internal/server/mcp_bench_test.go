@@ -3,9 +3,6 @@ package server
 import (
 	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,48 +57,5 @@ func BenchmarkMCPGateway(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	const parallelism = 8
-	n := parallelism * runtime.GOMAXPROCS(0)
-	tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
-	defer tr.CloseIdleConnections()
-	clients := make([]*mcpproxytest.LeanClient, n)
-	for i := range clients {
-		c, err := mcpproxytest.DialLeanClient(b.Context(), mcpproxytest.LeanClientConfig{
-			Endpoint: s.PublicURL() + "/mcp/echo", Transport: tr, Token: tok, ClientName: "bench",
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close(b.Context())
-		clients[i] = c
-		if err := c.Call(b.Context()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var next atomic.Int64
-	b.SetParallelism(parallelism)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := processCPU()
-	b.RunParallel(func(pb *testing.PB) {
-		c := clients[next.Add(1)-1]
-		for pb.Next() {
-			if err := c.Call(b.Context()); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	cpu := processCPU() - cpu0
-	b.StopTimer()
-	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
-}
-
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	mcpproxytest.BenchCalls(b, s.PublicURL()+"/mcp/echo", tok)
 }

@@ -1,13 +1,8 @@
 package mcpproxy_test
 
 import (
-	"net/http"
 	"net/http/httptest"
-	"runtime"
-	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -68,58 +63,10 @@ func BenchmarkRelay(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	const parallelism = 8
 	for _, bc := range []struct{ name, url, token string }{
 		{"direct", up.URL, ""},
 		{"gateway", e.srv.URL + "/mcp/echo", tok},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			// One session per goroutine RunParallel starts, dialed before
-			// the timer, each with an idle connection kept for it.
-			n := parallelism * runtime.GOMAXPROCS(0)
-			tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
-			defer tr.CloseIdleConnections()
-			clients := make([]*mcpproxytest.LeanClient, n)
-			for i := range clients {
-				c, err := mcpproxytest.DialLeanClient(b.Context(), mcpproxytest.LeanClientConfig{
-					Endpoint: bc.url, Transport: tr, Token: bc.token, ClientName: "bench",
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				clients[i] = c
-			}
-			defer func() {
-				for _, c := range clients {
-					c.Close(b.Context())
-				}
-			}()
-			var next atomic.Int64
-			b.SetParallelism(parallelism)
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu0 := processCPU()
-			b.RunParallel(func(pb *testing.PB) {
-				c := clients[next.Add(1)-1]
-				for pb.Next() {
-					if err := c.Call(b.Context()); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			cpu := processCPU() - cpu0
-			b.StopTimer()
-			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
-		})
+		b.Run(bc.name, func(b *testing.B) { mcpproxytest.BenchCalls(b, bc.url, bc.token) })
 	}
-}
-
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

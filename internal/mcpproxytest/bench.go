@@ -1,0 +1,63 @@
+package mcpproxytest
+
+import (
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchParallelism is how many callers per P BenchCalls runs.
+const BenchParallelism = 8
+
+// BenchCalls benchmarks echo calls to the MCP endpoint (with token, if
+// set) from BenchParallelism callers per P, each with a lean client
+// session of its own dialed (and warmed with one call) before the timer
+// starts. Besides ns/op (wall time per call) it reports cpu-µs/op: the
+// process's CPU time (user and system, from getrusage) per call, the
+// fairer figure on a shared machine.
+func BenchCalls(b *testing.B, endpoint, token string) {
+	n := BenchParallelism * runtime.GOMAXPROCS(0)
+	tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	clients := make([]*LeanClient, n)
+	for i := range clients {
+		c, err := DialLeanClient(b.Context(), LeanClientConfig{Endpoint: endpoint, Transport: tr, Token: token, ClientName: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(b.Context())
+		clients[i] = c
+		if err := c.Call(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.SetParallelism(BenchParallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := ProcessCPU()
+	b.RunParallel(func(pb *testing.PB) {
+		c := clients[next.Add(1)-1]
+		for pb.Next() {
+			if err := c.Call(b.Context()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	cpu := ProcessCPU() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+}
+
+// ProcessCPU is the CPU time (user and system) the process has used.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
