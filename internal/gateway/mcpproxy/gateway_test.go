@@ -398,14 +398,7 @@ func TestStdioCrashAndHang(t *testing.T) {
 	if len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("child processes left: %s", out)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > base+5 {
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-	}
+	waitGoroutines(t, base)
 }
 
 // TestClientDisconnect: a client that goes away mid-call does not lose

@@ -292,3 +292,17 @@ func (t tee) Record(ctx context.Context, ev audit.Event) error {
 	}
 	return nil
 }
+
+// waitGoroutines fails t unless the goroutines fall back to within a few
+// of base (the count before the test) within 5 seconds.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
+}

@@ -423,14 +423,7 @@ func TestRawRelayClientGone(t *testing.T) {
 	up.srv.CloseClientConnections()
 	up.srv.Close()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > base+5 {
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-	}
+	waitGoroutines(t, base)
 }
 
 // TestShutdown: a graceful shutdown lets the calls in flight finish,

@@ -298,12 +298,7 @@ func (db *DB) indexPending() bool {
 			db.indexFailures.Inc()
 		} else {
 			l.err = nil
-			last := batches[len(batches)-1]
-			l.indexed = last.Size
-			for _, f := range batches {
-				l.events -= len(f.Records)
-			}
-			l.pending = l.pending[len(batches):]
+			l.indexedFirst(batches)
 		}
 		close(l.progress)
 		l.progress = make(chan struct{})
@@ -313,6 +308,16 @@ func (db *DB) indexPending() bool {
 		}
 	}
 	return db.trimJournal() == nil
+}
+
+// indexedFirst records that batches, the first pending ones, are in the
+// tables. The caller holds DB.lmu.
+func (l *ledgerLog) indexedFirst(batches []*audit.Batch) {
+	l.indexed = batches[len(batches)-1].Size
+	for _, b := range batches {
+		l.events -= len(b.Records)
+	}
+	l.pending = l.pending[len(batches):]
 }
 
 // takeBatches returns the first pending batches, up to indexBatch events
@@ -377,11 +382,7 @@ func (db *DB) drainJournal() error {
 			db.indexFailures.Inc()
 			return err
 		}
-		l.indexed = batches[len(batches)-1].Size
-		for _, f := range batches {
-			l.events -= len(f.Records)
-		}
-		l.pending = l.pending[len(batches):]
+		l.indexedFirst(batches)
 	}
 	if err := l.j.reset(); err != nil {
 		l.err = err
