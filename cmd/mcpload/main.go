@@ -5,10 +5,10 @@
 // Usage:
 //
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
-//	    [-upstream lean|sdk] [-gateway server|bare] [-procs n] [-cpuprofile file] [-memprofile file] [-trace file]
+//	    [-upstream lean|sdk] [-gateway server|bare] [-heap-floor bytes] [-phases latency|throughput|both] [-procs n] [-cpuprofile file] [-memprofile file] [-trace file]
 //
-// GOGC and GOMEMLIMIT apply to the whole process, gateway included, as
-// they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
+// GOGC, GOMEMLIMIT and -heap-floor (gc.heap_floor_bytes) apply to the
+// whole process, gateway included, as they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
 // read-only "echo" tool (by default mcpproxytest.EchoServer, a lean
 // Streamable HTTP server; -upstream sdk uses the Go SDK's), the gateway in front of it, and the clients.
 // With -gateway server (the default) the gateway is mandate's server as
@@ -29,7 +29,7 @@
 // calls/s, errors, process CPU per call from getrusage, and the
 // gateway's marginal CPU per call, the gateway phase's minus the direct
 // phase's, and from it an estimate of what the gateway alone could serve
-// on cores of its own).
+// on cores of its own). -phases runs only one of the last two.
 package main
 
 import (
@@ -49,7 +49,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/heapfloor"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/server"
 )
 
 // config is what a run measures.
@@ -62,6 +64,8 @@ type config struct {
 	gateway  string // server | bare
 	timeout  time.Duration
 	gogc     string // the garbage collector's setting, for the report
+	floor    int    // the heap floor, for the report
+	phases   string // latency | throughput | both
 }
 
 func main() {
@@ -73,6 +77,8 @@ func main() {
 	flag.StringVar(&c.upstream, "upstream", "lean", "upstream MCP server: lean (a minimal Streamable HTTP server) or sdk (the Go SDK's)")
 	flag.StringVar(&c.gateway, "gateway", "server", "gateway: server (mandate serve in-process: Cedar policies, SQLite ledger) or bare (mcpproxy with a scope/tier decider and a counting recorder)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
+	flag.IntVar(&c.floor, "heap-floor", server.Defaults().GC.HeapFloorBytes, "heap floor in bytes, as gc.heap_floor_bytes for mandate serve (0: none)")
+	flag.StringVar(&c.phases, "phases", "both", "which measuring phases run after the warm-up: latency, throughput or both")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as is)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_objects)")
@@ -82,8 +88,9 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || c.rate <= 0 || c.duration <= 0 || c.conns <= 0 || c.warmup < 0 ||
-		(c.upstream != "lean" && c.upstream != "sdk") || (c.gateway != "server" && c.gateway != "bare") {
+	if flag.NArg() > 0 || c.rate <= 0 || c.duration <= 0 || c.conns <= 0 || c.warmup < 0 || c.floor < 0 ||
+		(c.upstream != "lean" && c.upstream != "sdk") || (c.gateway != "server" && c.gateway != "bare") ||
+		(c.phases != "latency" && c.phases != "throughput" && c.phases != "both") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -91,6 +98,7 @@ func main() {
 		runtime.GOMAXPROCS(*procs)
 	}
 	c.gogc = os.Getenv("GOGC")
+	defer heapfloor.Start(uint64(c.floor)).Stop()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -176,22 +184,27 @@ func run(ctx context.Context, w io.Writer, c config) error {
 		}
 	}()
 
-	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d GOGC=%s conns=%d upstream=%s gateway=%s protocol=%s\n",
-		runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
+	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s gateway=%s protocol=%s\n",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
 
 	if c.warmup > 0 {
 		throughput(ctx, direct, c.warmup/2, c.timeout)
 		throughput(ctx, via, c.warmup/2, c.timeout)
 	}
 
-	d, g, ticks, late := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
-	fmt.Fprintf(w, "latency at %d calls/s on each path, interleaved, for %s:\n", c.rate, c.duration)
-	if late*100 > ticks {
-		fmt.Fprintf(w, "  warning: %d of %d ticks started over an interval late: the paths did not keep up, so these latencies include queueing\n", late, ticks)
+	if c.phases != "throughput" {
+		d, g, ticks, late := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
+		fmt.Fprintf(w, "latency at %d calls/s on each path, interleaved, for %s:\n", c.rate, c.duration)
+		if late*100 > ticks {
+			fmt.Fprintf(w, "  warning: %d of %d ticks started over an interval late: the paths did not keep up, so these latencies include queueing\n", late, ticks)
+		}
+		fmt.Fprintf(w, "  direct:  %s\n", d)
+		fmt.Fprintf(w, "  gateway: %s\n", g)
+		fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
 	}
-	fmt.Fprintf(w, "  direct:  %s\n", d)
-	fmt.Fprintf(w, "  gateway: %s\n", g)
-	fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
+	if c.phases == "latency" {
+		return nil
+	}
 
 	dt := throughput(ctx, direct, c.duration, c.timeout)
 	gt := throughput(ctx, via, c.duration, c.timeout)

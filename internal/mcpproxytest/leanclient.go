@@ -188,52 +188,24 @@ func (s *LeanClient) Close(ctx context.Context) error {
 	return nil
 }
 
-// callBody is a tools/call request body: prefix, id, suffix. One is
-// allocated per call, so a transport still reading an earlier body never
-// races with the next call.
-type callBody struct {
-	prefix, suffix []byte
-	id             [20]byte
-	idLen          int
-	off            int
-}
-
-func (b *callBody) Read(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		var src []byte
-		switch o := b.off; {
-		case o < len(b.prefix):
-			src = b.prefix[o:]
-		case o < len(b.prefix)+b.idLen:
-			src = b.id[o-len(b.prefix) : b.idLen]
-		case o < len(b.prefix)+b.idLen+len(b.suffix):
-			src = b.suffix[o-len(b.prefix)-b.idLen:]
-		default:
-			if n == 0 {
-				return 0, io.EOF
-			}
-			return n, nil
-		}
-		c := copy(p, src)
-		p, n, b.off = p[c:], n+c, b.off+c
-	}
-	return n, nil
-}
-
-func (b *callBody) Close() error { return nil }
-
 // Call sends one tools/call and reports whether it returned a tool result
 // without isError; anything else is an error (ErrCall wrapped with what
 // came back, or the transport's error).
 func (s *LeanClient) Call(ctx context.Context) error {
 	id := s.next
 	s.next++
-	body := &callBody{prefix: s.prefix, suffix: s.suffix}
-	body.idLen = len(strconv.AppendInt(body.id[:0], id, 10))
+	// A fresh body per call, so a transport still reading an earlier one
+	// never races with this call. A *bytes.Reader, as the Go SDK's client
+	// sends: net/http writes a body it knows is in memory in the same
+	// segment as the headers, where it flushes the headers of any other.
+	body := make([]byte, 0, len(s.prefix)+20+len(s.suffix))
+	body = append(body, s.prefix...)
+	body = strconv.AppendInt(body, id, 10)
+	idEnd := len(body)
+	body = append(body, s.suffix...)
 	req := s.tmpl.WithContext(ctx)
-	req.Body = body
-	req.ContentLength = int64(len(s.prefix) + body.idLen + len(s.suffix))
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
 	resp, err := s.rt.RoundTrip(req)
 	if err != nil {
 		return err
@@ -246,7 +218,7 @@ func (s *LeanClient) Call(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%w: HTTP %s: %.200s", ErrCall, resp.Status, bytes.TrimSpace(s.resp))
 	}
-	s.idBuf = append(s.idBuf[:0], body.id[:body.idLen]...)
+	s.idBuf = append(s.idBuf[:0], body[len(s.prefix):idEnd]...)
 	var res struct {
 		IsError bool `json:"isError"`
 	}

@@ -46,6 +46,7 @@ type Config struct {
 	Policy              PolicyConfig
 	Access              AccessConfig
 	MCP                 MCPConfig
+	GC                  GCConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from
@@ -108,6 +109,15 @@ type FederationIssuer struct {
 	JWKSURL  string `json:"jwks_url,omitempty" yaml:"jwks_url"`
 	JWKSFile string `json:"jwks_file,omitempty" yaml:"jwks_file"`
 	Audience string `json:"audience,omitempty" yaml:"audience"`
+}
+
+// GCConfig tunes Go's garbage collector for the server's process. The
+// server itself does not apply it: GOGC is process-wide, so the program
+// that runs the server does (see heapfloor.Start).
+type GCConfig struct {
+	// HeapFloorBytes is the heap size the collector may grow to between
+	// cycles however little of it is live; 0 leaves Go's 4 MiB minimum.
+	HeapFloorBytes int
 }
 
 // MCPConfig configures the MCP gateway (mounted at /mcp when upstreams
@@ -253,6 +263,9 @@ func (c *Config) Validate() error {
 		} else if d.max > 0 && d.v > d.max {
 			bad(d.key, "must be at most %s (got %s)", d.max, d.v)
 		}
+	}
+	if c.GC.HeapFloorBytes < 0 {
+		bad("gc.heap_floor_bytes", "must not be negative (got %d; 0 turns the floor off)", c.GC.HeapFloorBytes)
 	}
 	if c.Tasks.DefaultTTL > c.Tasks.MaxTTL && c.Tasks.MaxTTL > 0 {
 		bad("tasks.default_ttl", "%s is longer than tasks.max_ttl %s", c.Tasks.DefaultTTL, c.Tasks.MaxTTL)

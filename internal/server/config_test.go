@@ -61,6 +61,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Audit:       AuditConfig{CheckpointInterval: time.Minute, SinkBuffer: 4096, FileSinkMaxMB: 100, FileSinkBackups: 5},
 		Policy:      PolicyConfig{Defaults: true, PollInterval: 2 * time.Second},
 		MCP:         MCPConfig{CallTimeout: time.Minute, MaxMessageBytes: 4 << 20},
+		GC:          GCConfig{HeapFloorBytes: 64 << 20},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("LoadConfig() mismatch (-want +got):\n%s", diff)
@@ -287,6 +288,7 @@ func TestValidate(t *testing.T) {
 		{"long token", func(c *Config) { c.Tokens.AgentTTL = 48 * time.Hour }, "tokens.agent_ttl: must be at most 24h0m0s"},
 		{"default over max", func(c *Config) { c.Tasks.DefaultTTL = 48 * time.Hour }, "tasks.default_ttl: 48h0m0s is longer than tasks.max_ttl"},
 		{"depth", func(c *Config) { c.Tasks.MaxDepth = -1 }, "tasks.max_depth: must be between 0 and 16"},
+		{"negative heap floor", func(c *Config) { c.GC.HeapFloorBytes = -1 }, "gc.heap_floor_bytes: must not be negative"},
 		{"trust domain", func(c *Config) { c.TrustDomain = "Example.ORG" }, "trust_domain: \"Example.ORG\" is not a valid SPIFFE trust domain"},
 		{"empty trust domain", func(c *Config) { c.TrustDomain = "" }, "trust_domain:"},
 		{"public url", func(c *Config) { c.PublicURL = "mandate.example" }, "public_url: \"mandate.example\" must be an absolute URL"},

@@ -201,6 +201,9 @@ var keys = []Key{
 	{Path: "mcp.task_calls", Kind: KindInt, Default: "0",
 		Help:  "MCP calls each task may make through the gateway (0: unlimited)",
 		field: func(c *Config) any { return &c.MCP.TaskCalls }},
+	{Path: "gc.heap_floor_bytes", Kind: KindInt, Default: "67108864",
+		Help:  "heap size (bytes) Go's garbage collector lets the heap reach between cycles while little of it is live, instead of collecting every 4 MiB; above half of it GOGC alone sets the pace, and GOMEMLIMIT still caps it (0: no floor)",
+		field: func(c *Config) any { return &c.GC.HeapFloorBytes }},
 }
 
 // Keys returns the configuration keys in documentation order.
