@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/harness"
+	"github.com/mandatehq/mandate/internal/heapfloor"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
 )
@@ -16,7 +17,8 @@ import (
 // clients (8 sessions per P) call mcpproxytest.EchoServer through the
 // gateway, which authenticates the task token, decides the call with
 // the access pipeline and the default policies, makes the decision and
-// the outcome durable in the SQLite ledger and relays the call. ns/op
+// the outcome durable in the SQLite ledger and relays the call, with
+// the heap floor mandate serve sets (gc.heap_floor_bytes). ns/op
 // is wall time per call; cpu-µs/op is the process's CPU per call (from
 // getrusage; clients and upstream included), the fairer figure on a
 // shared machine. Run with -cpu 2.
@@ -57,5 +59,7 @@ func BenchmarkMCPGateway(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	// As mandate serve runs it.
+	defer heapfloor.Start(uint64(cfg.GC.HeapFloorBytes)).Stop()
 	mcpproxytest.BenchCalls(b, s.PublicURL()+"/mcp/echo", tok)
 }

@@ -371,6 +371,9 @@ func (u *upConn) protocolVersion() string {
 // rather than costing one of its own.
 func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
 	toolError, err := s.relay(ctx, w, u, m, params)
+	// The client has its answer before the outcome's bookkeeping
+	// (a goroutine's wake-up, on a busy machine a thread's) begins.
+	_ = http.NewResponseController(w).Flush()
 	rctx := audit.Unhurried(ctx)
 	s.gw.async(func() { _ = done(rctx, toolError, err) })
 }
