@@ -35,20 +35,25 @@ const MaxEventSize = 256 << 10
 // form directly, without reflection, because every governed action costs
 // two events; TestCanonicalMatchesEncodingJSON holds it to encoding/json
 // byte for byte.
-func Canonical(ev *Event) ([]byte, error) {
+func Canonical(ev *Event) ([]byte, error) { return canonical(ev, 0) }
+
+// canonical returns room bytes of scratch followed by Canonical(ev), in
+// one allocation.
+func canonical(ev *Event, room int) ([]byte, error) {
 	var buf [16]string
 	keys := detailKeys(buf[:0], ev.Details)
-	b, ok := appendEvent(make([]byte, 0, eventSizeHint(ev, keys)), ev, keys)
+	b, ok := appendEvent(make([]byte, room, room+eventSizeHint(ev, keys)), ev, keys)
 	if !ok {
 		// A time RFC 3339 cannot represent, or Args that are not JSON:
 		// encoding/json says why.
-		var err error
-		if b, err = json.Marshal(ev); err != nil {
+		enc, err := json.Marshal(ev)
+		if err != nil {
 			return nil, fmt.Errorf("audit: canonical encoding: %w", err)
 		}
+		b = append(b[:room], enc...)
 	}
-	if len(b) > MaxEventSize {
-		return nil, fmt.Errorf("%w: event is %d bytes, over the %d-byte limit", ErrInvalid, len(b), MaxEventSize)
+	if n := len(b) - room; n > MaxEventSize {
+		return nil, fmt.Errorf("%w: event is %d bytes, over the %d-byte limit", ErrInvalid, n, MaxEventSize)
 	}
 	return b, nil
 }

@@ -109,12 +109,18 @@ type Ledger struct {
 	size     int64
 	frontier map[int64]tlog.Hash // the stored hashes TreeHash(size) and the next append read
 	stale    bool                // reload size and frontier before the next commit
+	// spare is the frontier before the last commit, emptied and refilled
+	// by the next (a commit per decision at low load should not cost a
+	// map), and idxs the indexes it reads.
+	spare map[int64]tlog.Hash
+	idxs  []int64
 }
 
 type pending struct {
 	ev Event
-	// data is Canonical(ev) without a seq, computed by the caller so that
-	// the committing goroutine only splices the seq in.
+	// data is seqRoom bytes of room, then Canonical(ev) without a seq:
+	// computed by the caller, so that the committing goroutine only
+	// writes the seq into the room (see withSeq).
 	data []byte
 	done chan error
 }
@@ -221,8 +227,10 @@ func (l *Ledger) load(ctx context.Context) error {
 // frontierIndexes returns the stored-hash indexes of the roots of the
 // complete subtrees that make up a tree of size n, left to right: all that
 // TreeHash(n) and StoredHashes(n, …) read.
-func frontierIndexes(n int64) []int64 {
-	var out []int64
+func frontierIndexes(n int64) []int64 { return appendFrontierIndexes(nil, n) }
+
+// appendFrontierIndexes appends frontierIndexes(n) to out.
+func appendFrontierIndexes(out []int64, n int64) []int64 {
 	var start int64
 	for level := 62; level >= 0; level-- {
 		if n&(1<<level) != 0 {
@@ -283,7 +291,7 @@ func (l *Ledger) record(ctx context.Context, ev Event) error {
 	}
 	p.ev.Seq = 0
 	var err error
-	p.data, err = Canonical(&p.ev) // here, so that one bad event cannot fail a batch
+	p.data, err = canonical(&p.ev, seqRoom) // here, so that one bad event cannot fail a batch
 	if err != nil {
 		return err
 	}
@@ -443,17 +451,21 @@ func (l *Ledger) commitOnce(ctx context.Context, batch []*pending) error {
 		l.stale = true
 		return err
 	}
-	fr := make(map[int64]tlog.Hash)
-	idxs := frontierIndexes(b.Size)
-	hs, err := r.ReadHashes(idxs)
+	l.idxs = appendFrontierIndexes(l.idxs[:0], b.Size)
+	hs, err := r.ReadHashes(l.idxs)
 	if err != nil {
 		l.stale = true
 		return nil // committed; the frontier is reloaded next time
 	}
-	for i, x := range idxs {
+	fr := l.spare
+	if fr == nil {
+		fr = make(map[int64]tlog.Hash, len(l.idxs))
+	}
+	clear(fr)
+	for i, x := range l.idxs {
 		fr[x] = hs[i]
 	}
-	l.size, l.frontier = b.Size, fr
+	l.size, l.frontier, l.spare = b.Size, fr, l.frontier
 	l.metrics.treeSize.Set(float64(b.Size))
 	return nil
 }
@@ -622,19 +634,34 @@ func (l *Ledger) Events(ctx context.Context, q Query) ([]*Event, error) {
 	return l.store.ListEvents(ctx, q)
 }
 
-// withSeq returns Canonical(ev) given data, the canonical form of ev
-// without its seq. Seq is the first field encoding/json writes when V is
-// zero (omitted), so the seq is spliced in after the opening brace; for
-// any other version the event is encoded again.
+// seqPrefix opens an event's canonical form when it has a seq: Seq is
+// the first field encoding/json writes, and is omitted while zero.
+const seqPrefix = `{"seq":`
+
+// seqRoom is the room before an event's canonical form that withSeq
+// writes the seq into: the prefix, up to 19 digits and a comma, less the
+// opening brace they replace.
+const seqRoom = len(seqPrefix) + 19 + 1 - 1
+
+// withSeq returns Canonical(ev) given data: seqRoom bytes of room, then
+// the canonical form of ev without its seq (at version 0). It writes the
+// seq into the room, just before the first field, and returns the
+// subslice that starts there: the event is not copied. For any other
+// version the event is encoded again.
 func withSeq(ev *Event, data []byte) ([]byte, error) {
-	if ev.V != 0 || len(data) < 2 || data[0] != '{' || data[1] == '}' {
+	// The brace at data[seqRoom] is overwritten by the first call (the
+	// comma goes there), so a retried commit checks the first field's
+	// opening quote instead.
+	if len(data) < seqRoom+2 || ev.V != 0 || data[seqRoom+1] != '"' || ev.Seq < 0 {
 		return Canonical(ev)
 	}
-	out := make([]byte, 0, len(data)+24)
-	out = append(out, `{"seq":`...)
-	out = strconv.AppendInt(out, ev.Seq, 10)
-	out = append(out, ',')
-	return append(out, data[1:]...), nil
+	var num [20]byte
+	digits := strconv.AppendInt(num[:0], ev.Seq, 10)
+	start := seqRoom + 1 - len(seqPrefix) - len(digits) - 1
+	n := start + copy(data[start:], seqPrefix)
+	n += copy(data[n:], digits)
+	data[n] = ','
+	return data[start:], nil
 }
 
 // GenerateSignerKey returns a new Ed25519 checkpoint signing key for
