@@ -201,14 +201,16 @@ func TestJournalTrimmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	journalBytes := db.Collectors()[1].(prometheus.GaugeFunc)
 	const events = 5000
-	var largest int64
+	var largest, largestFile int64
 	for i := range events {
 		if err := led.Record(t.Context(), journalEvent(i)); err != nil {
 			t.Fatal(err)
 		}
+		largest = max(largest, int64(testutil.ToFloat64(journalBytes)))
 		if st, err := os.Stat(path + "-ledger"); err == nil {
-			largest = max(largest, st.Size())
+			largestFile = max(largestFile, st.Size())
 		}
 	}
 	// One frame of a few hundred bytes per event here (records are
@@ -219,6 +221,10 @@ func TestJournalTrimmed(t *testing.T) {
 	}
 	if largest == 0 {
 		t.Error("journal never held anything")
+	}
+	// The file holds the frames and up to one chunk allocated ahead.
+	if largestFile > 4*limit+4<<10+4<<20 {
+		t.Errorf("journal file grew to %d bytes, limit %d", largestFile, limit)
 	}
 	evs, err := db.ListEvents(t.Context(), audit.Query{})
 	if err != nil || len(evs) != events {
@@ -280,5 +286,61 @@ func TestJournalIndexFailureFailsClosed(t *testing.T) {
 	rep, err := led.Verify(t.Context())
 	if err != nil || !rep.OK() || rep.Events != 3 {
 		t.Fatalf("Verify() = %+v, %v; want OK with 3 events", rep, err)
+	}
+}
+
+// TestJournalCutShortFailsClosed: a journal file cut short behind the
+// server's back (its frames live in a shared mapping, where that would
+// otherwise be a crash) fails appends, and so the actions they record,
+// instead of taking the process down or acknowledging events that are
+// not in the file.
+func TestJournalCutShortFailsClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db := openAt(t, path)
+	defer db.Close()
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Record(t.Context(), journalEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path+"-ledger", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := led.Record(t.Context(), journalEvent(2+i)); !errors.Is(err, audit.ErrUnavailable) || !strings.Contains(err.Error(), "faulted") {
+			t.Fatalf("Record() into a journal cut short = %v, want ErrUnavailable", err)
+		}
+	}
+}
+
+// TestJournalCloseKeepsNoSpare: the space the journal allocates ahead of
+// its frames is not left behind when the database closes.
+func TestJournalCloseKeepsNoSpare(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db := openAt(t, path)
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := led.Record(t.Context(), journalEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := os.Stat(path + "-ledger"); err != nil || st.Size() < 4<<20 {
+		t.Fatalf("journal file while open: %v, %v; want space allocated ahead", st, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path + "-ledger"); err != nil || st.Size() != 0 {
+		t.Fatalf("journal file after Close: size %d, %v; want empty (everything indexed)", st.Size(), err)
+	}
+	db = openAt(t, path)
+	defer db.Close()
+	if evs, err := db.ListEvents(t.Context(), audit.Query{}); err != nil || len(evs) != 10 {
+		t.Fatalf("ListEvents() after reopening = %d events, %v; want 10", len(evs), err)
 	}
 }
