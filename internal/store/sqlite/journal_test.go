@@ -187,6 +187,19 @@ func openAt(t *testing.T, path string) *sqlite.DB {
 	return db
 }
 
+// openLedger opens the database at path and a ledger on it; the caller
+// closes the database.
+func openLedger(t *testing.T, path string) (*sqlite.DB, *audit.Ledger) {
+	t.Helper()
+	db := openAt(t, path)
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db, led
+}
+
 // TestJournalTrimmed: the journal is emptied whenever it passes its
 // limit, under steady appends, and every event still reaches the tables.
 func TestJournalTrimmed(t *testing.T) {
@@ -238,12 +251,8 @@ func TestJournalTrimmed(t *testing.T) {
 // growing without bound or a reader missing events.
 func TestJournalIndexFailureFailsClosed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mandate.db")
-	db := openAt(t, path)
+	db, led := openLedger(t, path)
 	defer db.Close()
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := led.Record(t.Context(), journalEvent(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +273,7 @@ func TestJournalIndexFailureFailsClosed(t *testing.T) {
 	if n := testutil.ToFloat64(failures); n < 1 {
 		t.Errorf("mandate_audit_index_failures_total = %v, want at least 1", n)
 	}
-	err = led.Record(t.Context(), journalEvent(3))
-	if !errors.Is(err, audit.ErrUnavailable) {
+	if err := led.Record(t.Context(), journalEvent(3)); !errors.Is(err, audit.ErrUnavailable) {
 		t.Fatalf("Record() with the index failing = %v, want ErrUnavailable", err)
 	}
 	// Remove the obstacle: the indexer catches up and the ledger works.
@@ -296,12 +304,8 @@ func TestJournalIndexFailureFailsClosed(t *testing.T) {
 // not in the file.
 func TestJournalCutShortFailsClosed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mandate.db")
-	db := openAt(t, path)
+	db, led := openLedger(t, path)
 	defer db.Close()
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := led.Record(t.Context(), journalEvent(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -319,11 +323,7 @@ func TestJournalCutShortFailsClosed(t *testing.T) {
 // its frames is not left behind when the database closes.
 func TestJournalCloseKeepsNoSpare(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mandate.db")
-	db := openAt(t, path)
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, led := openLedger(t, path)
 	for i := range 10 {
 		if err := led.Record(t.Context(), journalEvent(i)); err != nil {
 			t.Fatal(err)
