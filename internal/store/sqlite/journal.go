@@ -39,14 +39,16 @@ import (
 // Appends copy frames into a shared memory mapping of that allocated
 // space: the page cache then holds them, as it would after a write(2),
 // without the system call, which on a lightly loaded machine cost more
-// than the rest of a commit. Where the file system cannot allocate ahead
-// or the file cannot be mapped, appends write.
+// than the rest of a commit. Only a window of a chunk or so around the
+// end is mapped, so that the pages a process counts as its own stay few
+// however large the journal grows. Where the file system cannot allocate
+// ahead or the file cannot be mapped, appends write.
 const (
 	journalSuffix  = "-ledger"
 	journalVersion = 1
 	frameHeader    = 8
 	// journalChunk is how much space the journal allocates ahead of its
-	// frames at a time.
+	// frames at a time, and about how much of it is mapped.
 	journalChunk = 4 << 20
 	// maxFrame bounds one frame's payload, and so what a damaged length
 	// can make recovery allocate. A batch of audit.DefaultMaxBatch events
@@ -66,10 +68,12 @@ type journal struct {
 	sync bool   // fsync each frame (WithSynchronousFull)
 	size int64  // bytes of whole frames in the file
 	buf  []byte // the frame being written, reused
-	// m maps the file's first len(m) bytes: its frames, then space
-	// allocated ahead (zeros). Nil until the first append after open or
-	// reset, and for good once writes is set.
+	// m maps the file's bytes from mapOff (a page boundary at or before
+	// size) to a chunk boundary past it: the last frames' pages, then
+	// space allocated ahead (zeros). Nil until the first append after
+	// open or reset, and for good once writes is set.
 	m      []byte
+	mapOff int64
 	writes bool // the file system cannot allocate ahead or map: write
 }
 
@@ -190,29 +194,31 @@ func (j *journal) append(b *audit.Batch) error {
 	return nil
 }
 
-// allocate makes sure the file has space allocated, and mapped, for its
-// first n bytes, a chunk at a time; it falls back to writes for good
-// where that is not possible.
+// allocate makes sure the file has space allocated, and mapped, up to
+// byte n (the end of the frame about to be appended); it moves the
+// window forward a chunk at a time, and falls back to writes for good
+// where the file system cannot allocate ahead or the file be mapped.
 func (j *journal) allocate(n int64) error {
-	if j.writes || n <= int64(len(j.m)) {
+	if j.writes || j.m != nil && n <= j.mapOff+int64(len(j.m)) {
 		return nil
 	}
-	size := (n + journalChunk - 1) / journalChunk * journalChunk
-	if err := unix.Fallocate(int(j.f.Fd()), 0, 0, size); err != nil {
+	start := j.size &^ int64(pageSize-1)
+	end := (n + journalChunk - 1) / journalChunk * journalChunk
+	if err := unix.Fallocate(int(j.f.Fd()), 0, 0, end); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 			j.unmap()
 			j.writes = true
 			return nil
 		}
-		return fmt.Errorf("ledger journal: allocate %d bytes: %w", size, err)
+		return fmt.Errorf("ledger journal: allocate %d bytes: %w", end, err)
 	}
 	j.unmap()
-	m, err := unix.Mmap(int(j.f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m, err := unix.Mmap(int(j.f.Fd()), start, int(end-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		j.writes = true
 		return nil
 	}
-	j.m = m
+	j.m, j.mapOff = m, start
 	return nil
 }
 
@@ -226,15 +232,16 @@ func (j *journal) copyFrame(frame []byte) (err error) {
 			err = fmt.Errorf("the mapped file faulted (was it cut short?): %v", r)
 		}
 	}()
-	end := j.size + int64(len(frame))
-	copy(j.m[j.size:end], frame)
+	at := j.size - j.mapOff
+	end := at + int64(len(frame))
+	copy(j.m[at:end], frame)
 	if !j.sync {
 		return nil
 	}
-	if err := unix.Msync(j.m[j.size&^int64(pageSize-1):end], unix.MS_SYNC); err != nil {
+	if err := unix.Msync(j.m[at&^int64(pageSize-1):end], unix.MS_SYNC); err != nil {
 		// Not durable, so not acknowledged: keep it from reading as a
 		// frame should the pages reach the disk later.
-		clear(j.m[j.size : j.size+frameHeader])
+		clear(j.m[at : at+frameHeader])
 		return err
 	}
 	return nil
