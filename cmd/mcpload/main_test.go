@@ -19,7 +19,7 @@ func TestRun(t *testing.T) {
 			var out bytes.Buffer
 			err := run(context.Background(), &out, config{
 				rate: 50, duration: 300 * time.Millisecond, warmup: 100 * time.Millisecond,
-				conns: 2, upstream: "lean", gateway: gw, timeout: 10 * time.Second,
+				conns: 2, upstream: "lean", gateway: gw, timeout: 10 * time.Second, phases: "both",
 			})
 			if err != nil {
 				t.Fatalf("run: %v", err)
