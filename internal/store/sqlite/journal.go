@@ -205,12 +205,14 @@ func (j *journal) allocate(n int64) error {
 	start := j.size &^ int64(pageSize-1)
 	end := (n + journalChunk - 1) / journalChunk * journalChunk
 	if err := unix.Fallocate(int(j.f.Fd()), 0, 0, end); err != nil {
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-			j.unmap()
-			j.writes = true
-			return nil
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			return fmt.Errorf("ledger journal: allocate %d bytes: %w", end, err)
 		}
-		return fmt.Errorf("ledger journal: allocate %d bytes: %w", end, err)
+		// The file system cannot allocate ahead (EOPNOTSUPP, or EINVAL
+		// from some): write instead, rather than refuse every action.
+		j.unmap()
+		j.writes = true
+		return nil
 	}
 	j.unmap()
 	m, err := unix.Mmap(int(j.f.Fd()), start, int(end-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
