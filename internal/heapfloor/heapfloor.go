@@ -100,14 +100,6 @@ func (f *Floor) Stop() {
 	}
 }
 
-// Percent returns the GOGC the floor last set (the one Start found, while
-// the live heap needs no floor).
-func (f *Floor) Percent() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.percent
-}
-
 // sentinel is allocated and dropped once per cycle so that its cleanup
 // tells the floor that a cycle has ended. It holds a pointer so that the
 // runtime never batches it with other small objects into one allocation,
