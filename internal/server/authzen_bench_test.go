@@ -28,14 +28,7 @@ func BenchmarkAuthZENHTTP(b *testing.B) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = dir
 	cfg.Access.PointTokenHashes = []string{"sha256:" + hex.EncodeToString(sum[:])}
-	s, err := New(b.Context(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := contextWithCancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s := runBenchServer(b, cfg)
 
 	sock := socketClient(s.SocketPath())
 	do := func(path, body string) string {
@@ -96,6 +89,16 @@ func BenchmarkAuthZENHTTP(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
-func contextWithCancel() (context.Context, context.CancelFunc) {
-	return context.WithCancel(context.Background())
+// runBenchServer starts a server with cfg and stops it when b ends.
+func runBenchServer(b *testing.B, cfg Config) *Server {
+	b.Helper()
+	s, err := New(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return s
 }

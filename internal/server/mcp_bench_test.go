@@ -30,14 +30,7 @@ func BenchmarkMCPGateway(b *testing.B) {
 	cfg.DataDir = b.TempDir()
 	cfg.TrustDomain = "example.org"
 	cfg.MCP.Upstreams = []MCPUpstream{{Name: "echo", URL: up.URL}}
-	s, err := New(b.Context(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := contextWithCancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s := runBenchServer(b, cfg)
 
 	a, err := harness.RegisterAgent(b.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
 		Name: "bench", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
