@@ -51,6 +51,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/heapfloor"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/proctime"
 	"github.com/mandatehq/mandate/internal/server"
 )
 
@@ -368,7 +369,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 	var calls, errs atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	cpu0, t0 := mcpproxytest.ProcessCPU(), time.Now()
+	cpu0, t0 := proctime.CPU(), time.Now()
 	end := t0.Add(d)
 	for _, s := range ss {
 		wg.Go(func() {
@@ -386,7 +387,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 		})
 	}
 	wg.Wait()
-	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: mcpproxytest.ProcessCPU() - cpu0}
+	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: proctime.CPU() - cpu0}
 	if p := firstErr.Load(); p != nil {
 		r.first = *p
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"log/syslog"
 	"net/http"
 	"net/url"
 	"os"
@@ -413,10 +412,21 @@ func (s *WebhookSink) WriteCheckpoint(ctx context.Context, cp *Checkpoint) error
 	return nil
 }
 
+// syslogTag tags every message the syslog sink sends.
+const syslogTag = "mandate-audit"
+
 // SyslogSink sends each event as one syslog message (facility authpriv,
 // severity info, tag mandate-audit) whose text is the event's JSON.
 type SyslogSink struct {
-	w *syslog.Writer
+	w syslogWriter
+}
+
+// syslogWriter is a connection to a syslog server that sends messages at
+// facility authpriv, severity info, tagged mandate-audit (log/syslog on
+// Unix; a network client on Windows, which has no local syslog daemon).
+type syslogWriter interface {
+	Info(msg string) error
+	Close() error
 }
 
 // NewSyslogSink connects to the syslog server at address: udp://host:port,
@@ -437,7 +447,7 @@ func NewSyslogSink(address string) (*SyslogSink, error) {
 			return nil, fmt.Errorf("audit syslog sink: address %q: want udp://host:port, tcp://host:port or unix:///path", address)
 		}
 	}
-	w, err := syslog.Dial(network, raddr, syslog.LOG_AUTHPRIV|syslog.LOG_INFO, "mandate-audit")
+	w, err := dialSyslog(network, raddr)
 	if err != nil {
 		return nil, fmt.Errorf("audit syslog sink: %w", err)
 	}

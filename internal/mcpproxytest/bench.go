@@ -4,9 +4,10 @@ import (
 	"net/http"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/proctime"
 )
 
 // BenchParallelism is how many callers per P BenchCalls runs.
@@ -38,7 +39,7 @@ func BenchCalls(b *testing.B, endpoint, token string) {
 	b.SetParallelism(BenchParallelism)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := ProcessCPU()
+	cpu0 := proctime.CPU()
 	b.RunParallel(func(pb *testing.PB) {
 		c := clients[next.Add(1)-1]
 		for pb.Next() {
@@ -48,16 +49,7 @@ func BenchCalls(b *testing.B, endpoint, token string) {
 			}
 		}
 	})
-	cpu := ProcessCPU() - cpu0
+	cpu := proctime.CPU() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
-}
-
-// ProcessCPU is the CPU time (user and system) the process has used.
-func ProcessCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/proctime"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -124,7 +124,7 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime(b)
+	cpu0 := proctime.CPU()
 	var wg sync.WaitGroup
 	for range writers {
 		wg.Go(func() {
@@ -144,7 +144,7 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/event")
+	b.ReportMetric(float64((proctime.CPU()-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/event")
 	slices.Sort(waits)
 	if len(waits) > 0 {
 		b.ReportMetric(float64(waits[len(waits)*50/100].Microseconds()), "p50-µs")
@@ -167,15 +167,6 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	}
 }
 
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkAppendLedger measures the store's side of a group commit alone:
 // one goroutine appending batches of 1, 8 and 64 events (with their tree
 // hashes, built beforehand). cpu-µs/event shows how much of a commit's cost
@@ -187,14 +178,14 @@ func BenchmarkAppendLedger(b *testing.B) {
 			batches := ledgerBatches(b, b.N, n)
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu0 := cpuTime(b)
+			cpu0 := proctime.CPU()
 			for _, bt := range batches {
 				if err := db.AppendLedger(b.Context(), bt); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/1e3/float64(b.N*n), "cpu-µs/event")
+			b.ReportMetric(float64((proctime.CPU()-cpu0).Nanoseconds())/1e3/float64(b.N*n), "cpu-µs/event")
 		})
 	}
 }

@@ -8,13 +8,10 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
-	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
-	"golang.org/x/sys/unix"
 
 	"github.com/mandatehq/mandate/internal/audit"
 )
@@ -36,20 +33,18 @@ import (
 // whose events were never acknowledged. So does a length of zero: the
 // file is allocated ahead of its frames, and reads as zeros past them.
 //
-// Appends copy frames into a shared memory mapping of that allocated
-// space: the page cache then holds them, as it would after a write(2),
+// On Linux (journal_map_linux.go) appends copy frames into a shared
+// memory mapping of that allocated space: the page cache then holds them, as it would after a write(2),
 // without the system call, which on a lightly loaded machine cost more
 // than the rest of a commit. Only a window of a chunk or so around the
 // end is mapped, so that the pages a process counts as its own stay few
 // however large the journal grows. Where the file system cannot allocate
-// ahead or the file cannot be mapped, appends write.
+// ahead or the file cannot be mapped, and on every other platform
+// (journal_map_other.go), appends write.
 const (
 	journalSuffix  = "-ledger"
 	journalVersion = 1
 	frameHeader    = 8
-	// journalChunk is how much space the journal allocates ahead of its
-	// frames at a time, and about how much of it is mapped.
-	journalChunk = 4 << 20
 	// maxFrame bounds one frame's payload, and so what a damaged length
 	// can make recovery allocate. A batch of audit.DefaultMaxBatch events
 	// of a few kilobytes each is far below it.
@@ -89,9 +84,9 @@ func openJournal(path string, sync bool) (*journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger journal: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(f); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errWouldBlock) {
 			return nil, fmt.Errorf("%w (%s is locked)", ErrLocked, path)
 		}
 		return nil, fmt.Errorf("ledger journal: lock %s: %w", path, err)
@@ -194,63 +189,6 @@ func (j *journal) append(b *audit.Batch) error {
 	return nil
 }
 
-// allocate makes sure the file has space allocated, and mapped, up to
-// byte n (the end of the frame about to be appended); it moves the
-// window forward a chunk at a time, and falls back to writes for good
-// where the file system cannot allocate ahead or the file be mapped.
-func (j *journal) allocate(n int64) error {
-	if j.writes || j.m != nil && n <= j.mapOff+int64(len(j.m)) {
-		return nil
-	}
-	start := j.size &^ int64(pageSize-1)
-	end := (n + journalChunk - 1) / journalChunk * journalChunk
-	if err := unix.Fallocate(int(j.f.Fd()), 0, 0, end); err != nil {
-		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-			return fmt.Errorf("ledger journal: allocate %d bytes: %w", end, err)
-		}
-		// The file system cannot allocate ahead (EOPNOTSUPP, or EINVAL
-		// from some): write instead, rather than refuse every action.
-		j.unmap()
-		j.writes = true
-		return nil
-	}
-	j.unmap()
-	m, err := unix.Mmap(int(j.f.Fd()), start, int(end-start), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		j.writes = true
-		return nil
-	}
-	j.m, j.mapOff = m, start
-	return nil
-}
-
-// copyFrame copies frame into the mapping at the end of the journal and,
-// if synchronous, syncs the pages it touched. A fault (the file was cut
-// short by something else) is an error, not a crash.
-func (j *journal) copyFrame(frame []byte) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the mapped file faulted (was it cut short?): %v", r)
-		}
-	}()
-	at := j.size - j.mapOff
-	end := at + int64(len(frame))
-	copy(j.m[at:end], frame)
-	if !j.sync {
-		return nil
-	}
-	if err := unix.Msync(j.m[at&^int64(pageSize-1):end], unix.MS_SYNC); err != nil {
-		// Not durable, so not acknowledged: keep it from reading as a
-		// frame should the pages reach the disk later.
-		clear(j.m[at : at+frameHeader])
-		return err
-	}
-	return nil
-}
-
-var pageSize = os.Getpagesize()
-
 // writeFrame writes frame at the end of the journal and, if synchronous,
 // syncs the file; if that fails it cuts the file back to its last whole
 // frame, and if even that fails the journal is unusable.
@@ -268,14 +206,6 @@ func (j *journal) writeFrame(frame []byte) error {
 		return err
 	}
 	return nil
-}
-
-// unmap releases the mapping, if any.
-func (j *journal) unmap() {
-	if j.m != nil {
-		_ = unix.Munmap(j.m)
-		j.m = nil
-	}
 }
 
 // reset empties the journal once everything in it is in the tables. The

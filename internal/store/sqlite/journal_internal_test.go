@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/mandatehq/mandate/internal/audit"
@@ -31,8 +32,10 @@ func TestJournalAppendReplay(t *testing.T) {
 						t.Fatalf("append %d: %v", i, err)
 					}
 				}
-				if mapped := j.m != nil; mapped == writes || !writes && j.mapOff == 0 {
-					t.Errorf("mapped %v from byte %d after %d bytes of frames; want a window moved on, or writes", mapped, j.mapOff, j.size)
+				// Only Linux maps the journal (journal_map_linux.go).
+				wantMapped := !writes && runtime.GOOS == "linux"
+				if mapped := j.m != nil; mapped != wantMapped || wantMapped && j.mapOff == 0 {
+					t.Errorf("mapped %v from byte %d after %d bytes of frames; want mapped %v, a window moved on", mapped, j.mapOff, j.size, wantMapped)
 				}
 				// A killed process leaves the file as it is.
 				j.unmap()
@@ -68,4 +71,38 @@ func journalBatch(i int) *audit.Batch {
 	b.Records[0].Seq = int64(i + 1)
 	b.Records[0].Data = bytes.Repeat([]byte{byte('a' + i%26)}, 100<<10)
 	return b
+}
+
+// BenchmarkJournalAppend compares the two ways of appending a frame on
+// one platform that has both: copying into the mapping (Linux) and
+// writing, the portable fallback every other platform uses. Frames are
+// of a typical group commit (8 events of about 600 bytes).
+func BenchmarkJournalAppend(b *testing.B) {
+	batch := &audit.Batch{Size: 8, HashStart: 0}
+	for i := range 8 {
+		batch.Records = append(batch.Records, audit.Record{Seq: int64(i), Type: audit.TypeActionDecided, Data: bytes.Repeat([]byte("x"), 600)})
+	}
+	for _, writes := range []bool{false, true} {
+		b.Run(fmt.Sprintf("writes=%v", writes), func(b *testing.B) {
+			if !writes && runtime.GOOS != "linux" {
+				b.Skip("the journal is mapped only on Linux")
+			}
+			j, err := openJournal(filepath.Join(b.TempDir(), "mandate.db-ledger"), false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer j.close()
+			j.writes = writes
+			for b.Loop() {
+				if err := j.append(batch); err != nil {
+					b.Fatal(err)
+				}
+				if j.size > 64<<20 {
+					if err := j.reset(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
 }

@@ -61,6 +61,7 @@ type options struct {
 	busyTimeout  time.Duration
 	readers      int
 	walLimit     int64
+	ckptEvery    time.Duration
 	journalLimit int64
 	now          func() time.Time
 }
@@ -82,6 +83,21 @@ func WithWALLimit(bytes int64) Option { return func(o *options) { o.walLimit = b
 
 // DefaultWALLimit is the default WithWALLimit.
 const DefaultWALLimit = 64 << 20
+
+// WithCheckpointInterval sets how often the background checkpoint copies
+// the WAL into the database file (and restarts it past WithWALLimit); the
+// default is DefaultCheckpointInterval. A value that is not positive
+// keeps the default.
+func WithCheckpointInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.ckptEvery = d
+		}
+	}
+}
+
+// DefaultCheckpointInterval is the default WithCheckpointInterval.
+const DefaultCheckpointInterval = 500 * time.Millisecond
 
 // WithReaders sets the size of the read connection pool (at least 1); the
 // default is GOMAXPROCS, at least 4.
@@ -127,7 +143,7 @@ type DB struct {
 // wrapping ErrSchemaTooNew if the database was migrated by a newer mandate.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), walLimit: DefaultWALLimit,
-		journalLimit: DefaultJournalLimit, now: time.Now}
+		ckptEvery: DefaultCheckpointInterval, journalLimit: DefaultJournalLimit, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -254,13 +270,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
-	go db.checkpointLoop(o.walLimit)
+	go db.checkpointLoop(o.walLimit, o.ckptEvery)
 	return db, nil
 }
-
-// checkpointInterval is how often the WAL is checkpointed into the
-// database file.
-const checkpointInterval = 500 * time.Millisecond
 
 // checkpointLoop checkpoints the WAL in the background until Close.
 // PASSIVE checkpoints never block the writer or readers; they copy what
@@ -269,24 +281,32 @@ const checkpointInterval = 500 * time.Millisecond
 // steady reads and writes that moment may never come, and the WAL (and
 // its shared-memory index) would grow without bound; once it holds more
 // than walLimit bytes of frames, restartWAL makes the moment.
-func (db *DB) checkpointLoop(walLimit int64) {
+func (db *DB) checkpointLoop(walLimit int64, every time.Duration) {
 	defer close(db.ckptDone)
-	t := time.NewTicker(checkpointInterval)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-db.stopCkpt:
 			return
 		case <-t.C:
-			// Errors (SQLITE_BUSY from another process's checkpoint) are
-			// retried at the next tick.
-			var busy, logged, copied int64
-			err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied)
-			if err == nil && logged*db.pageSize > walLimit {
-				db.restartWAL()
-			}
+			db.checkpoint(walLimit)
 		}
 	}
+}
+
+// checkpoint copies what it can of the WAL into the database file and,
+// once the WAL holds more than walLimit bytes of frames, restarts it;
+// it reports whether it did. Errors (SQLITE_BUSY from another process's
+// checkpoint) are left for the next tick to retry.
+func (db *DB) checkpoint(walLimit int64) (restarted bool) {
+	var busy, logged, copied int64
+	err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied)
+	if err != nil || logged*db.pageSize <= walLimit {
+		return false
+	}
+	db.restartWAL()
+	return true
 }
 
 // restartWAL makes the next write start the WAL from its beginning.
