@@ -34,7 +34,12 @@ const MaxEventSize = 256 << 10
 // keeps, and re-encodes Args with sorted keys). appendEvent writes that
 // form directly, without reflection, because every governed action costs
 // two events; TestCanonicalMatchesEncodingJSON holds it to encoding/json
-// byte for byte.
+// byte for byte. One difference: an event holding invalid UTF-8 is
+// refused (an error wrapping ErrInvalid), where encoding/json would write
+// \ufffd, which decodes to another string and so could never pass
+// ParseEvent's check. Normalize makes every string valid first, so that
+// whatever Canonical writes, ParseEvent accepts (TestCanonicalRoundTrip,
+// FuzzCanonicalRoundTrip).
 func Canonical(ev *Event) ([]byte, error) { return canonical(ev, 0) }
 
 // canonical returns room bytes of scratch followed by Canonical(ev), in
@@ -48,12 +53,17 @@ func canonical(ev *Event, room int) ([]byte, error) {
 		// encoding/json says why.
 		enc, err := json.Marshal(ev)
 		if err != nil {
-			return nil, fmt.Errorf("audit: canonical encoding: %w", err)
+			return nil, fmt.Errorf("%w: canonical encoding: %v", ErrInvalid, err)
 		}
 		b = append(b[:room], enc...)
 	}
 	if n := len(b) - room; n > MaxEventSize {
 		return nil, fmt.Errorf("%w: event is %d bytes, over the %d-byte limit", ErrInvalid, n, MaxEventSize)
+	}
+	// appendEvent copies invalid UTF-8 through, so that one check here
+	// finds it in any string and in Args.
+	if !utf8.Valid(b[room:]) {
+		return nil, fmt.Errorf("%w: event holds invalid UTF-8 (Normalize replaces it)", ErrInvalid)
 	}
 	return b, nil
 }
@@ -63,8 +73,13 @@ func LeafHash(data []byte) tlog.Hash { return tlog.RecordHash(data) }
 
 // Normalize puts ev in the form the ledger records: time in UTC truncated
 // to microseconds (now if unset), arguments in canonical JSON, empty
-// collections nil. It returns an error wrapping ErrInvalid for arguments
-// that are not JSON.
+// collections nil, and every string valid UTF-8 within its limit (invalid
+// bytes replaced by U+FFFD, cut at a rune boundary: see Clip and the Max…
+// limits). Every event the Ledger records passes through it, so that
+// Canonical never meets a string it cannot write in a form ParseEvent
+// accepts. It returns an error wrapping ErrInvalid for arguments that are
+// not JSON or too large, and for lists over their limits. Slices and maps
+// of ev that need a change are replaced by copies, never modified.
 func Normalize(ev *Event, now time.Time) error {
 	if ev.Time.IsZero() {
 		ev.Time = now
@@ -88,7 +103,7 @@ func Normalize(ev *Event, now time.Time) error {
 	if len(ev.Reasons) == 0 {
 		ev.Reasons = nil
 	}
-	return nil
+	return clean(ev)
 }
 
 // CanonicalJSON re-encodes one JSON value with object keys sorted, no
@@ -327,8 +342,10 @@ var plainByte = func() (t [256]bool) {
 // appendString appends s as a JSON string as encoding/json writes it with
 // HTML escaping on (json.Marshal's default): ", \ and the C0 controls
 // escaped (\b, \f, \n, \r, \t by name, the rest as \u00XX), <, > and &
-// as \u003c, \u003e and \u0026, U+2028 and U+2029 as \u2028 and \u2029,
-// and each byte of invalid UTF-8 as \ufffd.
+// as \u003c, \u003e and \u0026, U+2028 and U+2029 as \u2028 and \u2029.
+// Invalid UTF-8 is copied as it is, for canonical to refuse: encoding/json
+// writes each such byte as \ufffd, which decodes to U+FFFD and so would
+// not encode back to the same bytes.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
@@ -363,9 +380,6 @@ func appendString(b []byte, s string) []byte {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
 		case r == '\u2028' || r == '\u2029':
 			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])

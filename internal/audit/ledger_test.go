@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -134,12 +135,31 @@ func TestRecordRejectsInvalidEvents(t *testing.T) {
 	for name, ev := range map[string]audit.Event{
 		"no type":    {},
 		"bad args":   {Type: audit.TypeActionDecided, Args: []byte(`{"a":`)},
-		"huge event": {Type: audit.TypeActionDecided, Reason: strings.Repeat("x", audit.MaxEventSize)},
+		"huge args":  {Type: audit.TypeActionDecided, Args: []byte(`"` + strings.Repeat("x", audit.MaxArgsLen) + `"`)},
+		"huge event": {Type: audit.TypeActionDecided, Details: hugeDetails()},
+		"long chain": {Type: audit.TypeActionDecided, Chain: make([]string, audit.MaxChainLen+1)},
+		"many details": {Type: audit.TypeActionDecided, Details: func() map[string]string {
+			d := map[string]string{}
+			for i := range audit.MaxDetails + 1 {
+				d[strconv.Itoa(i)] = "v"
+			}
+			return d
+		}()},
 	} {
 		if err := e.ledger.Record(t.Context(), ev); !errors.Is(err, audit.ErrInvalid) {
 			t.Errorf("Record(%s) = %v, want ErrInvalid even when failing open", name, err)
 		}
 	}
+}
+
+// hugeDetails are details within every field limit whose encoding is
+// over MaxEventSize: control characters are written as six bytes each.
+func hugeDetails() map[string]string {
+	d := map[string]string{}
+	for i := range audit.MaxDetails {
+		d[strconv.Itoa(i)] = strings.Repeat("\x00", audit.MaxDetailValueLen)
+	}
+	return d
 }
 
 func TestGroupCommitConcurrent(t *testing.T) {

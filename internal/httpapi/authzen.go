@@ -25,8 +25,9 @@ const (
 	MaxEvaluations = 64
 	// maxJSONDepth bounds the nesting of an AuthZEN request.
 	maxJSONDepth = 16
-	// maxRequestIDLen bounds an echoed X-Request-ID.
-	maxRequestIDLen = 256
+	// MaxRequestIDLen bounds X-Request-ID; the ledger keeps request IDs
+	// of up to audit.MaxRequestIDLen bytes, the same.
+	MaxRequestIDLen = audit.MaxRequestIDLen
 )
 
 // AuthZEN evaluation semantics (options.evaluations_semantic).
@@ -274,10 +275,15 @@ func decodeAuthZEN(w http.ResponseWriter, r *http.Request, dst any) error {
 	return DecodeAuthZEN(body, dst)
 }
 
-// DecodeAuthZEN strictly decodes an AuthZEN request body into dst.
+// DecodeAuthZEN strictly decodes an AuthZEN request body into dst. A body
+// that is not valid UTF-8, or escapes a lone surrogate, is refused (see
+// checkJSONText).
 func DecodeAuthZEN(body []byte, dst any) error {
 	if len(body) > MaxAuthZENBody {
 		return fmt.Errorf("%w: limit is %d bytes", errTooLarge, MaxAuthZENBody)
+	}
+	if err := checkJSONText(body); err != nil {
+		return err
 	}
 	if d := jsonDepth(body); d > maxJSONDepth {
 		return fmt.Errorf("%w: JSON nested deeper than %d levels", errBadRequest, maxJSONDepth)
@@ -318,18 +324,40 @@ func jsonDepth(b []byte) int {
 	return peak
 }
 
-// echoRequestID copies X-Request-ID to the response, as the standard
-// requires.
-func echoRequestID(w http.ResponseWriter, r *http.Request) string {
-	id := r.Header.Get("X-Request-ID")
-	if id == "" {
-		return ""
+// requestID reads X-Request-ID and echoes it in the response, as the
+// standard requires. A request ID is 1 to MaxRequestIDLen visible ASCII
+// characters (0x21 to 0x7E); one that is not, or more than one, is
+// refused (400) before anything is decided or recorded: the ledger keeps
+// a request ID exactly as it was sent, or not at all. An empty header is
+// no request ID.
+func requestID(w http.ResponseWriter, r *http.Request) (string, error) {
+	vs := r.Header.Values("X-Request-ID")
+	switch {
+	case len(vs) == 0 || len(vs) == 1 && vs[0] == "":
+		return "", nil
+	case len(vs) > 1:
+		return "", fmt.Errorf("%w: X-Request-ID is repeated", errBadRequest)
 	}
-	if len(id) > maxRequestIDLen {
-		id = id[:maxRequestIDLen]
+	id := vs[0]
+	if !validRequestID(id) {
+		return "", fmt.Errorf("%w: X-Request-ID must be 1 to %d visible ASCII characters", errBadRequest, MaxRequestIDLen)
 	}
 	w.Header().Set("X-Request-ID", id)
-	return id
+	return id, nil
+}
+
+// validRequestID reports whether id is 1 to MaxRequestIDLen visible
+// ASCII characters.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > MaxRequestIDLen {
+		return false
+	}
+	for i := range len(id) {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // writeAZError writes an error as the standard says: the status and an
@@ -350,7 +378,11 @@ func (h *AuthZEN) writeAZError(w http.ResponseWriter, r *http.Request, err error
 }
 
 func (h *AuthZEN) evaluation(w http.ResponseWriter, r *http.Request) {
-	reqID := echoRequestID(w, r)
+	reqID, err := requestID(w, r)
+	if err != nil {
+		h.writeAZError(w, r, err)
+		return
+	}
 	c, err := h.authenticate(r)
 	if err != nil {
 		h.writeAZError(w, r, err)
@@ -370,7 +402,11 @@ func (h *AuthZEN) evaluation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
-	reqID := echoRequestID(w, r)
+	reqID, err := requestID(w, r)
+	if err != nil {
+		h.writeAZError(w, r, err)
+		return
+	}
 	c, err := h.authenticate(r)
 	if err != nil {
 		h.writeAZError(w, r, err)

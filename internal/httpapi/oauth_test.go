@@ -402,6 +402,13 @@ func TestOAuthBadRequests(t *testing.T) {
 		{"introspect no token", "/oauth/introspect", form, "", adminHdr, 400, "invalid_request"},
 		{"revoke unauthenticated", "/oauth/revoke", form, "token=abc", nil, 401, "invalid_client"},
 		{"revoke no token", "/oauth/revoke", form, "", adminHdr, 400, "invalid_request"},
+		// RFC 6749 Appendix B: parameters are UTF-8; nothing else is recorded.
+		{"grant type not UTF-8", "/oauth/token", form, "grant_type=%FF", nil, 400, "invalid_request"},
+		{"client id not UTF-8", "/oauth/token", form, "grant_type=client_credentials&client_id=%FF%FE", nil, 400, "invalid_request"},
+		{"parameter name not UTF-8", "/oauth/token", form, "grant_type=client_credentials&%FF=1", nil, 400, "invalid_request"},
+		{"purpose not UTF-8", "/oauth/token", form, "grant_type=" + url.QueryEscape(token.GrantTokenExchange) + "&purpose=fix%C3", nil, 400, "invalid_request"},
+		{"introspect client id not UTF-8", "/oauth/introspect", form, "token=abc&client_id=%FF%FE", nil, 400, "invalid_request"},
+		{"revoke token not UTF-8", "/oauth/revoke", form, "token=%C3%28", adminHdr, 400, "invalid_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

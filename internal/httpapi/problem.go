@@ -1,13 +1,16 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/admin"
@@ -93,21 +96,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // decodeJSON strictly decodes one JSON value from r's body into dst: the
-// content type must be JSON, unknown fields and trailing data are errors,
-// and the body is limited to MaxJSONBody. An empty body decodes nothing
-// when allowEmpty is set.
+// content type must be JSON, the body valid UTF-8 without lone surrogate
+// escapes (see checkJSONText), unknown fields and trailing data are
+// errors, and the body is limited to MaxJSONBody. An empty body decodes
+// nothing when allowEmpty is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any, allowEmpty bool) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return fmt.Errorf("%w: Content-Type must be application/json", errBadRequest)
 	}
-	body := http.MaxBytesReader(w, r.Body, MaxJSONBody)
-	dec := json.NewDecoder(body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return fmt.Errorf("%w: limit is %d bytes", errTooLarge, MaxJSONBody)
+		}
+		return fmt.Errorf("%w: reading the body: %v", errBadRequest, err)
+	}
+	if err := checkJSONText(body); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		var tooLarge *http.MaxBytesError
 		switch {
-		case errors.As(err, &tooLarge):
-			return fmt.Errorf("%w: limit is %d bytes", errTooLarge, MaxJSONBody)
 		case errors.Is(err, io.EOF) && allowEmpty:
 			return nil
 		case errors.Is(err, io.EOF):
@@ -115,17 +126,74 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any, allowEmpty bool
 		}
 		return fmt.Errorf("%w: %v", errBadRequest, jsonErrorText(err))
 	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after the JSON value", errBadRequest)
-	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return fmt.Errorf("%w: limit is %d bytes", errTooLarge, MaxJSONBody)
-		}
 		return fmt.Errorf("%w: trailing data after the JSON value", errBadRequest)
 	}
 	return nil
+}
+
+// checkJSONText refuses a JSON text that is not valid UTF-8 (RFC 8259
+// §8.1) or that escapes half of a UTF-16 surrogate pair alone ("\ud800"):
+// encoding/json would decode either to U+FFFD, so the strings decided on
+// and recorded would not be the ones sent. Refused, not cleaned.
+func checkJSONText(b []byte) error {
+	if !utf8.Valid(b) {
+		return fmt.Errorf("%w: the request body is not valid UTF-8", errBadRequest)
+	}
+	if loneSurrogate(b) {
+		return fmt.Errorf("%w: the request body escapes a lone UTF-16 surrogate", errBadRequest)
+	}
+	return nil
+}
+
+// loneSurrogate reports whether a string of the JSON text b has a \u
+// escape of a high surrogate not followed by one of a low surrogate, or
+// of a low surrogate not preceded by a high one. Malformed escapes are
+// left to the decoder.
+func loneSurrogate(b []byte) bool {
+	inStr, high := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !inStr {
+			inStr = c == '"'
+			continue
+		}
+		if c != '\\' || i+1 >= len(b) || b[i+1] != 'u' {
+			if high {
+				return true
+			}
+			switch c {
+			case '"':
+				inStr = false
+			case '\\':
+				i++ // the escaped character
+			}
+			continue
+		}
+		if i+6 > len(b) {
+			return false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 32)
+		if err != nil {
+			return false
+		}
+		i += 5
+		switch {
+		case n >= 0xD800 && n < 0xDC00:
+			if high {
+				return true
+			}
+			high = true
+		case n >= 0xDC00 && n < 0xE000:
+			if !high {
+				return true
+			}
+			high = false
+		case high:
+			return true
+		}
+	}
+	return high
 }
 
 // jsonErrorText turns a decoding error into a message that names the

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/mandatehq/mandate/internal/audit"
 )
 
 // OAuth parameter values.
@@ -63,8 +66,9 @@ type TokenRequest struct {
 }
 
 // ParseTokenRequest reads a token request from form parameters. Repeated
-// parameters are refused (RFC 6749 §3.2), as are oversized values;
-// unknown parameters are ignored (RFC 6749 §3.2).
+// parameters are refused (RFC 6749 §3.2), as are oversized values and
+// names or values that are not UTF-8 (RFC 6749 Appendix B); unknown
+// parameters are ignored (RFC 6749 §3.2).
 func ParseTokenRequest(form url.Values) (*TokenRequest, error) {
 	r := &TokenRequest{}
 	fields := map[string]*string{
@@ -100,24 +104,27 @@ func ParseTokenRequest(form url.Values) (*TokenRequest, error) {
 	return r, nil
 }
 
-// CheckParams refuses repeated and oversized parameters.
+// CheckParams refuses repeated and oversized parameters, and names and
+// values that are not valid UTF-8: RFC 6749 Appendix B has parameters
+// UTF-8 encoded, and nothing that is not can be recorded as it was sent.
+// It is the first check of every token, introspection and revocation
+// request, before anything about the request is recorded.
 func CheckParams(form url.Values) error {
 	for name, vs := range form {
+		if !utf8.ValidString(name) {
+			return errInvalidRequest("parameter %q is not valid UTF-8", audit.Clip(name, 64))
+		}
 		if len(vs) > 1 {
-			return errInvalidRequest("parameter %q is repeated", truncate(name, 64))
+			return errInvalidRequest("parameter %q is repeated", audit.Clip(name, 64))
 		}
 		if len(vs) == 1 && len(vs[0]) > MaxParamLen {
-			return errInvalidRequest("parameter %q is too long", truncate(name, 64))
+			return errInvalidRequest("parameter %q is too long", audit.Clip(name, 64))
+		}
+		if len(vs) == 1 && !utf8.ValidString(vs[0]) {
+			return errInvalidRequest("parameter %q is not valid UTF-8", audit.Clip(name, 64))
 		}
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // parseTTL parses a Go duration or a number of seconds.

@@ -283,16 +283,16 @@ func (s *Server) refuse(ctx context.Context, info *reqInfo, err error) error {
 	if e.Code == CodeTemporarilyUnavailable || e.Code == CodeServerError {
 		level = slog.LevelError
 	}
-	s.log.Log(ctx, level, "token refused", "grant_type", truncate(info.grant, 128), "agent", info.agent, "code", e.Code, "err", err)
+	s.log.Log(ctx, level, "token refused", "grant_type", audit.Clip(info.grant, 128), "agent", info.agent, "code", e.Code, "err", err)
 	ev := audit.Event{
 		Time: s.cfg.Now(), Type: audit.TypeTokenRefused, Actor: info.agent, Agent: info.agent,
 		Chain: info.chain, Task: info.task, OnBehalfOf: info.obo, Decision: audit.DecisionDeny,
 		Reason: e.Description, Point: auditPoint, Details: info.details,
 	}
-	ev.Details["grant_type"] = truncate(info.grant, 128)
+	ev.Details["grant_type"] = audit.Clip(info.grant, 128)
 	ev.Details["error"] = e.Code
 	if info.agent == "" && info.claimed != "" {
-		ev.Details["claimed_client_id"] = truncate(info.claimed, 256)
+		ev.Details["claimed_client_id"] = audit.Clip(info.claimed, 256)
 	}
 	if rerr := s.cfg.Audit.Record(ctx, ev); rerr != nil {
 		// The request is refused either way; only the record is missing.
