@@ -39,6 +39,8 @@ var rules = []rule{
 		transports, append([]string{"internal/store", "internal/server"}, backends...)},
 	{"policy is pure evaluation: it may use task's scope patterns, nothing that does I/O",
 		[]string{"internal/policy"}, []string{"internal/token", "internal/admin", "internal/audit", "internal/identity"}},
+	{"fault is the error class every layer shares: it imports nothing of mandate's",
+		[]string{"internal/fault"}, []string{"internal"}},
 	{"access composes the domain without storage or transports",
 		[]string{"internal/access"}, append(append([]string{"internal/store", "internal/server"}, transports...), backends...)},
 }

@@ -21,7 +21,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/fault"
 )
 
 // Type names what happened. Types are dotted, noun first.
@@ -46,6 +49,12 @@ const (
 	TypeTokenRefused           Type = "token.refused"
 	TypeTokenRevoked           Type = "token.revoked"
 	TypeSigningKeyRotated      Type = "signing_key.rotated"
+	// TypeLedgerReset is the first event of a ledger that an operator
+	// started over with `mandate serve --accept-new-store`, although the
+	// anchor in the data directory shows an older ledger; its details
+	// name that ledger's anchored size and root hash, and why it was not
+	// continued.
+	TypeLedgerReset Type = "ledger.reset"
 	// TypeActionDecided is an attempted action and the decision on it,
 	// from any enforcement point.
 	TypeActionDecided Type = "action.decided"
@@ -161,8 +170,9 @@ type Outcome struct {
 
 // ErrUnavailable is returned by a Recorder that cannot make an event
 // durable. Callers fail closed: the action the event describes must not
-// proceed.
-var ErrUnavailable = errors.New("audit log unavailable")
+// proceed. It is in the class fault.ErrUnavailable: an operator can fix
+// it, and HTTP callers are answered 503.
+var ErrUnavailable = fmt.Errorf("audit log unavailable: %w", fault.ErrUnavailable)
 
 // ErrInvalid is returned for an event, query or proof request that is not
 // well-formed; its message is safe to show to the caller.

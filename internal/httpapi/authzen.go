@@ -370,6 +370,7 @@ func (h *AuthZEN) writeAZError(w http.ResponseWriter, r *http.Request, err error
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
 	}
+	setRetryAfter(w, status)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/token"
 )
 
@@ -239,7 +240,7 @@ func (h *OAuth) writeOAuthError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	if status >= 500 {
 		h.log.ErrorContext(r.Context(), "oauth request failed", "path", r.URL.Path, "code", e.Code, "err", err)
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", fault.RetryAfter)
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="`+e.Code+`"`)

@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/admin"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
@@ -65,6 +66,11 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, audit.ErrUnavailable):
 		return http.StatusServiceUnavailable, "the audit log is unavailable; the change was refused"
+	case errors.Is(err, fault.ErrUnavailable):
+		// The store is unavailable, full, read-only, busy or lost: an
+		// operator can fix it (see docs/operations.md); the caller may
+		// retry after Retry-After.
+		return http.StatusServiceUnavailable, "the store is temporarily unavailable; nothing was changed"
 	}
 	return http.StatusInternalServerError, "internal error"
 }
@@ -80,11 +86,20 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 }
 
 func writeProblem(w http.ResponseWriter, status int, detail string) {
+	setRetryAfter(w, status)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+}
+
+// setRetryAfter tells the caller of a 503 when to try again: every 503
+// errorStatus returns is something an operator can fix.
+func setRetryAfter(w http.ResponseWriter, status int) {
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", fault.RetryAfter)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
 )
 
 // The ledger's group commits are made durable by the journal (journal.go)
@@ -171,15 +172,19 @@ func (db *DB) appendLedger(ctx context.Context, b *audit.Batch) error {
 		}
 		db.lmu.Lock()
 	}
+	if err := db.Lost(); err != nil {
+		return err
+	}
 	if l.err != nil {
-		// %v: the index's failure is not the caller's conflict.
-		return fmt.Errorf("the ledger index is failing, so appends are refused: %v", l.err)
+		// %v: the index's failure is not the caller's conflict; it is
+		// the store's availability.
+		return fmt.Errorf("%w: the ledger index is failing, so appends are refused: %v", fault.ErrUnavailable, l.err)
 	}
 	if before := b.Size - int64(len(b.Records)); l.appended != before {
 		return fmt.Errorf("%w: the ledger has %d events, the batch starts after %d", audit.ErrConflict, l.appended, before)
 	}
 	if err := l.j.append(b); err != nil {
-		return err
+		return db.classify(err)
 	}
 	l.appended = b.Size
 	l.pending = append(l.pending, b)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -64,6 +65,9 @@ type options struct {
 	ckptEvery    time.Duration
 	journalLimit int64
 	now          func() time.Time
+	// identityCheck and log: see health.go.
+	identityCheck time.Duration
+	log           *slog.Logger
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
@@ -135,6 +139,9 @@ type DB struct {
 	stmtMu      sync.Mutex
 	readerStmts map[string]*sql.Stmt
 	writerStmts map[string]*sql.Stmt
+
+	// health watches the files' identity (health.go).
+	health *health
 }
 
 // Open opens (creating if needed) the mandate database in the file at path
@@ -143,7 +150,7 @@ type DB struct {
 // wrapping ErrSchemaTooNew if the database was migrated by a newer mandate.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	o := options{busyTimeout: DefaultBusyTimeout, readers: max(4, runtime.GOMAXPROCS(0)), walLimit: DefaultWALLimit,
-		ckptEvery: DefaultCheckpointInterval, journalLimit: DefaultJournalLimit, now: time.Now}
+		ckptEvery: DefaultCheckpointInterval, journalLimit: DefaultJournalLimit, now: time.Now, identityCheck: DefaultIdentityCheck}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -271,6 +278,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
 	go db.checkpointLoop(o.walLimit, o.ckptEvery)
+	if err := db.watchFiles(o.identityCheck, o.log); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
@@ -356,13 +367,18 @@ func cloneValues(v url.Values) url.Values {
 // Path returns the absolute path of the database file.
 func (db *DB) Path() string { return db.path }
 
-// Ping reports whether the database can serve reads and writes.
+// Ping reports whether the database can serve reads and writes: its
+// files are still the ones it opened (else the error wraps ErrLost) and
+// both connection pools answer.
 func (db *DB) Ping(ctx context.Context) error {
+	if err := db.checkFiles(); err != nil {
+		return err
+	}
 	if err := db.reader.PingContext(ctx); err != nil {
-		return fmt.Errorf("sqlite: ping: %w", err)
+		return fmt.Errorf("sqlite: ping: %w", db.classify(err))
 	}
 	if err := db.writer.PingContext(ctx); err != nil {
-		return fmt.Errorf("sqlite: ping: %w", err)
+		return fmt.Errorf("sqlite: ping: %w", db.classify(err))
 	}
 	return nil
 }
@@ -376,6 +392,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) close() error {
+	db.stopWatching()
 	errs := []error{db.closeLedgerLog()}
 	db.stmtMu.Lock()
 	for _, m := range []map[string]*sql.Stmt{db.readerStmts, db.writerStmts} {
@@ -520,7 +537,13 @@ type querier interface {
 }
 
 // write runs fn in a write transaction on the single writer connection.
+// A lost store refuses; errors an operator can fix are classified (see
+// classify).
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	if err := db.Lost(); err != nil {
+		return err
+	}
+	defer func() { err = db.classify(err) }()
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -532,8 +555,13 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	return tx.Commit()
 }
 
-// read runs fn in a read transaction, so that its queries see one snapshot.
+// read runs fn in a read transaction, so that its queries see one
+// snapshot. A lost store refuses, as write does.
 func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	if err := db.Lost(); err != nil {
+		return err
+	}
+	defer func() { err = db.classify(err) }()
 	tx, err := db.reader.BeginTx(ctx, nil)
 	if err != nil {
 		return err

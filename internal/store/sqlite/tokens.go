@@ -38,7 +38,7 @@ func (db *DB) AddSigningKey(ctx context.Context, k token.SigningKey) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: add signing key: %w", err)
+		return fmt.Errorf("sqlite: add signing key: %w", db.classify(err))
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func (db *DB) RetireSigningKey(ctx context.Context, kid string, retiredAt, publi
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: retire signing key: %w", err)
+		return fmt.Errorf("sqlite: retire signing key: %w", db.classify(err))
 	}
 	return nil
 }
@@ -104,7 +104,7 @@ func (db *DB) DeleteSigningKeys(ctx context.Context, now time.Time) error {
 		_, err = db.writer.ExecContext(ctx, `DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until <= ?`, now.UnixNano())
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: delete signing keys: %w", err)
+		return fmt.Errorf("sqlite: delete signing keys: %w", db.classify(err))
 	}
 	return nil
 }
@@ -128,7 +128,7 @@ func (db *DB) UseOnce(ctx context.Context, namespace, id string, expiresAt time.
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: use once: %w", err)
+		return fmt.Errorf("sqlite: use once: %w", db.classify(err))
 	}
 	return nil
 }
@@ -163,7 +163,7 @@ func (db *DB) RevokeToken(ctx context.Context, jti string, expiresAt time.Time) 
 		_, err = db.writeStmt(qRevokeToken).ExecContext(ctx, jti, expiresAt.UnixNano())
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: revoke token: %w", err)
+		return fmt.Errorf("sqlite: revoke token: %w", db.classify(err))
 	}
 	return nil
 }

@@ -1,0 +1,212 @@
+package sqlite
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/mandatehq/mandate/internal/fault"
+)
+
+// ErrLost is returned, wrapped, by every call on a DB whose database file
+// or ledger journal was deleted or replaced by another file while it was
+// open (see DB.Lost). It is in the class fault.ErrUnavailable. The DB
+// stays lost: its connections still reach the old file, whose data no
+// later open will see, so nothing more is written to it or read from it.
+var ErrLost = fmt.Errorf("sqlite: the store was lost: %w", fault.ErrUnavailable)
+
+// DefaultIdentityCheck is how often an open DB checks that its database
+// file and ledger journal are still the files it opened (see
+// WithIdentityCheck). One check costs two stat calls, about a
+// microsecond each (BenchmarkCheckFiles).
+const DefaultIdentityCheck = 250 * time.Millisecond
+
+// WithIdentityCheck sets how often the DB checks that its files are
+// still the ones it opened; the default is DefaultIdentityCheck. Ping
+// checks as well.
+func WithIdentityCheck(d time.Duration) Option { return func(o *options) { o.identityCheck = d } }
+
+// WithLogger sets the logger that is told when the store is lost; nil
+// (the default) discards.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// watched is a file whose identity (device and inode on unix, volume and
+// file index on windows) must not change while the DB is open.
+type watched struct {
+	path string
+	what string // "database file", "ledger journal"
+	info os.FileInfo
+}
+
+// health is the lost state of a DB and the goroutine that watches for it.
+type health struct {
+	files  []watched
+	log    *slog.Logger
+	lost   atomic.Pointer[error] // set once, never cleared
+	once   sync.Once
+	onLost func() // closes the connection pools
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// watchFiles records the identity of the DB's files and starts checking
+// it every interval (none if interval is not positive).
+func (db *DB) watchFiles(interval time.Duration, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &health{log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	for _, f := range []watched{{path: db.path, what: "database file"}, {path: db.path + journalSuffix, what: "ledger journal"}} {
+		st, err := os.Stat(f.path)
+		if err != nil {
+			return fmt.Errorf("sqlite: open: %w", err)
+		}
+		f.info = st
+		h.files = append(h.files, f)
+	}
+	h.onLost = db.closePools
+	db.health = h
+	if interval <= 0 {
+		close(h.done)
+		return nil
+	}
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+				if db.checkFiles() != nil {
+					return // lost for good: nothing more to watch
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// stopWatching stops the watching goroutine.
+func (db *DB) stopWatching() {
+	if h := db.health; h != nil {
+		select {
+		case <-h.stop:
+		default:
+			close(h.stop)
+		}
+		<-h.done
+	}
+}
+
+// checkFiles compares the files' identity with the one recorded at open,
+// marks the DB lost on the first difference and returns the lost error.
+// A stat that fails for another reason than a missing file (permissions,
+// I/O) marks it lost too: the store cannot show that it is still the one
+// it opened.
+func (db *DB) checkFiles() error {
+	h := db.health
+	if h == nil {
+		return nil
+	}
+	if err := db.Lost(); err != nil {
+		return err
+	}
+	for _, f := range h.files {
+		st, err := os.Stat(f.path)
+		var why string
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			why = "was deleted"
+		case err != nil:
+			why = fmt.Sprintf("cannot be checked (%v)", err)
+		case !os.SameFile(f.info, st):
+			why = "was replaced by another file"
+		default:
+			continue
+		}
+		return db.markLost(fmt.Errorf("%w: the %s %s %s while mandate had it open; "+
+			"nothing more is recorded or served from it: restore it or start over (see docs/operations.md)",
+			ErrLost, f.what, f.path, why))
+	}
+	return nil
+}
+
+// markLost records err as why the DB is lost (the first reason wins),
+// closes the connection pools so that no call reaches the old file again,
+// and returns the recorded reason.
+func (db *DB) markLost(err error) error {
+	h := db.health
+	h.once.Do(func() {
+		h.lost.Store(&err)
+		h.log.Error("STORE LOST: every write and read is refused until the server is restarted on a good store", "err", err)
+		h.onLost()
+	})
+	return *h.lost.Load()
+}
+
+// Lost returns an error wrapping ErrLost if the database file or the
+// ledger journal was deleted or replaced while the DB had it open (as
+// last checked), and nil otherwise.
+func (db *DB) Lost() error {
+	if db.health == nil {
+		return nil
+	}
+	if p := db.health.lost.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// closePools closes the connection pools of a lost DB: calls in flight
+// finish on the old file, later ones fail (and are reported as lost).
+func (db *DB) closePools() {
+	for _, p := range []interface{ Close() error }{db.writer, db.reader, db.ckpt} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+}
+
+// classify marks err as fault.ErrUnavailable when an operator can fix
+// its cause: the store is lost, the disk (or quota) is full, the file
+// system or database is read-only, a lock was held past the busy
+// timeout, or the file cannot be opened or read. Other errors are
+// returned as they are.
+func (db *DB) classify(err error) error {
+	if err == nil || errors.Is(err, fault.ErrUnavailable) {
+		return err
+	}
+	if lost := db.Lost(); lost != nil {
+		return fmt.Errorf("%w (%v)", lost, err)
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	return err
+}
+
+// unavailable reports whether err is a SQLite or operating-system error
+// an operator can fix.
+func unavailable(err error) bool {
+	var se *msqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+			sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PERM:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) ||
+		errors.Is(err, os.ErrPermission)
+}
