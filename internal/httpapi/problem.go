@@ -62,6 +62,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, audit.ErrUnavailable):
 		return http.StatusServiceUnavailable, "the audit log is unavailable; the change was refused"
+	case errors.Is(err, access.ErrAuthUnavailable):
+		return http.StatusServiceUnavailable, "authentication is temporarily unavailable; retry later"
 	}
 	return http.StatusInternalServerError, "internal error"
 }
