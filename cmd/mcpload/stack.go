@@ -157,9 +157,14 @@ func startBare(ctx context.Context, upURL string, _ time.Duration) (_ *gateway, 
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { a.Close() })
+	auth, err := a.Authenticator(&countRecorder{})
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
 	gw, err := mcpproxy.New(mcpproxy.Config{
 		Upstreams:     []mcpproxy.Upstream{{Name: "echo", URL: upURL}},
-		Authenticator: mcpproxytest.Authenticator{Verifier: a.Tokens.Verifier()},
+		Authenticator: auth,
 		Decider:       mcpproxytest.Decider{}, Audit: &countRecorder{}, PublicURL: base,
 	})
 	if err != nil {

@@ -62,6 +62,9 @@ var (
 type Credential struct {
 	Token     string
 	DPoPProof string
+	// Scheme is the Authorization scheme the token came with
+	// (token.FromHeader); a DPoP-bound token needs token.SchemeDPoP.
+	Scheme token.Scheme
 	// Method and URL of the HTTP request the proof was made for.
 	Method string
 	URL    string
@@ -103,6 +106,8 @@ type Action struct {
 	Point     string
 	Caller    string
 	RequestID string
+	// preview marks an evaluation for Preview: nothing recorded or spent.
+	preview bool
 }
 
 // Decision is a policy decision with the task and agent it was made for.
@@ -112,6 +117,8 @@ type Decision struct {
 	Agent string  `json:"agent,omitempty"`
 	// Risk is the risk class the action was given.
 	Risk string `json:"risk,omitempty"`
+	// RetryAfter, on a mandate:rate-limit denial, is when to try again.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // Verifier authenticates task tokens (token.Verifier).
@@ -152,6 +159,9 @@ type Config struct {
 	Shadow     *policy.Engine
 	Classifier *policy.Classifier
 	Recorder   audit.Recorder
+	// Limits are the rate limits and call budgets of each enforcement
+	// point, by Action.Point (see Limits).
+	Limits map[string]Limits
 	// CacheTTL bounds how long a task or agent record is reused (default
 	// DefaultCacheTTL). Revocation is checked on every decision.
 	CacheTTL time.Duration
@@ -174,6 +184,7 @@ type Pipeline struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics pipelineMetrics
+	lim     limiter
 
 	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
@@ -231,6 +242,8 @@ func New(cfg Config) (*Pipeline, error) {
 type Subject struct {
 	Task  task.ID
 	Agent string
+	// Claims are the verified token's claims (shared: do not modify).
+	Claims *token.Claims
 }
 
 // Authenticate verifies cred as a task token (with its DPoP proof, which
@@ -239,17 +252,17 @@ type Subject struct {
 // attempt at act and returned as ErrUnauthenticated.
 func (p *Pipeline) Authenticate(ctx context.Context, cred Credential, act Action) (Subject, error) {
 	claims, err := p.cfg.Verifier.Verify(ctx, token.VerifyRequest{
-		Token: cred.Token, DPoPProof: cred.DPoPProof, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
+		Token: cred.Token, DPoPProof: cred.DPoPProof, Scheme: cred.Scheme, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
 	})
 	if err != nil {
-		_, err = p.refuse(ctx, "", "", act, fmt.Errorf("%w: %v", ErrUnauthenticated, err))
+		_, err = p.refuse(ctx, "", "", act, authFailure(err))
 		return Subject{}, err
 	}
 	if cred.Agent != "" && cred.Agent != claims.ClientID {
 		_, err = p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
 		return Subject{}, err
 	}
-	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID}, nil
+	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID, Claims: claims}, nil
 }
 
 // Decide authenticates cred as a task token (with its DPoP proof) and
@@ -296,6 +309,9 @@ func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act
 func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
 	now := p.cfg.Now()
 	defer func(start time.Time) { p.metrics.seconds.Observe(time.Since(start).Seconds()) }(time.Now())
+	if d, limited, err := p.rateLimited(ctx, taskID, agent, act); limited {
+		return d, err
+	}
 	if policy.ResourceType(act.Kind) == "" || act.Resource == "" || len(act.Resource) > policy.MaxIDLen {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: unknown action kind %q or missing resource", ErrInvalidAction, act.Kind))
 	}
@@ -344,7 +360,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	if act.Trusted {
 		req.Approvals = append(req.Approvals, act.Approvals...)
 	}
-	if p.cfg.Approvals != nil {
+	if p.cfg.Approvals != nil && !act.preview {
 		granted, err := p.cfg.Approvals.Approved(ctx, taskID, act)
 		if err != nil {
 			return p.refuse(ctx, taskID, agent, act, fmt.Errorf("access: approvals: %w", err))
@@ -371,6 +387,10 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		d.Decision = pd
 	}
 	d.Task, d.Agent, d.Risk = taskID, agent, class.Risk
+	if act.preview {
+		return d, nil
+	}
+	d = p.spendCall(taskID, act, d)
 
 	var shadow *policy.Decision
 	if p.cfg.Shadow != nil {
@@ -380,6 +400,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	}
 	if err := p.record(ctx, d, act, req); err != nil {
 		// Fail closed: an action that cannot be audited does not happen.
+		p.releaseCall(taskID, act, d)
 		denied := Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{"audit log unavailable"}}, Task: taskID, Agent: agent, Risk: class.Risk}
 		return denied, err
 	}
@@ -607,6 +628,9 @@ func reasonText(d policy.Decision) (ids, text string) {
 // record writes the decision event; it returns only once the event is
 // durable.
 func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *policy.Request) error {
+	if act.preview {
+		return nil
+	}
 	ids, text := reasonText(d.Decision)
 	ev := audit.Event{
 		Type: TypeDecided, Actor: d.Agent, Agent: d.Agent, Task: string(d.Task),

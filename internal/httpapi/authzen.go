@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/token"
 )
 
 // AuthZEN limits.
@@ -237,6 +238,8 @@ var resourceTypes = map[string]string{
 // caller is who is asking: an enforcement point, or an agent with its
 // task token (verified once per HTTP request: a DPoP proof is single-use).
 type caller struct {
+	// pres is how the request presented its token, for the challenge.
+	pres    token.Presentation
 	point   string
 	cred    access.Credential
 	subject *access.Subject
@@ -248,13 +251,12 @@ func (h *AuthZEN) authenticate(r *http.Request) (caller, error) {
 			return caller{point: point}, nil
 		}
 	}
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	tok = strings.TrimSpace(tok)
-	if !ok || tok == "" || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "DPoP")) {
-		return caller{}, fmt.Errorf("%w: send Authorization: Bearer <task token or enforcement point token>", access.ErrUnauthenticated)
+	pres, err := token.FromHeader(r.Header)
+	if err != nil {
+		return caller{pres: pres}, fmt.Errorf("%w: send Authorization: Bearer <task token or enforcement point token>, or DPoP <task token> with its DPoP proof: %w", access.ErrUnauthenticated, err)
 	}
-	return caller{cred: access.Credential{
-		Token: tok, DPoPProof: r.Header.Get("DPoP"), Method: r.Method, URL: h.cfg.PublicURL + r.URL.Path,
+	return caller{pres: pres, cred: access.Credential{
+		Token: pres.Token, DPoPProof: pres.DPoPProof, Scheme: pres.Scheme, Method: r.Method, URL: h.cfg.PublicURL + r.URL.Path,
 	}}, nil
 }
 
@@ -362,13 +364,18 @@ func validRequestID(id string) bool {
 
 // writeAZError writes an error as the standard says: the status and an
 // error message string.
-func (h *AuthZEN) writeAZError(w http.ResponseWriter, r *http.Request, err error) {
+func (h *AuthZEN) writeAZError(w http.ResponseWriter, r *http.Request, pres token.Presentation, err error) {
 	status, detail := errorStatus(err)
 	if status >= 500 {
 		h.log.Error("authzen request failed", "path", r.URL.Path, "err", err)
 	}
 	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
+		// The challenge names the scheme the refusal concerns: a
+		// DPoP-bound token sent as Bearer gets DPoP error="invalid_token"
+		// (RFC 9449 §7.1).
+		for _, c := range token.Challenges(pres, err, `realm="mandate"`) {
+			w.Header().Add("WWW-Authenticate", c)
+		}
 	}
 	setRetryAfter(w, status)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -381,22 +388,22 @@ func (h *AuthZEN) writeAZError(w http.ResponseWriter, r *http.Request, err error
 func (h *AuthZEN) evaluation(w http.ResponseWriter, r *http.Request) {
 	reqID, err := requestID(w, r)
 	if err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, token.Presentation{}, err)
 		return
 	}
 	c, err := h.authenticate(r)
 	if err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, c.pres, err)
 		return
 	}
 	var ev AZEvaluation
 	if err := decodeAuthZEN(w, r, &ev); err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, c.pres, err)
 		return
 	}
 	resp, err := h.evaluate(r.Context(), &c, ev, reqID)
 	if err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, c.pres, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
@@ -405,17 +412,17 @@ func (h *AuthZEN) evaluation(w http.ResponseWriter, r *http.Request) {
 func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
 	reqID, err := requestID(w, r)
 	if err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, token.Presentation{}, err)
 		return
 	}
 	c, err := h.authenticate(r)
 	if err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, c.pres, err)
 		return
 	}
 	var req AZEvaluations
 	if err := decodeAuthZEN(w, r, &req); err != nil {
-		h.writeAZError(w, r, err)
+		h.writeAZError(w, r, c.pres, err)
 		return
 	}
 	semantic := req.Options.EvaluationsSemantic
@@ -424,21 +431,21 @@ func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
 		semantic = SemanticExecuteAll
 	case SemanticExecuteAll, SemanticDenyOnFirstDeny, SemanticPermitOnFirstPermit:
 	default:
-		h.writeAZError(w, r, fmt.Errorf("%w: options.evaluations_semantic must be execute_all, deny_on_first_deny or permit_on_first_permit", errBadRequest))
+		h.writeAZError(w, r, c.pres, fmt.Errorf("%w: options.evaluations_semantic must be execute_all, deny_on_first_deny or permit_on_first_permit", errBadRequest))
 		return
 	}
 	if len(req.Evaluations) == 0 {
 		// Without an evaluations array the request is a single evaluation.
 		resp, err := h.evaluate(r.Context(), &c, req.AZEvaluation, reqID)
 		if err != nil {
-			h.writeAZError(w, r, err)
+			h.writeAZError(w, r, c.pres, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
 	if len(req.Evaluations) > MaxEvaluations {
-		h.writeAZError(w, r, fmt.Errorf("%w: at most %d evaluations per request", errBadRequest, MaxEvaluations))
+		h.writeAZError(w, r, c.pres, fmt.Errorf("%w: at most %d evaluations per request", errBadRequest, MaxEvaluations))
 		return
 	}
 	out := struct {
@@ -451,7 +458,7 @@ func (h *AuthZEN) evaluations(w http.ResponseWriter, r *http.Request) {
 			status, detail := errorStatus(err)
 			if status == http.StatusUnauthorized || status >= 500 {
 				// Errors of the whole request, not of this evaluation.
-				h.writeAZError(w, r, err)
+				h.writeAZError(w, r, c.pres, err)
 				return
 			}
 			resp = AZResponse{Context: &AZRespCtx{Error: &AZError{Status: status, Message: detail}}}

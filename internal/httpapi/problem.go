@@ -71,6 +71,8 @@ func errorStatus(err error) (int, string) {
 		// operator can fix it (see docs/operations.md); the caller may
 		// retry after Retry-After.
 		return http.StatusServiceUnavailable, "the store is temporarily unavailable; nothing was changed"
+	case errors.Is(err, access.ErrAuthUnavailable):
+		return http.StatusServiceUnavailable, "authentication is temporarily unavailable; retry later"
 	}
 	return http.StatusInternalServerError, "internal error"
 }

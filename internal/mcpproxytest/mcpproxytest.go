@@ -1,21 +1,23 @@
 // Package mcpproxytest provides what tests, benchmarks and the load
 // generator need to run the MCP gateway against mandate's real
 // authorization server: a token.Server over a SQLite store that registers
-// agents and issues task tokens, an Authenticator over token.Verifier,
-// and a small Decider built only from the task's scope and the agent's
-// tier. For measuring the gateway it also has a lean upstream
+// agents and issues task tokens, a real access pipeline with the shipped
+// default policies (Authority.Pipeline) and the gateway's Authenticator
+// over it, and a small Decider built only from the task's scope and the
+// agent's tier. For measuring the gateway it also has a lean upstream
 // (EchoServer, and SDKEchoServer for a Go SDK one) and a lean client
 // (LeanClient), both cheap enough not to dominate what they measure.
 //
 // The Decider is not a policy engine: it is the honest minimum (scope
-// patterns and tier rules) until the access pipeline is merged, and the
-// gateway is tested against the mcpproxy.Decider interface either way.
+// patterns and tier rules) for unit tests and measurements of the
+// gateway that say so; what mandate serve runs is the pipeline.
 package mcpproxytest
 
 import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -25,9 +27,11 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
@@ -155,11 +159,42 @@ func (a *Authority) taskToken(ctx context.Context, ag *Agent, scope, purpose str
 	return tt.AccessToken, nil
 }
 
-// Authenticator verifies task tokens (Bearer or DPoP) with token.Verifier.
-type Authenticator = mcpproxy.TokenAuthenticator
+// Pipeline returns a real access pipeline over the authority's store and
+// token verifier, deciding with mandate's shipped default policies.
+// Fields cfg sets are kept (Limits, Classifier, Recorder, ...); without a
+// Recorder it records into the authority's ledger.
+func (a *Authority) Pipeline(cfg access.Config) (*access.Pipeline, error) {
+	set, err := policy.Compile(policy.DefaultSources())
+	if err != nil {
+		return nil, err
+	}
+	cfg.Verifier, cfg.Revocations = a.Tokens.Verifier(), a.Tokens.Revocations()
+	cfg.Tasks, cfg.Agents = a.Backend, a.Backend
+	if cfg.Engine == nil {
+		cfg.Engine = policy.NewEngine(set, nil)
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = a.Audit
+	}
+	return access.New(cfg)
+}
 
-// Decider decides from the task's scope and the agent's tier alone:
-// outside the scope is denied; an assist agent may only read; a
+// Authenticator returns the gateway's Authenticator over a pipeline of
+// the authority recording into rec (the ledger if nil): a refused
+// credential is a recorded decision, as in mandate serve.
+func (a *Authority) Authenticator(rec audit.Recorder) (mcpproxy.Authenticator, error) {
+	p, err := a.Pipeline(access.Config{Recorder: rec})
+	if err != nil {
+		return nil, err
+	}
+	return mcpproxy.NewPipeline(p), nil
+}
+
+// Decider decides from the task's scope and the agent's tier alone, for
+// unit tests of the gateway that say so (the access pipeline is the
+// decider of mandate serve; see Authority.Pipeline). The risk class is
+// policy's one classifier's, from the tool's annotations. Outside the
+// scope is denied; an assist agent may only read; a
 // supervised agent needs approval for anything but reads; an autonomous
 // agent may do what its scope allows. Errors and unknown tiers deny.
 type Decider struct{}
@@ -187,8 +222,16 @@ func (Decider) Decide(_ context.Context, r mcpproxy.Request) (mcpproxy.Decision,
 	if p == nil {
 		return mcpproxy.Decision{}, errors.New("no principal")
 	}
+	var ann *policy.ToolAnnotations
+	if len(r.Annotations) > 0 {
+		ann = new(policy.ToolAnnotations)
+		if json.Unmarshal(r.Annotations, ann) != nil {
+			ann = nil
+		}
+	}
+	risk := (*policy.Classifier)(nil).Classify(r.Action, r.Resource, ann).Risk
 	deny := func(format string, args ...any) (mcpproxy.Decision, error) {
-		return mcpproxy.Decision{Effect: mcpproxy.Deny, Reasons: []string{fmt.Sprintf(format, args...)}}, nil
+		return mcpproxy.Decision{Effect: mcpproxy.Deny, Risk: risk, Reasons: []string{fmt.Sprintf(format, args...)}}, nil
 	}
 	sc, err := parseScope(p.Scope)
 	if err != nil {
@@ -199,16 +242,16 @@ func (Decider) Decide(_ context.Context, r mcpproxy.Request) (mcpproxy.Decision,
 	}
 	switch identity.Tier(p.Tier) {
 	case identity.TierAssist:
-		if r.Risk != mcpproxy.RiskRead {
-			return deny("assist agents may only read; %s is a %s action", r.Resource, r.Risk)
+		if risk != policy.RiskRead {
+			return deny("assist agents may only read; %s is a %s action", r.Resource, risk)
 		}
 	case identity.TierSupervised:
-		if r.Risk != mcpproxy.RiskRead {
-			return mcpproxy.Decision{Effect: mcpproxy.ApprovalRequired, Reasons: []string{fmt.Sprintf("supervised agents need approval for %s actions", r.Risk)}}, nil
+		if risk != policy.RiskRead {
+			return mcpproxy.Decision{Effect: mcpproxy.ApprovalRequired, Reasons: []string{fmt.Sprintf("supervised agents need approval for %s actions", risk)}, Risk: risk}, nil
 		}
 	case identity.TierAutonomous:
 	default:
 		return deny("unknown agent tier %q", p.Tier)
 	}
-	return mcpproxy.Decision{Effect: mcpproxy.Allow, Reasons: []string{"task scope allows " + r.Action + " on " + r.Resource}}, nil
+	return mcpproxy.Decision{Effect: mcpproxy.Allow, Risk: risk, Reasons: []string{"task scope allows " + r.Action + " on " + r.Resource}}, nil
 }

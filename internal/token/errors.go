@@ -32,6 +32,9 @@ type Error struct {
 	Description string
 	Status      int
 	cause       error
+	// dpop marks a refusal about DPoP binding, answered on the DPoP
+	// challenge (DPoPChallenge).
+	dpop bool
 }
 
 // Error returns the code, the description and the internal cause.

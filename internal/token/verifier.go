@@ -76,6 +76,12 @@ type VerifyRequest struct {
 	// the DPoP proof.
 	Method string
 	URL    string
+	// Scheme is the Authorization scheme the token came with (FromHeader),
+	// or empty for a token that did not come in an Authorization header.
+	// With SchemeBearer a DPoP-bound token is refused, and with
+	// SchemeDPoP a token that is not DPoP-bound is (RFC 9449 §7.1, §7.2:
+	// a DPoP-bound token is presented with the DPoP scheme and its proof).
+	Scheme Scheme
 	// Audience is the audience the token must name; empty means the
 	// verifier's configured audience.
 	Audience string
@@ -164,6 +170,9 @@ func (v *Verifier) verify(ctx context.Context, r VerifyRequest, o verifyOpts) (*
 			return nil, errInvalidToken(nil, "%s", reason)
 		}
 	}
+	if err := checkScheme(r.Scheme, c.JKT()); err != nil {
+		return nil, err
+	}
 	if jkt := c.JKT(); jkt != "" && !o.skipDPoP {
 		if r.DPoPProof == "" {
 			return nil, errInvalidToken(nil, "DPoP-bound token presented without a DPoP proof")
@@ -177,6 +186,23 @@ func (v *Verifier) verify(ctx context.Context, r VerifyRequest, o verifyOpts) (*
 		}
 	}
 	return t, nil
+}
+
+// checkScheme holds a token to the scheme it was presented with: a
+// DPoP-bound token (jkt set) only with the DPoP scheme, and the DPoP
+// scheme only with a DPoP-bound token.
+func checkScheme(s Scheme, jkt string) error {
+	var e *Error
+	switch {
+	case s == SchemeBearer && jkt != "":
+		e = errInvalidToken(nil, "DPoP-bound token presented with the Bearer scheme; use the DPoP scheme")
+	case s == SchemeDPoP && jkt == "":
+		e = errInvalidToken(nil, "the DPoP scheme with a token that is not DPoP-bound")
+	default:
+		return nil
+	}
+	e.dpop = true
+	return e
 }
 
 // parse does the uncached part of verification: everything that depends

@@ -134,6 +134,16 @@ func TestVerify(t *testing.T) {
 		{"dpop bound without proof", VerifyRequest{Token: boundRaw}, CodeInvalidToken},
 		{"dpop ok", VerifyRequest{Token: boundRaw, Method: "POST", URL: url,
 			DPoPProof: client.proof(t, now, "POST", url, boundRaw, proofOpts{})}, ""},
+		{"dpop ok with the DPoP scheme", VerifyRequest{Token: boundRaw, Method: "POST", URL: url, Scheme: SchemeDPoP,
+			DPoPProof: client.proof(t, now, "POST", url, boundRaw, proofOpts{})}, ""},
+		// RFC 9449 §7.1, §7.2: a DPoP-bound token under the Bearer scheme
+		// is refused, even with a valid proof beside it.
+		{"dpop bound as Bearer with a proof", VerifyRequest{Token: boundRaw, Method: "POST", URL: url, Scheme: SchemeBearer,
+			DPoPProof: client.proof(t, now, "POST", url, boundRaw, proofOpts{})}, CodeInvalidToken},
+		{"dpop bound as Bearer", VerifyRequest{Token: boundRaw, Scheme: SchemeBearer}, CodeInvalidToken},
+		{"unbound with the DPoP scheme", VerifyRequest{Token: f.sign(t, f.taskClaims()), Method: "POST", URL: url, Scheme: SchemeDPoP,
+			DPoPProof: client.proof(t, now, "POST", url, f.sign(t, f.taskClaims()), proofOpts{})}, CodeInvalidToken},
+		{"unbound with the Bearer scheme", VerifyRequest{Token: f.sign(t, f.taskClaims()), Scheme: SchemeBearer}, ""},
 		{"dpop wrong key", VerifyRequest{Token: boundRaw, Method: "POST", URL: url,
 			DPoPProof: other.proof(t, now, "POST", url, boundRaw, proofOpts{})}, CodeInvalidDPoPProof},
 		{"dpop wrong method", VerifyRequest{Token: boundRaw, Method: "GET", URL: url,

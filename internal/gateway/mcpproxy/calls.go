@@ -89,19 +89,6 @@ func (g *Gateway) errorFor(err error, upstream string) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
 }
 
-// RiskOf derives a tool's risk class from its annotations. Missing hints
-// take the MCP defaults (not read-only, destructive).
-func RiskOf(a *mcp.ToolAnnotations) Risk {
-	switch {
-	case a != nil && a.ReadOnlyHint:
-		return RiskRead
-	case a != nil && a.DestructiveHint != nil && !*a.DestructiveHint:
-		return RiskWrite
-	default:
-		return RiskDestructive
-	}
-}
-
 // listUpstream collects every item (all pages) that list yields from u,
 // within one upstream call. On a per-upstream endpoint a failing upstream
 // is the caller's error; on the aggregated endpoint it is skipped
@@ -219,7 +206,7 @@ func (s *session) toolRequest(a *authed, e *toolEntry, args json.RawMessage, pre
 	return Request{
 		Credential: a.cred, Principal: a.p, Action: ActionToolCall,
 		Upstream: e.up.cfg.Name, Name: e.tool.Name, Resource: e.resource,
-		Arguments: args, Annotations: e.ann, Risk: RiskOf(e.tool.Annotations), Preview: preview,
+		Arguments: args, Annotations: e.ann, Preview: preview,
 	}
 }
 
@@ -356,9 +343,11 @@ func (g *Gateway) checkSize(res mcp.Result) error {
 	return nil
 }
 
-// govern decides r (rate limits, budget, decider, approval), records the
-// decision, and returns a function that records the outcome. The error is
-// the JSON-RPC error to send when the call may not proceed.
+// govern has r decided (by the Decider: rate limits, budgets and rules
+// are all its), holds it for approval when needed, records the decision
+// unless the decider did, and returns a function that records the
+// outcome. The error is the JSON-RPC error to send when the call may not
+// proceed.
 func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFunc, error) {
 	ev := g.event(s, r)
 	deny := func(code int64, msg string, d errorData) error {
@@ -369,17 +358,13 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		}
 		return rpcError(code, msg, d)
 	}
-	if d := g.lim.wait(r.Principal.Agent, r.Resource); d > 0 {
-		return nil, deny(CodeRateLimited, fmt.Sprintf("rate limit for %s exceeded; retry after %ds", r.Resource, retrySeconds(d)),
-			errorData{Reasons: []string{"rate limit exceeded"}, RetryAfter: retrySeconds(d)})
-	}
-	if !g.lim.budgetLeft(r.Principal.Task) {
-		return nil, deny(CodeBudgetExceeded, "the task's call budget is spent", errorData{Reasons: []string{fmt.Sprintf("task budget of %d calls spent", g.cfg.Limits.TaskCalls)}})
-	}
 	dec, err := g.cfg.Decider.Decide(ctx, r)
 	if err != nil {
 		g.log.Error("decision failed", "err", err)
 		dec = Decision{Effect: Deny, Reasons: []string{"decision failed (denied by default)"}}
+	}
+	if dec.Risk != "" {
+		ev.Details["risk"] = dec.Risk
 	}
 	if dec.Effect == ApprovalRequired {
 		if g.cfg.Approvals == nil {
@@ -404,14 +389,18 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		if dec.Effect == ApprovalRequired {
 			dec.Effect = Deny
 		}
-		msg := "denied: " + orDefault(strings.Join(dec.Reasons, "; "), "not allowed")
-		if dec.Recorded {
-			return nil, rpcError(CodeDenied, msg, errorData{Reasons: dec.Reasons})
+		code, msg, data := int64(CodeDenied), "denied: "+orDefault(strings.Join(dec.Reasons, "; "), "not allowed"), errorData{Reasons: dec.Reasons}
+		switch dec.Limit {
+		case LimitRate:
+			data.RetryAfter = retrySeconds(dec.RetryAfter)
+			code, msg = CodeRateLimited, fmt.Sprintf("rate limit for %s exceeded; retry after %ds", r.Resource, data.RetryAfter)
+		case LimitBudget:
+			code, msg = CodeBudgetExceeded, "the task's budget is spent: "+orDefault(strings.Join(dec.Reasons, "; "), "no calls left")
 		}
-		return nil, deny(CodeDenied, msg, errorData{Reasons: dec.Reasons})
-	}
-	if !g.lim.spend(r.Principal.Task) {
-		return nil, deny(CodeBudgetExceeded, "the task's call budget is spent", errorData{Reasons: []string{fmt.Sprintf("task budget of %d calls spent", g.cfg.Limits.TaskCalls)}})
+		if dec.Recorded {
+			return nil, rpcError(code, msg, data)
+		}
+		return nil, deny(code, msg, data)
 	}
 	ev.Decision = audit.DecisionAllow
 	ev.Reason = strings.Join(dec.Reasons, "; ")
@@ -477,9 +466,6 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 		Type: audit.TypeMCPCall, Actor: p.Agent, Agent: p.Agent, Chain: p.Chain, OnBehalfOf: p.OnBehalfOf,
 		Task: p.Task, Action: r.Action, Resource: r.Resource, Point: "mcp",
 		Details: map[string]string{"upstream": r.Upstream, "name": r.Name, "endpoint": s.resource},
-	}
-	if r.Risk != "" {
-		ev.Details["risk"] = string(r.Risk)
 	}
 	if r.Arguments != nil {
 		// Arguments can hold secrets: the ledger keeps their digest.
@@ -602,12 +588,12 @@ func (s *session) resourceUpstream(ctx context.Context, uri string) (*upConn, er
 func (s *session) admitResource(ctx context.Context, a *authed, uri string) (*upConn, outcomeFunc, error) {
 	u, err := s.resourceUpstream(ctx, uri)
 	if err != nil {
-		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionResourceRead, Name: uri, Resource: uri, Risk: RiskRead}, "no upstream serves the resource")
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionResourceRead, Name: uri, Resource: uri}, "no upstream serves the resource")
 		return nil, nil, err
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionResourceRead,
-		Upstream: u.cfg.Name, Name: uri, Resource: uri, Risk: RiskRead,
+		Upstream: u.cfg.Name, Name: uri, Resource: uri,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -664,7 +650,7 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 		for _, p := range ps {
 			d, err := s.gw.cfg.Decider.Decide(ctx, Request{
 				Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,
-				Name: p.Name, Resource: u.cfg.Name + "/" + p.Name, Risk: RiskRead, Preview: true,
+				Name: p.Name, Resource: u.cfg.Name + "/" + p.Name, Preview: true,
 			})
 			if err != nil || d.Effect == Deny {
 				continue
@@ -690,7 +676,7 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, arguments map[string]string) (*upConn, string, outcomeFunc, error) {
 	u, name, ok := s.split(exposed)
 	if !ok {
-		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionPromptGet, Name: exposed, Resource: exposed, Risk: RiskRead}, "unknown prompt")
+		s.gw.refused(ctx, s, Request{Principal: a.p, Action: ActionPromptGet, Name: exposed, Resource: exposed}, "unknown prompt")
 		return nil, "", nil, invalidParams("unknown prompt %q", exposed)
 	}
 	var args json.RawMessage
@@ -700,7 +686,7 @@ func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, ar
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,
-		Name: name, Resource: u.cfg.Name + "/" + name, Arguments: args, Risk: RiskRead,
+		Name: name, Resource: u.cfg.Name + "/" + name, Arguments: args,
 	})
 	if err != nil {
 		return nil, "", nil, err

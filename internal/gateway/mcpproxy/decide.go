@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/token"
 )
 
 // Action kinds the gateway asks about. They are task scope action names
@@ -30,10 +32,18 @@ const (
 // that carried an MCP message: the access token and, for DPoP-bound tokens,
 // the proof and the request it was made for (RFC 9449 §4.3).
 type Credential struct {
+	// Scheme is the Authorization scheme the token came with.
+	Scheme    token.Scheme
 	Token     string
 	DPoPProof string
 	Method    string
 	URL       string
+	// Resource is the gateway endpoint the request was for.
+	Resource string
+	// Malformed, if set, is why the Authorization header could not be
+	// read (token.FromHeader); the Authenticator refuses (and records)
+	// such a credential.
+	Malformed error
 }
 
 // Principal is what the gateway's Authenticator established about the
@@ -76,17 +86,6 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, cred Credential) (*Principal, error)
 }
 
-// Risk is a tool's risk class, derived from its MCP annotations.
-type Risk string
-
-// Risk classes (see DESIGN.md, "Action").
-const (
-	RiskRead        Risk = "read"
-	RiskWrite       Risk = "write"
-	RiskDestructive Risk = "destructive"
-	RiskExternal    Risk = "external"
-)
-
 // Request is one attempted MCP action, as the gateway hands it to the
 // decision pipeline.
 type Request struct {
@@ -113,8 +112,6 @@ type Request struct {
 	// Annotations are the tool's MCP annotations as the upstream declared
 	// them (nil for resources and prompts).
 	Annotations json.RawMessage
-	// Risk is the risk class derived from the annotations.
-	Risk Risk
 	// Preview marks a question asked only to filter a list (tools/list):
 	// the decider must not record it, count it against budgets or open an
 	// approval. A tool is listed unless the answer is deny.
@@ -133,7 +130,24 @@ type Decision struct {
 	// Recorded reports that the decider already wrote the decision's audit
 	// event (the access pipeline does); when false the gateway records it.
 	Recorded bool
+	// Risk is the risk class the decider gave the action (policy's one
+	// classifier); the gateway's events carry it.
+	Risk string
+	// Limit, on a deny, says that a rate limit or a budget denied rather
+	// than a rule: the gateway answers CodeRateLimited (with RetryAfter)
+	// or CodeBudgetExceeded.
+	Limit      Limit
+	RetryAfter time.Duration
 }
+
+// Limit names the kind of limit behind a denial.
+type Limit string
+
+// Limits a Decider may report.
+const (
+	LimitRate   Limit = "rate"
+	LimitBudget Limit = "budget"
+)
 
 // Obligation is a duty attached to an allow: Kind names it, Value
 // parameterizes it.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
@@ -44,10 +45,17 @@ func Example() {
 	}
 	defer authority.Close()
 
+	// The access pipeline (the shipped default policies) authenticates
+	// and decides every call; the gateway enforces its answers.
+	pipeline, err := authority.Pipeline(access.Config{})
+	if err != nil {
+		panic(err)
+	}
+	governed := mcpproxy.NewPipeline(pipeline)
 	gw, err := mcpproxy.New(mcpproxy.Config{
 		Upstreams:     []mcpproxy.Upstream{{Name: "notes", URL: upSrv.URL}},
-		Authenticator: mcpproxy.TokenAuthenticator{Verifier: authority.Tokens.Verifier()},
-		Decider:       mcpproxytest.Decider{},
+		Authenticator: governed,
+		Decider:       governed,
 		Audit:         authority.Audit,
 		PublicURL:     base,
 	})
@@ -80,5 +88,5 @@ func Example() {
 	// Output:
 	// tool: read_note
 	// read_note: buy milk
-	// delete_notes: calling "tools/call": denied: assist agents may only read; notes/delete_notes is a destructive action
+	// delete_notes: calling "tools/call": denied: no policy permits this action (denied by default)
 }

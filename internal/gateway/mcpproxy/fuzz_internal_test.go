@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"testing/iotest"
@@ -56,21 +55,6 @@ func FuzzCountingReader(f *testing.F) {
 		}
 		if a, b := count(stream), count(stream[:split], stream[split:]); a != b {
 			t.Fatalf("count(%q) = %d whole, %d split at %d", stream, a, b, split)
-		}
-	})
-}
-
-func FuzzCredential(f *testing.F) {
-	for _, s := range []string{"Bearer abc", "DPoP abc", "bearer  x", "Basic x", "", "Bearer", "Bearer a b"} {
-		f.Add(s, "proof")
-	}
-	f.Fuzz(func(t *testing.T, authz, dpop string) {
-		r := httptest.NewRequest("POST", "http://h/mcp", nil)
-		r.Header.Set("Authorization", authz)
-		r.Header.Set("DPoP", dpop)
-		c, ok := credentialFrom(r, "")
-		if ok && (c.Token == "" || c.URL != "http://h/mcp") {
-			t.Fatalf("credentialFrom(%q) = %+v", authz, c)
 		}
 	})
 }

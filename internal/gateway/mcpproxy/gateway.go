@@ -18,9 +18,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
-	"golang.org/x/time/rate"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/token"
 )
 
 // Limits bound what the gateway accepts and how long it waits. Zero
@@ -37,15 +37,9 @@ type Limits struct {
 	// SessionTimeout closes idle downstream sessions (and their upstream
 	// sessions and processes).
 	SessionTimeout time.Duration
-	// AgentRate and AgentBurst limit decided calls per agent; ToolRate and
-	// ToolBurst per agent and tool. A zero rate means unlimited.
-	AgentRate  rate.Limit
-	AgentBurst int
-	ToolRate   rate.Limit
-	ToolBurst  int
-	// TaskCalls is the per-task budget of decided calls through this
-	// gateway; zero means unlimited.
-	TaskCalls int64
+	// Rate limits and the per-task call budget are not the gateway's:
+	// they are decisions of the access pipeline (access.Limits of point
+	// "mcp"), recorded like any other.
 }
 
 // Defaults for Limits.
@@ -72,12 +66,6 @@ func (l *Limits) fill() {
 	def(&l.CallTimeout, DefaultCallTimeout)
 	def(&l.ConnectTimeout, DefaultConnectTimeout)
 	def(&l.SessionTimeout, DefaultSessionTimeout)
-	if l.AgentRate > 0 && l.AgentBurst <= 0 {
-		l.AgentBurst = max(1, int(l.AgentRate))
-	}
-	if l.ToolRate > 0 && l.ToolBurst <= 0 {
-		l.ToolBurst = max(1, int(l.ToolRate))
-	}
 }
 
 // Config configures a Gateway.
@@ -121,7 +109,6 @@ type Gateway struct {
 	ups     map[string]*Upstream
 	names   []string
 	pins    *pinner
-	lim     *limiter
 	handler http.Handler
 	httpc   *http.Client
 	// relayers carry the raw relay's requests to each HTTP upstream, with
@@ -194,7 +181,6 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 	g.pins = &pinner{store: cfg.Pins, audit: cfg.Audit, log: g.log, cache: map[pinKey]*Pin{}}
-	g.lim = newLimiter(cfg.Limits)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.proto = mcp.NewServer(&mcp.Implementation{Name: "mandate", Version: "1"}, nil)
 	g.handler = g.routes()
@@ -342,7 +328,7 @@ func (g *Gateway) routes() http.Handler {
 			MaxRequestBodyBytes: g.cfg.Limits.MaxMessageBytes,
 			Logger:              g.log,
 		})
-		mux.Handle(path, g.authenticate(g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
+		mux.Handle(path, g.authenticate(path, g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
 	}
 	mount(g.cfg.BasePath, "")
 	for _, n := range g.names {
@@ -380,35 +366,60 @@ func (g *Gateway) sdkAuth(metadataURL string, next http.Handler) http.Handler {
 	})
 }
 
-// authenticate verifies the credential of every request (Bearer or DPoP),
-// answering 401 with an RFC 9728 challenge when it is missing or invalid,
-// and passes the principal on in the request's context.
-func (g *Gateway) authenticate(metadataURL string, next authedHandler) http.Handler {
+// authenticate verifies the credential of every request (token.FromHeader:
+// Bearer, or DPoP with its proof) with the Authenticator, answering 401
+// with RFC 9728 and RFC 9449 challenges when it is missing or refused,
+// and passes the principal on in the request's context. The answer's
+// text is fixed: why a credential was refused is in the ledger (the
+// Authenticator records it) and never told to the caller.
+func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler) http.Handler {
+	params := fmt.Sprintf("resource_metadata=%q", metadataURL)
+	resource := g.cfg.PublicURL + endpoint
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred, ok := credentialFrom(r, g.cfg.PublicURL)
-		var p *Principal
-		var err error
-		if !ok {
-			err = fmt.Errorf("%w: no Bearer or DPoP credential", ErrUnauthenticated)
-		} else {
-			p, err = g.cfg.Authenticator.Authenticate(r.Context(), cred)
-			if err == nil && p == nil {
-				err = ErrUnauthenticated
-			}
-		}
-		if err != nil {
-			scheme := "Bearer"
-			w.Header().Add("WWW-Authenticate", fmt.Sprintf(`%s resource_metadata=%q, error="invalid_token"`, scheme, metadataURL))
-			w.Header().Add("WWW-Authenticate", `DPoP algs="EdDSA ES256"`)
-			msg := "invalid_token"
-			if !errors.Is(err, ErrUnauthenticated) {
-				g.log.Error("authentication failed", "err", err)
-			}
-			http.Error(w, msg+": "+publicAuthError(err), http.StatusUnauthorized)
+		pres, err := token.FromHeader(r.Header)
+		if errors.Is(err, token.ErrNoCredential) {
+			unauthorized(w, pres, err, params, "an access token is required (Authorization: DPoP or Bearer)")
 			return
 		}
-		next(w, r, &authed{p: p, cred: cred})
+		cred := Credential{Scheme: pres.Scheme, Token: pres.Token, DPoPProof: pres.DPoPProof,
+			Method: r.Method, URL: g.requestURL(r), Resource: resource, Malformed: err}
+		p, err := g.cfg.Authenticator.Authenticate(r.Context(), cred)
+		if err == nil && p == nil {
+			err = ErrUnauthenticated
+		}
+		switch {
+		case err == nil:
+			next(w, r, &authed{p: p, cred: cred})
+		case errors.Is(err, ErrUnauthenticated):
+			unauthorized(w, pres, err, params, "invalid_token: the access token was not accepted")
+		default:
+			g.log.Error("authentication failed", "err", err)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "authentication is temporarily unavailable; retry later", http.StatusServiceUnavailable)
+		}
 	})
+}
+
+// unauthorized answers 401 with the challenges for a refused (or absent)
+// credential and the fixed text msg.
+func unauthorized(w http.ResponseWriter, pres token.Presentation, err error, params, msg string) {
+	for _, c := range token.Challenges(pres, err, params) {
+		w.Header().Add("WWW-Authenticate", c)
+	}
+	http.Error(w, msg, http.StatusUnauthorized)
+}
+
+// requestURL is the request's public URL without query, for a DPoP
+// proof's htu.
+func (g *Gateway) requestURL(r *http.Request) string {
+	if g.cfg.PublicURL != "" {
+		return g.cfg.PublicURL + r.URL.Path
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	return proto + "://" + r.Host + r.URL.Path
 }
 
 // authedHandler serves a request that authenticate has authenticated as a.
@@ -421,55 +432,11 @@ func withPrincipal(r *http.Request, a *authed) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, a))
 }
 
-func publicAuthError(err error) string {
-	s := err.Error()
-	if len(s) > 200 {
-		s = s[:200]
-	}
-	return s
-}
-
 const extraPrincipal = "mandate.principal"
 
 type authed struct {
 	p    *Principal
 	cred Credential
-}
-
-// credentialFrom reads an Authorization: Bearer or DPoP header (and the
-// DPoP proof), and the request's public URL for the proof's htu.
-func credentialFrom(r *http.Request, publicURL string) (Credential, bool) {
-	h := r.Header.Values("Authorization")
-	if len(h) != 1 {
-		return Credential{}, false
-	}
-	scheme, tok, ok := strings.Cut(h[0], " ")
-	tok = strings.TrimSpace(tok)
-	if !ok || tok == "" || strings.ContainsAny(tok, " \t") {
-		return Credential{}, false
-	}
-	c := Credential{Token: tok, Method: r.Method}
-	u := publicURL + r.URL.Path
-	if publicURL == "" {
-		proto := "http"
-		if r.TLS != nil {
-			proto = "https"
-		}
-		u = proto + "://" + r.Host + r.URL.Path
-	}
-	c.URL = u
-	switch strings.ToLower(scheme) {
-	case "bearer":
-	case "dpop":
-		proofs := r.Header.Values("DPoP")
-		if len(proofs) != 1 {
-			return Credential{}, false
-		}
-		c.DPoPProof = proofs[0]
-	default:
-		return Credential{}, false
-	}
-	return c, true
 }
 
 func principalFrom(extra *mcp.RequestExtra) *authed {

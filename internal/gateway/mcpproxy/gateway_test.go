@@ -17,9 +17,11 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 // TestMain lets the test binary act as a stdio MCP server (for the crash
@@ -263,11 +265,26 @@ func TestCollision(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	up := newGoUpstream(t)
+	// Rate limits and the call budget are the pipeline's decisions: each
+	// denial is an action.decided event of access with its policy id, and
+	// the gateway answers with its JSON-RPC code.
+	limitedEvent := func(t *testing.T, e *env, policyID string) {
+		t.Helper()
+		for _, ev := range e.rec.events(audit.TypeActionDecided) {
+			if ev.Decision == audit.DecisionDeny && ev.Details["policies"] == policyID {
+				if ev.Point != "mcp" || ev.Task == "" || ev.Agent == "" || ev.Resource != "tool:go/echo" || ev.Reason == "" {
+					t.Errorf("%s event = %+v", policyID, ev)
+				}
+				return
+			}
+		}
+		t.Fatalf("no action.decided deny by %s in %+v", policyID, e.rec.events(""))
+	}
 	t.Run("rate", func(t *testing.T) {
-		e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, func(c *mcpproxy.Config) {
-			c.Limits.ToolRate, c.Limits.ToolBurst = 0.1, 2
-		})
+		e := newGovernedEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, policy.ClassifierConfig{}, access.Limits{ToolRate: 0.1, ToolBurst: 2}, nil)
 		cs := connect(t, e, "/mcp/go", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
+		// tools/list previews every tool: it must not spend the limit.
+		toolNames(t, cs)
 		for i := range 3 {
 			_, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
 			code, msg := rpcCode(err)
@@ -278,17 +295,24 @@ func TestLimits(t *testing.T) {
 				t.Fatalf("call %d: %v, want rate limited with retry_after", i, err)
 			}
 		}
+		limitedEvent(t, e, access.PolicyRateLimit)
 	})
 	t.Run("budget", func(t *testing.T) {
-		e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, func(c *mcpproxy.Config) { c.Limits.TaskCalls = 1 })
+		e := newGovernedEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, policy.ClassifierConfig{}, access.Limits{TaskCalls: 1}, nil)
 		cs := connect(t, e, "/mcp/go", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call"))
+		toolNames(t, cs)
 		if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
 			t.Fatal(err)
 		}
+		before := up.calls.Load()
 		_, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
 		if code, _ := rpcCode(err); code != mcpproxy.CodeBudgetExceeded {
 			t.Fatalf("second call: %v, want budget exceeded", err)
 		}
+		if up.calls.Load() != before {
+			t.Fatal("a call over the budget reached the upstream")
+		}
+		limitedEvent(t, e, access.PolicyCallBudget)
 	})
 	t.Run("audit unavailable", func(t *testing.T) {
 		e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, nil)

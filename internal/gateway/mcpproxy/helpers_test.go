@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 // repoRoot is the module root (two levels above this package's parent).
@@ -199,6 +201,38 @@ func newEnv(t testing.TB, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *
 	return startGateway(t, a, rec, srv, ups, mod)
 }
 
+// newGovernedEnv is newEnv with the access pipeline (the shipped default
+// policies, the classifier cls, the limits of point "mcp") as the
+// gateway's Authenticator and Decider, as mandate serve wires it.
+func newGovernedEnv(t testing.TB, ups []mcpproxy.Upstream, cls policy.ClassifierConfig, limits access.Limits, mod func(*mcpproxy.Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	srv := httptest.NewUnstartedServer(nil)
+	base := "http://" + srv.Listener.Addr().String()
+	a, err := mcpproxytest.NewAuthority(ctx, t.TempDir(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	rec := &recorder{}
+	classifier, err := policy.NewClassifier(cls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Pipeline(access.Config{Recorder: tee{rec, a.Audit}, Classifier: classifier,
+		Limits: map[string]access.Limits{mcpproxy.Point: limits}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	governed := mcpproxy.NewPipeline(p)
+	return startGateway(t, a, rec, srv, ups, func(c *mcpproxy.Config) {
+		c.Authenticator, c.Decider = governed, governed
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
 // newEnvSharing starts a second gateway with the same authority and
 // upstreams as e, over pins.
 func newEnvSharing(t testing.TB, e *env, pins mcpproxy.PinStore) *env {
@@ -213,9 +247,13 @@ func newEnvSharing(t testing.TB, e *env, pins mcpproxy.PinStore) *env {
 func startGateway(t testing.TB, a *mcpproxytest.Authority, rec *recorder, srv *httptest.Server, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *env {
 	t.Helper()
 	base := a.Issuer
+	auth, err := a.Authenticator(tee{rec, a.Audit})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := mcpproxy.Config{
 		Upstreams:            ups,
-		Authenticator:        mcpproxytest.Authenticator{Verifier: a.Tokens.Verifier()},
+		Authenticator:        auth,
 		Decider:              mcpproxytest.Decider{},
 		Audit:                tee{rec, a.Audit},
 		PublicURL:            base,
