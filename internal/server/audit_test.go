@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store"
 )
 
@@ -107,7 +108,7 @@ func TestServerAuditLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -20,7 +21,7 @@ import (
 func TestWALStaysBounded(t *testing.T) {
 	const limit = 256 << 10
 	db := openTemp(t, sqlite.WithWALLimit(limit))
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}
