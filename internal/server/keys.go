@@ -166,7 +166,7 @@ var keys = []Key{
 		Help:  "syslog sink: local, udp://host:port, tcp://host:port or unix:///path; empty disables it",
 		field: func(c *Config) any { return &c.Audit.Syslog }},
 	{Path: "seal.kek_file", Kind: KindString, DefaultDoc: "<data_dir>/seal.kek, generated on first start",
-		Help:  "file (mode 0600) holding the key-encryption key that seals the signing keys in the store: 44 characters of base64, e.g. from mandate keys generate-kek; keep it, and its backup, apart from the database (see docs/keys.md)",
+		Help:  "file (mode 0600) holding the key-encryption key that seals the signing keys in the store: 44 characters of base64, e.g. from openssl rand -base64 32; keep it, and its backup, apart from the database (see docs/keys.md)",
 		field: func(c *Config) any { return &c.Seal.KEKFile }},
 	{Path: "seal.kek_env", Kind: KindString,
 		Help:  "name of an environment variable holding the key-encryption key, instead of seal.kek_file",
