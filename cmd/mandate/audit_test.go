@@ -17,6 +17,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/server"
 )
 
@@ -116,14 +118,23 @@ func otherKey(t *testing.T) string {
 }
 
 // ledgerSigner reads the server's checkpoint signing key from its
-// database, as an attacker with the database could.
+// database and unseals it with the key-encryption key beside it, as an
+// attacker with both could.
 func ledgerSigner(t *testing.T, dbPath string) note.Signer {
 	t.Helper()
-	var skey string
-	if err := rawDB(t, dbPath).QueryRow(`SELECT CAST(key AS TEXT) FROM ledger_keys WHERE name = 'checkpoint-signer'`).Scan(&skey); err != nil {
+	var sealed []byte
+	if err := rawDB(t, dbPath).QueryRow(`SELECT key FROM ledger_keys WHERE name = 'checkpoint-signer'`).Scan(&sealed); err != nil {
 		t.Fatal(err)
 	}
-	s, err := note.NewSigner(skey)
+	r, _, err := seal.LoadKeyring(seal.Sources{File: filepath.Join(filepath.Dir(dbPath), "seal.kek")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, err := r.Open(audit.LedgerKeySealPurpose, "checkpoint-signer", sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(string(skey))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
@@ -80,7 +81,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	}
 	t.Cleanup(func() { _ = backend.Close() })
 	f := &fixture{backend: backend, rec: &memRecorder{}, now: time.Now()}
-	if f.keyring, err = token.NewKeyring(ctx, token.KeyringConfig{Store: backend}); err != nil {
+	if f.keyring, err = token.NewKeyring(ctx, token.KeyringConfig{Store: backend, Sealer: sealtest.Keyring()}); err != nil {
 		t.Fatal(err)
 	}
 	f.rev = token.NewRevocations(nil)

@@ -9,6 +9,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -24,7 +25,7 @@ func TestDecisionsFailClosedWhenTheLedgerFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	ledger, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	ledger, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/internal/admin"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
@@ -296,7 +297,7 @@ func TestExpireTasks(t *testing.T) {
 
 func mustLedger(t *testing.T, s audit.Store) *audit.Ledger {
 	t.Helper()
-	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s})
+	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -24,7 +25,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	ledger, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: db, Origin: "example.org/audit"})
+	ledger, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), Origin: "example.org/audit"})
 	if err != nil {
 		log.Fatal(err)
 	}

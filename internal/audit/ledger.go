@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mandatehq/mandate/internal/seal"
 )
 
 // Names of the keys the ledger keeps in its Store.
@@ -39,6 +41,9 @@ const (
 type LedgerConfig struct {
 	// Store persists the ledger. Required.
 	Store Store
+	// Sealer seals the ledger keys kept in Store (the generated checkpoint
+	// signing key and the HMAC key). Required.
+	Sealer *seal.Keyring
 	// Origin names the log in its checkpoints and its signing key. It is
 	// used only when the key is first generated; afterwards the stored
 	// key's name is the origin. Default DefaultOrigin.
@@ -131,6 +136,9 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("audit: NewLedger: Store is required")
 	}
+	if cfg.Sealer == nil {
+		return nil, errors.New("audit: NewLedger: Sealer is required (ledger keys are sealed at rest)")
+	}
 	if cfg.Origin == "" {
 		cfg.Origin = DefaultOrigin
 	}
@@ -156,7 +164,7 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	skey := []byte(cfg.SignerKey)
 	if len(skey) == 0 {
 		var err error
-		skey, err = cfg.Store.LedgerKey(ctx, keySigner, func() ([]byte, error) {
+		skey, err = openLedgerKey(ctx, cfg.Store, cfg.Sealer, keySigner, func() ([]byte, error) {
 			skey, _, err := note.GenerateKey(rand.Reader, cfg.Origin)
 			return []byte(skey), err
 		})
@@ -174,7 +182,7 @@ func NewLedger(ctx context.Context, cfg LedgerConfig) (*Ledger, error) {
 	if l.verifier, err = note.NewVerifier(l.vkey); err != nil {
 		return nil, fmt.Errorf("audit: ledger verifier key: %w", err)
 	}
-	hkey, err := cfg.Store.LedgerKey(ctx, keyHMAC, func() ([]byte, error) {
+	hkey, err := openLedgerKey(ctx, cfg.Store, cfg.Sealer, keyHMAC, func() ([]byte, error) {
 		k := make([]byte, 32)
 		_, err := rand.Read(k)
 		return k, err

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -44,6 +45,9 @@ func newEnvTB(t testing.TB, cfg audit.LedgerConfig) *env {
 	e := &env{db: db, path: path, now: t0}
 	if cfg.Store == nil {
 		cfg.Store = db
+	}
+	if cfg.Sealer == nil {
+		cfg.Sealer = sealtest.Keyring()
 	}
 	cfg.Now = func() time.Time { return e.now }
 	cfg.CheckpointInterval = -1
@@ -237,7 +241,7 @@ func TestCheckpointFormat(t *testing.T) {
 		t.Errorf("Checkpoint() after growth has size %d, want 6", next.Size)
 	}
 	// The key and the HMAC key survive a restart.
-	l2, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db, Origin: "ignored"})
+	l2, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db, Sealer: sealtest.Keyring(), Origin: "ignored"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +407,7 @@ func TestFailClosedAndFailOpen(t *testing.T) {
 			defer db.Close()
 			fs := &failingStore{Store: db}
 			var logs bytes.Buffer
-			l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: fs, FailOpen: failOpen, Logger: newLogger(&logs)})
+			l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: fs, Sealer: sealtest.Keyring(), FailOpen: failOpen, Logger: newLogger(&logs)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -489,7 +493,7 @@ func TestPruneKeepsNewerEventsWhenTimesAreOutOfOrder(t *testing.T) {
 func TestTwoWritersOnOneStore(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, audit.LedgerConfig{})
-	other, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db})
+	other, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

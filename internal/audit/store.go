@@ -115,4 +115,9 @@ type Store interface {
 	// result of generate first if there is none. Concurrent callers get
 	// the same key.
 	LedgerKey(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+	// ReplaceLedgerKey replaces the ledger key stored under name with key,
+	// provided it is still old (compare and swap); it returns
+	// ErrLedgerKeyChanged if the key is gone or holds something else. The
+	// old value must not linger in the store's files.
+	ReplaceLedgerKey(ctx context.Context, name string, old, key []byte) error
 }

@@ -12,13 +12,19 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 )
 
 // ledgerSigner returns the ledger's own checkpoint signer, read from the
-// store: what an attacker with the database (or a buggy server) has.
+// store and unsealed: what an attacker with the database and the
+// key-encryption key (or a buggy server) has.
 func ledgerSigner(t *testing.T, e *env) note.Signer {
 	t.Helper()
-	skey, err := e.db.LedgerKey(t.Context(), "checkpoint-signer", nil)
+	sealed, err := e.db.LedgerKey(t.Context(), "checkpoint-signer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, err := sealtest.Keyring().Open(audit.LedgerKeySealPurpose, "checkpoint-signer", sealed)
 	if err != nil {
 		t.Fatal(err)
 	}

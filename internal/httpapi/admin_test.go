@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 	"github.com/mandatehq/mandate/internal/token"
 )
@@ -159,7 +160,7 @@ func identityFilter() identity.Filter { return identity.Filter{} }
 
 func mustLedger(t testing.TB, s audit.Store) *audit.Ledger {
 	t.Helper()
-	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s})
+	l, err := audit.NewLedger(context.Background(), audit.LedgerConfig{Store: s, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
@@ -50,6 +51,7 @@ func newEnv(t *testing.T) *env {
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
 	srv, err := token.NewServer(ctx, token.Config{
+		Sealer: sealtest.Keyring(),
 		Issuer: ts.URL, TrustDomain: "example.org",
 		Identities: db, Tasks: db, Tokens: db, Audit: mustLedger(t, db),
 	})

@@ -32,6 +32,7 @@ import (
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
@@ -56,12 +57,13 @@ func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: b, CheckpointInterval: -1})
+	rec, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: b, Sealer: sealtest.Keyring(), CheckpointInterval: -1})
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
 	ts, err := token.NewServer(ctx, token.Config{
+		Sealer: sealtest.Keyring(),
 		Issuer: issuer, TrustDomain: TrustDomain,
 		Identities: b, Tasks: b, Tokens: b, Audit: rec,
 		TaskTokenTTL: 30 * time.Minute,

@@ -107,7 +107,7 @@ func ParseKEK(text []byte) (KEK, error) {
 	s := bytes.TrimSpace(text)
 	b, err := base64.StdEncoding.Strict().DecodeString(string(s))
 	if err != nil || len(b) != KEKSize || base64.StdEncoding.EncodeToString(b) != string(s) {
-		return KEK{}, fmt.Errorf("seal: a key-encryption key is the standard base64 of %d random bytes (44 characters, e.g. from `mandate keys generate-kek`)", KEKSize)
+		return KEK{}, fmt.Errorf("seal: a key-encryption key is the standard base64 of %d random bytes (44 characters, e.g. from `openssl rand -base64 32`)", KEKSize)
 	}
 	return NewKEK(b)
 }

@@ -153,7 +153,7 @@ func (s *Server) openLedger(ctx context.Context) (_ *audit.Ledger, err error) {
 		interval = -1 // disabled
 	}
 	l, err := audit.NewLedger(ctx, audit.LedgerConfig{
-		Store: s.backend, Origin: origin, SignerKey: skey, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
+		Store: s.backend, Sealer: s.sealer, Origin: origin, SignerKey: skey, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
 		Sinks: sinks, CheckpointInterval: interval, Retention: a.Retention,
 		Logger: s.log.With("component", "audit"),
 	})

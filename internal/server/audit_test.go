@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/store"
 )
 
@@ -107,7 +108,11 @@ func TestServerAuditLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	sealer, _, err := seal.LoadKeyring(seal.Sources{File: filepath.Join(cfg.DataDir, DefaultKEKFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,7 @@ type Config struct {
 	Admin               AdminConfig
 	Federation          FederationConfig
 	Audit               AuditConfig
+	Seal                SealConfig
 	Policy              PolicyConfig
 	Access              AccessConfig
 	MCP                 MCPConfig
@@ -307,6 +308,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Audit.validate(bad)
+	c.Seal.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/token"
 )
@@ -72,6 +73,7 @@ type Server struct {
 	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	ledger  *audit.Ledger
+	sealer  *seal.Keyring // seals the keys kept in the store
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -108,6 +110,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.sock, err = listenSocket(SocketPath(cfg.DataDir)); err != nil {
 		return nil, err
 	}
+	var unsealable func(error) error
+	if s.sealer, unsealable, err = openSealer(&cfg); err != nil {
+		return nil, err
+	}
+	defer func() { err = unsealable(err) }()
 	if s.backend, err = store.Open(ctx, cfg.Store); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", redactDSN(cfg.Store), err)
 	}
@@ -146,7 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		DefaultTaskTTL:     cfg.Tasks.DefaultTTL,
 		MaxDelegationDepth: cfg.Tasks.MaxDepth,
 		Federation:         federation,
-		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder,
+		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
 		Revocations: revocations,
 		Logger:      log.With("component", "oauth"),
 	})

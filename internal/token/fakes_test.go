@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -83,6 +84,18 @@ func (m *memStore) DeleteSigningKeys(_ context.Context, now time.Time) error {
 		return !k.PublishUntil.IsZero() && !k.PublishUntil.After(now)
 	})
 	return nil
+}
+
+func (m *memStore) ResealSigningKey(_ context.Context, kid string, old, sealed, pub []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range m.keys {
+		if m.keys[i].KID == kid && bytes.Equal(m.keys[i].SealedKey, old) {
+			m.keys[i].SealedKey, m.keys[i].PublicJWK = bytes.Clone(sealed), bytes.Clone(pub)
+			return nil
+		}
+	}
+	return ErrKeyChanged
 }
 
 func (m *memStore) UseOnce(_ context.Context, ns, id string, exp time.Time) error {

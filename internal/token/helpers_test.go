@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 )
 
 const (
@@ -61,8 +63,12 @@ func currentPrivateKey(t testing.TB, st *memStore, kid string) jose.JSONWebKey {
 	keys, _ := st.SigningKeys(context.Background(), time.Time{})
 	for _, k := range keys {
 		if k.KID == kid {
+			plain, err := sealtest.Keyring().Open(SealPurpose, kid, k.SealedKey)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var jwk jose.JSONWebKey
-			if err := jwk.UnmarshalJSON(k.PrivateJWK); err != nil {
+			if err := jwk.UnmarshalJSON(plain); err != nil {
 				t.Fatal(err)
 			}
 			return jwk

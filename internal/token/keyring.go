@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -19,7 +20,12 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal"
 )
+
+// SealPurpose is the seal purpose under which signing keys are sealed (the
+// record id is the kid).
+const SealPurpose = "token.signing_key"
 
 // Keyring defaults.
 const (
@@ -38,6 +44,10 @@ const (
 type KeyringConfig struct {
 	// Store persists the keys; required.
 	Store Store
+	// Sealer seals the private keys before they reach Store; required.
+	// Keys found stored in the clear (written before sealing) or sealed
+	// under an old KEK are sealed again under its primary KEK.
+	Sealer *seal.Keyring
 	// RotateEvery is how long a key signs before a new one replaces it
 	// (default DefaultRotateEvery).
 	RotateEvery time.Duration
@@ -54,8 +64,9 @@ type KeyringConfig struct {
 // Keyring holds the authorization server's signing keys: the current
 // Ed25519 key that signs, and the retired keys still published in the JWKS
 // until every token they signed has expired. Keys are persisted through
-// Store, so every replica over the same store signs and verifies with the
-// same set.
+// Store, sealed (see KeyringConfig.Sealer), so every replica over the same
+// store and KEK signs and verifies with the same set, and the store alone
+// yields no private key.
 //
 // Keyring is safe for concurrent use. Signing and key lookups read an
 // immutable snapshot through an atomic pointer, so rotation never stalls
@@ -74,7 +85,9 @@ type keySnapshot struct {
 	created   time.Time
 	signer    jose.Signer
 	published map[string]*jose.JSONWebKey
-	jwks      jose.JSONWebKeySet
+	// retired holds the retirement time of each retired published key.
+	retired map[string]time.Time
+	jwks    jose.JSONWebKeySet
 }
 
 // NewKeyring loads the signing keys from cfg.Store, generating the first
@@ -82,6 +95,9 @@ type keySnapshot struct {
 func NewKeyring(ctx context.Context, cfg KeyringConfig) (*Keyring, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("token: keyring needs a store")
+	}
+	if cfg.Sealer == nil {
+		return nil, errors.New("token: keyring needs a sealer (signing keys are sealed at rest)")
 	}
 	if cfg.RotateEvery <= 0 {
 		cfg.RotateEvery = DefaultRotateEvery
@@ -158,8 +174,17 @@ func (k *Keyring) rotateLocked(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("token: encode signing key: %w", err)
 	}
+	sealed, err := k.cfg.Sealer.Seal(SealPurpose, kid, privJSON)
+	clear(privJSON)
+	if err != nil {
+		return fmt.Errorf("token: seal signing key: %w", err)
+	}
+	pubJSON, err := json.Marshal(publicJWK(priv, jose.EdDSA))
+	if err != nil {
+		return fmt.Errorf("token: encode signing key: %w", err)
+	}
 	if err := k.cfg.Store.AddSigningKey(ctx, SigningKey{
-		KID: kid, Algorithm: string(jose.EdDSA), PrivateJWK: privJSON, CreatedAt: now,
+		KID: kid, Algorithm: string(jose.EdDSA), SealedKey: sealed, PublicJWK: pubJSON, CreatedAt: now,
 	}); err != nil {
 		return fmt.Errorf("token: store signing key: %w", err)
 	}
@@ -204,25 +229,20 @@ func (k *Keyring) reloadLocked(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("token: load signing keys: %w", err)
 	}
-	s := &keySnapshot{published: make(map[string]*jose.JSONWebKey, len(keys))}
+	s := &keySnapshot{published: make(map[string]*jose.JSONWebKey, len(keys)), retired: make(map[string]time.Time)}
 	var current *jose.JSONWebKey
 	var currentKey SigningKey
 	for _, sk := range keys {
-		var jwk jose.JSONWebKey
-		if err := jwk.UnmarshalJSON(sk.PrivateJWK); err != nil {
-			return fmt.Errorf("token: signing key %q: %w", sk.KID, err)
-		}
-		if jwk.KeyID != sk.KID || jwk.IsPublic() {
-			return fmt.Errorf("token: signing key %q: stored JWK does not match", sk.KID)
-		}
-		alg, err := keyAlgorithm(jwk.Key)
+		jwk, alg, err := k.openKey(ctx, sk)
 		if err != nil {
-			return fmt.Errorf("token: signing key %q: %w", sk.KID, err)
+			return err
 		}
-		pub := jwk.Public()
-		pub.Algorithm, pub.Use = string(alg), "sig"
+		pub := publicJWK(jwk, alg)
 		s.published[sk.KID] = &pub
 		s.jwks.Keys = append(s.jwks.Keys, pub)
+		if !sk.RetiredAt.IsZero() {
+			s.retired[sk.KID] = sk.RetiredAt
+		}
 		if sk.RetiredAt.IsZero() && (current == nil || !sk.CreatedAt.Before(currentKey.CreatedAt)) {
 			current, currentKey = &jwk, sk
 			s.alg = alg
@@ -234,6 +254,9 @@ func (k *Keyring) reloadLocked(ctx context.Context, now time.Time) error {
 			s.kid, s.alg, s.created, s.signer = old.kid, old.alg, old.created, old.signer
 			if _, ok := s.published[old.kid]; !ok {
 				s.published[old.kid] = old.published[old.kid]
+				if t, ok := old.retired[old.kid]; ok {
+					s.retired[old.kid] = t
+				}
 				s.jwks.Keys = append(s.jwks.Keys, *old.published[old.kid])
 			}
 			k.snap.Store(s)
@@ -248,6 +271,82 @@ func (k *Keyring) reloadLocked(ctx context.Context, now time.Time) error {
 	s.kid, s.created, s.signer = current.KeyID, currentKey.CreatedAt, signer
 	k.snap.Store(s)
 	return nil
+}
+
+// openKey unseals a stored signing key and checks that it is the private
+// key its row says. A key stored in the clear (before sealing) is sealed
+// in place, and one sealed under an old KEK is sealed again under the
+// primary one: whoever gets there first among the replicas does it, the
+// others see ErrKeyChanged and keep going. A key that does not open is an
+// error: never a reason to make a new one.
+func (k *Keyring) openKey(ctx context.Context, sk SigningKey) (jose.JSONWebKey, jose.SignatureAlgorithm, error) {
+	fail := func(format string, args ...any) (jose.JSONWebKey, jose.SignatureAlgorithm, error) {
+		return jose.JSONWebKey{}, "", fmt.Errorf("token: signing key %q: %s", sk.KID, fmt.Sprintf(format, args...))
+	}
+	clearText := !seal.IsSealed(sk.SealedKey)
+	plain := sk.SealedKey
+	if !clearText {
+		var err error
+		if plain, err = k.cfg.Sealer.Open(SealPurpose, sk.KID, sk.SealedKey); err != nil {
+			return jose.JSONWebKey{}, "", fmt.Errorf("token: signing key %q: %w", sk.KID, err)
+		}
+		defer clear(plain)
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(plain); err != nil {
+		return fail("%v", err)
+	}
+	if jwk.KeyID != sk.KID || jwk.IsPublic() || !jwk.Valid() {
+		return fail("stored JWK does not match")
+	}
+	alg, err := keyAlgorithm(jwk.Key)
+	if err != nil {
+		return fail("%v", err)
+	}
+	pub := publicJWK(jwk, alg)
+	if len(sk.PublicJWK) > 0 {
+		var stored jose.JSONWebKey
+		if err := stored.UnmarshalJSON(sk.PublicJWK); err != nil || !stored.IsPublic() || !sameKey(&stored, &pub) {
+			return fail("the stored public key is not the sealed private key's")
+		}
+	}
+	if !clearText && !k.cfg.Sealer.NeedsReseal(sk.SealedKey) && len(sk.PublicJWK) > 0 {
+		return jwk, alg, nil
+	}
+	sealed, err := k.cfg.Sealer.Seal(SealPurpose, sk.KID, plain)
+	if err != nil {
+		return fail("%v", err)
+	}
+	pubJSON, err := json.Marshal(pub)
+	if err != nil {
+		return fail("%v", err)
+	}
+	switch err := k.cfg.Store.ResealSigningKey(ctx, sk.KID, sk.SealedKey, sealed, pubJSON); {
+	case err == nil:
+		k.cfg.Logger.InfoContext(ctx, "signing key sealed under the primary key-encryption key",
+			"kid", sk.KID, "kek", k.cfg.Sealer.PrimaryID(), "was_clear_text", clearText)
+	case errors.Is(err, ErrKeyChanged):
+		// Another replica resealed or deleted it; the key we hold is the
+		// same key.
+	default:
+		return fail("reseal: %v", err)
+	}
+	return jwk, alg, nil
+}
+
+// publicJWK returns the published form of a key: public half, alg, use.
+func publicJWK(jwk jose.JSONWebKey, alg jose.SignatureAlgorithm) jose.JSONWebKey {
+	pub := jwk.Public()
+	pub.Algorithm, pub.Use = string(alg), "sig"
+	return pub
+}
+
+// sameKey reports whether two public JWKs are the same key with the same
+// kid and algorithm.
+func sameKey(a, b *jose.JSONWebKey) bool {
+	ta, err1 := a.Thumbprint(crypto.SHA256)
+	tb, err2 := b.Thumbprint(crypto.SHA256)
+	return err1 == nil && err2 == nil && bytes.Equal(ta, tb) && a.KeyID == b.KeyID && a.Algorithm == b.Algorithm
 }
 
 func keyAlgorithm(key any) (jose.SignatureAlgorithm, error) {
@@ -321,25 +420,40 @@ func (k *Keyring) JWKS() jose.JSONWebKeySet {
 // the keyring reload from the store (at most every few seconds), in case
 // another replica rotated.
 func (k *Keyring) PublicKey(ctx context.Context, kid string) (*jose.JSONWebKey, bool) {
+	key, _, ok := k.publishedKey(ctx, kid)
+	return key, ok
+}
+
+// RetiredAt returns when the published key kid stopped signing: zero for
+// the current key or an unknown kid.
+func (k *Keyring) RetiredAt(kid string) time.Time {
+	if s := k.snap.Load(); s != nil {
+		return s.retired[kid]
+	}
+	return time.Time{}
+}
+
+// publishedKey is PublicKey that also returns the key's retirement time.
+func (k *Keyring) publishedKey(ctx context.Context, kid string) (*jose.JSONWebKey, time.Time, bool) {
 	if s := k.snap.Load(); s != nil {
 		if key, ok := s.published[kid]; ok {
-			return key, true
+			return key, s.retired[kid], true
 		}
 	}
 	now := k.cfg.Now()
 	if now.UnixNano()-k.lastReload.Load() < int64(reloadMinInterval) || !k.mu.TryLock() {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	err := k.reloadLocked(ctx, now)
 	k.mu.Unlock()
 	if err != nil {
 		k.cfg.Logger.ErrorContext(ctx, "signing key reload failed", "err", err)
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	s := k.snap.Load()
 	if s == nil {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	key, ok := s.published[kid]
-	return key, ok
+	return key, s.retired[kid], ok
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -64,6 +65,8 @@ type Config struct {
 	Tasks      task.Store
 	Tokens     Store
 	Audit      audit.Recorder
+	// Sealer seals the signing keys at rest; required.
+	Sealer *seal.Keyring
 
 	// Revocations is the shared revocation state; when nil the server
 	// creates one and loads it from the stores.
@@ -155,7 +158,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.fed[f.Issuer] = src
 	}
 	s.keys, err = NewKeyring(ctx, KeyringConfig{
-		Store: cfg.Tokens, RotateEvery: cfg.RotateEvery,
+		Store: cfg.Tokens, Sealer: cfg.Sealer, RotateEvery: cfg.RotateEvery,
 		MaxTokenLifetime: max(cfg.AgentTokenTTL, cfg.TaskTokenTTL),
 		Audit:            cfg.Audit, Logger: cfg.Logger, Now: cfg.Now,
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -71,7 +72,7 @@ func newSFix(t testing.TB) *sfix {
 	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(jwks) }))
 	t.Cleanup(jwksSrv.Close)
 	f.srv, err = NewServer(ctx, Config{
-		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec,
+		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 		Federation: []FederatedIssuer{{Issuer: fedIssuer, JWKSURL: jwksSrv.URL, Audience: testIssuer}},
 		HTTPClient: jwksSrv.Client(), Now: f.clock.Now,
 	})
@@ -711,7 +712,7 @@ func TestFederationJWKSSources(t *testing.T) {
 		{"unreachable", FederatedIssuer{Issuer: fedIssuer, JWKSURL: down.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
 		{"oversized", FederatedIssuer{Issuer: fedIssuer, JWKSURL: huge.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
 	} {
-		srv, err := NewServer(ctx, Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec,
+		srv, err := NewServer(ctx, Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 			Federation: []FederatedIssuer{tc.fed}, Now: f.clock.Now})
 		if err != nil {
 			t.Fatal(err)

@@ -13,16 +13,22 @@ var (
 	ErrReplay = errors.New("identifier already used")
 	// ErrKeyExists: a signing key with that kid is already stored.
 	ErrKeyExists = errors.New("signing key already exists")
+	// ErrKeyChanged: ResealSigningKey found the key changed or gone.
+	ErrKeyChanged = errors.New("signing key changed or deleted concurrently")
 )
 
 // SigningKey is one of the authorization server's own signing keys, as
-// stored. PrivateJWK is the private key as a JWK (JSON); it is sensitive
-// and never leaves the server.
+// stored. The store never sees the private key in the clear: SealedKey is
+// the private JWK sealed by package seal (purpose SealPurpose, record id
+// the kid), and PublicJWK its public half, for the JWKS. (A store written
+// before sealing may return a plaintext private JWK in SealedKey and no
+// PublicJWK; the keyring seals such keys in place at start.)
 type SigningKey struct {
-	KID        string
-	Algorithm  string
-	PrivateJWK []byte
-	CreatedAt  time.Time
+	KID       string
+	Algorithm string
+	SealedKey []byte
+	PublicJWK []byte
+	CreatedAt time.Time
 	// RetiredAt is when the key stopped signing (zero while current).
 	RetiredAt time.Time
 	// PublishUntil is when the key may be dropped from the JWKS: the
@@ -43,6 +49,10 @@ type Store interface {
 	// DeleteSigningKeys removes keys whose PublishUntil is set and not
 	// after now.
 	DeleteSigningKeys(ctx context.Context, now time.Time) error
+	// ResealSigningKey replaces the SealedKey and PublicJWK of the key with
+	// kid, provided its SealedKey is still old (compare and swap); it
+	// returns ErrKeyChanged if the key is gone or holds something else.
+	ResealSigningKey(ctx context.Context, kid string, old, sealed, publicJWK []byte) error
 
 	// UseOnce records that the one-time identifier id in namespace has
 	// been used; it must be remembered until expiresAt. It returns

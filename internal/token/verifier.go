@@ -17,7 +17,9 @@ import (
 const (
 	// MaxTokenSize is the largest access token accepted, in bytes.
 	MaxTokenSize = 8 << 10
-	// DefaultSkew is the clock skew tolerated on exp, nbf and iat.
+	// DefaultSkew is the clock skew tolerated on exp, nbf and iat, and
+	// between a token's iat and the retirement of the key that signed it
+	// (a token issued more than Skew after its key was retired is refused).
 	DefaultSkew = 30 * time.Second
 	// DefaultCacheSize bounds the cache of verified tokens.
 	DefaultCacheSize = 100_000
@@ -60,6 +62,11 @@ type Verifier struct {
 type verified struct {
 	claims *Claims
 	exp    time.Time
+	// kid is the signing key's id, and iat the token's issue time: the
+	// key's retirement is checked on every use, since a replica may learn
+	// of it after the token was cached.
+	kid string
+	iat time.Time
 	// agents are the agent IDs the token names (client, actors): any one
 	// inactive refuses the token.
 	agents []string
@@ -117,7 +124,8 @@ type verifyOpts struct {
 
 // Verify checks an access token and returns its claims: algorithm
 // allow-list (EdDSA, ES256), typ "at+jwt", kid among the published keys,
-// signature, iss, aud, exp/nbf/iat with skew, then revocation state (the
+// signature, iss, aud, exp/nbf/iat with skew, iat no later than the
+// signing key's retirement (plus skew), then revocation state (the
 // token, its task, every agent it names) and, when the token carries
 // cnf.jkt, a DPoP proof for r.Method and r.URL by that key whose ath is the
 // token's hash. The returned claims are shared: do not modify them.
@@ -145,6 +153,9 @@ func (v *Verifier) verify(ctx context.Context, r VerifyRequest, o verifyOpts) (*
 		v.store(r.Token, t, now)
 	}
 	c := t.claims
+	if err := v.checkRetirement(t.iat, v.cfg.Keyring.RetiredAt(t.kid)); err != nil {
+		return nil, errInvalidToken(nil, "%s", err.Error())
+	}
 	if now.After(t.exp.Add(v.cfg.Skew)) {
 		if hit {
 			v.mu.Lock()
@@ -208,14 +219,17 @@ func checkScheme(s Scheme, jkt string) error {
 // parse does the uncached part of verification: everything that depends
 // only on the token itself.
 func (v *Verifier) parse(ctx context.Context, raw string, now time.Time) (*verified, error) {
-	c, err := v.parseClaims(ctx, raw)
+	c, kid, retired, err := v.parseClaims(ctx, raw)
 	if err != nil {
 		return nil, errInvalidToken(err, "%s", err.Error())
 	}
 	if err := v.checkClaims(c, now); err != nil {
 		return nil, errInvalidToken(err, "%s", err.Error())
 	}
-	t := &verified{claims: c, exp: c.Expiry.Time()}
+	t := &verified{claims: c, exp: c.Expiry.Time(), kid: kid, iat: c.IssuedAt.Time()}
+	if err := v.checkRetirement(t.iat, retired); err != nil {
+		return nil, errInvalidToken(err, "%s", err.Error())
+	}
 	if c.Use == UseTask {
 		t.agents = append(t.agents, c.Act.Chain()...)
 	} else {
@@ -224,41 +238,54 @@ func (v *Verifier) parse(ctx context.Context, raw string, now time.Time) (*verif
 	return t, nil
 }
 
+// checkRetirement refuses a token issued more than Skew after the key
+// that signed it was retired: a retired key stays published only so that
+// the tokens it signed before retirement verify until they expire.
+func (v *Verifier) checkRetirement(iat, retired time.Time) error {
+	if !retired.IsZero() && iat.After(retired.Add(v.cfg.Skew)) {
+		return errors.New("token issued after its signing key was retired")
+	}
+	return nil
+}
+
 // parseClaims checks the JOSE layer and the signature and decodes the
-// claims.
-func (v *Verifier) parseClaims(ctx context.Context, raw string) (*Claims, error) {
+// claims. It also returns the signing key's kid and retirement time.
+func (v *Verifier) parseClaims(ctx context.Context, raw string) (*Claims, string, time.Time, error) {
+	fail := func(msg string) (*Claims, string, time.Time, error) {
+		return nil, "", time.Time{}, errors.New(msg)
+	}
 	if raw == "" {
-		return nil, errors.New("missing token")
+		return fail("missing token")
 	}
 	if len(raw) > MaxTokenSize {
-		return nil, errors.New("token too large")
+		return fail("token too large")
 	}
 	tok, err := jwt.ParseSigned(raw, SignatureAlgorithms)
 	if err != nil {
-		return nil, errors.New("malformed token or disallowed algorithm")
+		return fail("malformed token or disallowed algorithm")
 	}
 	if len(tok.Headers) != 1 {
-		return nil, errors.New("token must have one signature")
+		return fail("token must have one signature")
 	}
 	h := tok.Headers[0]
 	if !isAccessTokenType(h.ExtraHeaders[jose.HeaderType]) {
-		return nil, fmt.Errorf("token typ must be %q", AccessTokenType)
+		return nil, "", time.Time{}, fmt.Errorf("token typ must be %q", AccessTokenType)
 	}
 	if h.KeyID == "" {
-		return nil, errors.New("token has no kid")
+		return fail("token has no kid")
 	}
-	key, ok := v.cfg.Keyring.PublicKey(ctx, h.KeyID)
+	key, retired, ok := v.cfg.Keyring.publishedKey(ctx, h.KeyID)
 	if !ok {
-		return nil, errors.New("token signed by an unknown key")
+		return fail("token signed by an unknown key")
 	}
 	if key.Algorithm != h.Algorithm {
-		return nil, errors.New("token algorithm does not match its key")
+		return fail("token algorithm does not match its key")
 	}
 	var c Claims
 	if err := tok.Claims(key, &c); err != nil {
-		return nil, errors.New("token signature or claims invalid")
+		return fail("token signature or claims invalid")
 	}
-	return &c, nil
+	return &c, h.KeyID, retired, nil
 }
 
 func isAccessTokenType(typ any) bool {

@@ -10,6 +10,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -31,7 +32,7 @@ func newVFix(t testing.TB) *vfix {
 	t.Helper()
 	f := &vfix{clock: newClock(), st: newMemStore()}
 	var err error
-	f.kr, err = NewKeyring(context.Background(), KeyringConfig{Store: f.st, Now: f.clock.Now})
+	f.kr, err = NewKeyring(context.Background(), KeyringConfig{Store: f.st, Sealer: sealtest.Keyring(), Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +259,7 @@ func TestKeyringRotation(t *testing.T) {
 		t.Fatalf("token signed by the retired key: %v", err)
 	}
 	// A second keyring over the same store (another replica) sees the same keys.
-	kr2, err := NewKeyring(ctx, KeyringConfig{Store: f.st, Now: f.clock.Now})
+	kr2, err := NewKeyring(ctx, KeyringConfig{Store: f.st, Sealer: sealtest.Keyring(), Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/proctime"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -105,7 +106,7 @@ func BenchmarkUseOnce(b *testing.B) {
 func BenchmarkLedgerRecord(b *testing.B) {
 	const writers = 64
 	db := openTemp(b)
-	led, err := audit.NewLedger(b.Context(), audit.LedgerConfig{Store: db})
+	led, err := audit.NewLedger(b.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		b.Fatal(err)
 	}

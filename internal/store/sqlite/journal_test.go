@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -88,7 +89,7 @@ func killAndRecover(t *testing.T, events int) {
 	if err := rawOpen(t, path).QueryRow(`SELECT count(*) FROM events`).Scan(&n); err != nil || n != int64(events) {
 		t.Fatalf("events in the table = %d, %v; want %d", n, err, events)
 	}
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func recordAndDie(path string) {
 		fmt.Println(err)
 		os.Exit(3)
 	}
-	led, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	led, err := audit.NewLedger(ctx, audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), CheckpointInterval: -1})
 	if err != nil {
 		fmt.Println(err)
 		os.Exit(3)
@@ -189,7 +190,7 @@ func TestJournalMismatch(t *testing.T) {
 	// The database at path holds 3 events; the journal continues one
 	// that ended somewhere else.
 	db := openAt(t, path)
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func openAt(t *testing.T, path string) *sqlite.DB {
 func openLedger(t *testing.T, path string) (*sqlite.DB, *audit.Ledger) {
 	t.Helper()
 	db := openAt(t, path)
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1, CommitTimeout: time.Second})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), CheckpointInterval: -1, CommitTimeout: time.Second})
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -244,7 +245,7 @@ func TestJournalTrimmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, CheckpointInterval: -1})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring(), CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

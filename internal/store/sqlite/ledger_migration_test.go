@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 )
 
@@ -42,7 +43,7 @@ func TestMigrateSchema1Events(t *testing.T) {
 	if err := rawOpen(t, path).QueryRowContext(t.Context(), `SELECT count(*) FROM events_v1 WHERE agent = 'spiffe://example.org/agent/old'`).Scan(&legacy); err != nil || legacy != 1 {
 		t.Errorf("events_v1 holds %d legacy events (%v), want 1", legacy, err)
 	}
-	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +88,9 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 		`INSERT INTO ledger_hashes_v4 SELECT * FROM ledger_hashes`,
 		`DROP TABLE ledger_hashes`,
 		`ALTER TABLE ledger_hashes_v4 RENAME TO ledger_hashes`,
+		// and before 0006 (sealed signing keys).
+		`ALTER TABLE signing_keys DROP COLUMN public_jwk`,
+		`ALTER TABLE signing_keys RENAME COLUMN sealed_key TO private_jwk`,
 		`DELETE FROM schema_migrations WHERE version >= 5`,
 	} {
 		if _, err := raw.ExecContext(t.Context(), q); err != nil {
@@ -104,7 +108,7 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	if err := rawOpen(t, path).QueryRowContext(t.Context(), `SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'ledger_hashes'`).Scan(&indexes); err != nil || indexes != 0 {
 		t.Errorf("ledger_hashes has %d indexes after migrating (%v), want 0", indexes, err)
 	}
-	l, err = audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	l, err = audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 	"github.com/mandatehq/mandate/internal/store/storetest"
@@ -184,7 +185,7 @@ func TestTimesRoundTripExactly(t *testing.T) {
 
 	// The ledger keeps event times to the microsecond (what every backend
 	// stores), so that leaf hashes do not depend on the backend.
-	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	led, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealtest.Keyring()})
 	if err != nil {
 		t.Fatal(err)
 	}

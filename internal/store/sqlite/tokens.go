@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -30,9 +31,9 @@ const (
 func (db *DB) AddSigningKey(ctx context.Context, k token.SigningKey) error {
 	err := checkTimes(k.CreatedAt, k.RetiredAt, k.PublishUntil)
 	if err == nil {
-		_, err = db.writer.ExecContext(ctx, `INSERT INTO signing_keys (kid, algorithm, private_jwk, created_at, retired_at, publish_until)
-			VALUES (?, ?, ?, ?, ?, ?)`,
-			k.KID, k.Algorithm, k.PrivateJWK, timeArg(k.CreatedAt), timeArg(k.RetiredAt), timeArg(k.PublishUntil))
+		_, err = db.writer.ExecContext(ctx, `INSERT INTO signing_keys (kid, algorithm, sealed_key, public_jwk, created_at, retired_at, publish_until)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			k.KID, k.Algorithm, k.SealedKey, k.PublicJWK, timeArg(k.CreatedAt), timeArg(k.RetiredAt), timeArg(k.PublishUntil))
 		if isUnique(err) {
 			err = fmt.Errorf("%w: %s", token.ErrKeyExists, k.KID)
 		}
@@ -77,7 +78,7 @@ func (db *DB) signingKeys(ctx context.Context, now time.Time) ([]token.SigningKe
 	if err := checkTimes(now); err != nil {
 		return nil, err
 	}
-	rows, err := db.reader.QueryContext(ctx, `SELECT kid, algorithm, private_jwk, created_at, retired_at, publish_until
+	rows, err := db.reader.QueryContext(ctx, `SELECT kid, algorithm, sealed_key, public_jwk, created_at, retired_at, publish_until
 		FROM signing_keys WHERE publish_until IS NULL OR publish_until > ?
 		ORDER BY created_at, kid`, now.UnixNano())
 	if err != nil {
@@ -88,7 +89,7 @@ func (db *DB) signingKeys(ctx context.Context, now time.Time) ([]token.SigningKe
 	for rows.Next() {
 		var k token.SigningKey
 		var created, retired, until sql.NullInt64
-		if err := rows.Scan(&k.KID, &k.Algorithm, &k.PrivateJWK, &created, &retired, &until); err != nil {
+		if err := rows.Scan(&k.KID, &k.Algorithm, &k.SealedKey, &k.PublicJWK, &created, &retired, &until); err != nil {
 			return nil, err
 		}
 		k.CreatedAt, k.RetiredAt, k.PublishUntil = timeVal(created), timeVal(retired), timeVal(until)
@@ -106,6 +107,62 @@ func (db *DB) DeleteSigningKeys(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: delete signing keys: %w", db.classify(err))
 	}
+	return nil
+}
+
+// ResealSigningKey implements token.Store. The old value is overwritten
+// on disk, not just unlinked (secure_delete), and the WAL is then
+// checkpointed and truncated, so that a key stored in the clear before
+// sealing does not linger in free pages or old WAL frames.
+func (db *DB) ResealSigningKey(ctx context.Context, kid string, old, sealed, publicJWK []byte) error {
+	err := db.secureWrite(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE signing_keys SET sealed_key = ?, public_jwk = ? WHERE kid = ? AND sealed_key = ?`,
+			sealed, publicJWK, kid, old)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return cmp.Or(err, fmt.Errorf("%w: %s", token.ErrKeyChanged, kid))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: reseal signing key: %w", err)
+	}
+	return nil
+}
+
+// secureWrite runs fn in a write transaction with secure_delete on, so
+// that what it overwrites or deletes is zeroed in the file, and then
+// checkpoints and truncates the WAL, which may still hold pages with the
+// old content. It is for the rare writes that replace key material.
+func (db *DB) secureWrite(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	conn, err := db.writer.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
+		return err
+	}
+	defer func() {
+		// Best effort: left on, it would only cost zeroing.
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA secure_delete = OFF`)
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer rollback(tx, &err)
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return err
+	}
+	// Readers may hold the WAL open; then the truncation happens at a later
+	// checkpoint.
+	_, _ = conn.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
 	return nil
 }
 

@@ -54,6 +54,7 @@ func Run(t *testing.T, open OpenFunc) {
 	t.Run("UseOnce", func(t *testing.T) { t.Parallel(); testUseOnce(t, open) })
 	t.Run("RevokedTokens", func(t *testing.T) { t.Parallel(); testRevokedTokens(t, open) })
 	t.Run("Events", func(t *testing.T) { t.Parallel(); testEvents(t, open) })
+	t.Run("ReplaceLedgerKey", func(t *testing.T) { t.Parallel(); testReplaceLedgerKey(t, open) })
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		if err := open(t).Ping(t.Context()); err != nil {

@@ -18,15 +18,15 @@ func testSigningKeys(t *testing.T, open OpenFunc) {
 		t.Parallel()
 		s := open(t)
 		// Added out of creation order: SigningKeys lists oldest first.
-		k2 := token.SigningKey{KID: "k2", Algorithm: "EdDSA", PrivateJWK: []byte(`{"kty":"OKP","kid":"k2"}`), CreatedAt: at(time.Hour)}
-		k1 := token.SigningKey{KID: "k1", Algorithm: "EdDSA", PrivateJWK: []byte(`{"kty":"OKP","kid":"k1"}`), CreatedAt: t0}
-		k3 := token.SigningKey{KID: "k3", Algorithm: "ES256", PrivateJWK: []byte{0, 1, 2, 0xff}, CreatedAt: at(2 * time.Hour)}
+		k2 := token.SigningKey{KID: "k2", Algorithm: "EdDSA", SealedKey: []byte("sealed-k2"), PublicJWK: []byte(`{"kty":"OKP","kid":"k2"}`), CreatedAt: at(time.Hour)}
+		k1 := token.SigningKey{KID: "k1", Algorithm: "EdDSA", SealedKey: []byte("sealed-k1"), PublicJWK: []byte(`{"kty":"OKP","kid":"k1"}`), CreatedAt: t0}
+		k3 := token.SigningKey{KID: "k3", Algorithm: "ES256", SealedKey: []byte{0, 1, 2, 0xff}, CreatedAt: at(2 * time.Hour)}
 		for _, k := range []token.SigningKey{k2, k1, k3} {
 			if err := s.AddSigningKey(t.Context(), k); err != nil {
 				t.Fatalf("AddSigningKey(%s) = %v", k.KID, err)
 			}
 		}
-		if err := s.AddSigningKey(t.Context(), token.SigningKey{KID: "k1", Algorithm: "EdDSA", PrivateJWK: []byte("{}"), CreatedAt: at(3 * time.Hour)}); !errors.Is(err, token.ErrKeyExists) {
+		if err := s.AddSigningKey(t.Context(), token.SigningKey{KID: "k1", Algorithm: "EdDSA", SealedKey: []byte("{}"), CreatedAt: at(3 * time.Hour)}); !errors.Is(err, token.ErrKeyExists) {
 			t.Errorf("AddSigningKey(k1 again) = %v, want ErrKeyExists", err)
 		}
 		list := func(now time.Time) []token.SigningKey {
@@ -85,6 +85,45 @@ func testSigningKeys(t *testing.T, open OpenFunc) {
 		}
 		if err := s.AddSigningKey(t.Context(), k1); err != nil {
 			t.Errorf("AddSigningKey(deleted kid) = %v, want nil", err)
+		}
+	})
+
+	t.Run("Reseal", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		// A key as stored before sealing: no public JWK.
+		k := token.SigningKey{KID: "k1", Algorithm: "EdDSA", SealedKey: []byte(`{"kty":"OKP","d":"clear"}`), CreatedAt: t0}
+		other := token.SigningKey{KID: "k2", Algorithm: "EdDSA", SealedKey: []byte("sealed-k2"), PublicJWK: []byte("pub-k2"), CreatedAt: at(time.Hour)}
+		for _, k := range []token.SigningKey{k, other} {
+			if err := s.AddSigningKey(t.Context(), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			name     string
+			kid      string
+			old      []byte
+			wantErr  error
+			wantKeys []token.SigningKey
+		}{
+			{"stale old value", "k1", []byte("something else"), token.ErrKeyChanged, nil},
+			{"unknown kid", "nope", k.SealedKey, token.ErrKeyChanged, nil},
+			{"another row's value", "k1", other.SealedKey, token.ErrKeyChanged, nil},
+			{"current value", "k1", k.SealedKey, nil, nil},
+			{"again with the replaced value", "k1", k.SealedKey, token.ErrKeyChanged, nil},
+		} {
+			err := s.ResealSigningKey(t.Context(), tc.kid, tc.old, []byte("sealed-k1"), []byte("pub-k1"))
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Errorf("%s: ResealSigningKey(%s) = %v, want %v", tc.name, tc.kid, err, tc.wantErr)
+			}
+		}
+		k.SealedKey, k.PublicJWK = []byte("sealed-k1"), []byte("pub-k1")
+		got, err := s.SigningKeys(t.Context(), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]token.SigningKey{k, other}, got, cmpOpts); diff != "" {
+			t.Errorf("SigningKeys() after ResealSigningKey mismatch (-want +got):\n%s", diff)
 		}
 	})
 }
