@@ -197,9 +197,9 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if b.MaxWrites, err = parseBudget("max_writes", r.MaxWrites, 0); err != nil {
 		return nil, err
 	}
-	obo := r.OnBehalfOf
-	if obo == "" {
-		obo = agent.ID.String()
+	obo, err := principalOf(r, agent)
+	if err != nil {
+		return nil, err
 	}
 	now := s.cfg.Now()
 	t := &task.Task{
@@ -218,6 +218,26 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 		return nil, err
 	}
 	return s.issueTask(ctx, info, t, agent, scope, aud, jkt)
+}
+
+// principalOf is whom a task an agent starts itself runs for: the agent's
+// owner, set by an admin at registration. on_behalf_of is never the agent's
+// own claim: it is accepted only when it names that owner, so a client that
+// states it gains nothing, and refused otherwise with the ways a principal is
+// really established. task: principals come only from delegation.
+func principalOf(r *TokenRequest, agent *identity.Agent) (string, error) {
+	owner := agent.Owner
+	if strings.TrimSpace(owner) == "" {
+		return "", errInvalidRequest("this agent has no owner: an admin starts its tasks")
+	}
+	switch {
+	case r.OnBehalfOf == "" || r.OnBehalfOf == owner:
+		return owner, nil
+	case strings.HasPrefix(r.OnBehalfOf, "task:"):
+		return "", errInvalidRequest("on_behalf_of cannot name a task: a task acts for a parent task only when delegated (send the parent's task token as subject_token and this agent's token as actor_token)")
+	default:
+		return "", errInvalidRequest("on_behalf_of is not the agent's to choose: a task an agent starts runs on behalf of its owner; an admin starts a task for another principal with the admin API")
+	}
 }
 
 // recordTask records task.started or task.delegated. If it cannot be

@@ -164,7 +164,7 @@ func exchange(subject string, mod func(r *TokenRequest)) *TokenRequest {
 
 func startReq(agentTok string, mod func(r *TokenRequest)) *TokenRequest {
 	return exchange(agentTok, func(r *TokenRequest) {
-		r.Purpose, r.Scope, r.OnBehalfOf = "fix bug 42", "file.read:/repo/** file.write:/repo/src/**", "user:alice"
+		r.Purpose, r.Scope, r.OnBehalfOf = "fix bug 42", "file.read:/repo/** file.write:/repo/src/**", "alice@example.org"
 		if mod != nil {
 			mod(r)
 		}
@@ -365,7 +365,7 @@ func TestTokenEndpoint(t *testing.T) {
 		// Token exchange: start a task.
 		{"start task", func() *TokenRequest { return startReq(tokA, nil) }, "", []audit.Type{audit.TypeTaskStarted, audit.TypeTokenIssued},
 			func(t *testing.T, c *Claims, resp *TokenResponse) {
-				if c.Use != UseTask || c.Subject != "user:alice" || c.ClientID != agentA.String() || c.TaskID == "" ||
+				if c.Use != UseTask || c.Subject != "alice@example.org" || c.ClientID != agentA.String() || c.TaskID == "" ||
 					!cmp.Equal(c.Act, &Actor{Subject: agentA.String()}) || c.Scope != "file.read:/repo/** file.write:/repo/src/**" {
 					t.Errorf("task token claims = %+v", c)
 				}
@@ -373,15 +373,15 @@ func TestTokenEndpoint(t *testing.T) {
 					t.Errorf("response = %+v", resp)
 				}
 				tk, err := f.st.GetTask(context.Background(), task.ID(c.TaskID))
-				if err != nil || tk.Principal != "user:alice" || tk.Depth != 0 || !tk.ExpiresAt.Equal(now.Add(time.Hour)) {
+				if err != nil || tk.Principal != "alice@example.org" || tk.Depth != 0 || !tk.ExpiresAt.Equal(now.Add(time.Hour)) {
 					t.Errorf("stored task = %+v, %v", tk, err)
 				}
 			}},
-		{"start task self principal", func() *TokenRequest {
+		{"start task without on_behalf_of runs for the owner", func() *TokenRequest {
 			return startReq(tokA, func(r *TokenRequest) { r.OnBehalfOf, r.TaskTTL = "", "90" })
 		}, "", []audit.Type{audit.TypeTaskStarted, audit.TypeTokenIssued},
 			func(t *testing.T, c *Claims, _ *TokenResponse) {
-				if c.Subject != agentA.String() || !c.Expiry.Time().Equal(now.Add(90*time.Second)) {
+				if c.Subject != "alice@example.org" || !c.Expiry.Time().Equal(now.Add(90*time.Second)) {
 					t.Errorf("claims = %+v, exp %v", c, c.Expiry.Time())
 				}
 			}},
@@ -441,7 +441,7 @@ func TestTokenEndpoint(t *testing.T) {
 				t.Errorf("act (-want +got):\n%s", diff)
 			}
 			pc := f.claimsOf(parent)
-			if c.Subject != "user:alice" || c.ClientID != agentB.String() || c.Scope != "file.read:/repo/docs/**" {
+			if c.Subject != "alice@example.org" || c.ClientID != agentB.String() || c.Scope != "file.read:/repo/docs/**" {
 				t.Errorf("claims = %+v", c)
 			}
 			tk, _ := f.st.GetTask(context.Background(), task.ID(c.TaskID))
@@ -721,5 +721,20 @@ func TestFederationJWKSSources(t *testing.T) {
 		if got := oauthCode(err); got != tc.want {
 			t.Errorf("%s: Token = %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestStartTaskRefusesClaimedPrincipal: an agent cannot name its own
+// principal; only its owner, or none, is accepted.
+func TestStartTaskRefusesClaimedPrincipal(t *testing.T) {
+	for _, obo := range []string{"ceo@example.com", "task:tsk_x", "ALICE@example.org", "alice@example.org "} {
+		r := &TokenRequest{OnBehalfOf: obo}
+		a := &identity.Agent{Owner: "alice@example.org"}
+		if _, err := principalOf(r, a); AsError(err).Code != CodeInvalidRequest {
+			t.Errorf("principalOf(%q) = %v, want invalid_request", obo, err)
+		}
+	}
+	if p, err := principalOf(&TokenRequest{}, &identity.Agent{Owner: "alice@example.org"}); err != nil || p != "alice@example.org" {
+		t.Errorf("principalOf(none) = %q, %v, want the owner", p, err)
 	}
 }
