@@ -188,7 +188,7 @@ func TestOAuthEndToEnd(t *testing.T) {
 	}
 
 	agentTok := e.agentToken(alpha, nil)
-	taskTok := e.token(exchangeForm(agentTok, "scope", "file.read:/repo/** file.write:/repo/src/**", "purpose", "fix bug 42", "on_behalf_of", "user:alice"), nil)
+	taskTok := e.token(exchangeForm(agentTok, "scope", "file.read:/repo/** file.write:/repo/src/**", "purpose", "fix bug 42", "on_behalf_of", "alice@example.org"), nil)
 
 	// Verify the task token independently against the JWKS served over HTTP.
 	resp, err = http.Get(meta.JWKSURI)
@@ -220,7 +220,7 @@ func TestOAuthEndToEnd(t *testing.T) {
 	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: meta.Issuer, AnyAudience: jwt.Audience{meta.Issuer}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if std.Subject != "user:alice" || ext.ClientID != alpha.String() || ext.TaskID == "" || ext.Act == nil || ext.Act.Subject != alpha.String() {
+	if std.Subject != "alice@example.org" || ext.ClientID != alpha.String() || ext.TaskID == "" || ext.Act == nil || ext.Act.Subject != alpha.String() {
 		t.Fatalf("task token claims = %+v %+v", std, ext)
 	}
 
@@ -231,7 +231,7 @@ func TestOAuthEndToEnd(t *testing.T) {
 	actJSON, _ := json.Marshal(child["act"])
 	var act token.Actor
 	_ = json.Unmarshal(actJSON, &act)
-	if child["active"] != true || !slices.Equal(act.Chain(), []string{alpha.String(), beta.String()}) || child["scope"] != "file.read:/repo/docs/**" || child["sub"] != "user:alice" {
+	if child["active"] != true || !slices.Equal(act.Chain(), []string{alpha.String(), beta.String()}) || child["scope"] != "file.read:/repo/docs/**" || child["sub"] != "alice@example.org" {
 		t.Fatalf("introspect(child) = %v", child)
 	}
 
