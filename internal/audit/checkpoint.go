@@ -113,6 +113,7 @@ func (l *Ledger) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("%w: the ledger is empty", ErrNotFound)
 	}
 	if latest, err := l.LatestCheckpoint(ctx); err == nil && latest.Size == size {
+		l.anchor(latest)
 		return latest, nil
 	}
 	c := &Checkpoint{Origin: l.Origin(), Size: size, Root: root}
@@ -124,6 +125,7 @@ func (l *Ledger) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("audit: store checkpoint: %w", err)
 	}
 	l.metrics.checkpoints.Inc()
+	l.anchor(c)
 	for _, s := range l.sinks {
 		s.offerCheckpoint(c)
 	}

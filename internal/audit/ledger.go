@@ -64,6 +64,10 @@ type LedgerConfig struct {
 	// Sinks receive every durable event, each through its own bounded
 	// buffer (see SinkConfig).
 	Sinks []SinkConfig
+	// AnchorFile, if set, is rewritten with every new checkpoint (see
+	// WriteAnchor), so that the ledger's signed head survives outside the
+	// store; check a store against it with CheckAnchor.
+	AnchorFile string
 	// CheckpointInterval is how often Run signs a checkpoint if the tree
 	// grew. Default DefaultCheckpointInterval; negative disables.
 	CheckpointInterval time.Duration
@@ -101,6 +105,9 @@ type Ledger struct {
 	sinks    []*sink
 	metrics  ledgerMetrics
 	started  atomic.Bool // Run or Close has been called
+
+	amu      sync.Mutex
+	anchored int64 // the size of the checkpoint last written to AnchorFile
 
 	// Group commit. A caller whose event is queued either sees it
 	// committed by another caller, or takes the token (a one-slot
@@ -521,7 +528,8 @@ func (l *Ledger) Head(ctx context.Context) (int64, tlog.Hash, error) {
 	return l.size, h, err
 }
 
-// Run signs checkpoints every CheckpointInterval, applies retention and
+// Run signs checkpoints every CheckpointInterval (and one at once if an
+// AnchorFile is configured), applies retention and
 // feeds the sinks until ctx ends; then it makes a last checkpoint,
 // flushes the sinks and closes their writers. It runs once.
 func (l *Ledger) Run(ctx context.Context) error {
@@ -552,6 +560,14 @@ func (l *Ledger) Run(ctx context.Context) error {
 		t := time.NewTicker(l.cfg.CheckpointInterval)
 		defer t.Stop()
 		cpTick = t.C
+	}
+	if l.cfg.AnchorFile != "" {
+		// Anchor what was recorded before Run at once, rather than a
+		// CheckpointInterval later: until the first anchor, a lost store
+		// would not be seen at the next start.
+		if _, err := l.Checkpoint(ctx); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+			l.log.Error("audit checkpoint failed", "err", err)
+		}
 	}
 	if l.cfg.Retention > 0 {
 		t := time.NewTicker(min(DefaultPruneInterval, l.cfg.Retention))

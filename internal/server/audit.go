@@ -154,7 +154,7 @@ func (s *Server) openLedger(ctx context.Context) (_ *audit.Ledger, err error) {
 	}
 	l, err := audit.NewLedger(ctx, audit.LedgerConfig{
 		Store: s.backend, Sealer: s.sealer, Origin: origin, SignerKey: skey, FailOpen: a.FailOpen, RedactFields: a.RedactFields,
-		Sinks: sinks, CheckpointInterval: interval, Retention: a.Retention,
+		Sinks: sinks, CheckpointInterval: interval, Retention: a.Retention, AnchorFile: AnchorPath(s.cfg.DataDir),
 		Logger: s.log.With("component", "audit"),
 	})
 	if err != nil {

@@ -134,6 +134,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.ledger = ledger
+	if err := s.checkAnchor(ctx, ledger); err != nil {
+		return nil, err
+	}
 	var recorder audit.Recorder = ledger
 	revocations := token.NewRevocations(nil)
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
@@ -366,7 +369,7 @@ func (s *Server) mountHealth(mux *http.ServeMux) {
 		if err := s.backend.Ping(ctx); err != nil {
 			s.log.Warn("readiness check failed", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, "store unavailable\n")
+			_, _ = io.WriteString(w, readyReason(err)+"\n")
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")

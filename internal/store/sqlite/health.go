@@ -3,7 +3,6 @@ package sqlite
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,10 +33,6 @@ const DefaultIdentityCheck = 250 * time.Millisecond
 // checks as well.
 func WithIdentityCheck(d time.Duration) Option { return func(o *options) { o.identityCheck = d } }
 
-// WithLogger sets the logger that is told when the store is lost; nil
-// (the default) discards.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
-
 // watched is a file whose identity (device and inode on unix, volume and
 // file index on windows) must not change while the DB is open.
 type watched struct {
@@ -49,7 +44,6 @@ type watched struct {
 // health is the lost state of a DB and the goroutine that watches for it.
 type health struct {
 	files  []watched
-	log    *slog.Logger
 	lost   atomic.Pointer[error] // set once, never cleared
 	once   sync.Once
 	onLost func() // closes the connection pools
@@ -59,11 +53,8 @@ type health struct {
 
 // watchFiles records the identity of the DB's files and starts checking
 // it every interval (none if interval is not positive).
-func (db *DB) watchFiles(interval time.Duration, log *slog.Logger) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	h := &health{log: log, stop: make(chan struct{}), done: make(chan struct{})}
+func (db *DB) watchFiles(interval time.Duration) error {
+	h := &health{stop: make(chan struct{}), done: make(chan struct{})}
 	for _, f := range []watched{{path: db.path, what: "database file"}, {path: db.path + journalSuffix, what: "ledger journal"}} {
 		st, err := os.Stat(f.path)
 		if err != nil {
@@ -148,7 +139,6 @@ func (db *DB) markLost(err error) error {
 	h := db.health
 	h.once.Do(func() {
 		h.lost.Store(&err)
-		h.log.Error("STORE LOST: every write and read is refused until the server is restarted on a good store", "err", err)
 		h.onLost()
 	})
 	return *h.lost.Load()

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -65,9 +64,8 @@ type options struct {
 	ckptEvery    time.Duration
 	journalLimit int64
 	now          func() time.Time
-	// identityCheck and log: see health.go.
+	// identityCheck: see health.go.
 	identityCheck time.Duration
-	log           *slog.Logger
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
@@ -278,7 +276,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
 	go db.checkpointLoop(o.walLimit, o.ckptEvery)
-	if err := db.watchFiles(o.identityCheck, o.log); err != nil {
+	if err := db.watchFiles(o.identityCheck); err != nil {
 		db.Close()
 		return nil, err
 	}

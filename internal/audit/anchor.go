@@ -1,0 +1,187 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The anchor is the ledger's latest signed checkpoint kept outside the
+// store, in a file the ledger rewrites (atomically) at every checkpoint.
+// A store that does not continue the anchored tree — deleted, replaced by
+// another database, or restored from an older copy — is then seen when
+// the server starts, instead of a silent start on an empty or shorter
+// ledger (see CheckAnchor).
+//
+// The file holds the signed note exactly as Checkpoint returns it: the
+// C2SP checkpoint body (origin, tree size, root hash) and its signature
+// lines.
+
+// ErrAnchorMismatch is returned by CheckAnchor when the store does not
+// continue the anchored ledger.
+var ErrAnchorMismatch = errors.New("the store does not continue the anchored ledger")
+
+// Anchor is a checkpoint read from an anchor file.
+type Anchor struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+	// Note is the signed note as read.
+	Note []byte
+	// Time is when the file was last written.
+	Time time.Time
+}
+
+// ReadAnchor reads the anchor file at path. It returns an error wrapping
+// os.ErrNotExist if there is none, and an error saying what is wrong with
+// a file that does not hold a checkpoint note. Its signature is not
+// checked here (the key may be gone with the store); CheckAnchor does.
+func ReadAnchor(path string) (*Anchor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("ledger anchor: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ledger anchor: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxCheckpointSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("ledger anchor: %w", err)
+	}
+	a, err := ParseAnchor(b)
+	if err != nil {
+		return nil, fmt.Errorf("ledger anchor %s: %w", path, err)
+	}
+	a.Time = st.ModTime().UTC()
+	return a, nil
+}
+
+// ParseAnchor parses the contents of an anchor file: a signed checkpoint
+// note, at most MaxCheckpointSize bytes, whose text is a C2SP checkpoint
+// and which carries at least one signature line.
+func ParseAnchor(b []byte) (*Anchor, error) {
+	if len(b) > MaxCheckpointSize {
+		return nil, fmt.Errorf("%d bytes is over the %d-byte limit of a checkpoint", len(b), MaxCheckpointSize)
+	}
+	text, sigs, ok := bytes.Cut(b, []byte("\n\n"))
+	if !ok || len(sigs) == 0 || !bytes.HasPrefix(sigs, []byte("— ")) || !bytes.HasSuffix(sigs, []byte("\n")) {
+		return nil, errors.New("not a signed checkpoint note (want the checkpoint, a blank line and signature lines)")
+	}
+	origin, size, root, err := ParseCheckpointBody(string(text) + "\n")
+	if err != nil {
+		return nil, err
+	}
+	return &Anchor{Origin: origin, Size: size, Root: root, Note: bytes.Clone(b)}, nil
+}
+
+// RootString returns the anchored root hash in base64, as in the note.
+func (a *Anchor) RootString() string { return base64.StdEncoding.EncodeToString(a.Root[:]) }
+
+// WriteAnchor replaces the anchor file at path with cp's signed note,
+// atomically: a temporary file in the same directory is written and
+// synced, renamed over path, and the directory is synced, so that a crash
+// leaves the old anchor or the new one, never a torn file.
+func WriteAnchor(path string, cp *Checkpoint) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(cp.Note); err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable. Windows cannot sync a directory
+// (and makes renames durable itself), so there it does nothing.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("ledger anchor: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// CheckAnchor reports whether the store continues the anchored ledger: its
+// tree has at least a.Size leaves, its root at that size is a.Root, and
+// the anchor is signed by the ledger's key. Otherwise it returns an error
+// wrapping ErrAnchorMismatch that says which.
+func (l *Ledger) CheckAnchor(ctx context.Context, a *Anchor) error {
+	size, _, err := l.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: check anchor: %w", err)
+	}
+	switch {
+	case size == 0:
+		return fmt.Errorf("%w: the ledger is empty, but the anchor shows %d events (root %s): the store was deleted or replaced by a new one",
+			ErrAnchorMismatch, a.Size, a.RootString())
+	case size < a.Size:
+		return fmt.Errorf("%w: the ledger has %d events, but the anchor shows %d (root %s): events were removed, or the store was restored from an older copy",
+			ErrAnchorMismatch, size, a.Size, a.RootString())
+	}
+	root, err := tlog.TreeHash(a.Size, l.storeReader(ctx))
+	if err != nil {
+		return fmt.Errorf("audit: check anchor: %w", err)
+	}
+	if root != a.Root {
+		return fmt.Errorf("%w: the ledger's root at %d events is %s, but the anchor's is %s: the store holds another ledger, or its history was rewritten",
+			ErrAnchorMismatch, a.Size, base64.StdEncoding.EncodeToString(root[:]), a.RootString())
+	}
+	if _, err := parseCheckpoint(a.Note, l.verifier); err != nil {
+		return fmt.Errorf("%w: the anchor is not a checkpoint of this ledger's key: %v", ErrAnchorMismatch, err)
+	}
+	return nil
+}
+
+// anchor rewrites the anchor file with cp unless it already holds a
+// checkpoint at least as large. A failure is logged and retried at the
+// next checkpoint: the checkpoint itself is stored either way.
+func (l *Ledger) anchor(cp *Checkpoint) {
+	if l.cfg.AnchorFile == "" {
+		return
+	}
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	if cp.Size <= l.anchored {
+		return
+	}
+	if err := WriteAnchor(l.cfg.AnchorFile, cp); err != nil {
+		l.log.Error("the ledger anchor could not be written; a lost store would not be seen at the next start", "file", l.cfg.AnchorFile, "err", err)
+		return
+	}
+	l.anchored = cp.Size
+}
