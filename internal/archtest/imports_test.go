@@ -18,7 +18,7 @@ import (
 const module = "github.com/mandatehq/mandate/"
 
 var (
-	domain   = []string{"internal/identity", "internal/task", "internal/token", "internal/policy", "internal/approval", "internal/secrets", "internal/audit"}
+	domain   = []string{"internal/identity", "internal/task", "internal/token", "internal/policy", "internal/approval", "internal/secrets", "internal/toolpin", "internal/audit"}
 	backends = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// transports are the packages that face the network.
 	transports = []string{"internal/gateway", "internal/httpapi", "internal/hook"}
