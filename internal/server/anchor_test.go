@@ -213,7 +213,11 @@ func checkResetLedger(t *testing.T, cfg Config, old *audit.Anchor) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db})
+	sealer, _, err := openSealer(&cfg) // the KEK the server made in its data directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: db, Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -384,9 +384,10 @@ func TestSessionIdleTimeout(t *testing.T) {
 // raw-relayed call (without cancelling it) gets the upstream's work
 // cancelled, the outcome still recorded, and leaves no goroutine behind.
 func TestRawRelayClientGone(t *testing.T) {
-	base := runtime.NumGoroutine()
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
+	// The environment's store and ledger run until the test's cleanup.
+	base := runtime.NumGoroutine()
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
 	cs := connect(t, e, "/mcp/up", tok)
 	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
