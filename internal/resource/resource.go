@@ -78,16 +78,16 @@ func checkText(s string) error {
 func isLookalike(r rune) bool {
 	switch r {
 	case '\uff0f', // FULLWIDTH SOLIDUS
-		'\u2215', // DIVISION SLASH
-		'\u2044', // FRACTION SLASH
-		'\u29f8', // BIG SOLIDUS
-		'\uff3c', // FULLWIDTH REVERSE SOLIDUS
-		'\u2216', // SET MINUS
-		'\u2024', // ONE DOT LEADER
-		'\u2025', // TWO DOT LEADER
-		'\u2026', // HORIZONTAL ELLIPSIS
-		'\uff0e', // FULLWIDTH FULL STOP
-		'\ufe52', // SMALL FULL STOP
+		'\u2215',                                         // DIVISION SLASH
+		'\u2044',                                         // FRACTION SLASH
+		'\u29f8',                                         // BIG SOLIDUS
+		'\uff3c',                                         // FULLWIDTH REVERSE SOLIDUS
+		'\u2216',                                         // SET MINUS
+		'\u2024',                                         // ONE DOT LEADER
+		'\u2025',                                         // TWO DOT LEADER
+		'\u2026',                                         // HORIZONTAL ELLIPSIS
+		'\uff0e',                                         // FULLWIDTH FULL STOP
+		'\ufe52',                                         // SMALL FULL STOP
 		'\u200b', '\u200c', '\u200d', '\u2060', '\ufeff': // invisible
 		return true
 	}
