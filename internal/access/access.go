@@ -34,6 +34,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/resource"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
 )
@@ -314,6 +315,10 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	}
 	if policy.ResourceType(act.Kind) == "" || act.Resource == "" || len(act.Resource) > policy.MaxIDLen {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: unknown action kind %q or missing resource", ErrInvalidAction, act.Kind))
+	}
+	if err := resource.Check(act.Kind, act.Resource); err != nil {
+		act.Resource = resource.Quote(act.Resource) // recorded as refused, safely
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: %w", ErrInvalidAction, err))
 	}
 	st, err := p.taskState(ctx, taskID, now)
 	if err != nil {

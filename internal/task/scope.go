@@ -70,6 +70,9 @@ func ParsePattern(s string) (Pattern, error) {
 	if resource == "" {
 		return Pattern{}, fmt.Errorf("%w: scope pattern %q: empty resource (omit \":\" to mean every resource)", ErrInvalid, s)
 	}
+	if hasDotSegment(resource) {
+		return Pattern{}, fmt.Errorf("%w: scope pattern %q: resource has an empty, \".\" or \"..\" segment or a percent-encoded dot or slash; give it in canonical form", ErrInvalid, s)
+	}
 	p := Pattern{action: action, resource: resource}
 	for i := 0; i < len(resource); i++ {
 		if resource[i] != '*' {
@@ -117,8 +120,49 @@ func (p Pattern) Resource() string { return p.resource }
 // Matches reports whether the pattern permits action on resource. It runs in
 // time linear in the resource's length (times the pattern's) and does not
 // allocate.
+//
+// A resource with a "." or ".." segment, an empty segment ("//"), a
+// percent-encoded dot or slash, or a NUL byte never matches: a wildcard
+// must not climb out of the pattern's root. (package access refuses such
+// resources before they get here; this keeps Matches safe on its own.)
 func (p Pattern) Matches(action, resource string) bool {
-	return actionCovers(p.action, action) && len(p.glob) > 0 && globMatches(p.glob, resource)
+	return actionCovers(p.action, action) && len(p.glob) > 0 && !hasDotSegment(resource) && globMatches(p.glob, resource)
+}
+
+// hasDotSegment reports whether s, read as "/"-separated segments (after
+// any "scheme://host" prefix), has an empty, "." or ".." segment, a
+// percent-encoded "." or "/" ("%2e", "%2f", any case), a "%25" (double
+// encoding) or a NUL byte. It does not allocate.
+func hasDotSegment(s string) bool {
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+	}
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			switch c := s[i]; c {
+			case 0, '\\':
+				return true
+			case '%':
+				if i+2 < len(s) {
+					h := s[i+1 : i+3]
+					if h == "2e" || h == "2E" || h == "2f" || h == "2F" || h == "25" || h == "5c" || h == "5C" {
+						return true
+					}
+				}
+				continue
+			case '/':
+			default:
+				continue
+			}
+		}
+		seg := s[start:i]
+		if seg == "." || seg == ".." || (seg == "" && start > 0 && i < len(s)) {
+			return true
+		}
+		start = i + 1
+	}
+	return false
 }
 
 // globStates is the number of words of a bit set with a bit for every

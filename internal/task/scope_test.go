@@ -2,6 +2,7 @@ package task
 
 import (
 	"math/rand/v2"
+	"path"
 	"regexp"
 	"strings"
 	"testing"
@@ -144,7 +145,7 @@ func TestPatternMatches(t *testing.T) {
 		{"tool.call:github/create_*", "tool.call", "github/create_issue", true},
 		{"tool.call:github/create_*", "tool.call", "github/delete_issue", false},
 		{"file.read:/a/**/c", "file.read", "/a/c", false},
-		{"file.read:/a/**/c", "file.read", "/a//c", true},
+		{"file.read:/a/**/c", "file.read", "/a//c", false}, // not canonical
 		{"file.read:/a/**/c", "file.read", "/a/x/y/c", true},
 		{"file.read:**", "file.read", "a\nb", true}, // ** is every run, as * (which crosses newlines) is within it
 		{"file.read:*", "file.read", "a\nb", true},
@@ -184,7 +185,8 @@ func TestPatternMatchesRegexp(t *testing.T) {
 			continue // "***"
 		}
 		res := pick(resAlphabet, r.IntN(12))
-		if got, want := p.Matches("file.read", res), regexpMatches(p, res); got != want {
+		want := regexpMatches(p, res) && !hasDotSegment(res)
+		if got := p.Matches("file.read", res); got != want {
 			t.Fatalf("%s.Matches(file.read, %q) = %v, regexp says %v", p, res, got, want)
 		}
 	}
@@ -208,4 +210,67 @@ func BenchmarkPatternMatches(b *testing.B) {
 			b.Fatal("no match")
 		}
 	}
+}
+
+// TestPatternTraversal: no spelling of a path outside a pattern's root
+// matches it, and a pattern with dot segments is refused.
+func TestPatternTraversal(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ pattern, action, resource string }{
+		{"file.write:/repo/src/**", "file.write", "/repo/src/../../etc/passwd"},
+		{"file.write:/repo/src/**", "file.write", "/repo/src/./../secret"},
+		{"file.write:/repo/src/**", "file.write", "/repo/src/a/../../../etc/shadow"},
+		{"file.write:/repo/src/**", "file.write", "/repo/src/.."},
+		{"file.write:/repo/src/**", "file.write", "/repo/src//etc"},
+		{"file.write:/repo/src/**", "file.write", "/repo/src/a\x00b"},
+		{"file.write:/repo/src/**", "file.write", "/repo/src/..\\..\\etc"},
+		{"file.write:/repo/src/*", "file.write", "/repo/src/.."},
+		{"resource.read:file:///repo/src/**", "resource.read", "file:///repo/src/%2e%2e/%2e%2e/etc/passwd"},
+		{"resource.read:file:///repo/src/**", "resource.read", "file:///repo/src/%2E%2E/%2E%2E/etc/passwd"},
+		{"resource.read:file:///repo/src/**", "resource.read", "file:///repo/src/..%2f..%2fetc/passwd"},
+		{"resource.read:file:///repo/src/**", "resource.read", "file:///repo/src/%252e%252e/etc"},
+		{"resource.read:file:///repo/src/**", "resource.read", "file:///repo/src/../../etc/passwd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.resource, func(t *testing.T) {
+			t.Parallel()
+			p, err := ParsePattern(tt.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Matches(tt.action, tt.resource) {
+				t.Errorf("%s.Matches(%s, %q) = true, want false", p, tt.action, tt.resource)
+			}
+		})
+	}
+	for _, bad := range []string{"file.write:/repo/src/../**", "file.read:/repo/./**", "file.read:/repo//**", "resource.read:file:///a/%2e%2e/**"} {
+		if _, err := ParsePattern(bad); err == nil {
+			t.Errorf("ParsePattern(%q) = nil error, want refusal", bad)
+		}
+	}
+}
+
+// FuzzMatchUnderRoot: a match implies the resource has no dot segment
+// and its cleaned form lies under the pattern's literal root.
+func FuzzMatchUnderRoot(f *testing.F) {
+	f.Add("/repo/src", "/repo/src/../../etc/passwd")
+	f.Add("/repo/src", "/repo/src/a/../../../etc/shadow")
+	f.Add("/repo/src", "/repo/src/./x")
+	f.Add("/a", "/a/b")
+	f.Fuzz(func(t *testing.T, root, res string) {
+		p, err := ParsePattern("file.read:" + root + "/**")
+		if err != nil || strings.Contains(root, "*") {
+			return
+		}
+		if !p.Matches("file.read", res) {
+			return
+		}
+		if hasDotSegment(res) {
+			t.Fatalf("%s matched %q, which has a dot segment", p, res)
+		}
+		clean := path.Clean(res)
+		if clean != path.Clean(root) && !strings.HasPrefix(clean, strings.TrimSuffix(path.Clean(root), "/")+"/") {
+			t.Fatalf("%s matched %q, cleaned %q is outside %q", p, res, clean, root)
+		}
+	})
 }
