@@ -269,7 +269,7 @@ func TestTruncatedLedgerRefused(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t)
 			dbPath := filepath.Join(cfg.DataDir, "mandate.db")
-			s, stop := startServer(t, cfg)
+			_, stop := startServer(t, cfg)
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}

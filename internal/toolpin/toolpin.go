@@ -65,7 +65,7 @@ type wireTool struct {
 // re-serialises the same definition differently does not trip the pin,
 // while any change of content does; the digest is taken over these bytes.
 func Definition(t Tool) ([]byte, error) {
-	b, err := json.Marshal(wireTool{t.Name, t.Title, t.Description, t.InputSchema, t.OutputSchema, t.Annotations, t.Icons, t.Meta})
+	b, err := json.Marshal(wireTool(t))
 	if err != nil {
 		return nil, fmt.Errorf("toolpin: encode %q: %w", t.Name, err)
 	}
