@@ -275,7 +275,7 @@ func TestTruncatedLedgerRefused(t *testing.T) {
 			}
 			backup := filepath.Join(t.TempDir(), "backup.db")
 			copyFile(t, dbPath, backup)
-			s, stop = startServer(t, cfg)
+			s, stop := startServer(t, cfg)
 			taskToken(t, s) // more events
 			if err := stop(); err != nil {
 				t.Fatal(err)
