@@ -127,10 +127,14 @@ type Verifier interface {
 	Verify(ctx context.Context, r token.VerifyRequest) (*token.Claims, error)
 }
 
-// Revocations reports live revocation state (token.Revocations).
+// Revocations reports live revocation state (token.Revocations). Every
+// decision holds HoldDecisions from its check of TaskInactive and
+// AgentInactive until its event is recorded, so that a revocation, which
+// waits for the holders, is never followed by an allow decided before it.
 type Revocations interface {
 	TaskInactive(id task.ID) bool
 	AgentInactive(id identity.ID) bool
+	HoldDecisions() (release func())
 }
 
 // ApprovalChecker finds the approvals granted for an action of a task:
@@ -164,7 +168,9 @@ type Config struct {
 	// point, by Action.Point (see Limits).
 	Limits map[string]Limits
 	// CacheTTL bounds how long a task or agent record is reused (default
-	// DefaultCacheTTL). Revocation is checked on every decision.
+	// DefaultCacheTTL). Status is not taken from the cached records:
+	// revocation, task end and agent suspension are checked against
+	// Revocations on every decision.
 	CacheTTL time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -206,9 +212,13 @@ type taskState struct {
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
 	scope, chain []string
-	// inScope memoizes t.Scope.Allows by action and resource (scope
-	// patterns are immutable; matching walks the glob).
-	inScope map[string]bool
+	// scopeString is t.Scope.String(): a token carrying it is not
+	// narrower than its task.
+	scopeString string
+	// inScope memoizes scope checks by token scope, action and resource;
+	// tokenScopes the token scopes parsed.
+	inScope     map[string]inScope
+	tokenScopes map[string]task.Scope
 	// untracked marks a task the pipeline had no room to track: its
 	// taint is unknown, so it is treated as restricted (fail closed).
 	untracked bool
@@ -243,6 +253,10 @@ func New(cfg Config) (*Pipeline, error) {
 type Subject struct {
 	Task  task.ID
 	Agent string
+	// Scope is the token's scope claim: every decision for the subject
+	// must lie in it as well as in the task's scope. An empty Scope allows
+	// nothing.
+	Scope string
 	// Claims are the verified token's claims (shared: do not modify).
 	Claims *token.Claims
 }
@@ -263,7 +277,7 @@ func (p *Pipeline) Authenticate(ctx context.Context, cred Credential, act Action
 		_, err = p.refuse(ctx, task.ID(claims.TaskID), claims.ClientID, act, fmt.Errorf("%w: the token is not %s's", ErrUnauthenticated, cred.Agent))
 		return Subject{}, err
 	}
-	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID, Claims: claims}, nil
+	return Subject{Task: task.ID(claims.TaskID), Agent: claims.ClientID, Scope: claims.Scope, Claims: claims}, nil
 }
 
 // Decide authenticates cred as a task token (with its DPoP proof) and
@@ -275,27 +289,29 @@ func (p *Pipeline) Decide(ctx context.Context, cred Credential, act Action) (Dec
 	if err != nil {
 		return Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{err.Error()}}}, err
 	}
-	return p.decide(ctx, subj.Task, subj.Agent, act)
+	return p.decide(ctx, subj.Task, subj.Agent, subj.Scope, act)
 }
 
-// DecideAs decides act for a subject returned by Authenticate.
+// DecideAs decides act for a subject returned by Authenticate. The task's
+// and agent's status are checked again: a subject authenticated before a
+// revocation is refused after it.
 func (p *Pipeline) DecideAs(ctx context.Context, subj Subject, act Action) (Decision, error) {
-	return p.decide(ctx, subj.Task, subj.Agent, act)
+	return p.decide(ctx, subj.Task, subj.Agent, subj.Scope, act)
 }
 
 // DecideFor decides act for a task named by an authenticated enforcement
 // point, which vouches that agent is acting under taskID (it verified the
 // agent's credential itself). The task and agent must be active.
 func (p *Pipeline) DecideFor(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
-	id, err := identity.ParseID(agent)
-	if err != nil {
+	if _, err := identity.ParseID(agent); err != nil {
 		return p.refuse(ctx, taskID, "", act, fmt.Errorf("%w: subject is not an agent ID", ErrUnauthenticated))
 	}
-	if p.cfg.Revocations.TaskInactive(taskID) || p.cfg.Revocations.AgentInactive(id) {
-		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task or agent is not active", ErrUnauthenticated))
-	}
-	return p.decide(ctx, taskID, agent, act)
+	return p.decide(ctx, taskID, agent, noTokenScope, act)
 }
+
+// noTokenScope is the token scope of a decision made without a token
+// (DecideFor): only the task's scope applies. No scope claim has a NUL.
+const noTokenScope = "\x00" // never a scope claim
 
 // refuse records and returns a denial that did not come from policy.
 func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act Action, cause error) (Decision, error) {
@@ -307,9 +323,16 @@ func (p *Pipeline) refuse(ctx context.Context, taskID task.ID, agent string, act
 	return d, cause
 }
 
-func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act Action) (Decision, error) {
+// decide decides act for agent under taskID. tokenScope is the scope of
+// the token the agent presented (noTokenScope if none): the action must lie
+// in both the task's scope and the token's, which may be narrower.
+func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope string, act Action) (Decision, error) {
 	now := p.cfg.Now()
 	defer func(start time.Time) { p.metrics.seconds.Observe(time.Since(start).Seconds()) }(time.Now())
+	// From the revocation check below until the decision is recorded: a
+	// revocation returns only after this decision is in the ledger.
+	release := p.cfg.Revocations.HoldDecisions()
+	defer release()
 	if d, limited, err := p.rateLimited(ctx, taskID, agent, act); limited {
 		return d, err
 	}
@@ -330,12 +353,19 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	if t.Agent.String() != agent {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: the task belongs to another agent", ErrUnauthenticated))
 	}
+	if p.revoked(t) {
+		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s or an agent of its chain is no longer active", ErrUnauthenticated, taskID))
+	}
 	ag, err := p.agent(ctx, t.Agent, now)
 	if err != nil {
 		return p.refuse(ctx, taskID, agent, act, err)
 	}
 	if !t.ActiveAt(now) || !ag.Active() {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s is not active", ErrUnauthenticated, taskID))
+	}
+	taskIn, tokenIn, err := st.allows(t, tokenScope, act.Kind, act.Resource)
+	if err != nil {
+		return p.refuse(ctx, taskID, agent, act, err)
 	}
 
 	class := p.cfg.Classifier.Classify(act.Kind, act.Resource, trustedAnnotations(act))
@@ -348,7 +378,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		Time: now,
 		Task: policy.TaskInfo{
 			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
-			InScope:     st.allows(t, act.Kind, act.Resource),
+			InScope:     taskIn && tokenIn,
 			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: chain,
 		},
 	}
@@ -382,12 +412,15 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: %v", ErrInvalidAction, err))
 	case pd.Effect == policy.Deny:
 		d.Decision = pd
-	case !req.Task.InScope:
+	case !taskIn:
 		// The task's scope bounds everything, whatever the policies say.
-		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:task-scope", Effect: "forbid", Message: "the action is outside the task's scope"}}}
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyTaskScope, Effect: "forbid", Message: "the action is outside the task's scope"}}}
+	case !tokenIn:
+		// So does the scope of the token, which may be narrower.
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyTokenScope, Effect: "forbid", Message: "the action is outside the presented token's scope"}}}
 	case spent(req.Task.ActionsLeft) || class.Risk != policy.RiskRead && spent(req.Task.WritesLeft):
 		// So does its budget.
-		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: "mandate:budget", Effect: "forbid", Message: "the task's budget is spent"}}}
+		d.Decision = budgetSpent()
 	default:
 		d.Decision = pd
 	}
@@ -395,7 +428,17 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	if act.preview {
 		return d, nil
 	}
+	// An allow holds its share of the budget before it is returned: the
+	// count read above may be stale by the time the decision is made.
+	reserved := d.Allowed() && st.reserve(t.Budget, class.Risk)
+	if d.Allowed() && !reserved {
+		d.Decision = budgetSpent()
+	}
 	d = p.spendCall(taskID, act, d)
+	if reserved && !d.Allowed() {
+		st.unreserve(class.Risk)
+		reserved = false
+	}
 
 	var shadow *policy.Decision
 	if p.cfg.Shadow != nil {
@@ -406,6 +449,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	if err := p.record(ctx, d, act, req); err != nil {
 		// Fail closed: an action that cannot be audited does not happen.
 		p.releaseCall(taskID, act, d)
+		if reserved {
+			st.unreserve(class.Risk)
+		}
 		denied := Decision{Decision: policy.Decision{Effect: policy.Deny, Errors: []string{"audit log unavailable"}}, Task: taskID, Agent: agent, Risk: class.Risk}
 		return denied, err
 	}
@@ -416,6 +462,31 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 		p.account(st, req)
 	}
 	return d, nil
+}
+
+// Policy IDs of the denials the pipeline makes itself.
+const (
+	PolicyTaskScope  = "mandate:task-scope"
+	PolicyTokenScope = "mandate:token-scope"
+	PolicyBudget     = "mandate:budget"
+)
+
+func budgetSpent() policy.Decision {
+	return policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyBudget, Effect: "forbid", Message: "the task's budget is spent"}}}
+}
+
+// revoked reports whether t, or any agent of its delegation chain, has
+// been marked inactive (revoked, ended, expired, suspended, retired).
+func (p *Pipeline) revoked(t *task.Task) bool {
+	if p.cfg.Revocations.TaskInactive(t.ID) || p.cfg.Revocations.AgentInactive(t.Agent) {
+		return true
+	}
+	for _, a := range t.Actors {
+		if p.cfg.Revocations.AgentInactive(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func trustedAnnotations(act Action) *policy.ToolAnnotations {
@@ -443,41 +514,106 @@ func actorStrings(ids []identity.ID) []string {
 	return out
 }
 
-// maxScopeMemo bounds a task's memo of scope checks.
-const maxScopeMemo = 1024
+// maxScopeMemo bounds a task's memo of scope checks; maxTokenScopes the
+// distinct token scopes parsed per task (a task's tokens are few: the
+// task's own scope and the narrowings its agent asked for).
+const (
+	maxScopeMemo   = 1024
+	maxTokenScopes = 16
+)
 
-// allows reports whether t's scope allows action on resource, memoized.
-func (st *taskState) allows(t *task.Task, action, resource string) bool {
+// inScope is a memoized scope check: in the task's scope, in the token's.
+type inScope struct{ task, token bool }
+
+// allows reports whether action on resource lies in t's scope and in the
+// token scope tokenScope (noTokenScope: no token), memoized; scope
+// patterns are immutable and matching walks the glob. A token scope that
+// does not parse is an error: the token claims nothing it can be held to.
+func (st *taskState) allows(t *task.Task, tokenScope, action, resource string) (taskIn, tokenIn bool, err error) {
 	var buf [256]byte
-	key := append(append(append(buf[:0], action...), 0), resource...)
+	key := append(append(append(append(append(buf[:0], tokenScope...), 0), action...), 0), resource...)
 	st.mu.Lock()
-	ok, hit := st.inScope[string(key)]
+	m, hit := st.inScope[string(key)]
 	st.mu.Unlock()
 	if hit {
-		return ok
+		return m.task, m.token, nil
 	}
-	ok = t.Scope.Allows(action, resource)
+	m.task = t.Scope.Allows(action, resource)
+	m.token = m.task
+	if tokenScope != noTokenScope && tokenScope != st.scopeString {
+		sc, err := st.tokenScope(tokenScope)
+		if err != nil {
+			return false, false, err
+		}
+		m.token = sc.Allows(action, resource)
+	}
 	st.mu.Lock()
 	if st.inScope == nil || len(st.inScope) >= maxScopeMemo {
-		st.inScope = make(map[string]bool)
+		st.inScope = make(map[string]inScope)
 	}
-	st.inScope[string(key)] = ok
+	st.inScope[string(key)] = m
 	st.mu.Unlock()
-	return ok
+	return m.task, m.token, nil
 }
 
-// account counts an allowed action against the budget and raises the
-// task's taint (and its ancestors': data read by a delegate flows back
-// to whoever delegated) when it read something sensitive.
-func (p *Pipeline) account(st *taskState, req *policy.Request) {
+// tokenScope parses a token's scope claim, memoized per task.
+func (st *taskState) tokenScope(s string) (task.Scope, error) {
 	st.mu.Lock()
+	sc, ok := st.tokenScopes[s]
+	st.mu.Unlock()
+	if ok {
+		return sc, nil
+	}
+	sc, err := task.ParseScope(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the token's scope does not parse: %v", ErrUnauthenticated, err)
+	}
+	st.mu.Lock()
+	if st.tokenScopes == nil || len(st.tokenScopes) >= maxTokenScopes {
+		st.tokenScopes = make(map[string]task.Scope)
+	}
+	st.tokenScopes[s] = sc
+	st.mu.Unlock()
+	return sc, nil
+}
+
+// reserve counts one action (and one write, unless risk is read) against
+// budget if the budget has room for it, atomically: no interleaving of
+// decisions allows more actions than the budget.
+func (st *taskState) reserve(budget task.Budget, risk string) bool {
+	write := risk != policy.RiskRead
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if spent(left(budget.MaxActions, st.used.Actions)) || write && spent(left(budget.MaxWrites, st.used.Writes)) {
+		return false
+	}
 	st.used.Actions++
 	st.pending.Actions++
-	if req.Risk != policy.RiskRead {
+	if write {
 		st.used.Writes++
 		st.pending.Writes++
 	}
-	st.mu.Unlock()
+	return true
+}
+
+// unreserve gives back what reserve counted for an allow that did not
+// happen (it could not be recorded). If the count was already flushed to
+// the store, the store keeps it: an over-count only ever denies.
+func (st *taskState) unreserve(risk string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.used.Actions--
+	st.pending.Actions = max(st.pending.Actions-1, 0)
+	if risk != policy.RiskRead {
+		st.used.Writes--
+		st.pending.Writes = max(st.pending.Writes-1, 0)
+	}
+}
+
+// account raises the task's taint (and its ancestors': data read by a
+// delegate flows back to whoever delegated) when an allowed action read
+// something sensitive. The budget was counted by reserve.
+func (p *Pipeline) account(st *taskState, req *policy.Request) {
 	if req.Risk != policy.RiskRead || req.Resource.Sensitivity == "" {
 		return
 	}
@@ -560,7 +696,7 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 	if st = p.tasks[id]; st != nil {
 		st.mu.Lock()
 		st.t, st.fetched = t, now
-		st.scope, st.chain = t.Scope.Strings(), actorStrings(t.Actors)
+		st.scope, st.chain, st.scopeString = t.Scope.Strings(), actorStrings(t.Actors), t.Scope.String()
 		st.mu.Unlock()
 		return st, nil
 	}
@@ -572,7 +708,7 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 			}
 		}
 	}
-	st = &taskState{t: t, fetched: now, used: t.Used, scope: t.Scope.Strings(), chain: actorStrings(t.Actors)}
+	st = &taskState{t: t, fetched: now, used: t.Used, scope: t.Scope.Strings(), chain: actorStrings(t.Actors), scopeString: t.Scope.String()}
 	if len(p.tasks) < maxTracked {
 		p.tasks[id] = st
 	} else {

@@ -120,8 +120,12 @@ func TestScopeBoundsEverything(t *testing.T) {
 	f.engine.Swap(set)
 	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
 	d, err := f.decide(t, f.token(t, tk), access.Action{Kind: "file.write", Resource: "/repo/a"})
-	if err != nil || d.Effect != policy.Deny || d.Reasons[0].Policy != "mandate:task-scope" {
+	if err != nil || d.Effect != policy.Deny || d.Reasons[0].Policy != access.PolicyTaskScope {
 		t.Errorf("Decide = %+v, %v; want deny by mandate:task-scope", d, err)
+	}
+	d, err = f.decide(t, f.scopedToken(t, tk, "file.read:/repo/docs/**"), access.Action{Kind: "file.read", Resource: "/repo/a"})
+	if err != nil || d.Effect != policy.Deny || d.Reasons[0].Policy != access.PolicyTokenScope {
+		t.Errorf("Decide = %+v, %v; want deny by mandate:token-scope", d, err)
 	}
 	tk = f.task(t, f.agent(t, "b", identity.TierAutonomous), taskOpts{scope: "*", budget: task.Budget{MaxWrites: 1}})
 	tok := f.token(t, tk)

@@ -22,8 +22,12 @@ import (
 
 const issuer = "https://mandate.test"
 
-// memRecorder records events in memory; fail makes Record fail.
+// memRecorder records events in memory; fail makes Record fail. latency,
+// set before any decision, makes each Record take that long, as a durable
+// write does, so that concurrent decisions overlap as they do in a server.
 type memRecorder struct {
+	latency time.Duration
+
 	mu   sync.Mutex
 	evs  []audit.Event
 	fail bool
@@ -32,6 +36,7 @@ type memRecorder struct {
 var _ audit.Recorder = (*memRecorder)(nil)
 
 func (m *memRecorder) Record(_ context.Context, ev audit.Event) error {
+	time.Sleep(m.latency)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail {
@@ -153,6 +158,12 @@ func (f *fixture) task(t testing.TB, agent identity.ID, o taskOpts) *task.Task {
 // token signs a task token for tk.
 func (f *fixture) token(t testing.TB, tk *task.Task) string {
 	t.Helper()
+	return f.scopedToken(t, tk, tk.Scope.String())
+}
+
+// scopedToken signs a task token for tk whose scope claim is scope.
+func (f *fixture) scopedToken(t testing.TB, tk *task.Task, scope string) string {
+	t.Helper()
 	actors := make([]string, len(tk.Actors))
 	for i, a := range tk.Actors {
 		actors[i] = a.String()
@@ -160,7 +171,7 @@ func (f *fixture) token(t testing.TB, tk *task.Task) string {
 	c := &token.Claims{
 		Issuer: issuer, Subject: tk.Principal, Audience: jwt.Audience{issuer},
 		Expiry: jwt.NewNumericDate(f.now.Add(10 * time.Minute)), IssuedAt: jwt.NewNumericDate(f.now),
-		ID: "jti-" + string(tk.ID), ClientID: tk.Agent.String(), Scope: tk.Scope.String(), TaskID: string(tk.ID),
+		ID: "jti-" + string(tk.ID), ClientID: tk.Agent.String(), Scope: scope, TaskID: string(tk.ID),
 		Use: token.UseTask, Act: token.ActorChain(actors),
 	}
 	s, err := f.keyring.Sign(c)

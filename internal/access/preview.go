@@ -17,7 +17,7 @@ import (
 // included: an approval may lift it).
 func (p *Pipeline) Preview(ctx context.Context, subj Subject, act Action) policy.Effect {
 	act.preview = true
-	d, err := p.decide(ctx, subj.Task, subj.Agent, act)
+	d, err := p.decide(ctx, subj.Task, subj.Agent, subj.Scope, act)
 	if err != nil {
 		return policy.Deny
 	}

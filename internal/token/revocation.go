@@ -17,8 +17,18 @@ import (
 // call RevokeJTI, RevokeTasks and SetAgentActive in the same request that
 // changes the store.
 //
+// Revocations also orders revocations against the decisions that check
+// them (HoldDecisions): once RevokeJTI, RevokeTasks or SetAgentActive(false)
+// returns, every decision that could have missed the change has been
+// recorded, so no allow is recorded after a revocation returns.
+//
 // Revocations is safe for concurrent use.
 type Revocations struct {
+	// inflight is held shared by each decision from its revocation check
+	// until its event is recorded, and exclusively, for an instant, by
+	// each revocation once the sets are updated (drain).
+	inflight sync.RWMutex
+
 	mu     sync.RWMutex
 	jtis   map[string]time.Time // jti → token expiry
 	tasks  map[string]time.Time // task ID → when it was marked inactive
@@ -83,6 +93,7 @@ func (r *Revocations) RevokeJTI(jti string, exp time.Time) {
 	r.mu.Lock()
 	r.jtis[jti] = exp
 	r.mu.Unlock()
+	r.drain()
 }
 
 // RevokeTasks marks tasks inactive (ended, revoked or expired): every token
@@ -94,6 +105,7 @@ func (r *Revocations) RevokeTasks(ids ...task.ID) {
 		r.tasks[string(id)] = now
 	}
 	r.mu.Unlock()
+	r.drain()
 }
 
 // SetAgentActive records an agent's status change: while inactive, every
@@ -106,6 +118,27 @@ func (r *Revocations) SetAgentActive(id identity.ID, active bool) {
 		r.agents[id.String()] = true
 	}
 	r.mu.Unlock()
+	if !active {
+		r.drain()
+	}
+}
+
+// HoldDecisions marks a decision in flight until release is called: call
+// it before checking TaskInactive and AgentInactive and release once the
+// decision is recorded. A revocation waits for the decisions in flight, so
+// none of them can be recorded as an allow after the revocation returns.
+// A decision must not hold twice, nor revoke while it holds.
+func (r *Revocations) HoldDecisions() (release func()) {
+	r.inflight.RLock()
+	return r.inflight.RUnlock
+}
+
+// drain waits until every decision that was in flight when the sets were
+// updated has been recorded; decisions that start later see the update.
+func (r *Revocations) drain() {
+	r.inflight.Lock()
+	//lint:ignore SA2001 an empty critical section is the point: wait for the holders
+	r.inflight.Unlock()
 }
 
 // Prune forgets revoked jtis whose token has expired at now, and inactive

@@ -59,7 +59,8 @@ type Principal struct {
 	OnBehalfOf string
 	// Tier is the agent's trust tier (assist, supervised, autonomous).
 	Tier string
-	// Scope is the task's scope, space-separated patterns.
+	// Scope is the token's scope, space-separated patterns: the task's
+	// scope or a narrowing of it.
 	Scope string
 	// Expiry is when the credential expires.
 	Expiry time.Time

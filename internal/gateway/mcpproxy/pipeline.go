@@ -114,7 +114,7 @@ func (a *Pipeline) Decide(ctx context.Context, r Request) (Decision, error) {
 	if len(r.Annotations) > 0 {
 		act.Annotations = a.toolAnnotations(r.Annotations)
 	}
-	subj := access.Subject{Task: task.ID(r.Principal.Task), Agent: r.Principal.Agent}
+	subj := access.Subject{Task: task.ID(r.Principal.Task), Agent: r.Principal.Agent, Scope: r.Principal.Scope}
 	if r.Preview {
 		switch a.p.Preview(ctx, subj, act) {
 		case policy.Allow:
