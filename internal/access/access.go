@@ -128,13 +128,15 @@ type Verifier interface {
 }
 
 // Revocations reports live revocation state (token.Revocations). Every
-// decision holds HoldDecisions from its check of TaskInactive and
-// AgentInactive until its event is recorded, so that a revocation, which
-// waits for the holders, is never followed by an allow decided before it.
+// decision holds HoldDecisions from its check of Inactive until its event
+// is recorded (ReleaseDecisions), so that a revocation, which waits for the
+// holders, is never followed by an allow decided before it.
 type Revocations interface {
-	TaskInactive(id task.ID) bool
-	AgentInactive(id identity.ID) bool
-	HoldDecisions() (release func())
+	// Inactive reports whether the task or any of the agents (SPIFFE
+	// IDs) is inactive.
+	Inactive(taskID task.ID, agents []string) bool
+	HoldDecisions()
+	ReleaseDecisions()
 }
 
 // ApprovalChecker finds the approvals granted for an action of a task:
@@ -331,8 +333,8 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	defer func(start time.Time) { p.metrics.seconds.Observe(time.Since(start).Seconds()) }(time.Now())
 	// From the revocation check below until the decision is recorded: a
 	// revocation returns only after this decision is in the ledger.
-	release := p.cfg.Revocations.HoldDecisions()
-	defer release()
+	p.cfg.Revocations.HoldDecisions()
+	defer p.cfg.Revocations.ReleaseDecisions()
 	if d, limited, err := p.rateLimited(ctx, taskID, agent, act); limited {
 		return d, err
 	}
@@ -353,7 +355,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	if t.Agent.String() != agent {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: the task belongs to another agent", ErrUnauthenticated))
 	}
-	if p.revoked(t) {
+	if p.cfg.Revocations.Inactive(taskID, chain) || !slices.Contains(chain, agent) && p.cfg.Revocations.Inactive(taskID, []string{agent}) {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s or an agent of its chain is no longer active", ErrUnauthenticated, taskID))
 	}
 	ag, err := p.agent(ctx, t.Agent, now)
@@ -473,20 +475,6 @@ const (
 
 func budgetSpent() policy.Decision {
 	return policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyBudget, Effect: "forbid", Message: "the task's budget is spent"}}}
-}
-
-// revoked reports whether t, or any agent of its delegation chain, has
-// been marked inactive (revoked, ended, expired, suspended, retired).
-func (p *Pipeline) revoked(t *task.Task) bool {
-	if p.cfg.Revocations.TaskInactive(t.ID) || p.cfg.Revocations.AgentInactive(t.Agent) {
-		return true
-	}
-	for _, a := range t.Actors {
-		if p.cfg.Revocations.AgentInactive(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func trustedAnnotations(act Action) *policy.ToolAnnotations {

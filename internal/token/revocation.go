@@ -123,15 +123,15 @@ func (r *Revocations) SetAgentActive(id identity.ID, active bool) {
 	}
 }
 
-// HoldDecisions marks a decision in flight until release is called: call
-// it before checking TaskInactive and AgentInactive and release once the
-// decision is recorded. A revocation waits for the decisions in flight, so
+// HoldDecisions marks a decision in flight until ReleaseDecisions: call it
+// before checking Inactive, and release once the decision is recorded. A
+// revocation waits for the decisions in flight, so
 // none of them can be recorded as an allow after the revocation returns.
 // A decision must not hold twice, nor revoke while it holds.
-func (r *Revocations) HoldDecisions() (release func()) {
-	r.inflight.RLock()
-	return r.inflight.RUnlock
-}
+func (r *Revocations) HoldDecisions() { r.inflight.RLock() }
+
+// ReleaseDecisions ends what HoldDecisions began.
+func (r *Revocations) ReleaseDecisions() { r.inflight.RUnlock() }
 
 // drain waits until every decision that was in flight when the sets were
 // updated has been recorded; decisions that start later see the update.
@@ -182,6 +182,22 @@ func (r *Revocations) check(jti, taskID string, agents []string) string {
 		}
 	}
 	return ""
+}
+
+// Inactive reports whether the task, or any of agents (SPIFFE IDs), was
+// marked inactive: one look under one lock, for the decision path.
+func (r *Revocations) Inactive(taskID task.ID, agents []string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if _, ok := r.tasks[string(taskID)]; ok {
+		return true
+	}
+	for _, a := range agents {
+		if r.agents[a] {
+			return true
+		}
+	}
+	return false
 }
 
 // TaskInactive reports whether the task was marked inactive.
