@@ -42,7 +42,8 @@ type env struct {
 	client *http.Client
 }
 
-func start(t *testing.T) *env {
+// start runs a server with the defaults a user gets, changed by opts.
+func start(t *testing.T, opts ...func(*server.Config)) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mandate-e2e-") // short: unix socket paths are limited
 	if err != nil {
@@ -53,6 +54,9 @@ func start(t *testing.T) *env {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.TrustDomain = "example.org"
+	for _, o := range opts {
+		o(&cfg)
+	}
 	srv, err := server.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
@@ -260,9 +264,11 @@ func TestAgentToTaskToDelegationToRevocation(t *testing.T) {
 		t.Fatalf("agent token sub/client_id = %v/%v, want %s", ac["sub"], ac["client_id"], a.id)
 	}
 
+	// Delegating to the coder is in the task's scope, like any action.
+	parentScope := "file.read:/repo/** file.write:/repo/src/** task.delegate:" + b.id
 	status, out := e.token(url.Values{
 		"grant_type": {grantExchange}, "subject_token": {agentTok}, "subject_token_type": {typeAccessToken},
-		"scope": {"file.read:/repo/** file.write:/repo/src/**"}, "purpose": {"fix the flaky test"},
+		"scope": {parentScope}, "purpose": {"fix the flaky test"},
 		"on_behalf_of": {"alice@example.com"},
 	})
 	if status != 200 {
@@ -273,7 +279,7 @@ func TestAgentToTaskToDelegationToRevocation(t *testing.T) {
 	}
 	parentTok := out["access_token"].(string)
 	pc := e.verifyIndependently(parentTok)
-	if pc["sub"] != "alice@example.com" || pc["client_id"] != a.id || pc["task_id"] == nil || pc["scope"] != "file.read:/repo/** file.write:/repo/src/**" {
+	if pc["sub"] != "alice@example.com" || pc["client_id"] != a.id || pc["task_id"] == nil || pc["scope"] != parentScope {
 		t.Fatalf("task token claims = %v", pc)
 	}
 	if exp, iat := pc["exp"].(time.Time), pc["iat"].(time.Time); exp.Sub(iat) > 5*time.Minute {

@@ -84,7 +84,8 @@ type Action struct {
 	Server      string
 	Destination policy.Destination
 	Command     string
-	// DelegateTier is the delegate's tier, for task.delegate.
+	// DelegateTier is the delegate's tier, for task.delegate; the pipeline
+	// sets it from the delegate's record (Resource is its agent ID).
 	DelegateTier string
 	// Annotations are the tool's MCP annotations; used only when Trusted.
 	Annotations *policy.ToolAnnotations
@@ -166,6 +167,10 @@ type Config struct {
 	Shadow     *policy.Engine
 	Classifier *policy.Classifier
 	Recorder   audit.Recorder
+	// MaxDelegationDepth is the delegation depth limit (tasks.max_depth):
+	// a task at this depth may not delegate; zero allows no delegation.
+	// Policies see it as context.delegation.max_depth.
+	MaxDelegationDepth int
 	// Limits are the rate limits and call budgets of each enforcement
 	// point, by Action.Point (see Limits).
 	Limits map[string]Limits
@@ -369,6 +374,11 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	if err != nil {
 		return p.refuse(ctx, taskID, agent, act, err)
 	}
+	if act.Kind == policy.ActionTaskDelegate {
+		if err := p.delegate(ctx, &act, now); err != nil {
+			return p.refuse(ctx, taskID, agent, act, err)
+		}
+	}
 
 	class := p.cfg.Classifier.Classify(act.Kind, act.Resource, trustedAnnotations(act))
 	req := &policy.Request{
@@ -381,7 +391,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 		Task: policy.TaskInfo{
 			ID: string(t.ID), Purpose: t.Purpose, OnBehalfOf: t.OnBehalfOf, Scope: scope,
 			InScope:     taskIn && tokenIn,
-			Sensitivity: string(t.Sensitivity), Depth: t.Depth, Chain: chain,
+			Sensitivity: string(t.Sensitivity), Depth: t.Depth, MaxDepth: p.cfg.MaxDelegationDepth, Chain: chain,
 		},
 	}
 	if policy.SensitivityLevel(act.Sensitivity) > policy.SensitivityLevel(req.Resource.Sensitivity) {
@@ -420,6 +430,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	case !tokenIn:
 		// So does the scope of the token, which may be narrower.
 		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyTokenScope, Effect: "forbid", Message: "the action is outside the presented token's scope"}}}
+	case act.Kind == policy.ActionTaskDelegate && p.tooDeep(t):
+		// And the depth limit bounds delegation.
+		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyDelegationDepth, Effect: "forbid", Message: fmt.Sprintf("the task is at the delegation depth limit of %d", p.cfg.MaxDelegationDepth)}}}
 	case spent(req.Task.ActionsLeft) || class.Risk != policy.RiskRead && spent(req.Task.WritesLeft):
 		// So does its budget.
 		d.Decision = budgetSpent()

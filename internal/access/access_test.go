@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -209,30 +210,76 @@ func TestTaint(t *testing.T) {
 	}
 }
 
+// A delegation is decided like any action: the depth limit is the
+// pipeline's one limit, the delegate's tier comes from its record.
 func TestDelegationDepth(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, fixtureOpts{})
-	agents := []identity.ID{f.agent(t, "d0", identity.TierAutonomous), f.agent(t, "d1", identity.TierAutonomous),
-		f.agent(t, "d2", identity.TierAutonomous), f.agent(t, "d3", identity.TierAutonomous)}
+	helper := f.agent(t, "helper", identity.TierAssist)
 	var tasks []*task.Task
-	for i, a := range agents {
+	for i := range fixtureMaxDepth + 1 {
 		o := taskOpts{scope: "*"}
 		if i > 0 {
 			o.parent = tasks[i-1]
 		}
-		tasks = append(tasks, f.task(t, a, o))
+		tasks = append(tasks, f.task(t, f.agent(t, fmt.Sprintf("d%d", i), identity.TierAutonomous), o))
 	}
 	for i, tk := range tasks {
-		d, err := f.decide(t, f.token(t, tk), access.Action{Kind: "task.delegate", Resource: "spiffe://example.org/agent/helper", DelegateTier: "assist"})
+		d, err := f.decide(t, f.token(t, tk), access.Action{Kind: "task.delegate", Resource: helper.String()})
 		want := policy.Allow
-		if i >= 3 {
+		if i >= fixtureMaxDepth {
 			want = policy.Deny
 		}
 		if err != nil || d.Effect != want {
 			t.Errorf("depth %d: Decide = %s (%+v), %v; want %s", i, d.Effect, d.Reasons, err, want)
 		}
-		if ev := f.rec.last(t); len(ev.Chain) != i+1 {
+		ev := f.rec.last(t)
+		if len(ev.Chain) != i+1 {
 			t.Errorf("depth %d: event chain %v", i, ev.Chain)
+		}
+		if want == policy.Deny && !strings.Contains(ev.Details["policies"], "delegation-depth") {
+			t.Errorf("depth %d: denied by %q, want the depth limit", i, ev.Details["policies"])
+		}
+	}
+}
+
+func TestDelegationIsDecided(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, fixtureOpts{})
+	boss := f.agent(t, "boss", identity.TierAutonomous)
+	peer := f.agent(t, "peer", identity.TierSupervised)
+	supervised := f.task(t, f.agent(t, "sup", identity.TierSupervised), taskOpts{scope: "*"})
+	assist := f.task(t, f.agent(t, "asst", identity.TierAssist), taskOpts{scope: "*"})
+	narrow := f.task(t, f.agent(t, "narrow", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
+	auto := f.task(t, f.agent(t, "auto", identity.TierAutonomous), taskOpts{scope: "task.delegate:spiffe://example.org/agent/peer"})
+	suspended := f.agent(t, "gone", identity.TierAssist)
+	f.rev.SetAgentActive(suspended, false)
+	for _, tc := range []struct {
+		name   string
+		tk     *task.Task
+		act    access.Action
+		want   policy.Effect
+		policy string
+	}{
+		{"up a tier", supervised, access.Action{Kind: "task.delegate", Resource: boss.String(), Approvals: []string{"supervised-write"}, Trusted: true}, policy.Deny, "delegation-no-escalation"},
+		// The caller cannot lower the delegate's tier.
+		{"claimed tier ignored", supervised, access.Action{Kind: "task.delegate", Resource: boss.String(), DelegateTier: "assist", Approvals: []string{"supervised-write"}, Trusted: true}, policy.Deny, "delegation-no-escalation"},
+		{"assist cannot delegate", assist, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Deny, ""},
+		{"no task.delegate in scope", narrow, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Deny, "task-scope"},
+		{"scope names the delegate", auto, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Allow, ""},
+		{"scope names another delegate", auto, access.Action{Kind: "task.delegate", Resource: boss.String()}, policy.Deny, "task-scope"},
+		{"unknown delegate", auto, access.Action{Kind: "task.delegate", Resource: "spiffe://example.org/agent/nobody"}, policy.Deny, ""},
+		{"suspended delegate", supervised, access.Action{Kind: "task.delegate", Resource: suspended.String()}, policy.Deny, ""},
+		{"not an agent", auto, access.Action{Kind: "task.delegate", Resource: "peer"}, policy.Deny, ""},
+	} {
+		d, _ := f.decide(t, f.token(t, tc.tk), tc.act)
+		if d.Effect != tc.want {
+			t.Errorf("%s: %s (%+v %v), want %s", tc.name, d.Effect, d.Reasons, d.Errors, tc.want)
+			continue
+		}
+		ev := f.rec.last(t)
+		if ev.Action != "task.delegate" || ev.Decision != string(tc.want) || !strings.Contains(ev.Details["policies"], tc.policy) {
+			t.Errorf("%s: event %+v, want %s by %q", tc.name, ev, tc.want, tc.policy)
 		}
 	}
 }

@@ -72,6 +72,9 @@ type fixture struct {
 	now      time.Time
 }
 
+// fixtureMaxDepth is the fixture pipeline's delegation depth limit.
+const fixtureMaxDepth = 3
+
 type fixtureOpts struct {
 	shadow     *policy.Engine
 	classifier policy.ClassifierConfig
@@ -107,7 +110,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	}
 	if f.pipeline, err = access.New(access.Config{
 		Verifier: f.verifier, Revocations: f.rev, Tasks: backend, Agents: backend,
-		Engine: f.engine, Shadow: o.shadow, Classifier: cls, Recorder: f.rec,
+		Engine: f.engine, Shadow: o.shadow, Classifier: cls, Recorder: f.rec, MaxDelegationDepth: fixtureMaxDepth,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,9 +21,11 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/seal/sealtest"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
 	"github.com/mandatehq/mandate/internal/task"
@@ -50,14 +53,32 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
+	ledger := mustLedger(t, db)
 	srv, err := token.NewServer(ctx, token.Config{
 		Sealer: sealtest.Keyring(),
 		Issuer: ts.URL, TrustDomain: "example.org",
-		Identities: db, Tasks: db, Tokens: db, Audit: mustLedger(t, db),
+		Identities: db, Tasks: db, Tokens: db, Audit: ledger,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Delegations are decided by the real pipeline with the shipped policies.
+	set, err := policy.Compile(policy.DefaultSources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := policy.NewClassifier(policy.ClassifierConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipeline, err := access.New(access.Config{
+		Verifier: srv.Verifier(), Revocations: srv.Revocations(), Tasks: db, Agents: db,
+		Engine: policy.NewEngine(set, nil), Classifier: classes, Recorder: ledger, MaxDelegationDepth: task.DefaultMaxDepth,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.DecideDelegationsWith(pipeline)
 	httpapi.NewOAuth(httpapi.OAuthConfig{
 		Server:    srv,
 		AdminAuth: func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+adminSecret },
@@ -188,7 +209,7 @@ func TestOAuthEndToEnd(t *testing.T) {
 	}
 
 	agentTok := e.agentToken(alpha, nil)
-	taskTok := e.token(exchangeForm(agentTok, "scope", "file.read:/repo/** file.write:/repo/src/**", "purpose", "fix bug 42", "on_behalf_of", "alice@example.org"), nil)
+	taskTok := e.token(exchangeForm(agentTok, "scope", "file.read:/repo/** file.write:/repo/src/** task.delegate:"+beta.String(), "purpose", "fix bug 42", "on_behalf_of", "alice@example.org"), nil)
 
 	// Verify the task token independently against the JWKS served over HTTP.
 	resp, err = http.Get(meta.JWKSURI)
@@ -224,8 +245,15 @@ func TestOAuthEndToEnd(t *testing.T) {
 		t.Fatalf("task token claims = %+v %+v", std, ext)
 	}
 
-	// Delegate to beta with a narrower scope.
+	// A task whose scope does not name the delegate cannot delegate: the
+	// pipeline decides task.delegate like any action.
 	betaTok := e.agentToken(beta, nil)
+	noDelegate := e.token(exchangeForm(e.agentToken(alpha, nil), "scope", "file.read:/repo/**", "purpose", "read"), nil)
+	if status, m, _ := e.post(httpapi.PathOAuthToken, exchangeForm(noDelegate, "actor_token", betaTok, "actor_token_type", token.TokenTypeAccessToken), nil); status != http.StatusBadRequest || m["error"] != "invalid_grant" || !strings.Contains(fmt.Sprint(m["error_description"]), "delegation denied") {
+		t.Errorf("delegating outside the task's scope = %d %v, want 400 invalid_grant", status, m)
+	}
+
+	// Delegate to beta with a narrower scope.
 	childTok := e.token(exchangeForm(taskTok, "actor_token", betaTok, "actor_token_type", token.TokenTypeAccessToken, "scope", "file.read:/repo/docs/**"), nil)
 	child := e.introspect(childTok, nil, e.clientAuth(alpha, meta.IntrospectionEndpoint))
 	actJSON, _ := json.Marshal(child["act"])

@@ -163,8 +163,9 @@ func delegationRecord(r *Request) types.Record {
 		uids[i] = types.NewEntityUID(typeAgent, types.String(a))
 	}
 	return types.NewRecord(types.RecordMap{
-		"depth": types.Long(r.Task.Depth),
-		"chain": types.NewSet(uids...),
+		"depth":     types.Long(r.Task.Depth),
+		"max_depth": types.Long(r.Task.MaxDepth),
+		"chain":     types.NewSet(uids...),
 		"root":  uids[0],
 	})
 }
@@ -200,6 +201,7 @@ func taskKey(k []byte, r *Request) []byte {
 
 func delegationKey(k []byte, r *Request) []byte {
 	k = appendNum(k, int64(r.Task.Depth))
+	k = appendNum(k, int64(r.Task.MaxDepth))
 	chain := chainOf(r)
 	k = appendNum(k, int64(len(chain)))
 	return appendKey(k, chain...)

@@ -16,7 +16,7 @@ func baseRequest(tier, action, risk string, inScope bool) *Request {
 		Agent:  Agent{ID: "spiffe://example.org/agent/a", Tier: tier, Owner: "alice"},
 		Action: action,
 		Risk:   risk,
-		Task:   TaskInfo{ID: "tsk_1", InScope: inScope, Sensitivity: "confidential"},
+		Task:   TaskInfo{ID: "tsk_1", InScope: inScope, Sensitivity: "confidential", MaxDepth: 4},
 		Time:   TestTime,
 	}
 	switch ResourceType(action) {
@@ -107,7 +107,9 @@ func TestDelegationAndTaint(t *testing.T) {
 	}{
 		{"delegate at depth 0", func(r *Request) {}, ActionTaskDelegate, RiskWrite, Allow},
 		{"delegate at depth 2", func(r *Request) { r.Task.Depth = 2 }, ActionTaskDelegate, RiskWrite, Allow},
-		{"delegate at depth 3", func(r *Request) { r.Task.Depth = 3 }, ActionTaskDelegate, RiskWrite, Deny},
+		{"delegate at depth 3", func(r *Request) { r.Task.Depth = 3 }, ActionTaskDelegate, RiskWrite, Allow},
+		{"delegate at the limit", func(r *Request) { r.Task.Depth = 4 }, ActionTaskDelegate, RiskWrite, Deny},
+		{"delegate under a lower limit", func(r *Request) { r.Task.Depth, r.Task.MaxDepth = 1, 1 }, ActionTaskDelegate, RiskWrite, Deny},
 		{"delegate up a tier", func(r *Request) {
 			r.Resource.Tier = TierAutonomous
 			r.Agent.Tier = TierSupervised

@@ -166,6 +166,11 @@ type TaskInfo struct {
 	Sensitivity string   `json:"sensitivity,omitempty" yaml:"sensitivity,omitempty"`
 	// Depth is the delegation depth: 0 for a root task.
 	Depth int `json:"depth,omitempty" yaml:"depth,omitempty"`
+	// MaxDepth is the deepest a delegated task may be (tasks.max_depth):
+	// a task at depth MaxDepth may not delegate. The pipeline sets it
+	// from its configuration; a request that leaves it zero can delegate
+	// nothing.
+	MaxDepth int `json:"max_depth,omitempty" yaml:"max_depth,omitempty"`
 	// Chain is the delegation chain of agent IDs, root first, ending with
 	// the requesting agent. Empty means just the agent.
 	Chain []string `json:"chain,omitempty" yaml:"chain,omitempty"`
@@ -235,6 +240,9 @@ func (r *Request) Validate() error {
 	}
 	if r.Task.Depth < 0 || r.Task.Depth > MaxListLen {
 		return bad("task.depth %d is out of range", r.Task.Depth)
+	}
+	if r.Task.MaxDepth < 0 || r.Task.MaxDepth > MaxListLen {
+		return bad("task.max_depth %d is out of range", r.Task.MaxDepth)
 	}
 	return nil
 }

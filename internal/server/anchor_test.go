@@ -45,7 +45,7 @@ func taskToken(t *testing.T, s *Server) (agent, tok string) {
 	tok, err := s.authz.Keyring().Sign(&token.Claims{
 		Issuer: s.PublicURL(), Subject: "alice@example.org", Audience: jwt.Audience{s.PublicURL()},
 		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now),
-		ID: "jti-anchor-test", ClientID: tk.Agent, TaskID: tk.ID, Use: token.UseTask,
+		ID: "jti-anchor-test", ClientID: tk.Agent, TaskID: tk.ID, Scope: "file.*:/repo/**", Use: token.UseTask,
 		Act: token.ActorChain([]string{tk.Agent}),
 	})
 	if err != nil {

@@ -49,7 +49,7 @@ func TestAuthZENWithDPoPTaskToken(t *testing.T) {
 	at, err := s.authz.Keyring().Sign(&token.Claims{
 		Issuer: s.PublicURL(), Subject: "alice@example.org", Audience: jwt.Audience{s.PublicURL()},
 		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), IssuedAt: jwt.NewNumericDate(now),
-		ID: "jti-dpop-test", ClientID: tk.Agent, TaskID: tk.ID, Use: token.UseTask,
+		ID: "jti-dpop-test", ClientID: tk.Agent, TaskID: tk.ID, Scope: "file.*:/repo/**", Use: token.UseTask,
 		Act: token.ActorChain([]string{tk.Agent}), Cnf: &token.Confirmation{JKT: base64.RawURLEncoding.EncodeToString(tp)},
 	})
 	if err != nil {

@@ -95,11 +95,14 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 	a.pipeline, err = access.New(access.Config{
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
-		Limits: mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
+		MaxDelegationDepth: cfg.Tasks.MaxDepth,
+		Limits:             mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Delegation at token exchange is decided by the same pipeline.
+	authz.DecideDelegationsWith(a.pipeline)
 	return a, nil
 }
 

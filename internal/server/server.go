@@ -154,7 +154,6 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		RotateEvery:        cfg.Tokens.KeyRotation,
 		MaxTaskLifetime:    cfg.Tasks.MaxTTL,
 		DefaultTaskTTL:     cfg.Tasks.DefaultTTL,
-		MaxDelegationDepth: cfg.Tasks.MaxDepth,
 		Federation:         federation,
 		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
 		Revocations: revocations,

@@ -128,8 +128,6 @@ var (
 	// ErrNotNarrower: a child task would widen its parent's scope, budget,
 	// sensitivity ceiling or lifetime.
 	ErrNotNarrower = errors.New("delegated task must not exceed its parent")
-	// ErrTooDeep: delegation beyond the configured depth limit.
-	ErrTooDeep = errors.New("delegation depth limit reached")
 )
 
 // Task is a mandate for one agent to do one piece of work.
@@ -204,18 +202,17 @@ func (t *Task) Validate() error {
 	return nil
 }
 
-// CheckNarrows reports whether child may be delegated from parent: the
-// parent is active, and the child's scope, sensitivity ceiling, budget and
-// expiry are no wider than the parent's, within maxDepth.
-func CheckNarrows(parent, child *Task, maxDepth int, now time.Time) error {
+// CheckNarrows reports whether child is a narrowing of parent: the parent
+// is active, the child is one level deeper, and its scope, sensitivity
+// ceiling, budget and expiry are no wider than the parent's. Whether the
+// delegation may happen at all (the depth limit, the delegate's tier) is a
+// decision of the access pipeline (task.delegate).
+func CheckNarrows(parent, child *Task, now time.Time) error {
 	if !parent.ActiveAt(now) {
 		return fmt.Errorf("%w: parent %s is %s", ErrNotActive, parent.ID, parent.Status)
 	}
 	if child.Depth != parent.Depth+1 {
 		return fmt.Errorf("%w: depth %d under a parent at depth %d", ErrInvalid, child.Depth, parent.Depth)
-	}
-	if child.Depth > maxDepth {
-		return fmt.Errorf("%w: depth %d exceeds the limit of %d", ErrTooDeep, child.Depth, maxDepth)
 	}
 	if !parent.Scope.Covers(child.Scope) {
 		return fmt.Errorf("%w: scope %q is not within the parent's %q", ErrNotNarrower, child.Scope, parent.Scope)

@@ -58,7 +58,6 @@ func TestCheckNarrows(t *testing.T) {
 		{name: "bigger budget", mutate: func(p, c *Task) { c.Budget.MaxActions = 101 }, wantErr: ErrNotNarrower},
 		{name: "parent revoked", mutate: func(p, c *Task) { p.Status = StatusRevoked }, wantErr: ErrNotActive},
 		{name: "parent expired", mutate: func(p, c *Task) { p.ExpiresAt = t0.Add(time.Minute) }, wantErr: ErrNotActive},
-		{name: "too deep", mutate: func(p, c *Task) { p.Depth = 2; c.Depth = 3 }, wantErr: ErrTooDeep},
 		{name: "wrong depth", mutate: func(p, c *Task) { c.Depth = 2 }, wantErr: ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -67,7 +66,7 @@ func TestCheckNarrows(t *testing.T) {
 			p := parentTask(t)
 			c := childOf(t, p)
 			tt.mutate(p, c)
-			err := CheckNarrows(p, c, 2, t0.Add(2*time.Minute))
+			err := CheckNarrows(p, c, t0.Add(2*time.Minute))
 			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("CheckNarrows() = %v, want %v", err, tt.wantErr)
 			}

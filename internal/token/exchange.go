@@ -429,10 +429,8 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 	if err := child.Validate(); err != nil {
 		return nil, errInvalidRequest("%s", err.Error())
 	}
-	if err := task.CheckNarrows(parent, child, s.cfg.MaxDelegationDepth, now); err != nil {
+	if err := task.CheckNarrows(parent, child, now); err != nil {
 		switch {
-		case errors.Is(err, task.ErrTooDeep):
-			return nil, errInvalidGrant(err, "delegation depth limit reached")
 		case errors.Is(err, task.ErrNotNarrower) && !parent.Scope.Covers(child.Scope):
 			return nil, errInvalidScope(err, "requested scope is not within the parent task's scope")
 		case errors.Is(err, task.ErrNotNarrower):
@@ -448,6 +446,12 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 		jkt = proofJKT
 	}
 	if jkt, err = boundKey(sub, jkt); err != nil {
+		return nil, err
+	}
+	// Delegating is an action of the parent's agent, decided like any
+	// other: its scope must name the delegate, the policies must allow the
+	// delegate's tier and the depth, and the decision is recorded.
+	if err := s.decideDelegation(ctx, DelegationRequest{Task: parent.ID, Agent: parentAgent.ID, TokenScope: sc.Scope, Delegate: sub.ID}); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.Tasks.CreateTask(ctx, child); errors.Is(err, task.ErrNotActive) {

@@ -389,3 +389,39 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
+
+// recordingDecider stands in for the access pipeline (which imports this
+// package) in the token server's unit tests: it records what it is asked
+// and answers verdict and err (an allow by default). The pipeline's own
+// decision of task.delegate is tested in package access and end to end.
+type recordingDecider struct {
+	mu      sync.Mutex
+	asked   []DelegationRequest
+	verdict *DelegationVerdict
+	err     error
+}
+
+func (d *recordingDecider) DecideDelegation(_ context.Context, r DelegationRequest) (DelegationVerdict, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.asked = append(d.asked, r)
+	if d.err != nil {
+		return DelegationVerdict{}, d.err
+	}
+	if d.verdict != nil {
+		return *d.verdict, nil
+	}
+	return DelegationVerdict{Allowed: true}, nil
+}
+
+func (d *recordingDecider) set(v *DelegationVerdict, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.verdict, d.err = v, err
+}
+
+func (d *recordingDecider) requests() []DelegationRequest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.asked)
+}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -54,7 +55,6 @@ type Config struct {
 	TaskTokenTTL       time.Duration
 	MaxTaskLifetime    time.Duration
 	DefaultTaskTTL     time.Duration
-	MaxDelegationDepth int // default task.DefaultMaxDepth
 	RotateEvery        time.Duration
 	Skew               time.Duration
 
@@ -86,6 +86,8 @@ type Server struct {
 	keys     *Keyring
 	rev      *Revocations
 	dpop     *DPoPVerifier
+	// delegations decides delegations (DecideDelegationsWith).
+	delegations atomic.Pointer[DelegationDecider]
 	verifier *Verifier
 	fed      map[string]*jwksSource
 }
@@ -135,9 +137,6 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	defDur(&cfg.DefaultTaskTTL, DefaultTaskTTL)
 	defDur(&cfg.Skew, DefaultSkew)
 	cfg.DefaultTaskTTL = min(cfg.DefaultTaskTTL, cfg.MaxTaskLifetime)
-	if cfg.MaxDelegationDepth <= 0 {
-		cfg.MaxDelegationDepth = task.DefaultMaxDepth
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
