@@ -166,7 +166,7 @@ func delegationRecord(r *Request) types.Record {
 		"depth":     types.Long(r.Task.Depth),
 		"max_depth": types.Long(r.Task.MaxDepth),
 		"chain":     types.NewSet(uids...),
-		"root":  uids[0],
+		"root":      uids[0],
 	})
 }
 

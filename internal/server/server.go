@@ -147,15 +147,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	authz, err := token.NewServer(ctx, token.Config{
-		Issuer:             s.publicURL,
-		TrustDomain:        cfg.TrustDomain,
-		AgentTokenTTL:      cfg.Tokens.AgentTTL,
-		TaskTokenTTL:       cfg.Tokens.TaskTTL,
-		RotateEvery:        cfg.Tokens.KeyRotation,
-		MaxTaskLifetime:    cfg.Tasks.MaxTTL,
-		DefaultTaskTTL:     cfg.Tasks.DefaultTTL,
-		Federation:         federation,
-		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
+		Issuer:          s.publicURL,
+		TrustDomain:     cfg.TrustDomain,
+		AgentTokenTTL:   cfg.Tokens.AgentTTL,
+		TaskTokenTTL:    cfg.Tokens.TaskTTL,
+		RotateEvery:     cfg.Tokens.KeyRotation,
+		MaxTaskLifetime: cfg.Tasks.MaxTTL,
+		DefaultTaskTTL:  cfg.Tasks.DefaultTTL,
+		Federation:      federation,
+		Identities:      s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
 		Revocations: revocations,
 		Logger:      log.With("component", "oauth"),
 	})

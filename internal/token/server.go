@@ -51,12 +51,12 @@ type Config struct {
 	// the issuer.
 	Audiences []string
 
-	AgentTokenTTL      time.Duration
-	TaskTokenTTL       time.Duration
-	MaxTaskLifetime    time.Duration
-	DefaultTaskTTL     time.Duration
-	RotateEvery        time.Duration
-	Skew               time.Duration
+	AgentTokenTTL   time.Duration
+	TaskTokenTTL    time.Duration
+	MaxTaskLifetime time.Duration
+	DefaultTaskTTL  time.Duration
+	RotateEvery     time.Duration
+	Skew            time.Duration
 
 	// Federation lists the trusted external issuers for the jwt-bearer grant.
 	Federation []FederatedIssuer
@@ -81,15 +81,15 @@ type Config struct {
 // introspection and revocation, over the domain stores. It is safe for
 // concurrent use.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	keys     *Keyring
-	rev      *Revocations
-	dpop     *DPoPVerifier
+	cfg  Config
+	log  *slog.Logger
+	keys *Keyring
+	rev  *Revocations
+	dpop *DPoPVerifier
 	// delegations decides delegations (DecideDelegationsWith).
 	delegations atomic.Pointer[DelegationDecider]
-	verifier *Verifier
-	fed      map[string]*jwksSource
+	verifier    *Verifier
+	fed         map[string]*jwksSource
 }
 
 // Caller is the authenticated party calling introspection or revocation:
