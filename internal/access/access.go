@@ -84,9 +84,6 @@ type Action struct {
 	Server      string
 	Destination policy.Destination
 	Command     string
-	// DelegateTier is the delegate's tier, for task.delegate; the pipeline
-	// sets it from the delegate's record (Resource is its agent ID).
-	DelegateTier string
 	// Annotations are the tool's MCP annotations; used only when Trusted.
 	Annotations *policy.ToolAnnotations
 	// Sensitivity may raise (never lower) the configured sensitivity of
@@ -110,6 +107,9 @@ type Action struct {
 	RequestID string
 	// preview marks an evaluation for Preview: nothing recorded or spent.
 	preview bool
+	// delegateTier is the delegate's tier, for task.delegate: the pipeline
+	// reads it from the delegate's record (Resource is its agent ID).
+	delegateTier string
 }
 
 // Decision is a policy decision with the task and agent it was made for.
@@ -384,7 +384,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	req := &policy.Request{
 		Agent:    policy.Agent{ID: agent, Tier: string(ag.Tier), Owner: ag.Owner, Labels: ag.Labels},
 		Action:   act.Kind,
-		Resource: policy.Resource{ID: act.Resource, Server: act.Server, Sensitivity: class.Sensitivity, Labels: class.Labels, Tier: act.DelegateTier},
+		Resource: policy.Resource{ID: act.Resource, Server: act.Server, Sensitivity: class.Sensitivity, Labels: class.Labels, Tier: act.delegateTier},
 		Risk:     class.Risk, HighImpact: class.HighImpact,
 		Destination: act.Destination, Command: act.Command,
 		Time: now,

