@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 func (a *app) toolCmd() *cobra.Command {
@@ -44,7 +44,7 @@ func (a *app) toolListCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Tools []*mcpproxy.Pin `json:"tools"`
+				Tools []*toolpin.Pin `json:"tools"`
 			}
 			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools", nil, nil, &out); err != nil || printed {
 				return err
@@ -87,7 +87,7 @@ func (a *app) toolDiffCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p mcpproxy.Pin
+			var p toolpin.Pin
 			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools/"+ref, nil, nil, &p); err != nil || printed {
 				return err
 			}
@@ -122,7 +122,7 @@ approval fails if the definition changed again since you reviewed it.`,
 			if err != nil {
 				return err
 			}
-			var p mcpproxy.Pin
+			var p toolpin.Pin
 			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/tools/"+ref+"/approve", nil, map[string]string{"digest": digest}, &p); err != nil || printed {
 				return err
 			}
