@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/token"
@@ -395,7 +396,9 @@ func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler)
 		switch {
 		case err == nil:
 			next(w, r, &authed{p: p, cred: cred})
-		case errors.Is(err, ErrUnauthenticated):
+		case errors.Is(err, ErrUnauthenticated) && !errors.Is(err, fault.ErrUnavailable) && !errors.Is(err, access.ErrAuthUnavailable):
+			// A refusal, recorded. (One that names an unavailable store or
+			// ledger is not: it is answered below.)
 			unauthorized(w, pres, err, params, "invalid_token: the access token was not accepted")
 		default:
 			// The credential could not be checked (access.ErrAuthUnavailable,

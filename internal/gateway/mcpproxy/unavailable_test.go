@@ -1,9 +1,11 @@
 package mcpproxy_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -151,6 +153,15 @@ func TestPinningUnavailable(t *testing.T) {
 	})
 }
 
+// authFunc is an Authenticator from a function.
+type authFunc func(context.Context, mcpproxy.Credential) (*mcpproxy.Principal, error)
+
+var _ mcpproxy.Authenticator = authFunc(nil)
+
+func (f authFunc) Authenticate(ctx context.Context, c mcpproxy.Credential) (*mcpproxy.Principal, error) {
+	return f(ctx, c)
+}
+
 // TestAuthAnswers: a refused credential is a 401 with the challenges and
 // a fixed text, never the reason; a credential that cannot be checked or
 // whose refusal cannot be recorded (the store is lost, the ledger
@@ -195,6 +206,17 @@ func TestAuthAnswers(t *testing.T) {
 		if strings.TrimSpace(body) != "authentication is temporarily unavailable; retry later" {
 			t.Errorf("503 body %q, want the fixed text", body)
 		}
+	})
+	t.Run("refusal naming an unavailable store", func(t *testing.T) {
+		// An Authenticator (the narrow seam) that could not look something
+		// up and says "refused" is still unavailable, not a refusal.
+		e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, func(c *mcpproxy.Config) {
+			c.Authenticator = authFunc(func(context.Context, mcpproxy.Credential) (*mcpproxy.Principal, error) {
+				return nil, fmt.Errorf("%w: task lookup: %w", mcpproxy.ErrUnauthenticated, fault.ErrUnavailable)
+			})
+		})
+		resp, body := rawPost(t, e, bearerClient("any").Transport, path, "", initialize)
+		want503(t, "a refusal naming an unavailable store", resp, body, "task lookup")
 	})
 	t.Run("store", func(t *testing.T) {
 		// A DPoP proof's replay check needs the store.
