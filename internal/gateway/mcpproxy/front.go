@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/mandatehq/mandate/internal/fault"
 )
 
 // front is what every authenticated request to an endpoint meets. On a
@@ -32,7 +34,7 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, a *authed) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
 		if s == nil && g.isDraining() {
-			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Retry-After", fault.RetryAfter)
 			http.Error(w, "the gateway is shutting down", http.StatusServiceUnavailable)
 			return
 		}
