@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 func (a *app) toolCmd() *cobra.Command {
@@ -19,11 +19,24 @@ func (a *app) toolCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tool",
 		Short: "Review and approve MCP tool definitions",
-		Long: `The MCP gateway pins every tool's definition (name, description, input and
-output schema, annotations) the first time it sees it. When an upstream
-server later changes a definition, the tool is quarantined: hidden from
-agents and uncallable until an admin reviews the change with 'mandate tool
-diff' and approves it with 'mandate tool approve'. Both are audit events.`,
+		Long: `The MCP gateway pins every tool's whole definition as it serves it to
+agents - name, title, description, input and output schema, annotations,
+icons and _meta - the first time it sees the tool (digest sha256-v2:…,
+over canonical JSON, so re-serialising the same definition changes
+nothing). When an upstream server later changes any of it, the tool is
+quarantined: hidden from tools/list and refused on tools/call until an
+admin reviews the change with 'mandate tool diff' and approves it with
+'mandate tool approve'.
+
+A tool that appears while a pinned tool of the same upstream disappears,
+with the vanished tool's description or input schema, is reported as a
+rename (naming both) and quarantined with nothing approved, until it is
+approved the same way.
+
+Pins stored by earlier versions (digest sha256:…, which did not cover
+title, icons and _meta) are upgraded to the whole tool on first sight when
+what they covered is unchanged, and quarantined when it changed. Pinning,
+quarantine, upgrade and approval are all audit events.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRun,
 	}
@@ -44,7 +57,7 @@ func (a *app) toolListCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Tools []*mcpproxy.Pin `json:"tools"`
+				Tools []*toolpin.Pin `json:"tools"`
 			}
 			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools", nil, nil, &out); err != nil || printed {
 				return err
@@ -53,7 +66,10 @@ func (a *app) toolListCmd(cf *clientFlags) *cobra.Command {
 			t.row("UPSTREAM", "TOOL", "STATE", "DIGEST", "UPDATED")
 			for _, p := range out.Tools {
 				state := "approved"
-				if p.PendingDigest != "" {
+				switch {
+				case p.PendingDigest != "" && p.Digest == "":
+					state = "QUARANTINED (rename)"
+				case p.PendingDigest != "":
 					state = "QUARANTINED"
 				}
 				t.row(p.Upstream, p.Tool, state, truncate(p.Digest, 19), fmtTime(p.UpdatedAt))
@@ -74,8 +90,12 @@ func toolRef(s string) (string, error) {
 
 func (a *app) toolDiffCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:     "diff UPSTREAM/TOOL",
-		Short:   "Show how a quarantined tool's definition changed",
+		Use:   "diff UPSTREAM/TOOL",
+		Short: "Show how a quarantined tool's definition changed",
+		Long: `Show the approved and the pending definition of a quarantined tool as a
+line diff, and the digest to approve. For a rename nothing was ever
+approved: the whole pending definition is shown as added, with the tool
+it looks like a rename of in the ledger's tool.quarantined event.`,
 		Example: "  mandate tool diff github/create_issue",
 		Args:    exactArgs("UPSTREAM/TOOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -87,7 +107,7 @@ func (a *app) toolDiffCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p mcpproxy.Pin
+			var p toolpin.Pin
 			if printed, err := c.fetch(cmd.Context(), http.MethodGet, "/admin/v1/tools/"+ref, nil, nil, &p); err != nil || printed {
 				return err
 			}
@@ -95,8 +115,15 @@ func (a *app) toolDiffCmd(cf *clientFlags) *cobra.Command {
 				fmt.Fprintf(a.stdout, "%s/%s is approved (%s); no pending change.\n", p.Upstream, p.Tool, p.Digest)
 				return nil
 			}
-			fmt.Fprintf(a.stdout, "--- approved %s\n+++ pending  %s\n", p.Digest, p.PendingDigest)
-			writeDiff(a.stdout, prettyLines(p.Definition), prettyLines(p.PendingDefinition))
+			var approved []string
+			if p.Digest == "" {
+				fmt.Fprintf(a.stdout, "--- approved (nothing: a new tool that looks like a rename of one that disappeared)\n")
+			} else {
+				fmt.Fprintf(a.stdout, "--- approved %s\n", p.Digest)
+				approved = prettyLines(p.Definition)
+			}
+			fmt.Fprintf(a.stdout, "+++ pending  %s\n", p.PendingDigest)
+			writeDiff(a.stdout, approved, prettyLines(p.PendingDefinition))
 			fmt.Fprintf(a.stdout, "\nApprove with: mandate tool approve %s/%s --digest %s\n", p.Upstream, p.Tool, p.PendingDigest)
 			return nil
 		},
@@ -108,10 +135,11 @@ func (a *app) toolApproveCmd(cf *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "approve UPSTREAM/TOOL",
 		Short: "Approve a quarantined tool's new definition",
-		Long: `Approve the pending definition of a quarantined tool, making it visible and
-callable again. With --digest (as printed by 'mandate tool diff') the
-approval fails if the definition changed again since you reviewed it.`,
-		Example: "  mandate tool approve github/create_issue --digest sha256:4f1c…",
+		Long: `Approve the pending definition of a quarantined tool (a changed definition
+or a rename), making it visible and callable again. With --digest (as
+printed by 'mandate tool diff') the approval fails if the definition
+changed again since you reviewed it.`,
+		Example: "  mandate tool approve github/create_issue --digest sha256-v2:4f1c…",
 		Args:    exactArgs("UPSTREAM/TOOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := toolRef(args[0])
@@ -122,7 +150,7 @@ approval fails if the definition changed again since you reviewed it.`,
 			if err != nil {
 				return err
 			}
-			var p mcpproxy.Pin
+			var p toolpin.Pin
 			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/tools/"+ref+"/approve", nil, map[string]string{"digest": digest}, &p); err != nil || printed {
 				return err
 			}
@@ -130,7 +158,7 @@ approval fails if the definition changed again since you reviewed it.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&digest, "digest", "", "the pending digest you reviewed (sha256:…)")
+	cmd.Flags().StringVar(&digest, "digest", "", "the pending digest you reviewed (sha256-v2:…)")
 	return cmd
 }
 

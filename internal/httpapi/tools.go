@@ -6,13 +6,14 @@ import (
 	"net/http"
 
 	"github.com/mandatehq/mandate/internal/admin"
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // ToolsConfig configures the admin API's MCP tool pin endpoints.
 type ToolsConfig struct {
-	// Pins are the MCP gateway's tool pins; required.
-	Pins   *mcpproxy.Pinner
+	// Pins are the tool pins the MCP gateway serves by (the same
+	// toolpin.Pins, so that an approval takes effect at once); required.
+	Pins   *toolpin.Pins
 	Logger *slog.Logger
 }
 
@@ -21,11 +22,14 @@ type ToolsConfig struct {
 //	GET  /admin/v1/tools                             every pin
 //	GET  /admin/v1/tools/{upstream}/{tool}           one pin, with its pending definition
 //	POST /admin/v1/tools/{upstream}/{tool}/approve   approve the pending definition
-//	                                                 (body {"digest": "sha256:…"}, optional)
+//	                                                 (body {"digest": "sha256-v2:…"}, optional)
+//
+// A pin with an empty digest and a null definition is a rename awaiting
+// approval: nothing of it was ever approved.
 //
 // Callers authenticate as for the rest of the admin API.
 type Tools struct {
-	pins *mcpproxy.Pinner
+	pins *toolpin.Pins
 	log  *slog.Logger
 	mux  *http.ServeMux
 }
@@ -55,14 +59,14 @@ func (h *Tools) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if pins == nil {
-		pins = []*mcpproxy.Pin{}
+		pins = []*toolpin.Pin{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tools": pins})
 }
 
 func (h *Tools) get(w http.ResponseWriter, r *http.Request) {
 	pin, err := h.pins.Get(r.Context(), r.PathValue("upstream"), r.PathValue("tool"))
-	if errors.Is(err, mcpproxy.ErrPinNotFound) {
+	if errors.Is(err, toolpin.ErrNotFound) {
 		writeProblem(w, http.StatusNotFound, "no pinned tool "+r.PathValue("upstream")+"/"+r.PathValue("tool"))
 		return
 	}
@@ -87,9 +91,9 @@ func (h *Tools) approve(w http.ResponseWriter, r *http.Request) {
 	}
 	pin, err := h.pins.Approve(r.Context(), r.PathValue("upstream"), r.PathValue("tool"), body.Digest, actor)
 	switch {
-	case errors.Is(err, mcpproxy.ErrPinNotFound):
+	case errors.Is(err, toolpin.ErrNotFound):
 		writeProblem(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, mcpproxy.ErrDigestMismatch):
+	case errors.Is(err, toolpin.ErrDigestMismatch):
 		writeProblem(w, http.StatusConflict, "the pending definition changed since you reviewed it; run 'mandate tool diff' again")
 	case err != nil:
 		writeError(w, r, h.log, err)

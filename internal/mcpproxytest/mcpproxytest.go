@@ -48,12 +48,15 @@ type Authority struct {
 	// Audit is the tamper-evident ledger over the same store.
 	Audit  *audit.Ledger
 	Issuer string
+	// Path is the SQLite database file (tests delete it to lose the store).
+	Path string
 }
 
 // NewAuthority opens a SQLite store in dir and starts a token server
 // whose issuer (and task token audience) is issuer.
 func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
-	b, err := store.Open(ctx, filepath.Join(dir, "mandate.db"))
+	path := filepath.Join(dir, "mandate.db")
+	b, err := store.Open(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +75,7 @@ func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
 		b.Close()
 		return nil, err
 	}
-	return &Authority{Backend: b, Tokens: ts, Audit: rec, Issuer: issuer}, nil
+	return &Authority{Backend: b, Tokens: ts, Audit: rec, Issuer: issuer, Path: path}, nil
 }
 
 // Close closes the store.

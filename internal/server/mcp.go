@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 
 	"golang.org/x/time/rate"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // checkMCP validates the MCP gateway's configuration.
@@ -45,16 +45,9 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 	for _, u := range c.Upstreams {
 		ups = append(ups, u.upstream())
 	}
-	// Pins live in the store (table mcp_tool_pins); a backend without the
-	// table keeps them in a file in the data directory.
-	pins, ok := s.backend.(mcpproxy.PinStore)
-	if !ok {
-		fp, err := mcpproxy.OpenFilePins(filepath.Join(s.cfg.DataDir, "mcp-pins.json"))
-		if err != nil {
-			return err
-		}
-		pins = fp
-	}
+	// Pins live in the store; the gateway serves by them and the admin
+	// API approves through the same Pins, so an approval applies at once.
+	pins := toolpin.New(toolpin.Config{Store: s.backend, Audit: rec, Log: s.log.With("component", "toolpin")})
 	var auth mcpproxy.Authenticator = noPipeline{}
 	var decider mcpproxy.Decider = noPipeline{}
 	if s.acc != nil && s.acc.pipeline != nil {
@@ -80,7 +73,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 	for _, p := range []string{"/mcp", "/mcp/", "/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource/mcp/"} {
 		mux.Handle(p, gw)
 	}
-	tools := httpapi.NewTools(httpapi.ToolsConfig{Pins: gw.Pins(), Logger: s.log.With("component", "adminapi")})
+	tools := httpapi.NewTools(httpapi.ToolsConfig{Pins: pins, Logger: s.log.With("component", "adminapi")})
 	for _, p := range []string{"/admin/v1/tools", "/admin/v1/tools/"} {
 		mux.Handle(p, requireAdminToken(tokens, s.log, tools))
 		sockMux.Handle(p, localAdmin(tools))

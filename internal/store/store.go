@@ -10,6 +10,7 @@ import (
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // Backend is everything a storage backend provides: one Store per domain
@@ -19,6 +20,7 @@ type Backend interface {
 	task.Store
 	token.Store
 	audit.Store
+	toolpin.Store
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.

@@ -1,8 +1,12 @@
 package toolpin
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"testing"
+
+	"github.com/mandatehq/mandate/internal/audit"
 )
 
 func TestDigestCoversWholeTool(t *testing.T) {
@@ -29,5 +33,74 @@ func TestDigestCoversWholeTool(t *testing.T) {
 	x.InputSchema = json.RawMessage(`{ "type" : "object" }`)
 	if d, _ := Digest(x); d != d0 {
 		t.Errorf("Digest(respaced schema) = %q, want %q", d, d0)
+	}
+}
+
+type events struct {
+	evs  []audit.Event
+	fail bool
+}
+
+func (r *events) Record(_ context.Context, ev audit.Event) error {
+	if r.fail {
+		return audit.ErrUnavailable
+	}
+	r.evs = append(r.evs, ev)
+	return nil
+}
+
+// TestObserveRenameScope: a rename is a vanished pin of the same
+// upstream whose non-empty description, or input schema, the new tool
+// has; nothing else is.
+func TestObserveRenameScope(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	schema := json.RawMessage(`{"type":"object","properties":{"path":{"type":"string"}}}`)
+	for _, tc := range []struct {
+		name     string
+		upstream string
+		old, new Tool
+		want     Status
+	}{
+		{"same description", "a", Tool{Name: "x", Description: "Read."}, Tool{Name: "y", Description: "Read."}, Quarantined},
+		{"same schema, respaced", "a", Tool{Name: "x", InputSchema: schema}, Tool{Name: "y", InputSchema: json.RawMessage(`{ "properties": {"path": {"type": "string"}}, "type": "object" }`)}, Quarantined},
+		{"both descriptions empty", "a", Tool{Name: "x"}, Tool{Name: "y"}, Approved},
+		{"another upstream", "b", Tool{Name: "x", Description: "Read."}, Tool{Name: "y", Description: "Read."}, Approved},
+		{"different", "a", Tool{Name: "x", Description: "Read.", InputSchema: schema}, Tool{Name: "y", Description: "Write.", InputSchema: json.RawMessage(`{"type":"object"}`)}, Approved},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &events{}
+			p := New(Config{Store: NewMemoryStore(), Audit: rec})
+			if _, err := p.Observe(ctx, "a", []Tool{tc.old}); err != nil {
+				t.Fatal(err)
+			}
+			obs, err := p.Observe(ctx, tc.upstream, []Tool{tc.new})
+			if err != nil || obs[0].Status != tc.want {
+				t.Fatalf("Observe(%s after %s vanished) = %+v, %v; want status %d", tc.new.Name, tc.old.Name, obs, err, tc.want)
+			}
+			if tc.want == Quarantined {
+				ev := rec.evs[len(rec.evs)-1]
+				if ev.Type != audit.TypeToolQuarantined || ev.Details["renamed_from"] != "x" || ev.Details["tool"] != "y" {
+					t.Errorf("event = %+v, want a rename of x to y", ev)
+				}
+				if p.Approved(tc.upstream, "y", obs[0].Digest) {
+					t.Error("a rename is approved before an admin approves it")
+				}
+			}
+		})
+	}
+}
+
+// TestObserveUnrecorded: a pin whose event cannot be recorded is not
+// stored, and Observe fails.
+func TestObserveUnrecorded(t *testing.T) {
+	t.Parallel()
+	store := NewMemoryStore()
+	p := New(Config{Store: store, Audit: &events{fail: true}})
+	if _, err := p.Observe(t.Context(), "a", []Tool{{Name: "x"}}); !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("Observe() with the ledger down = %v, want audit.ErrUnavailable", err)
+	}
+	if pins, _ := store.ListPins(t.Context()); len(pins) != 0 {
+		t.Errorf("pins stored without their event: %+v", pins)
 	}
 }

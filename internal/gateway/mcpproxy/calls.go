@@ -16,6 +16,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // JSON-RPC error codes of the gateway, in the implementation-defined
@@ -45,7 +47,21 @@ const (
 	// CodeUnauthenticated: the request carried no usable credential
 	// (only when a session's credential is missing at call time).
 	CodeUnauthenticated = -32018
+	// CodeUnavailable: the gateway's own store or ledger is unavailable
+	// (tools cannot be pinned or checked); retry after retry_after. On
+	// the gateway's own answers (see front) the HTTP status is 503 with
+	// Retry-After.
+	CodeUnavailable = -32019
 )
+
+// unavailable logs why what could not be done and returns the
+// CodeUnavailable error the caller is answered with, which names no
+// cause.
+func (g *Gateway) unavailable(what string, err error) *jsonrpc.Error {
+	g.log.Error(what+" unavailable", "err", err)
+	after, _ := strconv.Atoi(fault.RetryAfter)
+	return rpcError(CodeUnavailable, what+" is temporarily unavailable; retry later", errorData{RetryAfter: after})
+}
 
 // errorData is the data member of the gateway's JSON-RPC errors.
 type errorData struct {
@@ -116,8 +132,12 @@ func listUpstream[T any](ctx context.Context, s *session, u *upConn, list func(c
 	return nil, false, nil
 }
 
-// refreshTools lists every upstream's tools, pinning new definitions and
-// quarantining changed ones.
+// refreshTools lists every upstream's tools and hands each upstream's
+// whole listing to the pins (toolpin.Pins.Observe), which pins new
+// definitions and quarantines changed ones and renames, recording each
+// before the list is served. When the pins cannot be read, written or
+// recorded the list fails with CodeUnavailable: no tool is served
+// unchecked.
 func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, error) {
 	out := map[string]*toolEntry{}
 	bare := map[string][]string{}
@@ -131,35 +151,31 @@ func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, erro
 		if !ok {
 			continue
 		}
-		for _, t := range tools {
-			d, err := ToolDigest(t)
-			if err != nil {
-				continue
-			}
-			st, err := s.gw.pins.observe(ctx, u.cfg.Name, t, d)
-			if err != nil {
-				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "tool pinning unavailable"}
-			}
+		status, digests, err := s.observe(ctx, u.cfg.Name, tools)
+		if err != nil {
+			return nil, err
+		}
+		for i, t := range tools {
 			name := s.exposed(u, t.Name)
 			if prev := out[name]; prev != nil {
 				// Two definitions under one name: report and expose
 				// neither, never pick one silently.
-				s.gw.pins.collision(ctx, name, []string{prev.up.cfg.Name, u.cfg.Name})
-				out[name] = &toolEntry{up: u, tool: t, digest: d, status: PinCollision, resource: u.cfg.Name + "/" + t.Name}
+				s.gw.clash.report(ctx, name, []string{prev.up.cfg.Name, u.cfg.Name})
+				out[name] = &toolEntry{up: u, tool: t, digest: digests[i], status: toolpin.Collision, resource: u.cfg.Name + "/" + t.Name}
 				continue
 			}
 			var ann json.RawMessage
 			if t.Annotations != nil {
 				ann, _ = json.Marshal(t.Annotations)
 			}
-			out[name] = &toolEntry{up: u, tool: t, digest: d, status: st, ann: ann, resource: u.cfg.Name + "/" + t.Name}
+			out[name] = &toolEntry{up: u, tool: t, digest: digests[i], status: status[i], ann: ann, resource: u.cfg.Name + "/" + t.Name}
 			bare[t.Name] = append(bare[t.Name], u.cfg.Name)
 		}
 	}
 	if s.upstream == "" {
 		for name, ups := range bare {
 			if len(ups) > 1 {
-				s.gw.pins.collision(ctx, name, ups)
+				s.gw.clash.report(ctx, name, ups)
 			}
 		}
 	}
@@ -169,12 +185,50 @@ func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, erro
 	return out, nil
 }
 
+// observe checks one upstream's listing against its pins and returns each
+// tool's standing and digest. A tool the gateway cannot express as a pin
+// (see pinTool) is quarantined without a digest.
+func (s *session) observe(ctx context.Context, upstream string, tools []*mcp.Tool) ([]toolpin.Status, []string, error) {
+	status := make([]toolpin.Status, len(tools))
+	digests := make([]string, len(tools))
+	pinned := make([]toolpin.Tool, 0, len(tools))
+	index := make([]int, 0, len(tools))
+	for i, t := range tools {
+		pt, err := pinTool(t)
+		if err != nil {
+			s.gw.log.Error("tool quarantined: not pinnable", "upstream", upstream, "tool", t.Name, "err", err)
+			status[i] = toolpin.Quarantined
+			continue
+		}
+		pinned = append(pinned, pt)
+		index = append(index, i)
+	}
+	obs, err := s.gw.pins.Observe(ctx, upstream, pinned)
+	if err != nil {
+		return nil, nil, s.gw.unavailable("tool pinning", err)
+	}
+	for j, o := range obs {
+		status[index[j]], digests[index[j]] = o.Status, o.Digest
+	}
+	return status, digests, nil
+}
+
 func (s *session) listTools(ctx context.Context, req *mcp.ListToolsRequest) (mcp.Result, error) {
 	a := principalFrom(req.Extra)
 	if a == nil {
 		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
 	}
-	if req.Params != nil && req.Params.Cursor != "" {
+	var cursor string
+	if req.Params != nil {
+		cursor = req.Params.Cursor
+	}
+	return s.toolList(ctx, a, cursor)
+}
+
+// toolList is tools/list for both paths: the approved tools that the
+// decision pipeline would not deny to a.
+func (s *session) toolList(ctx context.Context, a *authed, cursor string) (*mcp.ListToolsResult, error) {
+	if cursor != "" {
 		return nil, invalidParams("invalid cursor")
 	}
 	tools, err := s.refreshTools(ctx)
@@ -184,7 +238,7 @@ func (s *session) listTools(ctx context.Context, req *mcp.ListToolsRequest) (mcp
 	res := &mcp.ListToolsResult{Tools: []*mcp.Tool{}}
 	for _, name := range sortedKeys(tools) {
 		e := tools[name]
-		if e.status != PinApproved {
+		if e.status != toolpin.Approved {
 			continue
 		}
 		d, err := s.gw.cfg.Decider.Decide(ctx, s.toolRequest(a, e, nil, true))
@@ -230,14 +284,15 @@ func (s *session) admitTool(ctx context.Context, a *authed, name string, args js
 		return nil, nil, invalidParams("unknown tool %q", name)
 	}
 	switch {
-	case e.status == PinCollision:
+	case e.status == toolpin.Collision:
 		s.gw.refused(ctx, s, s.toolRequest(a, e, args, false), "tool name is ambiguous across upstreams")
 		return nil, nil, invalidParams("tool name %q is ambiguous across upstreams; it is not served", name)
-	case !s.gw.pins.approved(e.up.cfg.Name, e.tool.Name, e.digest):
+	case !s.gw.pins.Approved(e.up.cfg.Name, e.tool.Name, e.digest):
 		// Checked at call time: the pin may have changed (or been
 		// approved) since the list.
-		s.gw.refused(ctx, s, s.toolRequest(a, e, args, false), "tool is quarantined: its definition changed since it was approved")
-		return nil, nil, s.quarantined(name, e.digest)
+		why := s.quarantineReason(ctx, e)
+		s.gw.refused(ctx, s, s.toolRequest(a, e, args, false), "tool is quarantined: "+why)
+		return nil, nil, s.quarantined(name, why, e.digest)
 	}
 	done, err := s.gw.govern(ctx, s, s.toolRequest(a, e, args, false))
 	if err != nil {
@@ -298,9 +353,18 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	return res, done(ctx, res.IsError, s.gw.checkSize(res))
 }
 
-func (s *session) quarantined(name, digest string) error {
-	return rpcError(CodeQuarantined, fmt.Sprintf("tool %q is quarantined: its definition changed since it was approved; an admin must review it (mandate tool diff) and approve it (mandate tool approve)", name),
-		errorData{Reasons: []string{"tool definition changed"}, Digest: digest})
+// quarantineReason says why e is not approved: a rename (a pin with no
+// approved definition) or a changed definition.
+func (s *session) quarantineReason(ctx context.Context, e *toolEntry) string {
+	if pin, err := s.gw.pins.Get(ctx, e.up.cfg.Name, e.tool.Name); err == nil && pin.Digest == "" {
+		return "it appeared as another tool with its description or input schema disappeared (a rename) and is not approved yet"
+	}
+	return "its definition changed since it was approved"
+}
+
+func (s *session) quarantined(name, why, digest string) error {
+	return rpcError(CodeQuarantined, fmt.Sprintf("tool %q is quarantined: %s; an admin must review it (mandate tool diff) and approve it (mandate tool approve)", name, why),
+		errorData{Reasons: []string{why}, Digest: digest})
 }
 
 // canonicalArguments checks that a call's arguments are a JSON object (or

@@ -17,6 +17,7 @@
 // tools/call, resources/read and prompts/get are decided by a Decider
 // (the access pipeline) with their arguments, recorded through an
 // audit.Recorder before they proceed, and their outcomes recorded after.
-// Tool definitions are pinned by digest; a changed definition is
+// Tool definitions are pinned whole, as served, with internal/toolpin; a
+// changed definition, or a new tool that looks like a renamed one, is
 // quarantined until an admin approves it.
 package mcpproxy

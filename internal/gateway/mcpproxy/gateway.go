@@ -19,8 +19,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
+	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/token"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // Limits bound what the gateway accepts and how long it waits. Zero
@@ -81,8 +84,9 @@ type Config struct {
 	Approvals ApprovalWaiter
 	// Audit records every call, outcome and pinning change; required.
 	Audit audit.Recorder
-	// Pins stores tool definition pins; nil keeps them in memory.
-	Pins PinStore
+	// Pins pins the upstreams' tool definitions; the admin API approves
+	// through the same Pins. Nil keeps pins in memory, recorded in Audit.
+	Pins *toolpin.Pins
 	// PublicURL is the externally visible base URL of the server the
 	// gateway is mounted on (no trailing slash), for resource identifiers
 	// and RFC 9728 metadata.
@@ -108,7 +112,8 @@ type Gateway struct {
 	log     *slog.Logger
 	ups     map[string]*Upstream
 	names   []string
-	pins    *pinner
+	pins    *toolpin.Pins
+	clash   *collisions
 	handler http.Handler
 	httpc   *http.Client
 	// relayers carry the raw relay's requests to each HTTP upstream, with
@@ -147,7 +152,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Pins == nil {
-		cfg.Pins = NewMemoryPins()
+		cfg.Pins = toolpin.New(toolpin.Config{Store: toolpin.NewMemoryStore(), Audit: cfg.Audit, Log: cfg.Logger})
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
@@ -180,7 +185,8 @@ func New(cfg Config) (*Gateway, error) {
 			g.relayers[n] = rt
 		}
 	}
-	g.pins = &pinner{store: cfg.Pins, audit: cfg.Audit, log: g.log, cache: map[pinKey]*Pin{}}
+	g.pins = cfg.Pins
+	g.clash = &collisions{audit: cfg.Audit, log: g.log}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.proto = mcp.NewServer(&mcp.Implementation{Name: "mandate", Version: "1"}, nil)
 	g.handler = g.routes()
@@ -222,8 +228,8 @@ func (g *Gateway) closeIdle() {
 // Upstreams returns the configured upstream names, sorted.
 func (g *Gateway) Upstreams() []string { return slices.Clone(g.names) }
 
-// Pins returns the gateway's tool pins (for the admin API).
-func (g *Gateway) Pins() *Pinner { return (*Pinner)(g.pins) }
+// Pins returns the gateway's tool pins.
+func (g *Gateway) Pins() *toolpin.Pins { return g.pins }
 
 // ServeHTTP serves the endpoints and their metadata.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
@@ -390,11 +396,16 @@ func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler)
 		switch {
 		case err == nil:
 			next(w, r, &authed{p: p, cred: cred})
-		case errors.Is(err, ErrUnauthenticated):
+		case errors.Is(err, ErrUnauthenticated) && !errors.Is(err, fault.ErrUnavailable) && !errors.Is(err, access.ErrAuthUnavailable):
+			// A refusal, recorded. (One that names an unavailable store or
+			// ledger is not: it is answered below.)
 			unauthorized(w, pres, err, params, "invalid_token: the access token was not accepted")
 		default:
-			g.log.Error("authentication failed", "err", err)
-			w.Header().Set("Retry-After", "1")
+			// The credential could not be checked (access.ErrAuthUnavailable,
+			// a store or a ledger that is unavailable): not a refusal, and
+			// never a 401 that would send the client for a new token.
+			g.log.Error("authentication unavailable", "err", err)
+			w.Header().Set("Retry-After", fault.RetryAfter)
 			http.Error(w, "authentication is temporarily unavailable; retry later", http.StatusServiceUnavailable)
 		}
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // repoRoot is the module root (two levels above this package's parent).
@@ -233,13 +234,12 @@ func newGovernedEnv(t testing.TB, ups []mcpproxy.Upstream, cls policy.Classifier
 	})
 }
 
-// newEnvSharing starts a second gateway with the same authority and
-// upstreams as e, over pins.
-func newEnvSharing(t testing.TB, e *env, pins mcpproxy.PinStore) *env {
+// newEnvSharing starts a second gateway with the same authority (and so
+// the same pins) and upstreams as e, as after a restart.
+func newEnvSharing(t testing.TB, e *env) *env {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	return startGateway(t, e.auth, &recorder{}, srv, e.ups, func(c *mcpproxy.Config) {
-		c.Pins = pins
 		c.PublicURL = e.auth.Issuer
 	})
 }
@@ -261,6 +261,11 @@ func startGateway(t testing.TB, a *mcpproxytest.Authority, rec *recorder, srv *h
 	}
 	if mod != nil {
 		mod(&cfg)
+	}
+	if cfg.Pins == nil {
+		// Pins in the authority's SQLite store, as mandate serve keeps
+		// them, recorded as the gateway records.
+		cfg.Pins = toolpin.New(toolpin.Config{Store: a.Backend, Audit: cfg.Audit})
 	}
 	gw, err := mcpproxy.New(cfg)
 	if err != nil {

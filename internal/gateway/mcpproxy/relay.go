@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
 )
 
 // The raw relay. A governed call to an upstream that speaks Streamable
@@ -934,7 +935,8 @@ func (d *downstream) final(m *message) {
 }
 
 // fail ends the call with err (nothing is written for a client that is
-// gone).
+// gone). CodeUnavailable, when nothing has been sent yet, is an HTTP 503
+// with Retry-After: the gateway itself cannot serve the request now.
 func (d *downstream) fail(id json.RawMessage, err error) {
 	var je *jsonrpc.Error
 	if !errors.As(err, &je) {
@@ -942,6 +944,12 @@ func (d *downstream) fail(id json.RawMessage, err error) {
 			return
 		}
 		je = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
+	}
+	if je.Code == CodeUnavailable && !d.streaming {
+		d.wrote = true
+		d.w.Header().Set("Retry-After", fault.RetryAfter)
+		writeMessage(d.w, http.StatusServiceUnavailable, errorMessage(id, je))
+		return
 	}
 	d.final(errorMessage(id, je))
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // NamespaceSep joins an upstream's name and a tool or prompt name on the
@@ -71,7 +73,7 @@ type toolEntry struct {
 	up     *upConn
 	tool   *mcp.Tool
 	digest string
-	status PinStatus
+	status toolpin.Status
 	ann    json.RawMessage // the tool's annotations as JSON, or nil
 	// resource names the tool in decisions: "<upstream>/<tool name>".
 	resource string

@@ -16,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/store/sqlite"
+	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
 // TestLostStore deletes or replaces the database file (or its ledger
@@ -85,12 +86,15 @@ func TestLostStore(t *testing.T) {
 			}
 			_, calls["GetAgent"] = db.GetAgent(ctx, identity.MustParseID("spiffe://example.org/agent/before"))
 			_, calls["ListAgents"] = db.ListAgents(ctx, identity.Filter{})
+			_, calls["GetPin"] = db.GetPin(ctx, "fs", "read")
+			_, calls["ListPins"] = db.ListPins(ctx)
+			calls["PutPin"] = db.PutPin(ctx, &toolpin.Pin{Upstream: "fs", Tool: "read", Digest: "sha256-v2:1", Definition: []byte(`{}`)})
 			for name, err := range calls {
 				if !errors.Is(err, fault.ErrUnavailable) {
 					t.Errorf("%s() after loss = %v, want an error in fault.ErrUnavailable", name, err)
 				}
 			}
-			for _, name := range []string{"Lost", "Ping", "CreateAgent", "AppendLedger", "GetAgent"} {
+			for _, name := range []string{"Lost", "Ping", "CreateAgent", "AppendLedger", "GetAgent", "GetPin", "PutPin"} {
 				if !errors.Is(calls[name], sqlite.ErrLost) {
 					t.Errorf("%s() after loss = %v, want ErrLost", name, calls[name])
 				}

@@ -21,7 +21,8 @@
 // precision and come back in UTC; empty slices and maps may come back as
 // nil; CreateTask refuses an unregistered agent (identity.ErrNotFound) and
 // an unknown parent (task.ErrNotFound); ListEvents treats Since as
-// inclusive and Until as exclusive.
+// inclusive and Until as exclusive; a tool pin's absent definitions come
+// back nil, never empty.
 package storetest
 
 import (
@@ -55,6 +56,7 @@ func Run(t *testing.T, open OpenFunc) {
 	t.Run("RevokedTokens", func(t *testing.T) { t.Parallel(); testRevokedTokens(t, open) })
 	t.Run("Events", func(t *testing.T) { t.Parallel(); testEvents(t, open) })
 	t.Run("ReplaceLedgerKey", func(t *testing.T) { t.Parallel(); testReplaceLedgerKey(t, open) })
+	t.Run("ToolPins", func(t *testing.T) { t.Parallel(); testToolPins(t, open) })
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		if err := open(t).Ping(t.Context()); err != nil {
