@@ -158,3 +158,106 @@ func TestUnavailableErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOnLost: the WithOnLost function is called once, with the reason
+// Lost returns, however many checks see the loss.
+func TestOnLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	var reasons []error
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1),
+		sqlite.WithOnLost(func(reason error) { reasons = append(reasons, reason) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := sqlite.CheckFiles(db); err != nil || len(reasons) != 0 {
+		t.Fatalf("CheckFiles() before the loss = %v, OnLost called %d times; want nil and none", err, len(reasons))
+	}
+	if err := os.Remove(path + "-ledger"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_ = sqlite.CheckFiles(db)
+		_ = db.Ping(t.Context())
+	}
+	if len(reasons) != 1 || !errors.Is(reasons[0], sqlite.ErrLost) || reasons[0].Error() != db.Lost().Error() {
+		t.Fatalf("OnLost reasons = %v, want exactly one: Lost() = %v", reasons, db.Lost())
+	}
+}
+
+// TestMissingDatabaseRefused: a database file deleted on its own, with
+// its -wal or ledger journal left beside it, is not silently re-created
+// (which would replay the old journal or log into a new store): Open
+// refuses with ErrMissingDatabase and creates nothing. A database deleted
+// with all of its files is a new store.
+func TestMissingDatabaseRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove []string // suffixes of the files deleted after a clean close
+		want   error
+	}{
+		{"database only", []string{""}, sqlite.ErrMissingDatabase},
+		{"database and journal, -wal left", []string{"", "-ledger"}, sqlite.ErrMissingDatabase},
+		{"database and -wal, journal left", []string{"", "-wal"}, sqlite.ErrMissingDatabase},
+		{"every file", []string{"", "-wal", "-shm", "-ledger"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mandate.db")
+			db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CreateAgent(t.Context(), testAgent("before")); err != nil {
+				t.Fatal(err)
+			}
+			// A -wal as a crash leaves it: a copy of the live one.
+			wal, err := os.ReadFile(path + "-wal")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path+"-wal", wal, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, suffix := range tc.remove {
+				if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+			db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+			if err == nil {
+				defer db.Close()
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Open() = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil {
+				if _, serr := os.Stat(path); !errors.Is(serr, os.ErrNotExist) {
+					t.Errorf("Open() refused but left a database file behind: %v", serr)
+				}
+				if !strings.Contains(err.Error(), "docs/operations.md") {
+					t.Errorf("Open() = %v, want it to point at docs/operations.md", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheckFiles measures one identity check of an open DB's files,
+// which the watcher runs every DefaultIdentityCheck.
+func BenchmarkCheckFiles(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "mandate.db")
+	db, err := sqlite.Open(b.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := sqlite.CheckFiles(db); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

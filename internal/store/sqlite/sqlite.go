@@ -64,8 +64,9 @@ type options struct {
 	ckptEvery    time.Duration
 	journalLimit int64
 	now          func() time.Time
-	// identityCheck: see health.go.
+	// identityCheck and onLost: see health.go.
 	identityCheck time.Duration
+	onLost        func(reason error)
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
@@ -168,6 +169,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := checkStrayFiles(abs); err != nil {
+		return nil, err
 	}
 	if err := createFile(abs); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -276,7 +280,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
 	go db.checkpointLoop(o.walLimit, o.ckptEvery)
-	if err := db.watchFiles(o.identityCheck); err != nil {
+	if err := db.watchFiles(o.identityCheck, o.onLost); err != nil {
 		db.Close()
 		return nil, err
 	}
