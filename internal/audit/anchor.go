@@ -183,5 +183,14 @@ func (l *Ledger) anchor(cp *Checkpoint) {
 		l.log.Error("the ledger anchor could not be written; a lost store would not be seen at the next start", "file", l.cfg.AnchorFile, "err", err)
 		return
 	}
-	l.anchored = cp.Size
+	l.anchored, l.anchorCP = cp.Size, cp
+}
+
+// Anchored returns the checkpoint this ledger last wrote to its
+// AnchorFile, or nil if it wrote none since it was opened. It needs no
+// store: the server records it when the store is lost.
+func (l *Ledger) Anchored() *Checkpoint {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	return l.anchorCP
 }
