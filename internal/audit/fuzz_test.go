@@ -165,14 +165,14 @@ func anchorSeeds() [][]byte {
 	return [][]byte{
 		cp,
 		append(bytes.Clone(cp), cp[bytes.IndexByte(cp, 0xe2):]...), // two signature lines
-		append(bytes.Clone(text), '\n'),                              // no signature
-		cp[:len(cp)-1],                                               // no final newline: torn
-		cp[:len(cp)/2],                                               // torn in the middle
-		bytes.Replace(cp, []byte("\n5\n"), []byte("\n05\n"), 1),     // non-canonical size
+		append(bytes.Clone(text), '\n'),                            // no signature
+		cp[:len(cp)-1],                                             // no final newline: torn
+		cp[:len(cp)/2],                                             // torn in the middle
+		bytes.Replace(cp, []byte("\n5\n"), []byte("\n05\n"), 1),    // non-canonical size
 		bytes.Replace(cp, []byte("\n5\n"), []byte("\n-5\n"), 1),
-		append(append(bytes.Clone(text), "\n\n\n"...), sigs...),    // an extra blank line
-		append([]byte("\ufeff"), cp...),                              // a byte order mark
-		bytes.ReplaceAll(cp, []byte("\n"), []byte("\r\n")),           // CRLF
+		append(append(bytes.Clone(text), "\n\n\n"...), sigs...), // an extra blank line
+		append([]byte("\ufeff"), cp...),                         // a byte order mark
+		bytes.ReplaceAll(cp, []byte("\n"), []byte("\r\n")),      // CRLF
 		[]byte("fuzz.example/audit\n5\nAAAA\n\n— fuzz.example/audit AAAA\n"),
 		bytes.Repeat([]byte("a"), audit.MaxCheckpointSize+1),
 		nil,
