@@ -40,6 +40,10 @@ type Options struct {
 	// finds that its files were deleted or replaced under it (see
 	// sqlite.ErrLost), with the reason. It must not call the backend.
 	OnLost func(reason error)
+	// RefuseLeftoverWAL refuses a store whose write-ahead log was left
+	// behind by a process that did not close it (see
+	// sqlite.WithRefuseLeftoverWAL).
+	RefuseLeftoverWAL bool
 }
 
 // OpenWith is Open with Options.
@@ -74,10 +78,14 @@ func OpenWith(ctx context.Context, dsn string, o Options) (Backend, error) {
 }
 
 func (o Options) sqlite() []sqlite.Option {
-	if o.OnLost == nil {
-		return nil
+	var opts []sqlite.Option
+	if o.OnLost != nil {
+		opts = append(opts, sqlite.WithOnLost(o.OnLost))
 	}
-	return []sqlite.Option{sqlite.WithOnLost(o.OnLost)}
+	if o.RefuseLeftoverWAL {
+		opts = append(opts, sqlite.WithRefuseLeftoverWAL())
+	}
+	return opts
 }
 
 // parseDSN classifies dsn as "sqlite" (rest is path?query), "sqlite-bare"

@@ -208,6 +208,38 @@ func checkStrayFiles(path string) error {
 		ErrMissingDatabase, path, strings.Join(stray, " and "), strings.Join(stray, " and "))
 }
 
+// ErrLeftoverWAL is returned by Open, with WithRefuseLeftoverWAL, when
+// the database's write-ahead log holds frames: a process stopped without
+// closing the database (a crash, a kill), and the log may not belong to
+// the database file now at the path.
+var ErrLeftoverWAL = errors.New("sqlite: a write-ahead log was left beside the database")
+
+// WithRefuseLeftoverWAL makes Open refuse a database whose -wal holds
+// frames (ErrLeftoverWAL) instead of replaying them into it. SQLite's log
+// names no database file: after the store was lost (deleted or replaced
+// under a running server, see ErrLost), a log left behind by the lost
+// database would be replayed into whatever file is now at the path,
+// mixing the two. The server asks for this while it starts over on a new
+// store.
+func WithRefuseLeftoverWAL() Option { return func(o *options) { o.refuseWAL = true } }
+
+// walHeaderSize is the size of a write-ahead log's header: a log no
+// larger holds no frames.
+const walHeaderSize = 32
+
+func checkNoWAL(path string) error {
+	st, err := os.Stat(path + "-wal")
+	if errors.Is(err, os.ErrNotExist) || err == nil && st.Size() <= walHeaderSize {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: open: %w", err)
+	}
+	return fmt.Errorf("%w: %s holds %d bytes of log that may belong to the database that was lost, not to %s; "+
+		"SQLite would replay it into the database. Move %s (and %s-shm) aside before starting over (see docs/operations.md)",
+		ErrLeftoverWAL, path+"-wal", st.Size(), path, path+"-wal", path)
+}
+
 // classify marks err as fault.ErrUnavailable when an operator can fix
 // its cause: the store is lost, the disk (or quota, or file size limit) is full, the file
 // system or database is read-only, a lock was held past the busy

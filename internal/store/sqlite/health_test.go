@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -259,5 +260,81 @@ func BenchmarkCheckFiles(b *testing.B) {
 		if err := sqlite.CheckFiles(db); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestWALBinding: a -wal a crash left is replayed into the database file
+// that wrote it, but refused (ErrWALMismatch) beside another one — an
+// older backup of the same store copied over it — before SQLite reads it.
+func TestWALBinding(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mandate.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateAgent(t.Context(), testAgent("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateAgent(t.Context(), testAgent("new")); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash leaves: the files as they are while the DB is open.
+	crash := map[string][]byte{}
+	for _, suffix := range []string{"", "-wal", "-ledger"} {
+		if crash[suffix], err = os.ReadFile(path + suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(crash["-wal"]) <= 32 {
+		t.Fatalf("the open DB's -wal holds %d bytes, want frames", len(crash["-wal"]))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		database []byte
+		want     error
+	}{
+		{"its own database", crash[""], nil},
+		{"an older backup copied over", backup, sqlite.ErrWALMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "mandate.db")
+			for suffix, b := range map[string][]byte{"": tc.database, "-wal": crash["-wal"], "-ledger": crash["-ledger"]} {
+				if err := os.WriteFile(p+suffix, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db, err := sqlite.Open(t.Context(), p, sqlite.WithIdentityCheck(-1))
+			if !errors.Is(err, tc.want) {
+				if err == nil {
+					db.Close()
+				}
+				t.Fatalf("Open() = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				if got, _ := os.ReadFile(p); !bytes.Equal(got, tc.database) {
+					t.Error("Open() refused, but changed the database file")
+				}
+				return
+			}
+			defer db.Close()
+			if _, err := db.GetAgent(t.Context(), identity.MustParseID("spiffe://example.org/agent/new")); err != nil {
+				t.Errorf("GetAgent(new) after the crash = %v, want the agent the -wal held", err)
+			}
+		})
 	}
 }

@@ -67,6 +67,7 @@ type options struct {
 	// identityCheck and onLost: see health.go.
 	identityCheck time.Duration
 	onLost        func(reason error)
+	refuseWAL     bool
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
@@ -173,6 +174,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err := checkStrayFiles(abs); err != nil {
 		return nil, err
 	}
+	if o.refuseWAL {
+		if err := checkNoWAL(abs); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkWALBinding(abs); err != nil {
+		return nil, err
+	}
 	if err := createFile(abs); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
@@ -241,6 +250,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	if err := db.openLedgerLog(ctx, o.syncFull, o.journalLimit); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.bind(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
