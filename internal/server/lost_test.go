@@ -8,7 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mandatehq/mandate/internal/audit")
+	"github.com/mandatehq/mandate/internal/audit"
+)
 
 // opsEnv is a data directory that two servers have run on, and what a
 // careless operator has at hand: a copy of the store as the first server
