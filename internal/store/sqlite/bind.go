@@ -105,8 +105,10 @@ func fileBinding(path string) (uint32, error) {
 
 // bind gives the open database a new binding (see above): the number in
 // its header, folded into the file, then the journal's first frame. If
-// the -wal cannot be folded in now (a reader of another process holds
-// it), the journal keeps its old binding, which the file still holds.
+// the -wal cannot be folded in now (a reader in another process holds
+// it), the journal is left without a binding: the background checkpoint
+// will fold the new number into the file later, and a journal still
+// naming the old one would refuse the database's own -wal after a crash.
 func (db *DB) bind(ctx context.Context) error {
 	var b [4]byte
 	var id uint32
@@ -123,7 +125,7 @@ func (db *DB) bind(ctx context.Context) error {
 		return fmt.Errorf("sqlite: open: bind: %w", err)
 	}
 	if busy != 0 {
-		return nil
+		id = 0
 	}
 	db.lmu.Lock()
 	defer db.lmu.Unlock()

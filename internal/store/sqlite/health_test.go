@@ -338,3 +338,55 @@ func TestWALBinding(t *testing.T) {
 		})
 	}
 }
+
+// TestWALBindingBusy: when another process's reader keeps the open from
+// folding the -wal into the database file, the journal is left unbound,
+// so that the database's own -wal is never refused after a crash, however
+// the background checkpoint has folded the new number in since.
+func TestWALBindingBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawOpen(t, path)
+	if _, err := raw.Exec(`PRAGMA journal_mode=WAL`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := raw.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A write by the reader's connection, so that the -wal holds a frame
+	// its snapshot needs, then the read transaction that holds it.
+	if _, err := conn.ExecContext(t.Context(), `PRAGMA user_version = 7`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(t.Context(), `BEGIN`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRowContext(t.Context(), `SELECT count(*) FROM agents`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1), sqlite.WithBusyTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, _ = conn.ExecContext(t.Context(), `COMMIT`)
+	conn.Close()
+	if err := db.CreateAgent(t.Context(), testAgent("new")); err != nil {
+		t.Fatal(err)
+	}
+	journal, err := os.ReadFile(path + "-ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(journal) >= bindingFrameSize && journal[8] == 2 {
+		t.Fatalf("journal begins with a binding frame %x although the -wal could not be folded in", journal[:bindingFrameSize])
+	}
+}
