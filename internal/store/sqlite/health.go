@@ -25,7 +25,7 @@ var ErrLost = fmt.Errorf("sqlite: the store was lost: %w", fault.ErrUnavailable)
 
 // DefaultIdentityCheck is how often an open DB checks that its database
 // file and ledger journal are still the files it opened (see
-// WithIdentityCheck). One check costs two stat calls: about 3 µs and 4
+// WithIdentityCheck). One check costs two stat calls: 3–4 µs and 4
 // small allocations in all (BenchmarkCheckFiles, on a 2-core EPYC), a
 // thousandth of a core at this interval.
 const DefaultIdentityCheck = 250 * time.Millisecond
