@@ -89,14 +89,24 @@ func ParseAnchor(b []byte) (*Anchor, error) {
 func (a *Anchor) RootString() string { return base64.StdEncoding.EncodeToString(a.Root[:]) }
 
 // WriteAnchor replaces the anchor file at path with cp's signed note,
+// atomically (see WriteFileAtomic).
+func WriteAnchor(path string, cp *Checkpoint) error {
+	if err := WriteFileAtomic(path, cp.Note); err != nil {
+		return fmt.Errorf("ledger anchor: %w", err)
+	}
+	return nil
+}
+
+// WriteFileAtomic replaces the file at path with data (mode 0600),
 // atomically: a temporary file in the same directory is written and
 // synced, renamed over path, and the directory is synced, so that a crash
-// leaves the old anchor or the new one, never a torn file.
-func WriteAnchor(path string, cp *Checkpoint) (err error) {
+// leaves the old file or the new one, never a torn file. The ledger
+// anchor is written with it, and so is the server's store.lost mark.
+func WriteFileAtomic(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -104,34 +114,35 @@ func WriteAnchor(path string, cp *Checkpoint) (err error) {
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	if _, err := tmp.Write(cp.Note); err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+	if _, err := tmp.Write(data); err != nil {
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+		return err
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-// syncDir makes a rename in dir durable. Windows cannot sync a directory
-// (and makes renames durable itself), so there it does nothing.
-func syncDir(dir string) error {
+// SyncDir makes a rename or removal in dir durable. Windows cannot sync
+// a directory (and makes renames durable itself), so there it does
+// nothing.
+func SyncDir(dir string) error {
 	if runtime.GOOS == "windows" {
 		return nil
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("ledger anchor: %w", err)
+		return err
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ledger anchor: sync %s: %w", dir, err)
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -183,5 +194,14 @@ func (l *Ledger) anchor(cp *Checkpoint) {
 		l.log.Error("the ledger anchor could not be written; a lost store would not be seen at the next start", "file", l.cfg.AnchorFile, "err", err)
 		return
 	}
-	l.anchored = cp.Size
+	l.anchored, l.anchorCP = cp.Size, cp
+}
+
+// Anchored returns the checkpoint this ledger last wrote to its
+// AnchorFile, or nil if it wrote none since it was opened. It needs no
+// store: the server records it when the store is lost.
+func (l *Ledger) Anchored() *Checkpoint {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	return l.anchorCP
 }

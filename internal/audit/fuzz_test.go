@@ -80,7 +80,8 @@ func fuzzSeeds() (exports, checkpoints, events [][]byte) {
 // with -update-seeds to rewrite it.
 func TestFuzzSeedCorpora(t *testing.T) {
 	exports, checkpoints, events := fuzzSeeds()
-	for name, seeds := range map[string][][]byte{"FuzzVerifyExport": exports, "FuzzParseCheckpoint": checkpoints, "FuzzParseEvent": events} {
+	for name, seeds := range map[string][][]byte{"FuzzVerifyExport": exports, "FuzzParseCheckpoint": checkpoints, "FuzzParseEvent": events,
+		"FuzzParseAnchor": anchorSeeds()} {
 		dir := filepath.Join("testdata", "fuzz", name)
 		for i, s := range seeds {
 			path := filepath.Join(dir, fmt.Sprintf("seed%d", i+1))
@@ -151,6 +152,56 @@ func FuzzParseEvent(f *testing.F) {
 		again, err := audit.Canonical(ev)
 		if err != nil || !bytes.Equal(again, data) {
 			t.Fatalf("Canonical(ParseEvent(%q)) = %q, %v; want the input", data, again, err)
+		}
+	})
+}
+
+// anchorSeeds are anchor files: a good one (a signed checkpoint note, as
+// WriteAnchor writes it), and the ways a torn, hand-edited or foreign file
+// differs from one.
+func anchorSeeds() [][]byte {
+	_, cp := fuzzExport()
+	text, sigs, _ := bytes.Cut(cp, []byte("\n\n"))
+	return [][]byte{
+		cp,
+		append(bytes.Clone(cp), cp[bytes.IndexByte(cp, 0xe2):]...), // two signature lines
+		append(bytes.Clone(text), '\n'),                            // no signature
+		cp[:len(cp)-1],                                             // no final newline: torn
+		cp[:len(cp)/2],                                             // torn in the middle
+		bytes.Replace(cp, []byte("\n5\n"), []byte("\n05\n"), 1),    // non-canonical size
+		bytes.Replace(cp, []byte("\n5\n"), []byte("\n-5\n"), 1),
+		append(append(bytes.Clone(text), "\n\n\n"...), sigs...), // an extra blank line
+		append([]byte("\ufeff"), cp...),                         // a byte order mark
+		bytes.ReplaceAll(cp, []byte("\n"), []byte("\r\n")),      // CRLF
+		[]byte("fuzz.example/audit\n5\nAAAA\n\n— fuzz.example/audit AAAA\n"),
+		bytes.Repeat([]byte("a"), audit.MaxCheckpointSize+1),
+		nil,
+	}
+}
+
+// FuzzParseAnchor: whatever an anchor file holds, ParseAnchor returns an
+// anchor whose checkpoint body parses back to the same values and whose
+// Note is the input, or an error — and every note ParseCheckpoint accepts
+// (what WriteAnchor writes) is a readable anchor of the same tree.
+func FuzzParseAnchor(f *testing.F) {
+	for _, s := range anchorSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := audit.ParseAnchor(b)
+		cp, cperr := audit.ParseCheckpoint(b, fuzzVKey)
+		if cperr == nil && (err != nil || a.Origin != cp.Origin || a.Size != cp.Size || a.Root != cp.Root) {
+			t.Fatalf("ParseAnchor(a verified checkpoint %q) = %+v, %v; want %s %d %x", b, a, err, cp.Origin, cp.Size, cp.Root)
+		}
+		if err != nil {
+			return
+		}
+		if len(b) > audit.MaxCheckpointSize || !bytes.Equal(a.Note, b) || a.Size < 0 {
+			t.Fatalf("ParseAnchor(%q) = %+v: a note over the limit, not the input, or a negative size", b, a)
+		}
+		body := (&audit.Checkpoint{Origin: a.Origin, Size: a.Size, Root: a.Root}).Body()
+		if !bytes.HasPrefix(b, []byte(body+"\n")) {
+			t.Fatalf("ParseAnchor(%q) = %s %d %s, whose body %q does not begin the note", b, a.Origin, a.Size, a.RootString(), body)
 		}
 	})
 }

@@ -107,7 +107,8 @@ type Ledger struct {
 	started  atomic.Bool // Run or Close has been called
 
 	amu      sync.Mutex
-	anchored int64 // the size of the checkpoint last written to AnchorFile
+	anchored int64       // the size of the checkpoint last written to AnchorFile
+	anchorCP *Checkpoint // that checkpoint
 
 	// Group commit. A caller whose event is queued either sees it
 	// committed by another caller, or takes the token (a one-slot

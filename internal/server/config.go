@@ -33,9 +33,10 @@ type Config struct {
 	// Store is the storage DSN; empty means sqlite:<DataDir>/mandate.db.
 	Store string
 	// AcceptNewStore starts the server on a store that does not continue
-	// the ledger anchored in the data directory, recording the reset as
-	// the ledger's next event (see AnchorFile). Off: such a store is
-	// refused.
+	// the ledger anchored in the data directory, or after the store was
+	// lost while running (see LostMarkFile), recording the reset as the
+	// ledger's next event (see AnchorFile) and removing the mark. Off:
+	// such a store is refused.
 	AcceptNewStore bool
 	// TrustDomain is the SPIFFE trust domain of agent IDs.
 	TrustDomain string

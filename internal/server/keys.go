@@ -85,7 +85,7 @@ var keys = []Key{
 		Help:  "storage DSN: sqlite:<path> (embedded) or postgres://…",
 		field: func(c *Config) any { return &c.Store }},
 	{Path: "accept_new_store", Kind: KindBool, Default: "false", FlagEnvOnly: true,
-		Help:  "start on a store that does not continue the audit ledger anchored in <data_dir>/ledger.anchor (deleted, replaced or restored from an older copy); the new ledger's first event records the old anchor. Use once, then unset it (flag and environment only)",
+		Help:  "start on a store that does not continue the audit ledger anchored in <data_dir>/ledger.anchor (deleted, replaced or restored from an older copy), or after the store was lost while running (<data_dir>/store.lost); the ledger's next event, ledger.reset, records the old anchor, and store.lost is removed. Use once, then unset it (flag and environment only; see docs/operations.md)",
 		field: func(c *Config) any { return &c.AcceptNewStore }},
 	{Path: "trust_domain", Kind: KindString, Default: "mandate.local",
 		Help:  "SPIFFE trust domain of agent IDs (spiffe://<trust_domain>/agent/<name>)",

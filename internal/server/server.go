@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,9 @@ type Server struct {
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
+	// lostLedger is the ledger, for the store's OnLost hook, which may run
+	// on the store's watcher before New has finished.
+	lostLedger atomic.Pointer[audit.Ledger]
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
@@ -115,7 +119,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	defer func() { err = unsealable(err) }()
-	if s.backend, err = store.Open(ctx, cfg.Store); err != nil {
+	// A store lost under the last server stops the start before the
+	// store is opened: opening it replays what the path now holds.
+	lost, err := s.checkLostMark()
+	if err != nil {
+		return nil, err
+	}
+	if s.backend, err = store.OpenWith(ctx, cfg.Store, store.Options{OnLost: s.storeLost, RefuseLeftoverWAL: lost != nil}); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", redactDSN(cfg.Store), err)
 	}
 	if s.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -134,7 +144,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.ledger = ledger
-	if err := s.checkAnchor(ctx, ledger); err != nil {
+	s.lostLedger.Store(ledger)
+	if err := s.checkAnchor(ctx, ledger, lost); err != nil {
 		return nil, err
 	}
 	var recorder audit.Recorder = ledger

@@ -31,6 +31,23 @@ var _ Backend = (*sqlite.DB)(nil)
 // A PostgreSQL DSN returns an error wrapping errors.ErrUnsupported; any
 // other URL scheme is an error.
 func Open(ctx context.Context, dsn string) (Backend, error) {
+	return OpenWith(ctx, dsn, Options{})
+}
+
+// Options are what a caller tells the backend beyond its DSN.
+type Options struct {
+	// OnLost, if set, is called once, synchronously, when the backend
+	// finds that its files were deleted or replaced under it (see
+	// sqlite.ErrLost), with the reason. It must not call the backend.
+	OnLost func(reason error)
+	// RefuseLeftoverWAL refuses a store whose write-ahead log was left
+	// behind by a process that did not close it (see
+	// sqlite.WithRefuseLeftoverWAL).
+	RefuseLeftoverWAL bool
+}
+
+// OpenWith is Open with Options.
+func OpenWith(ctx context.Context, dsn string, o Options) (Backend, error) {
 	kind, rest, err := parseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -39,7 +56,7 @@ func Open(ctx context.Context, dsn string) (Backend, error) {
 	case "postgres":
 		return nil, fmt.Errorf("store: open: the PostgreSQL backend is not available yet; use a SQLite file path: %w", errors.ErrUnsupported)
 	case "sqlite-bare":
-		db, err := sqlite.Open(ctx, rest)
+		db, err := sqlite.Open(ctx, rest, o.sqlite()...)
 		if err != nil {
 			return nil, err
 		}
@@ -53,11 +70,22 @@ func Open(ctx context.Context, dsn string) (Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: DSN %q: %w", dsn, err)
 	}
-	db, err := sqlite.Open(ctx, path, opts...)
+	db, err := sqlite.Open(ctx, path, append(opts, o.sqlite()...)...)
 	if err != nil {
 		return nil, err
 	}
 	return db, nil
+}
+
+func (o Options) sqlite() []sqlite.Option {
+	var opts []sqlite.Option
+	if o.OnLost != nil {
+		opts = append(opts, sqlite.WithOnLost(o.OnLost))
+	}
+	if o.RefuseLeftoverWAL {
+		opts = append(opts, sqlite.WithRefuseLeftoverWAL())
+	}
+	return opts
 }
 
 // parseDSN classifies dsn as "sqlite" (rest is path?query), "sqlite-bare"

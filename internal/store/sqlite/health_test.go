@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,5 +161,236 @@ func TestUnavailableErrors(t *testing.T) {
 				t.Fatalf("CreateAgent() = %v, Lost() = %v: a full or read-only store is not lost", err, db.Lost())
 			}
 		})
+	}
+}
+
+// TestOnLost: the WithOnLost function is called once, with the reason
+// Lost returns, however many checks see the loss.
+func TestOnLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	var reasons []error
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1),
+		sqlite.WithOnLost(func(reason error) { reasons = append(reasons, reason) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := sqlite.CheckFiles(db); err != nil || len(reasons) != 0 {
+		t.Fatalf("CheckFiles() before the loss = %v, OnLost called %d times; want nil and none", err, len(reasons))
+	}
+	if err := os.Remove(path + "-ledger"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_ = sqlite.CheckFiles(db)
+		_ = db.Ping(t.Context())
+	}
+	if len(reasons) != 1 || !errors.Is(reasons[0], sqlite.ErrLost) || reasons[0].Error() != db.Lost().Error() {
+		t.Fatalf("OnLost reasons = %v, want exactly one: Lost() = %v", reasons, db.Lost())
+	}
+}
+
+// TestMissingDatabaseRefused: a database file deleted on its own, with
+// its -wal or ledger journal left beside it, is not silently re-created
+// (which would replay the old journal or log into a new store): Open
+// refuses with ErrMissingDatabase and creates nothing. A database deleted
+// with all of its files is a new store.
+func TestMissingDatabaseRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		remove []string // suffixes of the files deleted after a clean close
+		want   error
+	}{
+		{"database only", []string{""}, sqlite.ErrMissingDatabase},
+		{"database and journal, -wal left", []string{"", "-ledger"}, sqlite.ErrMissingDatabase},
+		{"database and -wal, journal left", []string{"", "-wal"}, sqlite.ErrMissingDatabase},
+		{"every file", []string{"", "-wal", "-shm", "-ledger"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mandate.db")
+			db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CreateAgent(t.Context(), testAgent("before")); err != nil {
+				t.Fatal(err)
+			}
+			// A -wal as a crash leaves it: a copy of the live one.
+			wal, err := os.ReadFile(path + "-wal")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path+"-wal", wal, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, suffix := range tc.remove {
+				if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+			db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+			if err == nil {
+				defer db.Close()
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Open() = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil {
+				if _, serr := os.Stat(path); !errors.Is(serr, os.ErrNotExist) {
+					t.Errorf("Open() refused but left a database file behind: %v", serr)
+				}
+				if !strings.Contains(err.Error(), "docs/operations.md") {
+					t.Errorf("Open() = %v, want it to point at docs/operations.md", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheckFiles measures one identity check of an open DB's files,
+// which the watcher runs every DefaultIdentityCheck.
+func BenchmarkCheckFiles(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "mandate.db")
+	db, err := sqlite.Open(b.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := sqlite.CheckFiles(db); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestWALBinding: a -wal a crash left is replayed into the database file
+// that wrote it, but refused (ErrWALMismatch) beside another one — an
+// older backup of the same store copied over it — before SQLite reads it.
+func TestWALBinding(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mandate.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateAgent(t.Context(), testAgent("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateAgent(t.Context(), testAgent("new")); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash leaves: the files as they are while the DB is open.
+	crash := map[string][]byte{}
+	for _, suffix := range []string{"", "-wal", "-ledger"} {
+		if crash[suffix], err = os.ReadFile(path + suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(crash["-wal"]) <= 32 {
+		t.Fatalf("the open DB's -wal holds %d bytes, want frames", len(crash["-wal"]))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		database []byte
+		want     error
+	}{
+		{"its own database", crash[""], nil},
+		{"an older backup copied over", backup, sqlite.ErrWALMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "mandate.db")
+			for suffix, b := range map[string][]byte{"": tc.database, "-wal": crash["-wal"], "-ledger": crash["-ledger"]} {
+				if err := os.WriteFile(p+suffix, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db, err := sqlite.Open(t.Context(), p, sqlite.WithIdentityCheck(-1))
+			if !errors.Is(err, tc.want) {
+				if err == nil {
+					db.Close()
+				}
+				t.Fatalf("Open() = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				if got, _ := os.ReadFile(p); !bytes.Equal(got, tc.database) {
+					t.Error("Open() refused, but changed the database file")
+				}
+				return
+			}
+			defer db.Close()
+			if _, err := db.GetAgent(t.Context(), identity.MustParseID("spiffe://example.org/agent/new")); err != nil {
+				t.Errorf("GetAgent(new) after the crash = %v, want the agent the -wal held", err)
+			}
+		})
+	}
+}
+
+// TestWALBindingBusy: when another process's reader keeps the open from
+// folding the -wal into the database file, the journal is left unbound,
+// so that the database's own -wal is never refused after a crash, however
+// the background checkpoint has folded the new number in since.
+func TestWALBindingBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawOpen(t, path)
+	if _, err := raw.Exec(`PRAGMA journal_mode=WAL`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := raw.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A write by the reader's connection, so that the -wal holds a frame
+	// its snapshot needs, then the read transaction that holds it.
+	if _, err := conn.ExecContext(t.Context(), `PRAGMA user_version = 7`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(t.Context(), `BEGIN`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRowContext(t.Context(), `SELECT count(*) FROM agents`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	db, err = sqlite.Open(t.Context(), path, sqlite.WithIdentityCheck(-1), sqlite.WithBusyTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, _ = conn.ExecContext(t.Context(), `COMMIT`)
+	conn.Close()
+	if err := db.CreateAgent(t.Context(), testAgent("new")); err != nil {
+		t.Fatal(err)
+	}
+	journal, err := os.ReadFile(path + "-ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(journal) >= bindingFrameSize && journal[8] == 2 {
+		t.Fatalf("journal begins with a binding frame %x although the -wal could not be folded in", journal[:bindingFrameSize])
 	}
 }

@@ -26,6 +26,10 @@ import (
 //	payload = version 0x01 | size | hashStart | count | hash* | count | record*
 //	record  = seq | time | type | agent | task | decision | data
 //
+// or, for a binding frame, payload = version 0x02 | binding u32, which
+// holds the number the database file's header holds too (see bind.go);
+// it is the first frame after every open and every reset.
+//
 // where size, hashStart, counts and seq are uvarints, time is a varint of
 // Unix nanoseconds, hashes are 32 bytes each, and strings and data are a
 // uvarint length followed by their bytes. A frame that is cut short or
@@ -44,6 +48,7 @@ import (
 const (
 	journalSuffix  = "-ledger"
 	journalVersion = 1
+	bindingVersion = 2
 	frameHeader    = 8
 	// maxFrame bounds one frame's payload, and so what a damaged length
 	// can make recovery allocate. A batch of audit.DefaultMaxBatch events
@@ -70,6 +75,9 @@ type journal struct {
 	m      []byte
 	mapOff int64
 	writes bool // the file system cannot allocate ahead or map: write
+	// binding is the number of the last binding frame (0: none), which
+	// reset writes again.
+	binding uint32
 }
 
 // maxKeptBuffer is the largest frame buffer the journal keeps for the
@@ -113,6 +121,11 @@ func (j *journal) replay(fn func(*audit.Batch) error) error {
 		}
 		if err != nil {
 			return fmt.Errorf("ledger journal: frame at byte %d: %w", off, err)
+		}
+		if id, ok := decodeBinding(payload); ok {
+			j.binding = id
+			off += frameHeader + int64(len(payload))
+			continue
 		}
 		b, err := decodeBatch(payload)
 		if err != nil {
@@ -174,6 +187,11 @@ func (j *journal) append(b *audit.Batch) error {
 	if cap(frame) <= maxKeptBuffer {
 		j.buf = frame
 	}
+	return j.put(frame)
+}
+
+// put writes frame at the end of the journal (see append).
+func (j *journal) put(frame []byte) (err error) {
 	if err := j.allocate(j.size + int64(len(frame))); err != nil {
 		return err
 	}
@@ -219,7 +237,28 @@ func (j *journal) reset() error {
 		return fmt.Errorf("ledger journal: %w", err)
 	}
 	j.size = 0
+	if j.binding != 0 {
+		return j.put(bindingFrame(j.binding))
+	}
 	return nil
+}
+
+// bindingFrame returns the binding frame of id.
+func bindingFrame(id uint32) []byte {
+	frame := make([]byte, frameHeader+5)
+	frame[frameHeader] = bindingVersion
+	binary.BigEndian.PutUint32(frame[frameHeader+1:], id)
+	binary.LittleEndian.PutUint32(frame, 5)
+	binary.LittleEndian.PutUint32(frame[4:], crc32.Checksum(frame[frameHeader:], castagnoli))
+	return frame
+}
+
+// decodeBinding decodes a binding frame's payload.
+func decodeBinding(p []byte) (uint32, bool) {
+	if len(p) != 5 || p[0] != bindingVersion {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(p[1:]), true
 }
 
 // close releases the mapping, cuts the file back to its frames (the

@@ -64,8 +64,10 @@ type options struct {
 	ckptEvery    time.Duration
 	journalLimit int64
 	now          func() time.Time
-	// identityCheck: see health.go.
+	// identityCheck and onLost: see health.go.
 	identityCheck time.Duration
+	onLost        func(reason error)
+	refuseWAL     bool
 }
 
 // WithSynchronousFull makes every commit wait for an fsync of the WAL
@@ -169,6 +171,17 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
+	if err := checkStrayFiles(abs); err != nil {
+		return nil, err
+	}
+	if o.refuseWAL {
+		if err := checkNoWAL(abs); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkWALBinding(abs); err != nil {
+		return nil, err
+	}
 	if err := createFile(abs); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
@@ -240,6 +253,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.bind(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	reader, err := sql.Open("sqlite", base+"?"+rq.Encode())
 	if err != nil {
@@ -276,7 +293,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	db.stopCkpt, db.ckptDone = make(chan struct{}), make(chan struct{})
 	go db.checkpointLoop(o.walLimit, o.ckptEvery)
-	if err := db.watchFiles(o.identityCheck); err != nil {
+	if err := db.watchFiles(o.identityCheck, o.onLost); err != nil {
 		db.Close()
 		return nil, err
 	}
