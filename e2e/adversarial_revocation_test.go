@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // allEvents pages through the ledger's events matching query.
@@ -38,7 +39,7 @@ func (e *env) joinTask(a agent, taskID string) string {
 	return out["access_token"].(string)
 }
 
-// evaluations posts an AuthZEN batch of n file.read evaluations and
+// evaluations posts an AuthZEN batch of n (at most 64) file.read evaluations and
 // returns how many were allowed, or -1 when the batch was refused.
 func (e *env) evaluations(tok, agentID string, n int) int {
 	var evs []string
@@ -89,14 +90,19 @@ func TestNoAllowAfterRevocation(t *testing.T) {
 	for range 16 {
 		wg.Go(func() {
 			for !stop.Load() {
-				if n := e.evaluations(tok, a.id, 100); n > 0 {
+				if n := e.evaluations(tok, a.id, 64); n > 0 {
 					allowed.Add(int64(n))
 				}
 			}
 		})
 	}
-	for allowed.Load() < 1000 {
-		// let the clients get going
+	// Let the clients get going (bounded: the test stops by itself).
+	for deadline := time.Now().Add(10 * time.Second); allowed.Load() < 1000; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("only %d allows before the revocation", allowed.Load())
+		}
 	}
 	e.adminJSON("POST", "/admin/v1/tasks/"+taskID+"/revoke", map[string]any{"reason": "race"})
 	for range 20 {

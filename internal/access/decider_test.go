@@ -86,8 +86,13 @@ func TestRevocationRacesDecisions(t *testing.T) {
 			}
 		})
 	}
-	for allowed.Load() < 200 {
-		// let the deciders get going
+	// Let the deciders get going (bounded: the test stops by itself).
+	for deadline := time.Now().Add(10 * time.Second); allowed.Load() < 200; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("only %d allows before the revocation", allowed.Load())
+		}
 	}
 	f.rev.RevokeTasks(tk.ID)
 	recordedAtRevoke := len(f.rec.events())
