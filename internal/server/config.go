@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mandatehq/mandate/internal/token"
 )
 
 // Config is everything a mandate server is configured with. Every field
@@ -110,12 +112,15 @@ type FederationConfig struct {
 
 // FederationIssuer is one trusted external OIDC issuer: its JWTs are
 // verified against the keys at JWKSURL or in JWKSFile, and must carry
-// Audience in aud.
+// Audience in aud. With PersonClaim set ("email" or "sub") its tokens also
+// prove a person: as subject_token, with an agent's token as actor_token,
+// they start a task on that person's behalf.
 type FederationIssuer struct {
-	Issuer   string `json:"issuer" yaml:"issuer"`
-	JWKSURL  string `json:"jwks_url,omitempty" yaml:"jwks_url"`
-	JWKSFile string `json:"jwks_file,omitempty" yaml:"jwks_file"`
-	Audience string `json:"audience,omitempty" yaml:"audience"`
+	Issuer      string `json:"issuer" yaml:"issuer"`
+	JWKSURL     string `json:"jwks_url,omitempty" yaml:"jwks_url"`
+	JWKSFile    string `json:"jwks_file,omitempty" yaml:"jwks_file"`
+	Audience    string `json:"audience,omitempty" yaml:"audience"`
+	PersonClaim string `json:"person_claim,omitempty" yaml:"person_claim"`
 }
 
 // GCConfig tunes Go's garbage collector for the server's process. The
@@ -296,6 +301,11 @@ func (c *Config) Validate() error {
 		}
 		if seen[f.Issuer] {
 			bad(key+".issuer", "%q is listed twice", f.Issuer)
+		}
+		switch f.PersonClaim {
+		case "", token.PersonClaimEmail, token.PersonClaimSubject:
+		default:
+			bad(key+".person_claim", "must be %q or %q (got %q)", token.PersonClaimEmail, token.PersonClaimSubject, f.PersonClaim)
 		}
 		seen[f.Issuer] = true
 		switch {

@@ -306,6 +306,9 @@ func TestValidate(t *testing.T) {
 		{"issuer jwks file missing", func(c *Config) {
 			c.Federation.Issuers = []FederationIssuer{{Issuer: "https://a.example", JWKSFile: "/nonexistent/jwks.json"}}
 		}, "federation.issuers[0].jwks_file:"},
+		{"person claim", func(c *Config) {
+			c.Federation.Issuers = []FederationIssuer{{Issuer: "https://a.example", JWKSFile: jwks, PersonClaim: "name"}}
+		}, `federation.issuers[0].person_claim: must be "email" or "sub" (got "name")`},
 		{"issuer not a URL", func(c *Config) {
 			c.Federation.Issuers = []FederationIssuer{{Issuer: "a.example", JWKSFile: jwks}}
 		}, "federation.issuers[0].issuer: \"a.example\" must be an absolute http(s) URL"},

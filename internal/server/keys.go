@@ -127,7 +127,7 @@ var keys = []Key{
 		Help:  "\"sha256:<hex>\" digests of admin tokens accepted on the TCP listener (see `mandate admin token generate`); none disables the admin API over TCP",
 		field: func(c *Config) any { return &c.Admin.TokenHashes }},
 	{Path: "federation.issuers", Kind: KindIssuers,
-		Help:  "trusted external OIDC issuers for federated agents: a list of {issuer, jwks_url | jwks_file, audience}; JSON in flags and environment",
+		Help:  "trusted external OIDC issuers: a list of {issuer, jwks_url | jwks_file, audience, person_claim}; their tokens authenticate federated agents, and with person_claim (email or sub) also prove the person a task is started for; JSON in flags and environment",
 		field: func(c *Config) any { return &c.Federation.Issuers }},
 	{Path: "audit.fail_open", Kind: KindBool, Default: "false",
 		Help:  "let actions proceed when their audit event cannot be written (logged loudly at start and on every failure); off fails closed",

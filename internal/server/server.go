@@ -468,7 +468,7 @@ func redactDSN(dsn string) string {
 func federatedIssuers(cfg []FederationIssuer, publicURL string) ([]token.FederatedIssuer, error) {
 	out := make([]token.FederatedIssuer, 0, len(cfg))
 	for i, f := range cfg {
-		fi := token.FederatedIssuer{Issuer: f.Issuer, JWKSURL: f.JWKSURL, Audience: f.Audience}
+		fi := token.FederatedIssuer{Issuer: f.Issuer, JWKSURL: f.JWKSURL, Audience: f.Audience, PersonClaim: f.PersonClaim}
 		if fi.Audience == "" {
 			fi.Audience = publicURL
 		}

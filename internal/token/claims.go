@@ -22,6 +22,7 @@ const (
 const (
 	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
 	TokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeIDToken     = "urn:ietf:params:oauth:token-type:id_token"
 	TokenTypeBearer      = "Bearer"
 	TokenTypeDPoP        = "DPoP"
 )

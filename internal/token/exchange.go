@@ -19,6 +19,9 @@ func (s *Server) tokenExchange(ctx context.Context, r *TokenRequest, info *reqIn
 	if r.SubjectToken == "" {
 		return nil, errInvalidRequest("subject_token is required")
 	}
+	if r.ActorToken != "" && s.isPersonToken(r.SubjectToken) {
+		return s.startForPerson(ctx, r, info)
+	}
 	if !isAccessTokenTypeURI(r.SubjectTokenType) {
 		return nil, errInvalidRequest("subject_token_type must be %s", TokenTypeAccessToken)
 	}
@@ -84,7 +87,7 @@ func (s *Server) tokenExchange(ctx context.Context, r *TokenRequest, info *reqIn
 		if err := s.optionalClientAuth(ctx, r, agent.ID); err != nil {
 			return nil, err
 		}
-		return s.startTask(ctx, r, info, agent, aud, proofJKT)
+		return s.startTask(ctx, r, info, agent, aud, proofJKT, "")
 	case r.ActorToken != "":
 		return s.delegate(ctx, r, info, subj, agent, aud, proofJKT)
 	default:
@@ -165,7 +168,9 @@ func (s *Server) taskTTL(r *TokenRequest) (time.Duration, error) {
 	return min(d, s.cfg.MaxTaskLifetime), nil
 }
 
-func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, agent *identity.Agent, aud, jkt string) (*TokenResponse, error) {
+// startTask starts a task an agent asks for, on behalf of person when one
+// proved it asked (startForPerson), otherwise of the agent's owner.
+func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, agent *identity.Agent, aud, jkt, person string) (*TokenResponse, error) {
 	jkt, err := boundKey(agent, jkt)
 	if err != nil {
 		return nil, err
@@ -197,9 +202,11 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if b.MaxWrites, err = parseBudget("max_writes", r.MaxWrites, 0); err != nil {
 		return nil, err
 	}
-	obo, err := principalOf(r, agent)
-	if err != nil {
-		return nil, err
+	obo := person
+	if obo == "" {
+		if obo, err = principalOf(r, agent); err != nil {
+			return nil, err
+		}
 	}
 	now := s.cfg.Now()
 	t := &task.Task{

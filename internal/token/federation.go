@@ -49,6 +49,11 @@ type FederatedIssuer struct {
 	JWKS []byte
 	// Audience is the aud the JWTs must carry for this server.
 	Audience string
+	// PersonClaim, if set, makes the issuer's tokens proof of a person
+	// too: a token of this issuer as subject_token, with an agent token as
+	// actor_token, starts a task on behalf of the person its PersonClaim
+	// claim names (PersonClaimEmail or PersonClaimSubject).
+	PersonClaim string
 }
 
 // jwksSource supplies one federated issuer's keys.
