@@ -107,7 +107,9 @@ func TestPersonTokenRefused(t *testing.T) {
 		{"no jti", func() string { return f.personToken(func(c map[string]any) { delete(c, "jti") }) }, nil, CodeInvalidGrant},
 		{"unverified email", func() string { return f.personToken(func(c map[string]any) { c["email_verified"] = false }) }, nil, CodeInvalidGrant},
 		{"no email", func() string { return f.personToken(func(c map[string]any) { delete(c, "email") }) }, nil, CodeInvalidGrant},
-		{"task principal", func() string { return f.personToken(func(c map[string]any) { c["email"] = "task:tsk_aaaaaaaaaaaaaaaaaaaaaaaaaa" }) }, nil, CodeInvalidGrant},
+		{"task principal", func() string {
+			return f.personToken(func(c map[string]any) { c["email"] = "task:tsk_aaaaaaaaaaaaaaaaaaaaaaaaaa" })
+		}, nil, CodeInvalidGrant},
 		{"control character", func() string { return f.personToken(func(c map[string]any) { c["email"] = "bob@example.org\n" }) }, nil, CodeInvalidGrant},
 		{"forged signature", func() string {
 			return signJWT(f.t, jose.RS256, otherKey, map[jose.HeaderKey]any{"kid": "idp1"}, map[string]any{
