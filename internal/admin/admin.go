@@ -20,6 +20,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/task/lifecycle"
 )
 
 // ErrTransition is returned for a status change the current status does
@@ -42,6 +43,10 @@ type Config struct {
 	Tasks    task.Store
 	Recorder audit.Recorder
 	Revoker  Revoker
+	// Lifecycle starts and stops tasks; the server shares one with the
+	// token server. Nil builds one over Tasks, Recorder and Revoker (whose
+	// retries then run in RunExpiry).
+	Lifecycle *lifecycle.Service
 	// TrustDomain completes agent names into SPIFFE IDs.
 	TrustDomain string
 	// DefaultTaskTTL is a task's lifetime when the request names none
@@ -58,6 +63,9 @@ type Config struct {
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// ownLifecycle: cfg.Lifecycle was built by New, and RunExpiry runs
+	// its retries.
+	ownLifecycle bool
 }
 
 // New returns a Service, filling defaults.
@@ -81,7 +89,15 @@ func New(cfg Config) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Service{cfg: cfg, log: log}, nil
+	s := &Service{cfg: cfg, log: log}
+	if cfg.Lifecycle == nil {
+		lc, err := lifecycle.New(lifecycle.Config{Tasks: cfg.Tasks, Recorder: cfg.Recorder, Revoker: cfg.Revoker, Now: cfg.Now, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.cfg.Lifecycle, s.ownLifecycle = lc, true
+	}
+	return s, nil
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
@@ -105,8 +121,7 @@ func (s *Service) AgentID(ref string) (identity.ID, error) {
 // record writes ev with the acting admin from ctx. A failure is returned
 // wrapped in audit.ErrUnavailable.
 func (s *Service) record(ctx context.Context, ev audit.Event) error {
-	ev.Actor = ActorFromContext(ctx)
-	ev.Point = "admin"
+	ev = adminEvent(ctx, ev)
 	if err := s.cfg.Recorder.Record(ctx, ev); err != nil {
 		s.log.Error("audit event not recorded", "type", ev.Type, "agent", ev.Agent, "task", ev.Task, "err", err)
 		if errors.Is(err, audit.ErrUnavailable) {
@@ -173,6 +188,14 @@ func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (
 	return a, nil
 }
 
+// adminEvent is ev as the admin API records it: by the acting admin
+// from ctx, at point admin.
+func adminEvent(ctx context.Context, ev audit.Event) audit.Event {
+	ev.Actor = ActorFromContext(ctx)
+	ev.Point = "admin"
+	return ev
+}
+
 // GetAgent returns the agent named by ref (a name or SPIFFE ID).
 func (s *Service) GetAgent(ctx context.Context, ref string) (*identity.Agent, error) {
 	id, err := s.AgentID(ref)
@@ -217,22 +240,24 @@ func (s *Service) deactivate(ctx context.Context, ref, reason string, to identit
 	if err != nil {
 		return nil, fmt.Errorf("%s agent: %w", to, err)
 	}
-	finished, err := s.cfg.Tasks.FinishAgentTasks(ctx, a.ID, task.StatusRevoked, "agent "+string(to), now)
+	why := "agent " + string(to)
+	finished, err := s.cfg.Lifecycle.Stop(ctx, lifecycle.Stop{
+		Store: func(ctx context.Context, at time.Time) ([]task.ID, error) {
+			return s.cfg.Tasks.FinishAgentTasks(ctx, a.ID, task.StatusRevoked, why, at)
+		},
+		Event: func(id task.ID) audit.Event {
+			return adminEvent(ctx, audit.Event{Type: audit.TypeTaskRevoked, Agent: a.ID.String(), Task: string(id), Reason: why})
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke tasks of %s: %w", a.ID, err)
 	}
-	s.cfg.Revoker.RevokeTasks(finished...)
 	details := map[string]string{"status": string(to), "tasks_revoked": fmt.Sprint(len(finished))}
 	if reason != "" {
 		details["reason"] = reason
 	}
 	if err := s.record(ctx, audit.Event{Type: typ, Agent: a.ID.String(), Reason: reason, Details: details}); err != nil {
 		return nil, err
-	}
-	for _, id := range finished {
-		if err := s.record(ctx, audit.Event{Type: audit.TypeTaskRevoked, Agent: a.ID.String(), Task: string(id), Reason: "agent " + string(to)}); err != nil {
-			return nil, err
-		}
 	}
 	return a, nil
 }

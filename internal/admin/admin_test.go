@@ -142,8 +142,9 @@ func TestSuspendRevokesTasksAndTokens(t *testing.T) {
 	want := []string{
 		"agent.registered admin:test spiffe://example.org/agent/bot ",
 		"task.started admin:test spiffe://example.org/agent/bot " + string(tk.ID),
-		"agent.suspended admin:test spiffe://example.org/agent/bot ",
+		// The agent's tasks are revoked first; its suspension names how many.
 		"task.revoked admin:test spiffe://example.org/agent/bot " + string(tk.ID),
+		"agent.suspended admin:test spiffe://example.org/agent/bot ",
 		"agent.resumed admin:test spiffe://example.org/agent/bot ",
 		"agent.retired admin:test spiffe://example.org/agent/bot ",
 	}

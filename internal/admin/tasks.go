@@ -9,6 +9,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/task/lifecycle"
 )
 
 // StartTaskRequest is the input to StartTask.
@@ -62,12 +63,6 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 		Purpose: req.Purpose, Scope: scope, Sensitivity: sensitivity, Budget: req.Budget,
 		Actors: []identity.ID{a.ID}, Status: task.StatusActive, CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
-	if err := t.Validate(); err != nil {
-		return nil, err
-	}
-	if err := s.cfg.Tasks.CreateTask(ctx, t); err != nil {
-		return nil, fmt.Errorf("start task: %w", err)
-	}
 	ev := audit.Event{
 		Type: audit.TypeTaskStarted, Agent: a.ID.String(), Chain: []string{a.ID.String()},
 		OnBehalfOf: t.OnBehalfOf, Task: string(t.ID),
@@ -76,11 +71,8 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 			"expires_at": t.ExpiresAt.Format(time.RFC3339),
 		},
 	}
-	if err := s.record(ctx, ev); err != nil {
-		// Without its event the task must not be usable.
-		if _, ferr := s.cfg.Tasks.FinishTask(ctx, t.ID, task.StatusRevoked, "audit unavailable", now); ferr == nil {
-			s.cfg.Revoker.RevokeTasks(t.ID)
-		}
+	// Without its event the task is never usable (lifecycle.Start).
+	if err := s.cfg.Lifecycle.Start(ctx, t, adminEvent(ctx, ev)); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -115,25 +107,32 @@ func (s *Service) finish(ctx context.Context, id, reason string, to task.Status,
 	if err != nil {
 		return nil, nil, err
 	}
-	finished, err := s.cfg.Tasks.FinishTask(ctx, tid, to, reason, s.now())
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s task: %w", to, err)
-	}
-	s.cfg.Revoker.RevokeTasks(finished...)
 	t, err := s.cfg.Tasks.GetTask(ctx, tid)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, fid := range finished {
-		ev := audit.Event{Type: typ, Task: string(fid), Reason: reason}
-		if fid == tid {
-			ev.Agent = t.Agent.String()
-		} else {
-			ev.Details = map[string]string{"cascade_from": string(tid)}
-		}
-		if err := s.record(ctx, ev); err != nil {
-			return nil, nil, err
-		}
+	// Refused at once; stored and recorded now or, if the store or the
+	// ledger is down, as soon as they are back (lifecycle.Stop).
+	finished, err := s.cfg.Lifecycle.Stop(ctx, lifecycle.Stop{
+		Known: []task.ID{tid},
+		Store: func(ctx context.Context, at time.Time) ([]task.ID, error) {
+			return s.cfg.Tasks.FinishTask(ctx, tid, to, reason, at)
+		},
+		Event: func(fid task.ID) audit.Event {
+			ev := audit.Event{Type: typ, Task: string(fid), Reason: reason}
+			if fid == tid {
+				ev.Agent = t.Agent.String()
+			} else {
+				ev.Details = map[string]string{"cascade_from": string(tid)}
+			}
+			return adminEvent(ctx, ev)
+		},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s task: %w", to, err)
+	}
+	if t, err = s.cfg.Tasks.GetTask(ctx, tid); err != nil {
+		return nil, nil, err
 	}
 	return t, finished, nil
 }
@@ -141,20 +140,18 @@ func (s *Service) finish(ctx context.Context, id, reason string, to task.Status,
 // ExpireTasks marks every task past its expiry as expired and records it.
 // Their tokens already expire with them; this keeps the record exact.
 func (s *Service) ExpireTasks(ctx context.Context) error {
-	expired, err := s.cfg.Tasks.ExpireTasks(ctx, s.now())
+	_, err := s.cfg.Lifecycle.Stop(ctx, lifecycle.Stop{
+		Store: func(ctx context.Context, at time.Time) ([]task.ID, error) { return s.cfg.Tasks.ExpireTasks(ctx, at) },
+		Event: func(id task.ID) audit.Event { return adminEvent(ctx, audit.Event{Type: audit.TypeTaskExpired, Task: string(id)}) },
+	})
 	if err != nil {
 		return fmt.Errorf("expire tasks: %w", err)
-	}
-	s.cfg.Revoker.RevokeTasks(expired...)
-	for _, id := range expired {
-		if err := s.record(ctx, audit.Event{Type: audit.TypeTaskExpired, Task: string(id)}); err != nil {
-			return err
-		}
 	}
 	return nil
 }
 
-// RunExpiry calls ExpireTasks every interval until ctx is done.
+// RunExpiry calls ExpireTasks every interval until ctx is done (and, when
+// the service built its own lifecycle, retries its pending stops).
 func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -163,6 +160,9 @@ func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			if s.ownLifecycle {
+				s.cfg.Lifecycle.Retry(ctx)
+			}
 			if err := s.ExpireTasks(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("task expiry sweep failed", "err", err)
 			}

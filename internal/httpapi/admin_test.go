@@ -135,7 +135,7 @@ func TestAdminAPI(t *testing.T) {
 	for _, e := range evs {
 		types = append(types, string(e.Type))
 	}
-	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,agent.suspended,task.revoked"; got != want {
+	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,task.revoked,agent.suspended"; got != want {
 		t.Errorf("events = %s, want %s", got, want)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/store"
+	"github.com/mandatehq/mandate/internal/task/lifecycle"
 	"github.com/mandatehq/mandate/internal/token"
 )
 
@@ -153,6 +154,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := revocations.Load(ctx, s.backend, s.backend, s.backend, time.Now()); err != nil {
 		return nil, fmt.Errorf("load revocation state: %w", err)
 	}
+	// One task lifecycle for the token server and the admin API: one order
+	// of operations for starting and stopping tasks, one retry queue.
+	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, Logger: log.With("component", "tasks")})
+	if err != nil {
+		return nil, err
+	}
 	federation, err := federatedIssuers(cfg.Federation.Issuers, s.publicURL)
 	if err != nil {
 		return nil, err
@@ -167,15 +174,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		DefaultTaskTTL:  cfg.Tasks.DefaultTTL,
 		Federation:      federation,
 		Identities:      s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
-		Revocations: revocations,
-		Logger:      log.With("component", "oauth"),
+		Revocations: revocations, Lifecycle: tasks,
+		Logger: log.With("component", "oauth"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("authorization server: %w", err)
 	}
 	s.authz = authz
 	adminSvc, err := admin.New(admin.Config{
-		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations,
+		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations, Lifecycle: tasks,
 		TrustDomain:    cfg.TrustDomain,
 		DefaultTaskTTL: cfg.Tasks.DefaultTTL, MaxTaskTTL: cfg.Tasks.MaxTTL,
 		Logger: log.With("component", "admin"),
@@ -192,6 +199,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		acc.run, // policy directory polling
 		func(ctx context.Context) error { return acc.pipeline.RunUsageFlush(ctx, 0) }, // budget usage to the store
 		authz.Run, // signing key rotation, pruning of used jtis and revocations
+		tasks.Run, // task stops the store or the ledger could not take at once
 		func(ctx context.Context) error { return adminSvc.RunExpiry(ctx, expiryInterval) },
 		ledger.Run, // checkpoints, retention, streaming sinks
 	)

@@ -218,10 +218,7 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if err := t.Validate(); err != nil {
 		return nil, errInvalidRequest("%s", err.Error())
 	}
-	if err := s.cfg.Tasks.CreateTask(ctx, t); err != nil {
-		return nil, errUnavailable(err)
-	}
-	if err := s.recordTask(ctx, audit.TypeTaskStarted, t, info); err != nil {
+	if err := s.startRecorded(ctx, audit.TypeTaskStarted, t, info); err != nil {
 		return nil, err
 	}
 	return s.issueTask(ctx, info, t, agent, scope, aud, jkt)
@@ -247,9 +244,11 @@ func principalOf(r *TokenRequest, agent *identity.Agent) (string, error) {
 	}
 }
 
-// recordTask records task.started or task.delegated. If it cannot be
-// recorded the task is revoked at once, so no unrecorded task can act.
-func (s *Server) recordTask(ctx context.Context, typ audit.Type, t *task.Task, info *reqInfo) error {
+// startRecorded stores t and records its task.started or task.delegated
+// event through the task lifecycle: a task whose start cannot be recorded
+// is revoked at once and never gets a token. Errors are *Error, except
+// task.ErrNotActive (wrapped) for a child whose parent has stopped.
+func (s *Server) startRecorded(ctx context.Context, typ audit.Type, t *task.Task, info *reqInfo) error {
 	d := map[string]string{
 		"grant_type": info.grant, "purpose": t.Purpose, "scope": t.Scope.String(),
 		"sensitivity": string(t.Sensitivity), "expires_at": t.ExpiresAt.UTC().Format(time.RFC3339),
@@ -257,17 +256,18 @@ func (s *Server) recordTask(ctx context.Context, typ audit.Type, t *task.Task, i
 	if t.Parent != "" {
 		d["parent"] = string(t.Parent)
 	}
-	err := s.record(ctx, audit.Event{
+	err := s.lifecycle.Start(ctx, t, audit.Event{
 		Type: typ, Actor: t.Agent.String(), Agent: t.Agent.String(), Chain: info.chain,
 		OnBehalfOf: t.OnBehalfOf, Task: string(t.ID), Decision: audit.DecisionAllow, Details: d,
+		Point: auditPoint, Time: s.cfg.Now(),
 	})
-	if err != nil {
-		if _, ferr := s.cfg.Tasks.FinishTask(ctx, t.ID, task.StatusRevoked, "audit unavailable", s.cfg.Now()); ferr != nil {
-			s.log.ErrorContext(ctx, "revoking unrecorded task failed", "task", t.ID, "err", ferr)
-		}
-		s.rev.RevokeTasks(t.ID)
+	switch {
+	case err == nil, errors.Is(err, task.ErrNotActive):
+		return err
+	case errors.Is(err, task.ErrInvalid):
+		return errInvalidRequest("%s", err.Error())
 	}
-	return err
+	return errUnavailable(err)
 }
 
 func (s *Server) joinTask(ctx context.Context, r *TokenRequest, info *reqInfo, agent *identity.Agent, aud, jkt string) (*TokenResponse, error) {
@@ -461,12 +461,9 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 	if err := s.decideDelegation(ctx, DelegationRequest{Task: parent.ID, Agent: parentAgent.ID, TokenScope: sc.Scope, Delegate: sub.ID}); err != nil {
 		return nil, err
 	}
-	if err := s.cfg.Tasks.CreateTask(ctx, child); errors.Is(err, task.ErrNotActive) {
+	if err := s.startRecorded(ctx, audit.TypeTaskDelegated, child, info); errors.Is(err, task.ErrNotActive) {
 		return nil, errInvalidGrant(err, "parent task is not active")
 	} else if err != nil {
-		return nil, errUnavailable(err)
-	}
-	if err := s.recordTask(ctx, audit.TypeTaskDelegated, child, info); err != nil {
 		return nil, err
 	}
 	return s.issueTask(ctx, info, child, sub, scope, aud, jkt)

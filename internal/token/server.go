@@ -19,6 +19,7 @@ import (
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/seal"
 	"github.com/mandatehq/mandate/internal/task"
+	"github.com/mandatehq/mandate/internal/task/lifecycle"
 )
 
 // Server defaults.
@@ -71,6 +72,11 @@ type Config struct {
 	// Revocations is the shared revocation state; when nil the server
 	// creates one and loads it from the stores.
 	Revocations *Revocations
+	// Lifecycle starts (and, when their start cannot be recorded, stops)
+	// the tasks the server creates; the server shares one with the admin
+	// API. Nil builds one over Tasks, Audit and Revocations, whose retries
+	// Run runs.
+	Lifecycle *lifecycle.Service
 	// HTTPClient fetches federated JWKS (default: a client with timeouts).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -88,6 +94,9 @@ type Server struct {
 	dpop *DPoPVerifier
 	// delegations decides delegations (DecideDelegationsWith).
 	delegations atomic.Pointer[DelegationDecider]
+	lifecycle   *lifecycle.Service
+	// ownLifecycle: lifecycle was built here and Run retries its stops.
+	ownLifecycle bool
 	verifier    *Verifier
 	fed         map[string]*jwksSource
 }
@@ -171,6 +180,13 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	s.lifecycle = cfg.Lifecycle
+	if s.lifecycle == nil {
+		if s.lifecycle, err = lifecycle.New(lifecycle.Config{Tasks: cfg.Tasks, Recorder: cfg.Audit, Revoker: s.rev, Now: cfg.Now, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		s.ownLifecycle = true
+	}
 	s.dpop = NewDPoPVerifier(DPoPConfig{Store: cfg.Tokens, Now: cfg.Now})
 	s.verifier, err = NewVerifier(VerifierConfig{
 		Keyring: s.keys, Revocations: s.rev, DPoP: s.dpop,
@@ -215,6 +231,9 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.ErrorContext(ctx, "pruning used identifiers failed", "err", err)
 			}
 			s.rev.Prune(now, s.cfg.MaxTaskLifetime+s.cfg.TaskTokenTTL+s.cfg.Skew)
+			if s.ownLifecycle {
+				s.lifecycle.Retry(ctx)
+			}
 		}
 	}
 }

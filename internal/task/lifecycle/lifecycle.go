@@ -115,7 +115,9 @@ type Stop struct {
 	// FinishAgentTasks, ExpireTasks) and returns every task it stopped.
 	// task.ErrNotActive means they had stopped already.
 	Store func(ctx context.Context, at time.Time) ([]task.ID, error)
-	// Event is the event recorded for each stopped task.
+	// Event is the event recorded for each stopped task; its Time, if
+	// zero, is when the stop began. It may be called long after Stop
+	// returns (when the ledger is back), so it captures what it needs.
 	Event func(id task.ID) audit.Event
 }
 
@@ -168,7 +170,11 @@ func (s *Service) advance(ctx context.Context, op *stop) error {
 		s.cfg.Revoker.RevokeTasks(ids...)
 	}
 	for op.recorded < len(op.ids) {
-		if err := s.cfg.Recorder.Record(ctx, op.Event(op.ids[op.recorded])); err != nil {
+		ev := op.Event(op.ids[op.recorded])
+		if ev.Time.IsZero() {
+			ev.Time = op.at // when it stopped, however late it is recorded
+		}
+		if err := s.cfg.Recorder.Record(ctx, ev); err != nil {
 			s.log.ErrorContext(ctx, "task stop enforced but not yet recorded; retrying", "task", op.ids[op.recorded], "err", err)
 			return err
 		}
