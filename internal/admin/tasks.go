@@ -142,7 +142,9 @@ func (s *Service) finish(ctx context.Context, id, reason string, to task.Status,
 func (s *Service) ExpireTasks(ctx context.Context) error {
 	_, err := s.cfg.Lifecycle.Stop(ctx, lifecycle.Stop{
 		Store: func(ctx context.Context, at time.Time) ([]task.ID, error) { return s.cfg.Tasks.ExpireTasks(ctx, at) },
-		Event: func(id task.ID) audit.Event { return adminEvent(ctx, audit.Event{Type: audit.TypeTaskExpired, Task: string(id)}) },
+		Event: func(id task.ID) audit.Event {
+			return adminEvent(ctx, audit.Event{Type: audit.TypeTaskExpired, Task: string(id)})
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("expire tasks: %w", err)

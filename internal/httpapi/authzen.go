@@ -38,6 +38,9 @@ const (
 	SemanticPermitOnFirstPermit = "permit_on_first_permit"
 )
 
+// authzenPoint is the enforcement point name of AuthZEN decisions.
+const authzenPoint = "authzen"
+
 // errForbidden marks an authenticated caller asking for what it may not.
 var errForbidden = errors.New("forbidden")
 
@@ -46,6 +49,7 @@ type Decider interface {
 	Authenticate(ctx context.Context, cred access.Credential, act access.Action) (access.Subject, error)
 	DecideAs(ctx context.Context, subj access.Subject, act access.Action) (access.Decision, error)
 	DecideFor(ctx context.Context, taskID task.ID, agent string, act access.Action) (access.Decision, error)
+	RefuseCredential(ctx context.Context, act access.Action, cause error) error
 }
 
 // AuthZENConfig configures the AuthZEN handler.
@@ -252,6 +256,14 @@ func (h *AuthZEN) authenticate(r *http.Request) (caller, error) {
 	}
 	pres, err := token.FromHeader(r.Header)
 	if err != nil {
+		if !errors.Is(err, token.ErrNoCredential) {
+			// A credential that cannot even be read is an attempt: it is
+			// recorded like any refused one (no credential at all is not).
+			act := access.Action{Point: authzenPoint}
+			if rerr := h.cfg.Pipeline.RefuseCredential(r.Context(), act, err); errors.Is(rerr, audit.ErrUnavailable) {
+				return caller{pres: pres}, rerr
+			}
+		}
 		return caller{pres: pres}, fmt.Errorf("%w: send Authorization: Bearer <task token or enforcement point token>, or DPoP <task token> with its DPoP proof: %w", access.ErrUnauthenticated, err)
 	}
 	return caller{pres: pres, cred: access.Credential{
@@ -540,7 +552,7 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 		if err != nil {
 			return AZResponse{}, fmt.Errorf("%w: subject.properties.task: %v", errBadRequest, err)
 		}
-		act.Point, act.Caller, act.Trusted = "authzen", c.point, true
+		act.Point, act.Caller, act.Trusted = authzenPoint, c.point, true
 		d, err = h.cfg.Pipeline.DecideFor(ctx, tid, ev.Subject.ID, act)
 		if errors.Is(err, audit.ErrUnavailable) {
 			return AZResponse{}, audit.ErrUnavailable
@@ -552,7 +564,7 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 			return AZResponse{}, fmt.Errorf("%w: %v", errBadRequest, err)
 		}
 	} else {
-		act.Point = "authzen"
+		act.Point = authzenPoint
 		if c.subject == nil {
 			cred := c.cred
 			cred.Agent = ev.Subject.ID

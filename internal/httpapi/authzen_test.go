@@ -23,9 +23,10 @@ import (
 // fakeDecider allows resources named "ok*", requires approval for
 // "hold*", denies the rest; the token "good" is the only valid one.
 type fakeDecider struct {
-	mu    sync.Mutex
-	acts  []access.Action
-	auths int
+	mu      sync.Mutex
+	acts    []access.Action
+	auths   int
+	refused []error
 }
 
 var _ Decider = (*fakeDecider)(nil)
@@ -58,6 +59,13 @@ func (f *fakeDecider) DecideAs(_ context.Context, subj access.Subject, act acces
 		return access.Decision{Decision: policy.Decision{Effect: policy.Deny}}, errors.Join(access.ErrInvalidAction, audit.ErrUnavailable)
 	}
 	return f.decide(act), nil
+}
+
+func (f *fakeDecider) RefuseCredential(_ context.Context, act access.Action, cause error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refused = append(f.refused, cause)
+	return fmt.Errorf("%w: %w", access.ErrUnauthenticated, cause)
 }
 
 func (f *fakeDecider) DecideFor(_ context.Context, id task.ID, agent string, act access.Action) (access.Decision, error) {

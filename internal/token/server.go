@@ -97,8 +97,8 @@ type Server struct {
 	lifecycle   *lifecycle.Service
 	// ownLifecycle: lifecycle was built here and Run retries its stops.
 	ownLifecycle bool
-	verifier    *Verifier
-	fed         map[string]*jwksSource
+	verifier     *Verifier
+	fed          map[string]*jwksSource
 }
 
 // Caller is the authenticated party calling introspection or revocation:
