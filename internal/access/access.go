@@ -719,6 +719,10 @@ func (p *Pipeline) taskState(ctx context.Context, id task.ID, now time.Time) (*t
 	return st, nil
 }
 
+// agent returns the agent's record, cached for CacheTTL. What decisions
+// take from it — tier, owner, labels — is fixed at registration; its
+// status is not taken from the cache but checked against Revocations on
+// every decision.
 func (p *Pipeline) agent(ctx context.Context, id identity.ID, now time.Time) (*identity.Agent, error) {
 	p.mu.RLock()
 	e := p.agents[id]
