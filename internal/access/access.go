@@ -367,7 +367,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	if err != nil {
 		return p.refuse(ctx, taskID, agent, act, err)
 	}
-	if !t.ActiveAt(now) || !ag.Active() {
+	// The agent's status is Revocations' (checked above): a cached record
+	// would keep a resumed agent refused, or a suspended one allowed.
+	if !t.ActiveAt(now) {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s is not active", ErrUnauthenticated, taskID))
 	}
 	taskIn, tokenIn, err := st.allows(t, tokenScope, act.Kind, act.Resource)

@@ -211,3 +211,23 @@ func ExamplePolicyTokenScope() {
 	fmt.Println(access.PolicyTokenScope)
 	// Output: mandate:token-scope
 }
+
+// A resumed agent acts again at once: its status comes from the live
+// revocation state, not from a cached record.
+func TestResumedAgentActsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, fixtureOpts{})
+	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
+	act := access.Action{Kind: "file.read", Resource: "/repo/a.go"}
+	subj, err := f.pipeline.Authenticate(ctx, access.Credential{Token: f.token(t, tk)}, act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, active := range []bool{false, true, false, true} {
+		f.rev.SetAgentActive(tk.Agent, active)
+		if d, _ := f.pipeline.DecideAs(ctx, subj, act); d.Allowed() != active {
+			t.Errorf("step %d: agent active=%v, decision %s", i, active, d.Effect)
+		}
+	}
+}
