@@ -76,6 +76,10 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 			"expires_at": t.ExpiresAt.Format(time.RFC3339),
 		},
 	}
+	if t.Taint != "" {
+		// Inherited from the agent's taint window (see task.Store.CreateTask).
+		ev.Details["taint"] = string(t.Taint)
+	}
 	if err := s.record(ctx, ev); err != nil {
 		// Without its event the task must not be usable.
 		if _, ferr := s.cfg.Tasks.FinishTask(ctx, t.ID, task.StatusRevoked, "audit unavailable", now); ferr == nil {

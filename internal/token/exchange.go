@@ -250,6 +250,10 @@ func (s *Server) recordTask(ctx context.Context, typ audit.Type, t *task.Task, i
 	if t.Parent != "" {
 		d["parent"] = string(t.Parent)
 	}
+	if t.Taint != "" {
+		// Inherited from the parent or the agent (see task.Store.CreateTask).
+		d["taint"] = string(t.Taint)
+	}
 	err := s.record(ctx, audit.Event{
 		Type: typ, Actor: t.Agent.String(), Agent: t.Agent.String(), Chain: info.chain,
 		OnBehalfOf: t.OnBehalfOf, Task: string(t.ID), Decision: audit.DecisionAllow, Details: d,
