@@ -147,6 +147,7 @@ type Config struct {
 	Tasks       interface {
 		GetTask(ctx context.Context, id task.ID) (*task.Task, error)
 		AddUsage(ctx context.Context, deltas map[task.ID]task.Usage) error
+		RaiseTaint(ctx context.Context, id task.ID, level task.Sensitivity, at, until time.Time) error
 	}
 	Agents interface {
 		GetAgent(ctx context.Context, id identity.ID) (*identity.Agent, error)
@@ -166,8 +167,12 @@ type Config struct {
 	// CacheTTL bounds how long a task or agent record is reused (default
 	// DefaultCacheTTL). Revocation is checked on every decision.
 	CacheTTL time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// AgentTaintWindow is how long an agent stays tainted after one of
+	// its tasks read sensitive data (default DefaultAgentTaintWindow; see
+	// taint.go).
+	AgentTaintWindow time.Duration
+	Now              func() time.Time
+	Logger           *slog.Logger
 }
 
 // DefaultCacheTTL is how long task and agent records are cached.
@@ -190,6 +195,7 @@ type Pipeline struct {
 	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
 	agents map[identity.ID]*agentEntry
+	taints agentTaints // agent taints raised here (taint.go)
 }
 
 // taskState is what the pipeline tracks per task: the cached record, the
@@ -202,7 +208,7 @@ type taskState struct {
 	// pending is the part of used not yet written to the task store
 	// (see FlushUsage).
 	pending task.Usage
-	taint   string // highest sensitivity read
+	taint   taskTaint // raised since loaded (taint.go)
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
 	scope, chain []string
@@ -226,6 +232,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.AgentTaintWindow <= 0 {
+		cfg.AgentTaintWindow = DefaultAgentTaintWindow
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -374,7 +383,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	}
 	req.Task.ActionsLeft = left(t.Budget.MaxActions, used.Actions)
 	req.Task.WritesLeft = left(t.Budget.MaxWrites, used.Writes)
-	req.Taint = p.taint(st)
+	req.Taint, req.AgentTaint = p.taintOf(ctx, st, ag, now)
 
 	var d Decision
 	switch pd, err := p.cfg.Engine.Decide(req); {
@@ -394,6 +403,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent string, act
 	d.Task, d.Agent, d.Risk = taskID, agent, class.Risk
 	if act.preview {
 		return d, nil
+	}
+	if err := p.raiseTaint(ctx, st, req, d, now); err != nil {
+		return p.refuse(ctx, taskID, agent, act, err) // a read whose taint cannot be stored does not happen
 	}
 	d = p.spendCall(taskID, act, d)
 
@@ -466,9 +478,8 @@ func (st *taskState) allows(t *task.Task, action, resource string) bool {
 	return ok
 }
 
-// account counts an allowed action against the budget and raises the
-// task's taint (and its ancestors': data read by a delegate flows back
-// to whoever delegated) when it read something sensitive.
+// account counts an allowed action against the budget (taint is raised
+// before the decision is recorded: raiseTaint).
 func (p *Pipeline) account(st *taskState, req *policy.Request) {
 	st.mu.Lock()
 	st.used.Actions++
@@ -478,60 +489,6 @@ func (p *Pipeline) account(st *taskState, req *policy.Request) {
 		st.pending.Writes++
 	}
 	st.mu.Unlock()
-	if req.Risk != policy.RiskRead || req.Resource.Sensitivity == "" {
-		return
-	}
-	sens := req.Resource.Sensitivity
-	for cur := st; cur != nil; {
-		cur.mu.Lock()
-		if policy.SensitivityLevel(sens) > policy.SensitivityLevel(cur.taint) {
-			cur.taint = sens
-		}
-		parent := cur.t.Parent
-		cur.mu.Unlock()
-		if parent == "" {
-			break
-		}
-		p.mu.RLock()
-		cur = p.tasks[parent]
-		p.mu.RUnlock()
-	}
-}
-
-// taint is the highest sensitivity read by the task or any task it was
-// delegated from (a delegate inherits what its delegator has seen).
-func (p *Pipeline) taint(st *taskState) string {
-	taint := ""
-	if st.untracked {
-		return policy.Sensitivities[len(policy.Sensitivities)-1]
-	}
-	for cur := st; cur != nil; {
-		cur.mu.Lock()
-		if policy.SensitivityLevel(cur.taint) > policy.SensitivityLevel(taint) {
-			taint = cur.taint
-		}
-		parent := cur.t.Parent
-		cur.mu.Unlock()
-		if parent == "" {
-			break
-		}
-		p.mu.RLock()
-		cur = p.tasks[parent]
-		p.mu.RUnlock()
-	}
-	return taint
-}
-
-// Taint returns the highest sensitivity the task (or a task it was
-// delegated from) has read, as far as this pipeline has seen.
-func (p *Pipeline) Taint(id task.ID) string {
-	p.mu.RLock()
-	st := p.tasks[id]
-	p.mu.RUnlock()
-	if st == nil {
-		return ""
-	}
-	return p.taint(st)
 }
 
 // taskState returns the tracked state of a task, loading (or refreshing)
@@ -666,6 +623,9 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 		ev.OnBehalfOf = req.Task.OnBehalfOf
 		if req.Taint != "" {
 			ev.Details["taint"] = req.Taint
+		}
+		if req.AgentTaint != "" {
+			ev.Details["agent_taint"] = req.AgentTaint
 		}
 		if req.Resource.Sensitivity != "" {
 			ev.Details["sensitivity"] = req.Resource.Sensitivity
