@@ -95,7 +95,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 	a.pipeline, err = access.New(access.Config{
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
-		Limits: mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
+		Limits: mcpLimits(cfg.MCP), AgentTaintWindow: cfg.Tasks.AgentTaintWindow, Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err
