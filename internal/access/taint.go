@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/identity"
@@ -55,8 +56,11 @@ const refreshDivisor = 60
 // agent's other tasks see them at once rather than when the cached agent
 // record is next reloaded.
 type agentTaints struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[identity.ID]agentTaint
+	// n is len(m), read without the lock: most pipelines never raise an
+	// agent's taint, and their decisions skip the lock.
+	n atomic.Int64
 }
 
 type agentTaint struct {
@@ -66,8 +70,11 @@ type agentTaint struct {
 
 // at returns the taint this pipeline raised id to that is in force at now.
 func (a *agentTaints) at(id identity.ID, now time.Time) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	if a.n.Load() == 0 {
+		return ""
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	if e, ok := a.m[id]; ok && now.Before(e.until) {
 		return e.level
 	}
@@ -105,6 +112,7 @@ func (a *agentTaints) raise(ids []identity.ID, level string, now, until time.Tim
 		}
 		a.m[id] = e
 	}
+	a.n.Store(int64(len(a.m)))
 	return forgot
 }
 
