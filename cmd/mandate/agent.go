@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
@@ -342,6 +343,9 @@ func printAgent(w io.Writer, ag *identity.Agent) error {
 	tw.row("Tier:", string(ag.Tier))
 	tw.row("Status:", string(ag.Status))
 	tw.row("Require DPoP:", strconv.FormatBool(ag.RequireDPoP))
+	if taint := ag.TaintAt(time.Now()); taint != "" {
+		tw.row("Taint:", taint+" until "+ag.TaintUntil.UTC().Format(time.RFC3339)+" (its new tasks start tainted)")
+	}
 	labels := make([]string, 0, len(ag.Labels))
 	for k, v := range ag.Labels {
 		labels = append(labels, k+"="+v)

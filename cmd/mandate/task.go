@@ -223,6 +223,9 @@ func printTask(w io.Writer, t *task.Task) error {
 	tw.row("Purpose:", t.Purpose)
 	tw.list("Scope:", t.Scope.Strings())
 	tw.row("Sensitivity:", string(t.Sensitivity))
+	if t.Taint != "" {
+		tw.row("Taint:", string(t.Taint)+" (highest sensitivity the task has been exposed to)")
+	}
 	tw.row("Budget:", fmt.Sprintf("actions %d/%s, writes %d/%s", t.Used.Actions, limitText(t.Budget.MaxActions), t.Used.Writes, limitText(t.Budget.MaxWrites)))
 	tw.row("Status:", string(t.Status))
 	if t.StatusReason != "" {

@@ -154,6 +154,7 @@ type Config struct {
 	Tasks       interface {
 		GetTask(ctx context.Context, id task.ID) (*task.Task, error)
 		AddUsage(ctx context.Context, deltas map[task.ID]task.Usage) error
+		RaiseTaint(ctx context.Context, id task.ID, level task.Sensitivity, at, until time.Time) error
 	}
 	Agents interface {
 		GetAgent(ctx context.Context, id identity.ID) (*identity.Agent, error)
@@ -179,8 +180,12 @@ type Config struct {
 	// revocation, task end and agent suspension are checked against
 	// Revocations on every decision.
 	CacheTTL time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// AgentTaintWindow is how long an agent stays tainted after one of
+	// its tasks read sensitive data (default DefaultAgentTaintWindow; see
+	// taint.go).
+	AgentTaintWindow time.Duration
+	Now              func() time.Time
+	Logger           *slog.Logger
 }
 
 // DefaultCacheTTL is how long task and agent records are cached.
@@ -203,6 +208,7 @@ type Pipeline struct {
 	mu     sync.RWMutex
 	tasks  map[task.ID]*taskState
 	agents map[identity.ID]*agentEntry
+	taints agentTaints // agent taints raised here (taint.go)
 }
 
 // taskState is what the pipeline tracks per task: the cached record, the
@@ -215,7 +221,7 @@ type taskState struct {
 	// pending is the part of used not yet written to the task store
 	// (see FlushUsage).
 	pending task.Usage
-	taint   string // highest sensitivity read
+	taint   taskTaint // raised since loaded (taint.go)
 	// scope and chain are t's scope patterns and delegation chain as
 	// strings, computed once per load.
 	scope, chain []string
@@ -243,6 +249,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.AgentTaintWindow <= 0 {
+		cfg.AgentTaintWindow = DefaultAgentTaintWindow
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -418,7 +427,7 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	}
 	req.Task.ActionsLeft = left(t.Budget.MaxActions, used.Actions)
 	req.Task.WritesLeft = left(t.Budget.MaxWrites, used.Writes)
-	req.Taint = p.taint(st)
+	req.Taint, req.AgentTaint = p.taintOf(ctx, st, ag, now)
 
 	var d Decision
 	switch pd, err := p.cfg.Engine.Decide(req); {
@@ -456,6 +465,15 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 		st.unreserve(class.Risk)
 		reserved = false
 	}
+	// A sensitive read taints the task durably before it is allowed: a
+	// read whose taint cannot be stored does not happen.
+	if err := p.raiseTaint(ctx, st, req, d, now); err != nil {
+		p.releaseCall(taskID, act, d)
+		if reserved {
+			st.unreserve(class.Risk)
+		}
+		return p.refuse(ctx, taskID, agent, act, err)
+	}
 
 	var shadow *policy.Decision
 	if p.cfg.Shadow != nil {
@@ -474,9 +492,6 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	}
 	if shadow != nil {
 		p.recordShadow(ctx, d, *shadow, act)
-	}
-	if d.Allowed() {
-		p.account(st, req)
 	}
 	return d, nil
 }
@@ -611,66 +626,6 @@ func (st *taskState) unreserve(risk string) {
 		st.used.Writes--
 		st.pending.Writes = max(st.pending.Writes-1, 0)
 	}
-}
-
-// account raises the task's taint (and its ancestors': data read by a
-// delegate flows back to whoever delegated) when an allowed action read
-// something sensitive. The budget was counted by reserve.
-func (p *Pipeline) account(st *taskState, req *policy.Request) {
-	if req.Risk != policy.RiskRead || req.Resource.Sensitivity == "" {
-		return
-	}
-	sens := req.Resource.Sensitivity
-	for cur := st; cur != nil; {
-		cur.mu.Lock()
-		if policy.SensitivityLevel(sens) > policy.SensitivityLevel(cur.taint) {
-			cur.taint = sens
-		}
-		parent := cur.t.Parent
-		cur.mu.Unlock()
-		if parent == "" {
-			break
-		}
-		p.mu.RLock()
-		cur = p.tasks[parent]
-		p.mu.RUnlock()
-	}
-}
-
-// taint is the highest sensitivity read by the task or any task it was
-// delegated from (a delegate inherits what its delegator has seen).
-func (p *Pipeline) taint(st *taskState) string {
-	taint := ""
-	if st.untracked {
-		return policy.Sensitivities[len(policy.Sensitivities)-1]
-	}
-	for cur := st; cur != nil; {
-		cur.mu.Lock()
-		if policy.SensitivityLevel(cur.taint) > policy.SensitivityLevel(taint) {
-			taint = cur.taint
-		}
-		parent := cur.t.Parent
-		cur.mu.Unlock()
-		if parent == "" {
-			break
-		}
-		p.mu.RLock()
-		cur = p.tasks[parent]
-		p.mu.RUnlock()
-	}
-	return taint
-}
-
-// Taint returns the highest sensitivity the task (or a task it was
-// delegated from) has read, as far as this pipeline has seen.
-func (p *Pipeline) Taint(id task.ID) string {
-	p.mu.RLock()
-	st := p.tasks[id]
-	p.mu.RUnlock()
-	if st == nil {
-		return ""
-	}
-	return p.taint(st)
 }
 
 // taskState returns the tracked state of a task, loading (or refreshing)
@@ -809,6 +764,9 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 		ev.OnBehalfOf = req.Task.OnBehalfOf
 		if req.Taint != "" {
 			ev.Details["taint"] = req.Taint
+		}
+		if req.AgentTaint != "" {
+			ev.Details["agent_taint"] = req.AgentTaint
 		}
 		if req.Resource.Sensitivity != "" {
 			ev.Details["sensitivity"] = req.Resource.Sensitivity

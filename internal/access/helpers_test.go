@@ -133,6 +133,7 @@ type taskOpts struct {
 	sens   task.Sensitivity
 	budget task.Budget
 	parent *task.Task
+	ttl    time.Duration // default an hour
 }
 
 func (f *fixture) task(t testing.TB, agent identity.ID, o taskOpts) *task.Task {
@@ -144,9 +145,12 @@ func (f *fixture) task(t testing.TB, agent identity.ID, o taskOpts) *task.Task {
 	if o.sens == "" {
 		o.sens = task.SensitivityConfidential
 	}
+	if o.ttl == 0 {
+		o.ttl = time.Hour
+	}
 	tk := &task.Task{ID: task.NewID(), Agent: agent, OnBehalfOf: "alice@example.org", Principal: "alice@example.org",
 		Purpose: "fix the build", Scope: sc, Sensitivity: o.sens, Budget: o.budget, Status: task.StatusActive,
-		Actors: []identity.ID{agent}, CreatedAt: f.now, ExpiresAt: f.now.Add(time.Hour)}
+		Actors: []identity.ID{agent}, CreatedAt: f.now, ExpiresAt: f.now.Add(o.ttl)}
 	if o.parent != nil {
 		tk.Parent, tk.Depth = o.parent.ID, o.parent.Depth+1
 		tk.Actors = append(append([]identity.ID{}, o.parent.Actors...), agent)

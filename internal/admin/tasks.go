@@ -72,7 +72,14 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 		},
 	}
 	// Without its event the task is never usable (lifecycle.Start).
-	if err := s.cfg.Lifecycle.Start(ctx, t, adminEvent(ctx, ev)); err != nil {
+	err = s.cfg.Lifecycle.Start(ctx, t, func(t *task.Task) audit.Event {
+		if t.Taint != "" {
+			// Inherited from the agent's taint window (see task.Store.CreateTask).
+			ev.Details["taint"] = string(t.Taint)
+		}
+		return adminEvent(ctx, ev)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return t, nil

@@ -115,9 +115,25 @@ type Agent struct {
 	Federations []Federation      `json:"federations,omitempty"`
 	// RequireDPoP makes the token endpoint refuse to issue this agent any
 	// token that is not DPoP-bound.
-	RequireDPoP bool      `json:"require_dpop,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	RequireDPoP bool `json:"require_dpop,omitempty"`
+	// Taint is the highest data sensitivity (a task.Sensitivity) any of
+	// the agent's tasks has been exposed to within the configured window,
+	// in force until TaintUntil: a task the agent starts before then
+	// starts with this taint. It is system state, raised only through
+	// task.Store.RaiseTaint; CreateAgent ignores it.
+	Taint      string    `json:"taint,omitempty"`
+	TaintUntil time.Time `json:"taint_until,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// TaintAt returns the agent's taint in force at now: Taint before
+// TaintUntil, none after.
+func (a *Agent) TaintAt(now time.Time) string {
+	if a.Taint != "" && now.Before(a.TaintUntil) {
+		return a.Taint
+	}
+	return ""
 }
 
 // Active reports whether the agent may authenticate.

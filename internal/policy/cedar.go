@@ -269,7 +269,7 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 		t = now
 	}
 	t = t.UTC()
-	taint := orPublic(r.Taint)
+	taint, agentTaint := orPublic(r.Taint), orPublic(r.AgentTaint)
 	in.req = types.Request{
 		Principal: in.principal.UID,
 		Action:    actionUID(r.Action),
@@ -291,6 +291,8 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 	m["command"] = boxString(r.Command)
 	m["taint"] = boxString(taint)
 	m["taint_level"] = types.Long(SensitivityLevel(taint))
+	m["agent_taint"] = boxString(agentTaint)
+	m["agent_taint_level"] = types.Long(SensitivityLevel(agentTaint))
 	m["time"] = types.NewDatetime(t)
 	m["hour"] = types.Long(t.Hour())
 	m["weekday"] = types.Long(t.Weekday())
@@ -299,7 +301,7 @@ func toCedar(r *Request, now time.Time, c *caches) *cedarInput {
 }
 
 // contextKeys is the number of top-level context attributes.
-const contextKeys = 12
+const contextKeys = 14
 
 var inputPool = sync.Pool{New: func() any {
 	return &cedarInput{ctx: make(types.RecordMap, contextKeys), all: newPolicyList()}

@@ -123,6 +123,10 @@ func TestDelegationAndTaint(t *testing.T) {
 		{"taint restricted blocks external tool", func(r *Request) { r.Taint = "restricted" }, ActionToolCall, RiskExternal, Deny},
 		{"taint restricted allows local write", func(r *Request) { r.Taint = "restricted" }, ActionFileWrite, RiskWrite, Allow},
 		{"taint confidential allows external", func(r *Request) { r.Taint = "confidential" }, ActionHTTPRequest, RiskExternal, Allow},
+		{"agent taint restricted blocks external", func(r *Request) { r.AgentTaint = "restricted" }, ActionHTTPRequest, RiskExternal, Deny},
+		{"agent taint restricted blocks external tool", func(r *Request) { r.AgentTaint = "restricted" }, ActionToolCall, RiskExternal, Deny},
+		{"agent taint restricted allows local write", func(r *Request) { r.AgentTaint = "restricted" }, ActionFileWrite, RiskWrite, Allow},
+		{"agent taint confidential allows external", func(r *Request) { r.AgentTaint = "confidential" }, ActionHTTPRequest, RiskExternal, Allow},
 		{"budget: no actions left", func(r *Request) { z := int64(0); r.Task.ActionsLeft = &z }, ActionFileRead, RiskRead, Deny},
 		{"budget: writes left", func(r *Request) { n := int64(3); r.Task.WritesLeft = &n }, ActionFileWrite, RiskWrite, Allow},
 	}
@@ -223,6 +227,7 @@ func TestInvalidRequestDenies(t *testing.T) {
 		"no resource":     func(r *Request) { r.Resource.ID = "" },
 		"bad risk":        func(r *Request) { r.Risk = "harmless" },
 		"bad sensitivity": func(r *Request) { r.Taint = "secret" },
+		"bad agent taint": func(r *Request) { r.AgentTaint = "secret" },
 		"huge":            func(r *Request) { r.Command = strings.Repeat("x", MaxStringLen+1) },
 	} {
 		r := baseRequest(TierAutonomous, ActionFileRead, RiskRead, true)

@@ -123,9 +123,15 @@ type Request struct {
 	Task        TaskInfo    `json:"task" yaml:"task"`
 	Destination Destination `json:"destination,omitzero" yaml:"destination,omitempty"`
 	Command     string      `json:"command,omitempty" yaml:"command,omitempty"`
-	// Taint is the highest sensitivity the task has already read.
-	Taint string    `json:"taint,omitempty" yaml:"taint,omitempty"`
-	Time  time.Time `json:"time,omitzero" yaml:"time,omitempty"`
+	// Taint is the highest sensitivity the task has been exposed to: read
+	// by it or a task delegated from it, or inherited from the task it was
+	// delegated from or its agent's taint when it started.
+	Taint string `json:"taint,omitempty" yaml:"taint,omitempty"`
+	// AgentTaint is the taint of the requesting agent in force now: the
+	// highest sensitivity any of its tasks has read within the taint
+	// window.
+	AgentTaint string    `json:"agent_taint,omitempty" yaml:"agent_taint,omitempty"`
+	Time       time.Time `json:"time,omitzero" yaml:"time,omitempty"`
 	// Approvals are the approvals this exact request carries: each lifts
 	// the forbids annotated @approval with that name.
 	Approvals []string `json:"approvals,omitempty" yaml:"approvals,omitempty"`
@@ -225,7 +231,7 @@ func (r *Request) Validate() error {
 	if r.Action == ActionTaskDelegate && TierLevel(r.Resource.Tier) < 0 {
 		return bad("task.delegate needs resource.tier (the delegate's tier)")
 	}
-	for _, s := range []string{r.Resource.Sensitivity, r.Task.Sensitivity, r.Taint} {
+	for _, s := range []string{r.Resource.Sensitivity, r.Task.Sensitivity, r.Taint, r.AgentTaint} {
 		if s != "" && !slices.Contains(Sensitivities, s) {
 			return bad("sensitivity %q is not one of %s", s, strings.Join(Sensitivities, ", "))
 		}

@@ -94,6 +94,9 @@ type TasksConfig struct {
 	MaxTTL     time.Duration
 	// MaxDepth is the delegation depth limit; a root task has depth 0.
 	MaxDepth int
+	// AgentTaintWindow is how long an agent stays tainted after one of
+	// its tasks read sensitive data (access.Config.AgentTaintWindow).
+	AgentTaintWindow time.Duration
 }
 
 // AdminConfig configures admin access over the TCP listener.
@@ -269,6 +272,7 @@ func (c *Config) Validate() error {
 		{"tokens.key_rotation", c.Tokens.KeyRotation, 0},
 		{"tasks.default_ttl", c.Tasks.DefaultTTL, 0},
 		{"tasks.max_ttl", c.Tasks.MaxTTL, 0},
+		{"tasks.agent_taint_window", c.Tasks.AgentTaintWindow, 0},
 	} {
 		if d.v <= 0 {
 			bad(d.key, "must be a positive duration (got %s)", d.v)

@@ -95,8 +95,8 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 	a.pipeline, err = access.New(access.Config{
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
-		MaxDelegationDepth: cfg.Tasks.MaxDepth,
-		Limits:             mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
+		MaxDelegationDepth: cfg.Tasks.MaxDepth, AgentTaintWindow: cfg.Tasks.AgentTaintWindow,
+		Limits: mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err

@@ -147,8 +147,13 @@ type Task struct {
 	Sensitivity Sensitivity `json:"sensitivity"`
 	Budget      Budget      `json:"budget"`
 	Used        Usage       `json:"used"`
-	Parent      ID          `json:"parent,omitempty"`
-	Depth       int         `json:"depth"`
+	// Taint is the highest sensitivity the task has been exposed to: read
+	// itself, read by a task delegated from it, or started with (its
+	// parent's taint, its agent's taint at creation). Empty: none. It is
+	// only ever raised (Store.RaiseTaint).
+	Taint  Sensitivity `json:"taint,omitempty"`
+	Parent ID          `json:"parent,omitempty"`
+	Depth  int         `json:"depth"`
 	// Actors is the delegation chain of agents, root first, ending with
 	// Agent.
 	Actors       []identity.ID `json:"actors"`
@@ -186,6 +191,11 @@ func (t *Task) Validate() error {
 	}
 	if _, err := ParseSensitivity(string(t.Sensitivity)); err != nil {
 		return err
+	}
+	if t.Taint != "" {
+		if _, err := ParseSensitivity(string(t.Taint)); err != nil {
+			return fmt.Errorf("taint: %w", err)
+		}
 	}
 	if t.Budget.MaxActions < 0 || t.Budget.MaxWrites < 0 {
 		return fmt.Errorf("%w: budgets must not be negative", ErrInvalid)
@@ -242,7 +252,10 @@ type Store interface {
 	// CreateTask stores a new task. It returns ErrExists if the ID is taken.
 	// A child task is created only if its parent is still active: otherwise
 	// ErrNotActive (checked in the same transaction, so a concurrent revoke
-	// of the parent cannot leave a live orphan).
+	// of the parent cannot leave a live orphan). The task starts tainted:
+	// its stored Taint is the highest of t.Taint, the parent's Taint and
+	// its agent's taint in force at t.CreatedAt (identity.Agent.TaintAt),
+	// read in the same transaction; t.Taint is set to it.
 	CreateTask(ctx context.Context, t *Task) error
 	// GetTask returns the task with the given ID, or ErrNotFound.
 	GetTask(ctx context.Context, id ID) (*Task, error)
@@ -265,6 +278,17 @@ type Store interface {
 	// counted whatever the task's status, since actions decided before a
 	// task finished still happened.
 	AddUsage(ctx context.Context, deltas map[ID]Usage) error
+	// RaiseTaint records that task id was exposed to data of sensitivity
+	// level at time at: in one transaction it raises the Taint of the task
+	// and of every task it was delegated from to level, and the taint of
+	// each of their agents to level in force until until (see
+	// identity.Agent.Taint): an agent's taint still in force at at is kept
+	// if it is higher, and its TaintUntil becomes the later of the two.
+	// Nothing is ever lowered, whatever runs concurrently: each row is
+	// raised by one conditional update. It
+	// returns ErrNotFound for an unknown task and ErrInvalid for an unknown
+	// level or an until not after at. Finished tasks are raised too.
+	RaiseTaint(ctx context.Context, id ID, level Sensitivity, at, until time.Time) error
 
 	// InactiveTaskIDs returns the IDs of tasks that finished and have not
 	// yet reached their ExpiresAt at time now: the ones whose tokens may

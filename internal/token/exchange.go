@@ -256,10 +256,16 @@ func (s *Server) startRecorded(ctx context.Context, typ audit.Type, t *task.Task
 	if t.Parent != "" {
 		d["parent"] = string(t.Parent)
 	}
-	err := s.lifecycle.Start(ctx, t, audit.Event{
-		Type: typ, Actor: t.Agent.String(), Agent: t.Agent.String(), Chain: info.chain,
-		OnBehalfOf: t.OnBehalfOf, Task: string(t.ID), Decision: audit.DecisionAllow, Details: d,
-		Point: auditPoint, Time: s.cfg.Now(),
+	err := s.lifecycle.Start(ctx, t, func(t *task.Task) audit.Event {
+		if t.Taint != "" {
+			// Inherited from the parent or the agent (see task.Store.CreateTask).
+			d["taint"] = string(t.Taint)
+		}
+		return audit.Event{
+			Type: typ, Actor: t.Agent.String(), Agent: t.Agent.String(), Chain: info.chain,
+			OnBehalfOf: t.OnBehalfOf, Task: string(t.ID), Decision: audit.DecisionAllow, Details: d,
+			Point: auditPoint, Time: s.cfg.Now(),
+		}
 	})
 	switch {
 	case err == nil, errors.Is(err, task.ErrNotActive):

@@ -211,12 +211,42 @@ func (m *memStore) CreateTask(_ context.Context, t *task.Task) error {
 		return task.ErrExists
 	}
 	if t.Parent != "" {
-		if p, ok := m.tasks[t.Parent]; !ok || p.Status != task.StatusActive {
+		p, ok := m.tasks[t.Parent]
+		if !ok || p.Status != task.StatusActive {
 			return task.ErrNotActive
 		}
+		t.Taint = higher(t.Taint, p.Taint)
+	}
+	if a, ok := m.agents[t.Agent]; ok {
+		t.Taint = higher(t.Taint, task.Sensitivity(a.TaintAt(t.CreatedAt)))
 	}
 	c := *t
 	m.tasks[t.ID] = &c
+	return nil
+}
+
+func higher(a, b task.Sensitivity) task.Sensitivity {
+	if a == "" || b != "" && b.Rank() > a.Rank() {
+		return b
+	}
+	return a
+}
+
+func (m *memStore) RaiseTaint(_ context.Context, id task.ID, level task.Sensitivity, at, until time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.tasks[id]; !ok {
+		return task.ErrNotFound
+	}
+	for t := m.tasks[id]; t != nil; t = m.tasks[t.Parent] {
+		t.Taint = higher(t.Taint, level)
+		if a := m.agents[t.Agent]; a != nil {
+			a.Taint = string(higher(task.Sensitivity(a.TaintAt(at)), level))
+			if until.After(a.TaintUntil) {
+				a.TaintUntil = until
+			}
+		}
+	}
 	return nil
 }
 

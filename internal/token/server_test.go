@@ -731,3 +731,52 @@ func TestStartTaskRefusesClaimedPrincipal(t *testing.T) {
 		t.Errorf("principalOf(none) = %q, %v, want the owner", p, err)
 	}
 }
+
+// TestTaintedTaskEvents: a task delegated from a tainted task, or started
+// by an agent within its taint window, starts tainted, and its
+// task.delegated / task.started event says so.
+func TestTaintedTaskEvents(t *testing.T) {
+	t.Parallel()
+	f := newSFix(t)
+	ctx := context.Background()
+	tokA, tokB := f.agentToken(agentA), f.agentToken(agentB)
+	// token returns the response to r and the event of the task it started.
+	token := func(r *TokenRequest) (*TokenResponse, audit.Event) {
+		t.Helper()
+		resp, err := f.srv.Token(ctx, r)
+		if err != nil {
+			t.Fatalf("Token() = %v", err)
+		}
+		evs := f.rec.take()
+		if len(evs) == 0 {
+			t.Fatal("no event recorded")
+		}
+		return resp, evs[0]
+	}
+	parent, ev := token(startReq(tokA, nil))
+	if ev.Type != audit.TypeTaskStarted || ev.Details["taint"] != "" {
+		t.Fatalf("clean start: %+v", ev)
+	}
+	now := f.clock.Now()
+	if err := f.st.RaiseTaint(ctx, task.ID(f.claimsOf(parent.AccessToken).TaskID), task.SensitivityRestricted, now, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	child, ev := token(delegateReq(parent.AccessToken, tokB, nil))
+	stored, err := f.st.GetTask(ctx, task.ID(f.claimsOf(child.AccessToken).TaskID))
+	if err != nil || stored.Taint != task.SensitivityRestricted {
+		t.Fatalf("delegated task: %+v, %v; want taint restricted", stored, err)
+	}
+	if ev.Type != audit.TypeTaskDelegated || ev.Details["taint"] != "restricted" {
+		t.Errorf("task.delegated event = %+v, want taint restricted", ev)
+	}
+	// agentA is tainted for the window: its next task starts tainted.
+	if _, ev := token(startReq(tokA, nil)); ev.Type != audit.TypeTaskStarted || ev.Details["taint"] != "restricted" {
+		t.Errorf("task.started within agentA's window = %+v, want taint restricted", ev)
+	}
+	// After the window, agentA starts clean again.
+	f.clock.Advance(time.Hour)
+	tokA = f.agentToken(agentA)
+	if _, ev := token(startReq(tokA, nil)); ev.Type != audit.TypeTaskStarted || ev.Details["taint"] != "" {
+		t.Errorf("task.started after agentA's window = %+v, want no taint", ev)
+	}
+}

@@ -16,7 +16,12 @@ import (
 
 var _ identity.Store = (*DB)(nil)
 
-const agentColumns = `id, description, owner, escalation, tier, status, labels, keys, require_dpop, created_at, updated_at`
+// agentColumns are the columns CreateAgent writes; agentSelect adds the
+// taint, which only task.Store.RaiseTaint writes.
+const (
+	agentColumns = `id, description, owner, escalation, tier, status, labels, keys, require_dpop, created_at, updated_at`
+	agentSelect  = agentColumns + `, taint, taint_until`
+)
 
 // CreateAgent implements identity.Store.
 func (db *DB) CreateAgent(ctx context.Context, a *identity.Agent) error {
@@ -118,7 +123,7 @@ func (db *DB) ListAgents(ctx context.Context, f identity.Filter) ([]*identity.Ag
 	if f.Owner != "" {
 		where, args = append(where, "owner = ?"), append(args, f.Owner)
 	}
-	q := `SELECT ` + agentColumns + ` FROM agents`
+	q := `SELECT ` + agentSelect + ` FROM agents`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -268,7 +273,7 @@ func insertFederations(ctx context.Context, tx *sql.Tx, id string, feds []identi
 
 // getAgent reads one agent and its federations.
 func getAgent(ctx context.Context, q querier, id string) (*identity.Agent, error) {
-	a, err := scanAgent(q.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	a, err := scanAgent(q.QueryRowContext(ctx, `SELECT `+agentSelect+` FROM agents WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", identity.ErrNotFound, id)
 	}
@@ -299,9 +304,10 @@ func scanAgent(s scanner) (*identity.Agent, error) {
 		id, tier, status string
 		labels, keys     sql.NullString
 		created, updated sql.NullInt64
+		taintUntil       sql.NullInt64
 	)
 	if err := s.Scan(&id, &a.Description, &a.Owner, &a.Escalation, &tier, &status,
-		&labels, &keys, &a.RequireDPoP, &created, &updated); err != nil {
+		&labels, &keys, &a.RequireDPoP, &created, &updated, &a.Taint, &taintUntil); err != nil {
 		return nil, err
 	}
 	var err error
@@ -321,6 +327,6 @@ func scanAgent(s scanner) (*identity.Agent, error) {
 		}
 		a.Keys = ks
 	}
-	a.CreatedAt, a.UpdatedAt = timeVal(created), timeVal(updated)
+	a.CreatedAt, a.UpdatedAt, a.TaintUntil = timeVal(created), timeVal(updated), timeVal(taintUntil)
 	return &a, nil
 }

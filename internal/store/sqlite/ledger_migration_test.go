@@ -84,11 +84,15 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	// Back to schema 4: the same rows in the table as 0002 created it.
 	raw := rawOpen(t, path)
 	for _, q := range []string{
+		// Before 0007 (taint)...
+		`ALTER TABLE tasks DROP COLUMN taint`,
+		`ALTER TABLE agents DROP COLUMN taint`,
+		`ALTER TABLE agents DROP COLUMN taint_until`,
 		`CREATE TABLE ledger_hashes_v4 (start INTEGER NOT NULL PRIMARY KEY, size INTEGER NOT NULL UNIQUE, hashes BLOB NOT NULL) STRICT`,
 		`INSERT INTO ledger_hashes_v4 SELECT * FROM ledger_hashes`,
 		`DROP TABLE ledger_hashes`,
 		`ALTER TABLE ledger_hashes_v4 RENAME TO ledger_hashes`,
-		// and before 0006 (sealed signing keys).
+		// ...and before 0006 (sealed signing keys).
 		`ALTER TABLE signing_keys DROP COLUMN public_jwk`,
 		`ALTER TABLE signing_keys RENAME COLUMN sealed_key TO private_jwk`,
 		`DELETE FROM schema_migrations WHERE version >= 5`,

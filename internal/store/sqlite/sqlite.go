@@ -610,7 +610,8 @@ func (db *DB) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // the database is opened: preparing one later could wait forever for the
 // single writer connection while a transaction holds it.
 var writerQueries = []string{
-	qTaskStatus, qAgentExists, qInsertTask, qUseOnce, qRevokeToken,
+	qTaskStatus, qParentTaint, qAgentTaint, qInsertTask, qUseOnce, qRevokeToken,
+	qRaiseTaskTaint, qRaiseAgentTaint,
 }
 
 func (db *DB) prepareWriter(ctx context.Context) error {

@@ -17,13 +17,15 @@ var _ task.Store = (*DB)(nil)
 
 const taskColumns = `id, agent_id, on_behalf_of, principal, purpose, scope, sensitivity,
 	max_actions, max_writes, used_actions, used_writes, parent_id, depth, actors,
-	status, status_reason, created_at, expires_at, ended_at`
+	status, status_reason, created_at, expires_at, ended_at, taint`
 
 const (
-	qTaskStatus  = `SELECT status FROM tasks WHERE id = ?`
-	qAgentExists = `SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?)`
+	qTaskStatus = `SELECT status FROM tasks WHERE id = ?`
+	// qParentTaint and qAgentTaint read what a new task inherits.
+	qParentTaint = `SELECT status, taint FROM tasks WHERE id = ?`
+	qAgentTaint  = `SELECT taint, taint_until FROM agents WHERE id = ?`
 	qInsertTask  = `INSERT INTO tasks (` + taskColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qGetTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ?`
 )
 
@@ -59,14 +61,21 @@ func (db *DB) createTask(ctx context.Context, t *task.Task) error {
 		}
 		actors = string(b)
 	}
+	if t.Taint != "" {
+		if _, err := task.ParseSensitivity(string(t.Taint)); err != nil {
+			return fmt.Errorf("taint: %w", err)
+		}
+	}
 	var parent any
 	if t.Parent != "" {
 		parent = string(t.Parent)
 	}
-	return db.write(ctx, func(tx *sql.Tx) error {
+	var taint task.Sensitivity
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		taint = t.Taint
 		if t.Parent != "" {
-			var status string
-			err := db.txStmt(ctx, tx, qTaskStatus).QueryRowContext(ctx, string(t.Parent)).Scan(&status)
+			var status, ptaint string
+			err := db.txStmt(ctx, tx, qParentTaint).QueryRowContext(ctx, string(t.Parent)).Scan(&status, &ptaint)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("%w: parent %s", task.ErrNotFound, t.Parent)
 			}
@@ -76,21 +85,112 @@ func (db *DB) createTask(ctx context.Context, t *task.Task) error {
 			if task.Status(status) != task.StatusActive {
 				return fmt.Errorf("%w: parent %s is %s", task.ErrNotActive, t.Parent, status)
 			}
+			taint = higherTaint(taint, task.Sensitivity(ptaint))
 		}
-		var agentExists bool
-		if err := db.txStmt(ctx, tx, qAgentExists).QueryRowContext(ctx, t.Agent.String()).Scan(&agentExists); err != nil {
-			return err
-		}
-		if !agentExists {
+		var ataint string
+		var until sql.NullInt64
+		err := db.txStmt(ctx, tx, qAgentTaint).QueryRowContext(ctx, t.Agent.String()).Scan(&ataint, &until)
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", identity.ErrNotFound, t.Agent)
 		}
-		_, err := db.txStmt(ctx, tx, qInsertTask).ExecContext(ctx,
+		if err != nil {
+			return err
+		}
+		if ag := (identity.Agent{Taint: ataint, TaintUntil: timeVal(until)}); ag.TaintAt(t.CreatedAt) != "" {
+			taint = higherTaint(taint, task.Sensitivity(ataint))
+		}
+		_, err = db.txStmt(ctx, tx, qInsertTask).ExecContext(ctx,
 			string(t.ID), t.Agent.String(), t.OnBehalfOf, t.Principal, t.Purpose, string(scope), string(t.Sensitivity),
 			t.Budget.MaxActions, t.Budget.MaxWrites, t.Used.Actions, t.Used.Writes, parent, t.Depth, nullString(actors),
-			string(t.Status), t.StatusReason, timeArg(t.CreatedAt), timeArg(t.ExpiresAt), timeArg(t.EndedAt))
+			string(t.Status), t.StatusReason, timeArg(t.CreatedAt), timeArg(t.ExpiresAt), timeArg(t.EndedAt), string(taint))
 		if isUnique(err) {
 			return fmt.Errorf("%w: %s", task.ErrExists, t.ID)
 		}
+		return err
+	})
+	if err == nil {
+		t.Taint = taint
+	}
+	return err
+}
+
+// higherTaint returns the more sensitive of two taints; none ("") ranks
+// below public.
+func higherTaint(a, b task.Sensitivity) task.Sensitivity {
+	if taintRank(b) > taintRank(a) {
+		return b
+	}
+	return a
+}
+
+func taintRank(s task.Sensitivity) int {
+	if s == "" {
+		return -1
+	}
+	return s.Rank()
+}
+
+// taintRankSQL ranks a taint column as taintRank does (an unknown value,
+// which the column's CHECK excludes, ranks above all, so it is never
+// overwritten).
+func taintRankSQL(col string) string {
+	return `(CASE ` + col + ` WHEN '' THEN -1 WHEN 'public' THEN 0 WHEN 'internal' THEN 1
+		WHEN 'confidential' THEN 2 WHEN 'restricted' THEN 3 ELSE 4 END)`
+}
+
+// ancestorsCTE selects, as "up", the task in its placeholder and every
+// task it was delegated from.
+const ancestorsCTE = `WITH RECURSIVE up (id) AS (
+	SELECT ?
+	UNION
+	SELECT t.parent_id FROM tasks t JOIN up ON t.id = up.id WHERE t.parent_id IS NOT NULL
+)`
+
+var (
+	qRaiseTaskTaint = ancestorsCTE + `
+		UPDATE tasks SET taint = ? WHERE id IN (SELECT id FROM up) AND ` + taintRankSQL("taint") + ` < ?`
+	// An agent's taint in force at the time (taint_until after it) is
+	// kept if it ranks higher; otherwise it is replaced. The window only
+	// grows. SET expressions all see the row as it was.
+	qRaiseAgentTaint = ancestorsCTE + `
+		UPDATE agents SET
+			taint = CASE WHEN coalesce(taint_until, 0) > ? AND ` + taintRankSQL("taint") + ` >= ? THEN taint ELSE ? END,
+			taint_until = max(coalesce(taint_until, 0), ?)
+		WHERE id IN (SELECT agent_id FROM tasks WHERE id IN (SELECT id FROM up))`
+)
+
+// RaiseTaint implements task.Store.
+func (db *DB) RaiseTaint(ctx context.Context, id task.ID, level task.Sensitivity, at, until time.Time) error {
+	if err := db.raiseTaint(ctx, id, level, at, until); err != nil {
+		return fmt.Errorf("sqlite: raise taint: %w", err)
+	}
+	return nil
+}
+
+func (db *DB) raiseTaint(ctx context.Context, id task.ID, level task.Sensitivity, at, until time.Time) error {
+	if _, err := task.ParseSensitivity(string(level)); err != nil {
+		return err
+	}
+	if err := checkTimes(at, until); err != nil {
+		return fmt.Errorf("%w: %v", task.ErrInvalid, err)
+	}
+	if at.IsZero() || !until.After(at) {
+		return fmt.Errorf("%w: the taint window must end after it starts", task.ErrInvalid)
+	}
+	rank := taintRank(level)
+	return db.write(ctx, func(tx *sql.Tx) error {
+		var status string
+		err := db.txStmt(ctx, tx, qTaskStatus).QueryRowContext(ctx, string(id)).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", task.ErrNotFound, id)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := db.txStmt(ctx, tx, qRaiseTaskTaint).ExecContext(ctx, string(id), string(level), rank); err != nil {
+			return err
+		}
+		_, err = db.txStmt(ctx, tx, qRaiseAgentTaint).ExecContext(ctx, string(id), at.UnixNano(), rank, string(level), until.UnixNano())
 		return err
 	})
 }
@@ -302,14 +402,15 @@ func scanTask(s scanner) (*task.Task, error) {
 		id, agent, scope, sens, st string
 		parent, actors             sql.NullString
 		created, expires, ended    sql.NullInt64
+		taint                      string
 	)
 	if err := s.Scan(&id, &agent, &t.OnBehalfOf, &t.Principal, &t.Purpose, &scope, &sens,
 		&t.Budget.MaxActions, &t.Budget.MaxWrites, &t.Used.Actions, &t.Used.Writes, &parent, &t.Depth, &actors,
-		&st, &t.StatusReason, &created, &expires, &ended); err != nil {
+		&st, &t.StatusReason, &created, &expires, &ended, &taint); err != nil {
 		return nil, err
 	}
 	t.ID, t.Parent = task.ID(id), task.ID(parent.String)
-	t.Sensitivity, t.Status = task.Sensitivity(sens), task.Status(st)
+	t.Sensitivity, t.Status, t.Taint = task.Sensitivity(sens), task.Status(st), task.Sensitivity(taint)
 	var err error
 	if t.Agent, err = identity.ParseID(agent); err != nil {
 		return nil, fmt.Errorf("stored task %s: %w", id, err)

@@ -47,6 +47,7 @@ func testTasks(t *testing.T, open OpenFunc) {
 		root := newTask(alice.ID, nil)
 		root.Used = task.Usage{Actions: 3, Writes: 1}
 		root.Sensitivity = task.SensitivityConfidential
+		root.Taint = task.SensitivityConfidential
 		root.CreatedAt = t0.In(time.FixedZone("PST", -8*3600))
 		child := newTask(bob.ID, root)
 		child.Budget = task.Budget{}

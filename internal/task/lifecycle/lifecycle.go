@@ -78,18 +78,19 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, log: log}, nil
 }
 
-// Start stores t and records ev, its task.started or task.delegated event.
-// If the event cannot be recorded the task is revoked at once (and its
+// Start stores t and records event(t), its task.started or task.delegated
+// event, built once the store has completed t (the taint it inherits). If
+// the event cannot be recorded the task is revoked at once (and its
 // revocation stored, now or by Run) and the recorder's error is returned:
 // no task the ledger does not know of ever acts.
-func (s *Service) Start(ctx context.Context, t *task.Task, ev audit.Event) error {
+func (s *Service) Start(ctx context.Context, t *task.Task, event func(*task.Task) audit.Event) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
 	if err := s.cfg.Tasks.CreateTask(ctx, t); err != nil {
 		return fmt.Errorf("start task: %w", err)
 	}
-	err := s.cfg.Recorder.Record(ctx, ev)
+	err := s.cfg.Recorder.Record(ctx, event(t))
 	if err == nil {
 		return nil
 	}

@@ -143,7 +143,7 @@ func TestUnrecordedStartNeverActs(t *testing.T) {
 	f := newFixture(t)
 	tk := f.newTask(t, nil)
 	f.rec.down.Store(true)
-	if err := f.svc.Start(ctx, tk, started(tk)); !errors.Is(err, audit.ErrUnavailable) {
+	if err := f.svc.Start(ctx, tk, started); !errors.Is(err, audit.ErrUnavailable) {
 		t.Fatalf("Start with the ledger down = %v, want audit.ErrUnavailable", err)
 	}
 	if !f.rev.has(tk.ID) {
@@ -173,7 +173,7 @@ func TestStopEnforcedWhileTheStoreIsDown(t *testing.T) {
 	parent := f.newTask(t, nil)
 	child := f.newTask(t, parent)
 	for _, tk := range []*task.Task{parent, child} {
-		if err := f.svc.Start(ctx, tk, started(tk)); err != nil {
+		if err := f.svc.Start(ctx, tk, started); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,7 +210,7 @@ func TestStopRecordedWhenTheLedgerIsBack(t *testing.T) {
 	parent := f.newTask(t, nil)
 	child := f.newTask(t, parent)
 	for _, tk := range []*task.Task{parent, child} {
-		if err := f.svc.Start(ctx, tk, started(tk)); err != nil {
+		if err := f.svc.Start(ctx, tk, started); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -237,7 +237,7 @@ func TestStopTwice(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	tk := f.newTask(t, nil)
-	if err := f.svc.Start(ctx, tk, started(tk)); err != nil {
+	if err := f.svc.Start(ctx, tk, started); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.Stop(ctx, f.revoke(tk.ID)); err != nil {
