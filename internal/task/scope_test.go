@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mandatehq/mandate/internal/resource"
 )
 
 func TestPatternCovers(t *testing.T) {
@@ -45,7 +47,7 @@ func mustPattern(t testing.TB, s string) Pattern {
 // FuzzParsePattern checks that parsing never panics and that a parsed
 // pattern round-trips through its canonical form.
 func FuzzParsePattern(f *testing.F) {
-	for _, s := range []string{"file.read:/repo/**", "tool.call:github/create_*", "task.delegate", "*", "file.*:/a/*/b", "http.request:https://api.github.com/**", "x:y", "file.read:***", "file.read:", ":", "file.read:/a b"} {
+	for _, s := range []string{"file.read:/repo/**", "tool.call:github/create_*", "task.delegate", "*", "file.*:/a/*/b", "http.request:*.github.com", "http.request:https://api.github.com/**", "x:y", "file.read:***", "file.read:", ":", "file.read:/a b"} {
 		f.Add(s, "/repo/a/b")
 	}
 	f.Fuzz(func(t *testing.T, s, resource string) {
@@ -185,7 +187,7 @@ func TestPatternMatchesRegexp(t *testing.T) {
 			continue // "***"
 		}
 		res := pick(resAlphabet, r.IntN(12))
-		want := regexpMatches(p, res) && !hasDotSegment(res)
+		want := regexpMatches(p, res) && !resource.Traverses(res)
 		if got := p.Matches("file.read", res); got != want {
 			t.Fatalf("%s.Matches(file.read, %q) = %v, regexp says %v", p, res, got, want)
 		}
@@ -265,7 +267,7 @@ func FuzzMatchUnderRoot(f *testing.F) {
 		if !p.Matches("file.read", res) {
 			return
 		}
-		if hasDotSegment(res) {
+		if resource.Traverses(res) {
 			t.Fatalf("%s matched %q, which has a dot segment", p, res)
 		}
 		clean := path.Clean(res)
