@@ -417,8 +417,19 @@ func Traverses(s string) bool {
 // ascii returns a library's message with anything but printable ASCII
 // escaped, so that a reason can be shown and recorded as it is.
 func ascii(msg string) string {
-	q := strconv.QuoteToASCII(msg)
-	return strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
+	var b strings.Builder
+	for i, r := range msg {
+		switch {
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		case r == utf8.RuneError && !strings.HasPrefix(msg[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, msg[i]) // an invalid byte
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // maxQuoted bounds the quoted form of a refused resource.

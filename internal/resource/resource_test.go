@@ -258,3 +258,17 @@ func ExampleCheck() {
 	// resource is not canonical: host "EXAMPLE.com": not in canonical form (lowercase, internationalised labels as "xn--" A-labels): write "example.com"
 	// resource is not canonical: URI "file:///repo/src/%2e%2e/etc/passwd" has a percent-encoded path (give it decoded)
 }
+
+func TestASCII(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`idna: invalid label "\u0082"`: `idna: invalid label "\u0082"`,
+		"label \"zĀz\"":                `label "z\u0100z"`,
+		"a\x00b\xffc":                  `a\x00b\xffc`,
+		"\ufffd":                       `\ufffd`,
+	} {
+		if got := ascii(in); got != want {
+			t.Errorf("ascii(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
