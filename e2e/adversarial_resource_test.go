@@ -30,6 +30,21 @@ func TestNonCanonicalResourcesRefused(t *testing.T) {
 	}
 	taskTok := out["access_token"].(string)
 
+	// A scope pattern is held to the same canonical rules: one naming a
+	// non-canonical resource starts no task.
+	for _, scope := range []string{"http.request:EXAMPLE.com", "file.write:/repo/src/", "resource.read:FILE:///repo/**", "file.write:/repo/src/../**"} {
+		status, out := e.token(url.Values{
+			"grant_type": {grantExchange}, "subject_token": {e.agentToken(a)}, "subject_token_type": {typeAccessToken},
+			"scope": {scope}, "purpose": {"non-canonical scope"}, "on_behalf_of": {"alice@example.com"},
+		})
+		if status != 400 || out["error"] != "invalid_scope" {
+			t.Errorf("start task with scope %q = %d %v, want 400 invalid_scope", scope, status, out)
+		}
+	}
+	if tasks := e.adminJSONList("/admin/v1/tasks", "tasks"); len(tasks) != 1 {
+		t.Errorf("tasks = %d, want only the one started with a canonical scope", len(tasks))
+	}
+
 	tests := []struct {
 		name, action, typ, id string
 		reason                string // part of the refusal's reason

@@ -27,7 +27,9 @@ const (
 // (file.read), a family wildcard (file.*) or "*". RESOURCE is a glob in
 // which "*" matches any run of characters other than "/" and "**" matches
 // any run of characters at all; a pattern without ":RESOURCE" means every
-// resource ("**"). Examples:
+// resource ("**"). The literal parts of RESOURCE follow the canonical rules
+// of package resource for the action (docs/resources.md), the rules every
+// resource is checked against before it is matched. Examples:
 //
 //	file.read:/repo/**
 //	tool.call:github/create_*
