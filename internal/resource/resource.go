@@ -251,6 +251,9 @@ var hostProfile = idna.New(
 // zone and not an IPv4-mapped address. A port is 1-65535 without leading
 // zeros.
 func CheckHost(h string) error {
+	if strings.Contains(h, "/") {
+		return fmt.Errorf("%w: host %s: a host name, not a URL (no scheme, no path)", ErrNotCanonical, Quote(h))
+	}
 	name, port := h, ""
 	if strings.HasPrefix(h, "[") {
 		end := strings.Index(h, "]")

@@ -117,6 +117,7 @@ var checkCases = []struct {
 	{"IPv6 unclosed", "http.request", "[::1", `unclosed "["`},
 	{"IPv6 junk", "http.request", "[::1]x", `want "[address]`},
 	{"IPv4 in brackets", "http.request", "[127.0.0.1]", "not an IPv6 address"},
+	{"URL for a host", "http.request", "https://api.example.com/x", "not a URL"},
 	{"host look-alike dot", "http.request", "example\uff0ecom", "U+FF0E"},
 
 	// Tools and prompts.

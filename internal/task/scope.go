@@ -123,6 +123,7 @@ func (p Pattern) checkCanonical() error {
 		}
 	}
 	var first error
+	var firstWitness string
 	for _, fill := range []string{"x", "1"} {
 		leads := []string{fill}
 		if p.glob[0].kind != globLiteral {
@@ -136,12 +137,14 @@ func (p Pattern) checkCanonical() error {
 					return nil
 				}
 				if first == nil {
-					first = err
+					first, firstWitness = err, w
 				}
 			}
 		}
 	}
-	return first
+	// Name the pattern in the reason, not the witness it was checked by.
+	return fmt.Errorf("%w%s", resource.ErrNotCanonical, strings.Replace(
+		strings.TrimPrefix(first.Error(), resource.ErrNotCanonical.Error()), resource.Quote(firstWitness), resource.Quote(p.resource), 1))
 }
 
 // witness is the pattern's resource with its first token, when it is a

@@ -290,7 +290,7 @@ func TestParsePatternCanonical(t *testing.T) {
 		"http.request:example.com:0443":          "port must be 1-65535",
 		"http.request:xn--abc.com":               "not a valid host name",
 		"http.request:0177.0.0.1":                "four decimal octets",
-		"http.request:https://api.github.com/**": "host",
+		"http.request:https://api.github.com/**": `host "https://api.github.com/**": a host name, not a URL`,
 		"file.read:/repo/src/":                   `ends in "/"`,
 		"file.read:repo/**":                      "not absolute",
 		"file.write:/repo/src/*/":                `ends in "/"`,
