@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/mandatehq/mandate/internal/resource"
 )
 
 // Actions are the kinds of operation an agent can attempt; scope patterns
@@ -25,11 +27,13 @@ const (
 // (file.read), a family wildcard (file.*) or "*". RESOURCE is a glob in
 // which "*" matches any run of characters other than "/" and "**" matches
 // any run of characters at all; a pattern without ":RESOURCE" means every
-// resource ("**"). Examples:
+// resource ("**"). The literal parts of RESOURCE follow the canonical rules
+// of package resource for the action (docs/resources.md), the rules every
+// resource is checked against before it is matched. Examples:
 //
 //	file.read:/repo/**
 //	tool.call:github/create_*
-//	http.request:https://api.github.com/**
+//	http.request:*.github.com
 //	task.delegate
 type Pattern struct {
 	action   string
@@ -60,27 +64,27 @@ func ParsePattern(s string) (Pattern, error) {
 			return Pattern{}, fmt.Errorf("%w: scope pattern %q: byte %d is not a visible ASCII character", ErrInvalid, s, i)
 		}
 	}
-	action, resource, hasResource := strings.Cut(s, ":")
+	action, res, hasResource := strings.Cut(s, ":")
 	if !hasResource {
-		resource = "**"
+		res = "**"
 	}
 	if !validActionPattern(action) {
 		return Pattern{}, fmt.Errorf("%w: scope pattern %q: unknown action %q (want one of %s, FAMILY.* or *)", ErrInvalid, s, action, strings.Join(Actions, ", "))
 	}
-	if resource == "" {
+	if res == "" {
 		return Pattern{}, fmt.Errorf("%w: scope pattern %q: empty resource (omit \":\" to mean every resource)", ErrInvalid, s)
 	}
-	if hasDotSegment(resource) {
+	if resource.Traverses(res) {
 		return Pattern{}, fmt.Errorf("%w: scope pattern %q: resource has an empty, \".\" or \"..\" segment or a percent-encoded dot or slash; give it in canonical form", ErrInvalid, s)
 	}
-	p := Pattern{action: action, resource: resource}
-	for i := 0; i < len(resource); i++ {
-		if resource[i] != '*' {
-			p.glob = append(p.glob, globToken{kind: globLiteral, lit: resource[i]})
+	p := Pattern{action: action, resource: res}
+	for i := 0; i < len(res); i++ {
+		if res[i] != '*' {
+			p.glob = append(p.glob, globToken{kind: globLiteral, lit: res[i]})
 			continue
 		}
-		if i+1 < len(resource) && resource[i+1] == '*' {
-			if i+2 < len(resource) && resource[i+2] == '*' {
+		if i+1 < len(res) && res[i+1] == '*' {
+			if i+2 < len(res) && res[i+2] == '*' {
 				return Pattern{}, fmt.Errorf("%w: scope pattern %q: \"***\" is ambiguous", ErrInvalid, s)
 			}
 			p.glob = append(p.glob, globToken{kind: globDoubleStar})
@@ -89,7 +93,75 @@ func ParsePattern(s string) (Pattern, error) {
 		}
 		p.glob = append(p.glob, globToken{kind: globStar})
 	}
+	if err := p.checkCanonical(); err != nil {
+		return Pattern{}, fmt.Errorf("%w: scope pattern %q: %w", ErrInvalid, s, err)
+	}
 	return p, nil
+}
+
+// checkCanonical reports whether the literal parts of the pattern's
+// resource are canonical by the rules of package resource, the ones every
+// resource is checked against before it is matched: a pattern must be
+// written in the same canonical form as the resources it is meant to
+// match ("http.request:EXAMPLE.com", "file.read:/repo/src/" or
+// "resource.read:FILE:///repo/**" would match nothing, or not what the
+// writer thought).
+//
+// It checks witnesses: the resource with every wildcard replaced by "x"
+// (or every one by "1", for a port), and a leading wildcard also by "/x"
+// (a path) or "x:///x" (a URI). The pattern is accepted when some
+// witness is a canonical resource for some action the pattern covers. A
+// pattern of wildcards alone has no literal part and is accepted.
+func (p Pattern) checkCanonical() error {
+	if !slices.ContainsFunc(p.glob, func(t globToken) bool { return t.kind == globLiteral }) {
+		return nil
+	}
+	var actions []string
+	for _, a := range Actions {
+		if actionCovers(p.action, a) {
+			actions = append(actions, a)
+		}
+	}
+	var first error
+	var firstWitness string
+	for _, fill := range []string{"x", "1"} {
+		leads := []string{fill}
+		if p.glob[0].kind != globLiteral {
+			leads = append(leads, "/"+fill, "x:///"+fill)
+		}
+		for _, lead := range leads {
+			w := p.witness(lead, fill)
+			for _, a := range actions {
+				err := resource.Check(a, w)
+				if err == nil {
+					return nil
+				}
+				if first == nil {
+					first, firstWitness = err, w
+				}
+			}
+		}
+	}
+	// Name the pattern in the reason, not the witness it was checked by.
+	return fmt.Errorf("%w%s", resource.ErrNotCanonical, strings.Replace(
+		strings.TrimPrefix(first.Error(), resource.ErrNotCanonical.Error()), resource.Quote(firstWitness), resource.Quote(p.resource), 1))
+}
+
+// witness is the pattern's resource with its first token, when it is a
+// wildcard, replaced by lead, and every other wildcard by fill.
+func (p Pattern) witness(lead, fill string) string {
+	var b strings.Builder
+	for i, t := range p.glob {
+		switch {
+		case t.kind == globLiteral:
+			b.WriteByte(t.lit)
+		case i == 0:
+			b.WriteString(lead)
+		default:
+			b.WriteString(fill)
+		}
+	}
+	return b.String()
 }
 
 func validActionPattern(a string) bool {
@@ -125,44 +197,8 @@ func (p Pattern) Resource() string { return p.resource }
 // percent-encoded dot or slash, or a NUL byte never matches: a wildcard
 // must not climb out of the pattern's root. (package access refuses such
 // resources before they get here; this keeps Matches safe on its own.)
-func (p Pattern) Matches(action, resource string) bool {
-	return actionCovers(p.action, action) && len(p.glob) > 0 && !hasDotSegment(resource) && globMatches(p.glob, resource)
-}
-
-// hasDotSegment reports whether s, read as "/"-separated segments (after
-// any "scheme://host" prefix), has an empty, "." or ".." segment, a
-// percent-encoded "." or "/" ("%2e", "%2f", any case), a "%25" (double
-// encoding) or a NUL byte. It does not allocate.
-func hasDotSegment(s string) bool {
-	if i := strings.Index(s, "://"); i >= 0 {
-		s = s[i+3:]
-	}
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) {
-			switch c := s[i]; c {
-			case 0, '\\':
-				return true
-			case '%':
-				if i+2 < len(s) {
-					h := s[i+1 : i+3]
-					if h == "2e" || h == "2E" || h == "2f" || h == "2F" || h == "25" || h == "5c" || h == "5C" {
-						return true
-					}
-				}
-				continue
-			case '/':
-			default:
-				continue
-			}
-		}
-		seg := s[start:i]
-		if seg == "." || seg == ".." || (seg == "" && start > 0 && i < len(s)) {
-			return true
-		}
-		start = i + 1
-	}
-	return false
+func (p Pattern) Matches(action, res string) bool {
+	return actionCovers(p.action, action) && len(p.glob) > 0 && !resource.Traverses(res) && globMatches(p.glob, res)
 }
 
 // globStates is the number of words of a bit set with a bit for every

@@ -1,11 +1,14 @@
 package task
 
 import (
+	"errors"
 	"math/rand/v2"
 	"path"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mandatehq/mandate/internal/resource"
 )
 
 func TestPatternCovers(t *testing.T) {
@@ -45,7 +48,7 @@ func mustPattern(t testing.TB, s string) Pattern {
 // FuzzParsePattern checks that parsing never panics and that a parsed
 // pattern round-trips through its canonical form.
 func FuzzParsePattern(f *testing.F) {
-	for _, s := range []string{"file.read:/repo/**", "tool.call:github/create_*", "task.delegate", "*", "file.*:/a/*/b", "http.request:https://api.github.com/**", "x:y", "file.read:***", "file.read:", ":", "file.read:/a b"} {
+	for _, s := range []string{"file.read:/repo/**", "tool.call:github/create_*", "task.delegate", "*", "file.*:/a/*/b", "http.request:*.github.com", "http.request:https://api.github.com/**", "x:y", "file.read:***", "file.read:", ":", "file.read:/a b"} {
 		f.Add(s, "/repo/a/b")
 	}
 	f.Fuzz(func(t *testing.T, s, resource string) {
@@ -185,7 +188,7 @@ func TestPatternMatchesRegexp(t *testing.T) {
 			continue // "***"
 		}
 		res := pick(resAlphabet, r.IntN(12))
-		want := regexpMatches(p, res) && !hasDotSegment(res)
+		want := regexpMatches(p, res) && !resource.Traverses(res)
 		if got := p.Matches("file.read", res); got != want {
 			t.Fatalf("%s.Matches(file.read, %q) = %v, regexp says %v", p, res, got, want)
 		}
@@ -265,12 +268,140 @@ func FuzzMatchUnderRoot(f *testing.F) {
 		if !p.Matches("file.read", res) {
 			return
 		}
-		if hasDotSegment(res) {
+		if resource.Traverses(res) {
 			t.Fatalf("%s matched %q, which has a dot segment", p, res)
 		}
-		clean := path.Clean(res)
-		if clean != path.Clean(root) && !strings.HasPrefix(clean, strings.TrimSuffix(path.Clean(root), "/")+"/") {
+		clean, dir := path.Clean(res), path.Clean(root)
+		if root == "" {
+			dir = "/" // the pattern is "/**"
+		}
+		if !underRoot(clean, dir) {
 			t.Fatalf("%s matched %q, cleaned %q is outside %q", p, res, clean, root)
+		}
+	})
+}
+
+// TestParsePatternCanonical: a pattern's literal parts follow the
+// canonical rules of package resource, the same ones the resources it is
+// compared with are held to.
+func TestParsePatternCanonical(t *testing.T) {
+	t.Parallel()
+	refused := map[string]string{
+		"http.request:EXAMPLE.com":               `write "example.com"`,
+		"http.request:*.EXAMPLE.com":             `write "x.example.com"`,
+		"http.request:example.com.":              "empty label",
+		"http.request:example.com:0443":          "port must be 1-65535",
+		"http.request:xn--abc.com":               "not a valid host name",
+		"http.request:0177.0.0.1":                "four decimal octets",
+		"http.request:https://api.github.com/**": `host "https://api.github.com/**": a host name, not a URL`,
+		"file.read:/repo/src/":                   `ends in "/"`,
+		"file.read:repo/**":                      "not absolute",
+		"file.write:/repo/src/*/":                `ends in "/"`,
+		"resource.read:FILE:///repo/**":          "scheme must be lowercase",
+		"resource.read:file://localhost/**":      "a file URI has no host",
+		"resource.read:file:/repo/**":            `want "scheme://"`,
+		"resource.read:https://Example.com/**":   `write "example.com"`,
+		"resource.read:file:///repo/**#x":        "fragment",
+		"resource.read:file:///repo/%41/**":      "percent-encoded path",
+		"tool.call:github/a/b":                   `want "server/name"`,
+		"file.*:/repo/src/":                      `ends in "/"`,
+	}
+	for s, reason := range refused {
+		_, err := ParsePattern(s)
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), reason) {
+			t.Errorf("ParsePattern(%q) = %v, want ErrInvalid with %q", s, err, reason)
+		}
+	}
+	for _, s := range []string{
+		"*", "file.read", "file.read:**", "file.read:*", "file.read:/**", "file.read:/", "file.read:**/*.go",
+		"file.write:/repo/src/*.go", "file.*:/repo/**", "*:/repo/**", "*:github/*",
+		"http.request:*.github.com", "http.request:api.example.com:*", "http.request:*:443",
+		"http.request:xn--bcher-kva.de", "http.request:[::1]:8080", "http.request:127.0.0.1",
+		"resource.read:file:///repo/**", "resource.read:*://example.com/**", "resource.read:**/secret.txt", "resource.read:ui://*",
+		"tool.call:*/read_file", "tool.call:fs/**", "shell.exec:git", "task.delegate:spiffe://example.org/agent/*",
+	} {
+		if _, err := ParsePattern(s); err != nil {
+			t.Errorf("ParsePattern(%q) = %v, want it accepted", s, err)
+		}
+	}
+}
+
+// matchRoot is the directory a file pattern's resource is confined to:
+// its literal text before the first wildcard, up to the last "/" ("/repo/src"
+// for "/repo/src/**" and "/repo/src/*.go"), and "" when that text has no
+// "/" (the pattern may match anywhere). A whole literal is its own root.
+func matchRoot(glob string) string {
+	lit, _, wild := strings.Cut(glob, "*")
+	if !wild {
+		return lit
+	}
+	i := strings.LastIndexByte(lit, '/')
+	if i < 0 {
+		return ""
+	}
+	return lit[:i]
+}
+
+// underRoot reports whether clean is root or lies under it.
+func underRoot(clean, root string) bool {
+	return root == "" || clean == root || root == "/" && strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, root+"/")
+}
+
+// FuzzCheckAndMatch runs resource.Check and the scope matcher together,
+// as the pipeline does, against a reference that shares no code with
+// either (path.Clean, used only here): a resource Check accepts is already
+// clean, and a match implies the cleaned path lies under the pattern's
+// root, so no spelling of a path (dot segments, "//", encodings,
+// look-alikes, NUL) lets "**" climb out of it. Paths are fuzzed as file
+// paths and, under "file://", as URIs.
+func FuzzCheckAndMatch(f *testing.F) {
+	for _, tt := range []struct{ glob, res string }{
+		{"/repo/src/**", "/repo/src/../../etc/passwd"},
+		{"/repo/src/**", "/repo/src/./../secret"},
+		{"/repo/src/**", "/repo/src/a/../../../etc/shadow"},
+		{"/repo/src/**", "/repo/src//x"},
+		{"/repo/src/**", "/repo/src/x/"},
+		{"/repo/src/**", "/repo/src/x\x00/../../y"},
+		{"/repo/src/**", "/repo/src/..\u2215..\u2215etc"},
+		{"/repo/src/**", "/repo/src/..\uff0f..\uff0fetc"},
+		{"/repo/src/**", "/repo/src/%2e%2e/%2e%2e/etc/passwd"},
+		{"/repo/src/**", "/repo/src/%2E%2E/etc"},
+		{"/repo/src/**", "/repo/src/%252e%252e/etc"},
+		{"/repo/src/**", `/repo/src/..\..\etc`},
+		{"/repo/src/*.go", "/repo/src/../x.go"},
+		{"/repo/**/x", "/repo/../x"},
+		{"/repo/src/**", "/repo/src/ok.go"},
+		{"/**", "/etc/passwd"},
+		{"**", "/a/../b"},
+	} {
+		f.Add(tt.glob, tt.res, false)
+		f.Add(tt.glob, tt.res, true)
+	}
+	f.Fuzz(func(t *testing.T, glob, res string, uri bool) {
+		action, prefix, pth := "file.write", "", res
+		if uri {
+			if strings.ContainsAny(glob, "?#") {
+				return // the root of a pattern with a query is not a path
+			}
+			action, prefix = "resource.read", "file://"
+			pth, _, _ = strings.Cut(res, "?") // the query is not part of the path
+		}
+		p, err := ParsePattern(action + ":" + prefix + glob)
+		if err != nil {
+			return
+		}
+		r := prefix + res
+		if resource.Check(action, r) != nil {
+			return // refused, with a reason, before any match
+		}
+		if clean := path.Clean(pth); clean != pth && pth != "" {
+			t.Fatalf("resource.Check(%s, %q) accepted a path that is not clean (%q)", action, r, clean)
+		}
+		if !p.Matches(action, r) {
+			return
+		}
+		if root := matchRoot(glob); !underRoot(path.Clean(pth), root) {
+			t.Fatalf("%s matches %q: the cleaned path %q is not under the pattern's root %q", p, r, path.Clean(pth), root)
 		}
 	})
 }
