@@ -60,18 +60,26 @@ func TestRevokedSubjectRefusedDespiteCache(t *testing.T) {
 	}
 }
 
+// readerSubject is an autonomous agent's task scoped to file.read:/repo/**,
+// authenticated once, and a read it may do.
+func readerSubject(t *testing.T) (*fixture, *task.Task, access.Subject, access.Action) {
+	t.Helper()
+	f := newFixture(t, fixtureOpts{})
+	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
+	act := access.Action{Kind: "file.read", Resource: "/repo/a.go"}
+	subj, err := f.pipeline.Authenticate(context.Background(), access.Credential{Token: f.token(t, tk)}, act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, tk, subj, act
+}
+
 // No allow is recorded after a revocation has returned, however the
 // decisions in flight interleave with it.
 func TestRevocationRacesDecisions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t, fixtureOpts{})
-	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
-	act := access.Action{Kind: "file.read", Resource: "/repo/a.go"}
-	subj, err := f.pipeline.Authenticate(ctx, access.Credential{Token: f.token(t, tk)}, act)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, tk, subj, act := readerSubject(t)
 	var (
 		wg      sync.WaitGroup
 		stop    atomic.Bool
@@ -217,13 +225,7 @@ func ExamplePolicyTokenScope() {
 func TestResumedAgentActsAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t, fixtureOpts{})
-	tk := f.task(t, f.agent(t, "a", identity.TierAutonomous), taskOpts{scope: "file.read:/repo/**"})
-	act := access.Action{Kind: "file.read", Resource: "/repo/a.go"}
-	subj, err := f.pipeline.Authenticate(ctx, access.Credential{Token: f.token(t, tk)}, act)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, tk, subj, act := readerSubject(t)
 	for i, active := range []bool{false, true, false, true} {
 		f.rev.SetAgentActive(tk.Agent, active)
 		if d, _ := f.pipeline.DecideAs(ctx, subj, act); d.Allowed() != active {

@@ -121,6 +121,19 @@ func (f *fixture) newTask(t *testing.T, parent *task.Task) *task.Task {
 	return tk
 }
 
+// family starts a task and a child delegated from it.
+func (f *fixture) family(t *testing.T) (parent, child *task.Task) {
+	t.Helper()
+	parent = f.newTask(t, nil)
+	child = f.newTask(t, parent)
+	for _, tk := range []*task.Task{parent, child} {
+		if err := f.svc.Start(context.Background(), tk, started); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return parent, child
+}
+
 func started(tk *task.Task) audit.Event {
 	return audit.Event{Type: audit.TypeTaskStarted, Agent: tk.Agent.String(), Task: string(tk.ID)}
 }
@@ -170,13 +183,7 @@ func TestStopEnforcedWhileTheStoreIsDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	parent := f.newTask(t, nil)
-	child := f.newTask(t, parent)
-	for _, tk := range []*task.Task{parent, child} {
-		if err := f.svc.Start(ctx, tk, started); err != nil {
-			t.Fatal(err)
-		}
-	}
+	parent, child := f.family(t)
 	f.db.down.Store(true)
 	if _, err := f.svc.Stop(ctx, f.revoke(parent.ID)); !errors.Is(err, fault.ErrUnavailable) {
 		t.Fatalf("Stop with the store down = %v, want fault.ErrUnavailable", err)
@@ -207,13 +214,7 @@ func TestStopRecordedWhenTheLedgerIsBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
-	parent := f.newTask(t, nil)
-	child := f.newTask(t, parent)
-	for _, tk := range []*task.Task{parent, child} {
-		if err := f.svc.Start(ctx, tk, started); err != nil {
-			t.Fatal(err)
-		}
-	}
+	parent, child := f.family(t)
 	f.rec.down.Store(true)
 	ids, err := f.svc.Stop(ctx, f.revoke(parent.ID))
 	if err != nil || !slices.Equal(ids, []task.ID{parent.ID, child.ID}) {
