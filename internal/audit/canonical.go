@@ -106,39 +106,6 @@ func Normalize(ev *Event, now time.Time) error {
 	return clean(ev)
 }
 
-// CanonicalJSON re-encodes one JSON value with object keys sorted, no
-// insignificant whitespace, and numbers kept exactly as written.
-func CanonicalJSON(raw []byte) ([]byte, error) {
-	v, err := decodeValue(raw)
-	if err != nil {
-		return nil, err
-	}
-	return marshalValue(v)
-}
-
-func decodeValue(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("trailing data after the JSON value")
-	}
-	return v, nil
-}
-
-func marshalValue(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
 // ParseEvent strictly decodes a canonical event: unknown fields, trailing
 // data and a non-canonical form are errors.
 func ParseEvent(data []byte) (*Event, error) {

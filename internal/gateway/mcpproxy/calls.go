@@ -377,7 +377,7 @@ func canonicalArguments(raw json.RawMessage) (json.RawMessage, error) {
 	if !isObject(raw) {
 		return nil, invalidParams("tool arguments must be a JSON object")
 	}
-	c, err := Canonical(raw)
+	c, err := audit.CanonicalJSON(raw)
 	if err != nil {
 		return nil, invalidParams("tool arguments: %v", err)
 	}
@@ -746,7 +746,7 @@ func (s *session) admitPrompt(ctx context.Context, a *authed, exposed string, ar
 	var args json.RawMessage
 	if arguments != nil {
 		raw, _ := json.Marshal(arguments)
-		args, _ = Canonical(raw)
+		args, _ = audit.CanonicalJSON(raw)
 	}
 	done, err := s.gw.govern(ctx, s, Request{
 		Credential: a.cred, Principal: a.p, Action: ActionPromptGet, Upstream: u.cfg.Name,

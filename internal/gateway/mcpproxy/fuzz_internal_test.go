@@ -9,32 +9,6 @@ import (
 	"testing/iotest"
 )
 
-func FuzzCanonical(f *testing.F) {
-	for _, s := range []string{`{"b":1,"a":[true,null,"x"]}`, `{"name":"t","inputSchema":{"type":"object"}}`, `1e400`, `"<&>"`, `{"a":1} x`, `[`,
-		`{"a":1,"b":[true,false,null,-0.5e+3,"é<&>"],"c":{}}`, `{"a":1,"a":2}`, `{"b":1,"a":2}`, `"\u00e9"`, "\"\u2028\"", `01`, `-`, `1.`, `1e`, `{"a":1}}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		if isCanonical(raw) {
-			// The short way must agree with the long way.
-			if c, err := canonicalize(raw); err != nil || !bytes.Equal(c, raw) {
-				t.Fatalf("isCanonical(%q), but canonicalize = %q, %v", raw, c, err)
-			}
-		}
-		c, err := Canonical(raw)
-		if err != nil {
-			return
-		}
-		if !json.Valid(c) {
-			t.Fatalf("Canonical(%q) = %q, not valid JSON", raw, c)
-		}
-		c2, err := Canonical(c)
-		if err != nil || !bytes.Equal(c, c2) {
-			t.Fatalf("Canonical not idempotent: %q → %q → %q (%v)", raw, c, c2, err)
-		}
-	})
-}
-
 // FuzzCountingReader: the notification count does not depend on how the
 // stream is split into reads.
 func FuzzCountingReader(f *testing.F) {

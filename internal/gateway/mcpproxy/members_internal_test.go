@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/mandatehq/mandate/internal/jsontest"
 )
 
 // TestMembers holds members to json.Unmarshal into a
@@ -17,7 +19,7 @@ func TestMembers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	plainOnes := 0
 	for range 20000 {
-		raw := randomJSON(rng, 0)
+		raw := jsontest.Value(rng, 0)
 		if rng.IntN(4) == 0 {
 			raw = append(append([]byte(" \n"), raw...), "\t "...)
 		}
@@ -165,9 +167,9 @@ func randomObject(rng *rand.Rand, names []string) []byte {
 		case 0:
 			b = append(b, []string{"true", "false", "null", `"2.0"`, `"tools/call"`}[rng.IntN(5)]...)
 		case 1:
-			b = append(b, randomJSONString(rng)...)
+			b = append(b, jsontest.String(rng)...)
 		default:
-			b = append(b, randomJSON(rng, 1)...)
+			b = append(b, jsontest.Value(rng, 1)...)
 		}
 	}
 	return append(b, '}')

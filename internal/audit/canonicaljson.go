@@ -1,38 +1,47 @@
-package mcpproxy
+package audit
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"unicode/utf8"
 )
 
-// Canonical re-encodes a JSON value deterministically: object keys sorted
-// (bytewise), no insignificant whitespace, numbers kept as written, no
-// HTML escaping. A call's arguments are decided, digested and sent
-// upstream in this form. When raw is in that form already it is returned
-// itself.
-func Canonical(raw []byte) ([]byte, error) {
-	if isCanonical(raw) {
+// CanonicalJSON re-encodes one JSON value deterministically: object keys
+// sorted (bytewise), no insignificant whitespace, numbers kept exactly as
+// written, no HTML escaping. It is mandate's one canonical JSON: tool pins,
+// call arguments (what is decided, digested and sent upstream) and the
+// ledger's argument digests all use it. Anything but exactly one JSON
+// value (trailing data included) is an error. When raw is in that form
+// already it is returned itself.
+func CanonicalJSON(raw []byte) ([]byte, error) {
+	if isCanonicalJSON(raw) {
 		// The common case for a call's arguments (compact JSON, few
-		// keys): decoding and re-encoding would give the same bytes back.
+		// keys): decoding and encoding again would give the same bytes.
 		return raw, nil
 	}
-	return canonicalize(raw)
+	v, err := decodeValue(raw)
+	if err != nil {
+		return nil, err
+	}
+	return marshalValue(v)
 }
 
-// canonicalize is Canonical the long way: it decodes raw and encodes the
-// value again.
-func canonicalize(raw []byte) ([]byte, error) {
+func decodeValue(raw []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("trailing data after JSON value")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("trailing data after the JSON value")
 	}
+	return v, nil
+}
+
+func marshalValue(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -42,25 +51,25 @@ func canonicalize(raw []byte) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// isCanonical reports whether raw is one JSON value exactly as
-// canonicalize writes it, in a form that one pass can check: no
+// isCanonicalJSON reports whether raw is one JSON value exactly as
+// marshalValue writes it, in a form that one pass can check: no
 // whitespace, object keys in strictly increasing byte order (so no
 // duplicates), strings without escapes, control characters, invalid UTF-8,
-// U+2028 or U+2029 (canonicalize writes each of those escaped), numbers as
-// the JSON grammar has them (canonicalize keeps them as written), and at
+// U+2028 or U+2029 (marshalValue writes each of those escaped), numbers as
+// the JSON grammar has them (marshalValue keeps them as written), and at
 // most maxCanonicalDepth levels of nesting. It may report false for
-// canonical JSON (a string that needs an escape, say); Canonical then
+// canonical JSON (a string that needs an escape, say); CanonicalJSON then
 // takes the long way, which also finds any error.
-func isCanonical(raw []byte) bool {
+func isCanonicalJSON(raw []byte) bool {
 	rest, ok := canonicalValue(raw, 0)
 	return ok && len(rest) == 0
 }
 
-// maxCanonicalDepth bounds the nesting isCanonical follows.
+// maxCanonicalDepth bounds the nesting isCanonicalJSON follows.
 const maxCanonicalDepth = 64
 
 // canonicalValue checks the JSON value at the start of b (see
-// isCanonical) and returns what follows it.
+// isCanonicalJSON) and returns what follows it.
 func canonicalValue(b []byte, depth int) ([]byte, bool) {
 	if len(b) == 0 || depth > maxCanonicalDepth {
 		return nil, false
