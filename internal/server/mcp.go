@@ -59,6 +59,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		Authenticator:        auth,
 		Decider:              decider,
 		Audit:                rec,
+		Redactor:             s.ledger.Redactor(), // keyed digests; audit.redact_fields applies
 		Pins:                 pins,
 		PublicURL:            s.publicURL,
 		AuthorizationServers: []string{s.publicURL},

@@ -2,8 +2,6 @@ package mcpproxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -445,7 +443,13 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		}
 	}
 	for _, o := range dec.Obligations {
-		if dec.Effect == Allow {
+		switch {
+		case dec.Effect != Allow:
+		case o.Kind == ObligationFullArguments:
+			if err := g.cfg.Redactor.Arguments(&ev, r.Arguments, true); err != nil && r.Arguments != nil {
+				dec = Decision{Effect: Deny, Reasons: []string{"the arguments cannot be recorded as the policy requires: " + err.Error()}}
+			}
+		default:
 			dec = Decision{Effect: Deny, Reasons: []string{fmt.Sprintf("obligation %q is not supported by the MCP gateway", o.Kind)}}
 		}
 	}
@@ -532,11 +536,11 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 		Details: map[string]string{"upstream": r.Upstream, "name": r.Name, "endpoint": s.resource},
 	}
 	if r.Arguments != nil {
-		// Arguments can hold secrets: the ledger keeps their digest.
-		sum := sha256.Sum256(r.Arguments)
-		var digest [2 * sha256.Size]byte
-		hex.Encode(digest[:], sum[:])
-		ev.Details["arguments_sha256"] = string(digest[:])
+		// Arguments can hold secrets: the ledger keeps their keyed digest
+		// (brute-forcing a short secret needs the installation's key).
+		if err := g.cfg.Redactor.Arguments(&ev, r.Arguments, false); err != nil {
+			ev.Details["arguments"] = "not JSON"
+		}
 	}
 	return ev
 }

@@ -150,6 +150,11 @@ const (
 	LimitBudget Limit = "budget"
 )
 
+// ObligationFullArguments asks that the call's arguments be kept in the
+// ledger (redacted: secrets and configured fields as keyed hashes), not
+// only their digest. The shipped policies attach it to approved actions.
+const ObligationFullArguments = "full_arguments"
+
 // Obligation is a duty attached to an allow: Kind names it, Value
 // parameterizes it.
 type Obligation struct {

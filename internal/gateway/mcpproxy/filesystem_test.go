@@ -217,8 +217,8 @@ func TestFilesystemServer(t *testing.T) {
 				t.Errorf("deny event %+v", ev)
 			}
 		}
-		if ev.Task == "" || ev.Agent == "" || ev.Details["arguments_sha256"] == "" {
-			t.Errorf("event without task, agent or arguments digest: %+v", ev)
+		if ev.Task == "" || ev.Agent == "" || !strings.HasPrefix(ev.ArgsDigest, audit.HMACPrefix) {
+			t.Errorf("event without task, agent or keyed arguments digest: %+v", ev)
 		}
 	}
 	if all, _ := e.auth.Backend.ListEvents(ctx, audit.Query{}); len(evs) == 0 {

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +85,12 @@ type Config struct {
 	Approvals ApprovalWaiter
 	// Audit records every call, outcome and pinning change; required.
 	Audit audit.Recorder
+	// Redactor turns a call's arguments into what the ledger keeps: their
+	// keyed digest, and the redacted arguments when a decision's
+	// full_arguments obligation asks (the ledger's own, Ledger.Redactor,
+	// so redact_fields applies). Nil keys one at random: digests then
+	// correlate only within this process.
+	Redactor *audit.Redactor
 	// Pins pins the upstreams' tool definitions; the admin API approves
 	// through the same Pins. Nil keeps pins in memory, recorded in Audit.
 	Pins *toolpin.Pins
@@ -153,6 +160,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Pins == nil {
 		cfg.Pins = toolpin.New(toolpin.Config{Store: toolpin.NewMemoryStore(), Audit: cfg.Audit, Log: cfg.Logger})
+	}
+	if cfg.Redactor == nil {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key) // crypto/rand.Read never fails (Go 1.24+)
+		cfg.Redactor = audit.NewRedactor(key, nil)
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},

@@ -153,6 +153,13 @@ func (r *recorder) Record(_ context.Context, ev audit.Event) error {
 	return nil
 }
 
+// all returns every event recorded.
+func (r *recorder) all() []audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]audit.Event(nil), r.evs...)
+}
+
 func (r *recorder) events(typ audit.Type) []audit.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
