@@ -17,6 +17,7 @@ import (
 type Backend interface {
 	identity.Store
 	task.Store
+	task.EntitlementStore
 	token.Store
 	audit.Store
 	// Ping reports whether the backend can serve requests (for /readyz).

@@ -91,6 +91,8 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 		// and before 0006 (sealed signing keys).
 		`ALTER TABLE signing_keys DROP COLUMN public_jwk`,
 		`ALTER TABLE signing_keys RENAME COLUMN sealed_key TO private_jwk`,
+		// and before 0007 (entitlements).
+		`DROP TABLE agent_entitlements`,
 		`DELETE FROM schema_migrations WHERE version >= 5`,
 	} {
 		if _, err := raw.ExecContext(t.Context(), q); err != nil {
