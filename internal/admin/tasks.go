@@ -27,7 +27,10 @@ type StartTaskRequest struct {
 }
 
 // StartTask creates a root task for an active agent, on behalf of a human.
-// The agent obtains tokens for it by token exchange with its task_id.
+// The agent obtains tokens for it by token exchange with its task_id. The
+// task must fit the agent's entitlement, if it has one: a task that does
+// not is refused with an error wrapping task.ErrNotEntitled and recorded
+// as task.refused.
 func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Task, error) {
 	a, err := s.GetAgent(ctx, req.Agent)
 	if err != nil {
@@ -63,6 +66,9 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 		Actors: []identity.ID{a.ID}, Status: task.StatusActive, CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
 	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.admitTask(ctx, t, req.TTL != "", req.Sensitivity != ""); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.Tasks.CreateTask(ctx, t); err != nil {

@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.authz = authz
 	adminSvc, err := admin.New(admin.Config{
-		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations,
+		Agents: s.backend, Tasks: s.backend, Entitlements: s.backend, Recorder: recorder, Revoker: revocations,
 		TrustDomain:    cfg.TrustDomain,
 		DefaultTaskTTL: cfg.Tasks.DefaultTTL, MaxTaskTTL: cfg.Tasks.MaxTTL,
 		Logger: log.With("component", "admin"),
