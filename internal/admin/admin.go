@@ -43,8 +43,8 @@ type Config struct {
 	// Entitlements keeps each agent's entitlement (normally the same
 	// backend as Agents).
 	Entitlements task.EntitlementStore
-	Recorder audit.Recorder
-	Revoker  Revoker
+	Recorder     audit.Recorder
+	Revoker      Revoker
 	// TrustDomain completes agent names into SPIFFE IDs.
 	TrustDomain string
 	// DefaultTaskTTL is a task's lifetime when the request names none

@@ -153,8 +153,8 @@ func TestAdminAPI(t *testing.T) {
 	for _, e := range evs {
 		types = append(types, string(e.Type))
 	}
-	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started," +
-		"agent.registered,task.refused,task.refused,task.started,agent.entitlement_changed,task.revoked,agent.entitlement_changed," +
+	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,"+
+		"agent.registered,task.refused,task.refused,task.started,agent.entitlement_changed,task.revoked,agent.entitlement_changed,"+
 		"agent.suspended,task.revoked"; got != want {
 		t.Errorf("events = %s, want %s", got, want)
 	}
