@@ -237,7 +237,7 @@ func TestTokenIssuanceFailsClosedWhenLedgerFails(t *testing.T) {
 	srv, err := token.NewServer(ctx, token.Config{
 		Sealer: sealtest.Keyring(),
 		Issuer: ts.URL, TrustDomain: "example.org",
-		Identities: db, Tasks: db, Tokens: db, Audit: mustLedger(t, ledgerDB),
+		Identities: db, Tasks: db, Entitlements: db, Tokens: db, Audit: mustLedger(t, ledgerDB),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		DefaultTaskTTL:     cfg.Tasks.DefaultTTL,
 		MaxDelegationDepth: cfg.Tasks.MaxDepth,
 		Federation:         federation,
-		Identities:         s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
+		Identities:         s.backend, Tasks: s.backend, Entitlements: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
 		Revocations: revocations,
 		Logger:      log.With("component", "oauth"),
 	})
