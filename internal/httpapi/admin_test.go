@@ -198,6 +198,10 @@ func FuzzAdminAPI(f *testing.F) {
 		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["file.read:/a/**"],"ttl":"5m"}`,
 		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["*:**"],"budget":{"max_actions":-1}}`,
 		`{"name":"spiffe://example.org/agent/y","owner":"o","escalation":"e","tier":"autonomous","federations":[{"issuer":"https://i","subject":"s"}]}`,
+		entitledBody,
+		`{"entitlement":{"scope":["file.read:/repo/**"],"max_sensitivity":"internal","max_task_ttl":"1h"},"revoke_exceeding":true}`,
+		`{"remove_entitlement":true}`,
+		`{"name":"z","owner":"o","escalation":"e","tier":"assist","entitlement":{"scope":["*"],"max_sensitivity":"public","max_task_ttl":"1.5s"}}`,
 		`[]`, `{"name":null}`, "\x00",
 	} {
 		f.Add(seed)
@@ -209,25 +213,31 @@ func FuzzAdminAPI(f *testing.F) {
 	}
 	resp.Body.Close()
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/admin/v1/agents", "/admin/v1/tasks"} {
+		for _, path := range []string{"/admin/v1/agents", "/admin/v1/tasks", "/admin/v1/agents/bot"} {
+			method, ok := "POST", http.StatusCreated
+			if path == "/admin/v1/agents/bot" {
+				method, ok = "PATCH", http.StatusOK
+			}
 			before, _ := db.ListAgents(context.Background(), identity.Filter{})
-			resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+			req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
 			switch {
-			case resp.StatusCode == http.StatusCreated:
+			case resp.StatusCode == ok:
 			case resp.StatusCode >= 400 && resp.StatusCode < 500:
 				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-					t.Fatalf("POST %s %q = %d with Content-Type %q", path, body, resp.StatusCode, ct)
+					t.Fatalf("%s %s %q = %d with Content-Type %q", method, path, body, resp.StatusCode, ct)
 				}
 				after, _ := db.ListAgents(context.Background(), identity.Filter{})
 				if len(after) != len(before) {
-					t.Fatalf("refused POST %s %q changed the agents", path, body)
+					t.Fatalf("refused %s %s %q changed the agents", method, path, body)
 				}
 			default:
-				t.Fatalf("POST %s %q = %d", path, body, resp.StatusCode)
+				t.Fatalf("%s %s %q = %d", method, path, body, resp.StatusCode)
 			}
 		}
 	})
