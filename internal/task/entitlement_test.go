@@ -219,3 +219,34 @@ func TestScopeUncovered(t *testing.T) {
 		t.Fatal("Uncovered reports a covered scope")
 	}
 }
+
+// FuzzEntitlementJSON checks that decoding never panics and that a valid
+// entitlement round-trips through its JSON form unchanged and still valid.
+func FuzzEntitlementJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"scope":["file.read:/repo/**","task.delegate"],"max_sensitivity":"internal","max_task_ttl":"8h"}`,
+		`{"scope":["*"],"max_sensitivity":"restricted","max_task_ttl":"8784h"}`,
+		`{"scope":["file.read:/x"],"max_sensitivity":"public","max_task_ttl":"1.5s"}`,
+		`{"scope":["file.read:/x","file.read:/x"],"max_sensitivity":"public","max_task_ttl":"1h"}`,
+		`{"scope":null,"max_sensitivity":"","max_task_ttl":""}`, `null`, `{}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var e Entitlement
+		if json.Unmarshal([]byte(in), &e) != nil || e.Validate() != nil {
+			return
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Entitlement
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatalf("Unmarshal(Marshal(%s)) = %v", in, err)
+		}
+		if back.Scope.String() != e.Scope.String() || back.MaxSensitivity != e.MaxSensitivity || back.MaxTaskTTL != e.MaxTaskTTL || back.Validate() != nil {
+			t.Fatalf("%s round-trips to %s", in, b)
+		}
+	})
+}
