@@ -44,7 +44,9 @@ func TestKilledServerLosesNoDecision(t *testing.T) {
 
 	child, base, sock := startChild(t, data)
 	admin := harness.AdminClient(sock)
-	a, err := harness.RegisterAgent(ctx, admin, harness.Registration{Name: "crash", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: "autonomous"})
+	a, err := harness.RegisterAgent(ctx, admin, harness.Registration{
+		Name: "crash", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: "autonomous", Entitle: []string{"tool.call:echo/*"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

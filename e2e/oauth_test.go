@@ -137,14 +137,26 @@ type agent struct {
 	key ed25519.PrivateKey
 }
 
+// register registers an agent entitled to any task (these tests are about
+// the protocol; adversarial_entitlement_test.go narrows entitlements).
 func (e *env) register(name, tier string) agent {
+	e.t.Helper()
+	return e.registerEntitled(name, tier, map[string]any{"scope": []string{"*"}, "max_sensitivity": "restricted", "max_task_ttl": "24h"})
+}
+
+// registerEntitled registers an agent with entitlement ent (nil: none).
+func (e *env) registerEntitled(name, tier string, ent map[string]any) agent {
 	e.t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	jwkPub := jose.JSONWebKey{Key: pub, KeyID: name + "-k1", Algorithm: "EdDSA", Use: "sig"}
-	out := e.adminJSON("POST", "/admin/v1/agents", map[string]any{
+	req := map[string]any{
 		"name": name, "owner": "alice@example.com", "escalation": "oncall@example.com", "tier": tier,
 		"keys": []any{jwkPub},
-	})
+	}
+	if ent != nil {
+		req["entitlement"] = ent
+	}
+	out := e.adminJSON("POST", "/admin/v1/agents", req)
 	return agent{id: out["id"].(string), kid: name + "-k1", key: priv}
 }
 

@@ -33,7 +33,8 @@ func (a *app) agentCmd() *cobra.Command {
 spiffe://<trust-domain>/agent/<name>, each with an accountable human owner,
 an escalation contact, a trust tier (assist, supervised, autonomous) and the
 credentials it authenticates with (public keys for private_key_jwt, or
-federated trust in an external OIDC issuer).
+federated trust in an external OIDC issuer), and an entitlement: the
+ceiling of every task it may hold ('mandate agent update --help').
 
 These commands talk to the server's admin API over the local socket in the
 data directory, or to --server URL with --token.`,
@@ -41,7 +42,7 @@ data directory, or to --server URL with --token.`,
 		RunE: groupRun,
 	}
 	a.addClientFlags(cmd, &cf)
-	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf), a.agentKeyCmd(&cf), a.agentFederationCmd(&cf))
+	cmd.AddCommand(a.agentRegisterCmd(&cf), a.agentListCmd(&cf), a.agentShowCmd(&cf), a.agentUpdateCmd(&cf), a.agentKeyCmd(&cf), a.agentFederationCmd(&cf))
 	for _, t := range []struct{ verb, short, long string }{
 		{"suspend", "Suspend an agent: refuse its tokens and revoke its tasks at once",
 			"Suspend an agent. Its tokens are refused from this moment and every active task it holds\n(with its delegated descendants) is revoked. 'mandate agent resume' undoes the suspension\n(tasks stay revoked)."},
@@ -62,6 +63,7 @@ func (a *app) agentRegisterCmd(cf *clientFlags) *cobra.Command {
 		labels      []string
 		keyFiles    []string
 		federations []string
+		ef          entitlementFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "register NAME",
@@ -73,11 +75,15 @@ misbehaves) are required. Give the agent at least one way to authenticate:
 --key with a public JWK file (Ed25519 or P-256, with a "kid") for
 private_key_jwt, or --federation ISSUER=SUBJECT to trust a JWT from an
 external OIDC issuer configured on the server (federation.issuers), such as
-a Kubernetes service-account token or a CI OIDC token.`,
+a Kubernetes service-account token or a CI OIDC token.
+
+` + entitlementHelp + ` Change it later with 'mandate agent update'.`,
 		Example: `  # An agent that signs client assertions with its own key
   mandate agent register build-bot \
       --owner alice@example.com --escalation oncall-platform@example.com \
-      --tier supervised --label team=platform --key build-bot.pub.jwk
+      --tier supervised --label team=platform --key build-bot.pub.jwk \
+      --entitle 'file.read:/repo/**' --entitle 'file.write:/repo/src/**' \
+      --max-sensitivity internal --max-task-ttl 8h
 
   # A CI job that authenticates with its GitHub Actions OIDC token
   mandate agent register release-bot \
@@ -109,7 +115,12 @@ a Kubernetes service-account token or a CI OIDC token.`,
 				}
 				req.Federations = append(req.Federations, fed)
 			}
-			var ag identity.Agent
+			if ef.given() {
+				if req.Entitlement, err = ef.entitlement(); err != nil {
+					return err
+				}
+			}
+			var ag agentView
 			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/agents", nil, req, &ag); err != nil || printed {
 				return err
 			}
@@ -126,6 +137,7 @@ a Kubernetes service-account token or a CI OIDC token.`,
 	f.StringArrayVar(&keyFiles, "key", nil, "file with the agent's public JWK, or a JWK set (repeatable)")
 	f.StringArrayVar(&federations, "federation", nil, "trust JWTs from ISSUER with subject SUBJECT: ISSUER=SUBJECT (repeatable)")
 	f.BoolVar(&req.RequireDPoP, "require-dpop", false, "issue this agent only DPoP-bound tokens")
+	ef.add(f)
 	f.SortFlags = false
 	return cmd
 }
@@ -268,8 +280,8 @@ func plural(n int, word string) string {
 func (a *app) agentShowCmd(cf *clientFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "show NAME",
-		Short:   "Show one agent",
-		Long:    "Show one agent, by name or full SPIFFE ID.",
+		Short:   "Show one agent and its entitlement",
+		Long:    "Show one agent, by name or full SPIFFE ID, with its credentials and its entitlement.",
 		Example: "  mandate agent show build-bot\n  mandate agent show spiffe://mandate.local/agent/build-bot -o json",
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -324,14 +336,15 @@ func (a *app) printAgentResponse(c *client, data []byte) error {
 	if c.output == "json" {
 		return printJSON(a.stdout, data)
 	}
-	var ag identity.Agent
+	var ag agentView
 	if err := json.Unmarshal(data, &ag); err != nil {
 		return fmt.Errorf("decoding the server's response: %w", err)
 	}
 	return printAgent(a.stdout, &ag)
 }
 
-func printAgent(w io.Writer, ag *identity.Agent) error {
+// printAgent prints an agent, and its entitlement when the view has it.
+func printAgent(w io.Writer, ag *agentView) error {
 	tw := newTable(w)
 	tw.row("ID:", ag.ID.String())
 	tw.row("Name:", ag.ID.Name())
@@ -362,6 +375,9 @@ func printAgent(w io.Writer, ag *identity.Agent) error {
 		feds = append(feds, f.Issuer+"  subject "+f.Subject)
 	}
 	tw.list("Federations:", feds)
+	if err := printEntitlement(tw, ag.Entitlement); err != nil {
+		return err
+	}
 	tw.row("Created:", fmtTime(ag.CreatedAt))
 	tw.row("Updated:", fmtTime(ag.UpdatedAt))
 	return tw.flush()

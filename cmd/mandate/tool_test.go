@@ -86,7 +86,8 @@ func TestToolCommands(t *testing.T) {
 	b, _ := json.Marshal(jose.JSONWebKey{Key: pub, KeyID: "k1", Algorithm: string(jose.EdDSA), Use: "sig"})
 	keyFile := filepath.Join(t.TempDir(), "k1.jwk")
 	os.WriteFile(keyFile, b, 0o600)
-	mustRun(t, env, "agent", "register", "tooler", "--owner", "a@example.com", "--escalation", "b@example.com", "--key", keyFile)
+	mustRun(t, env, "agent", "register", "tooler", "--owner", "a@example.com", "--escalation", "b@example.com", "--key", keyFile,
+		"--entitle", "tool.call", "--max-sensitivity", "internal", "--max-task-ttl", "1h")
 	tok := taskTokenOver(t, base, "spiffe://mandate.local/agent/tooler", priv, "k1", "tool.call")
 
 	list := func() {

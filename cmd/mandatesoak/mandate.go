@@ -245,5 +245,6 @@ var soakTask = harness.Task{Scope: taskScope, Purpose: taskPurpose, OnBehalfOf: 
 func (s *server) registerAgent(ctx context.Context) (*harness.Agent, error) {
 	return harness.RegisterAgent(ctx, harness.AdminClient(s.sock), harness.Registration{
 		Name: "soak", Owner: onBehalfOf, Escalation: "oncall@example.com", Tier: "autonomous",
+		Entitle: strings.Fields(taskScope),
 	})
 }

@@ -97,6 +97,7 @@ func startServer(ctx context.Context, upURL string, run time.Duration) (_ *gatew
 
 	a, err := harness.RegisterAgent(ctx, harness.AdminClient(srv.SocketPath()), harness.Registration{
 		Name: "load", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
+		Entitle: []string{loadScope},
 	})
 	if err != nil {
 		return nil, err

@@ -39,10 +39,13 @@ type Revoker interface {
 
 // Config configures a Service.
 type Config struct {
-	Agents   identity.Store
-	Tasks    task.Store
-	Recorder audit.Recorder
-	Revoker  Revoker
+	Agents identity.Store
+	Tasks  task.Store
+	// Entitlements keeps each agent's entitlement (normally the same
+	// backend as Agents).
+	Entitlements task.EntitlementStore
+	Recorder     audit.Recorder
+	Revoker      Revoker
 	// Lifecycle starts and stops tasks; the server shares one with the
 	// token server. Nil builds one over Tasks, Recorder and Revoker (whose
 	// retries then run in RunExpiry).
@@ -70,8 +73,8 @@ type Service struct {
 
 // New returns a Service, filling defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.Agents == nil || cfg.Tasks == nil || cfg.Recorder == nil || cfg.Revoker == nil {
-		return nil, errors.New("admin: Agents, Tasks, Recorder and Revoker are required")
+	if cfg.Agents == nil || cfg.Tasks == nil || cfg.Entitlements == nil || cfg.Recorder == nil || cfg.Revoker == nil {
+		return nil, errors.New("admin: Agents, Tasks, Entitlements, Recorder and Revoker are required")
 	}
 	if _, err := identity.NewID(cfg.TrustDomain, "x"); err != nil {
 		return nil, fmt.Errorf("admin: trust domain: %w", err)
@@ -144,9 +147,13 @@ type RegisterAgentRequest struct {
 	Keys        []jose.JSONWebKey     `json:"keys,omitempty"`
 	Federations []identity.Federation `json:"federations,omitempty"`
 	RequireDPoP bool                  `json:"require_dpop,omitempty"`
+	// Entitlement is the ceiling of the agent's tasks; without one the
+	// agent cannot start tasks by itself or be delegated to.
+	Entitlement *task.Entitlement `json:"entitlement,omitempty"`
 }
 
-// RegisterAgent validates and stores a new, active agent.
+// RegisterAgent validates and stores a new, active agent and its
+// entitlement, if any.
 func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (*identity.Agent, error) {
 	if req.Name == "" {
 		return nil, fmt.Errorf("%w: name is required", identity.ErrInvalid)
@@ -164,6 +171,11 @@ func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
+	if req.Entitlement != nil {
+		if err := s.checkEntitlement(req.Entitlement); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.cfg.Agents.CreateAgent(ctx, a); err != nil {
 		return nil, fmt.Errorf("register agent: %w", err)
 	}
@@ -176,9 +188,20 @@ func (s *Service) RegisterAgent(ctx context.Context, req RegisterAgentRequest) (
 	for i, f := range a.Federations {
 		details[fmt.Sprintf("federation.%d", i)] = f.Issuer + " " + f.Subject
 	}
-	if err := s.record(ctx, audit.Event{Type: audit.TypeAgentRegistered, Agent: id.String(), Details: details}); err != nil {
-		// An agent nobody can see registered must not be able to act:
-		// leave it suspended until an admin retries with the log back.
+	if req.Entitlement != nil {
+		entitlementDetails(details, "entitlement", req.Entitlement)
+		_, err = s.cfg.Entitlements.SetEntitlement(ctx, id, req.Entitlement, now)
+		if err != nil {
+			err = fmt.Errorf("register agent: entitlement: %w", err)
+		}
+	}
+	if err == nil {
+		err = s.record(ctx, audit.Event{Type: audit.TypeAgentRegistered, Agent: id.String(), Details: details})
+	}
+	if err != nil {
+		// An agent nobody can see registered, or registered without the
+		// ceiling asked for, must not be able to act: leave it suspended
+		// until an admin retries.
 		s.cfg.Revoker.SetAgentActive(id, false)
 		if _, serr := s.cfg.Agents.SetAgentStatus(ctx, id, identity.StatusSuspended, now); serr != nil {
 			s.log.Error("unrecorded agent could not be suspended", "agent", id, "err", serr)

@@ -42,7 +42,7 @@ func newFixture(t *testing.T, rec audit.Recorder) *fixture {
 		rec = mustLedger(t, db)
 	}
 	f.svc, err = admin.New(admin.Config{
-		Agents: db, Tasks: db, Recorder: rec, Revoker: f.revs, TrustDomain: "example.org",
+		Agents: db, Tasks: db, Entitlements: db, Recorder: rec, Revoker: f.revs, TrustDomain: "example.org",
 		MaxTaskTTL: 2 * time.Hour, Now: func() time.Time { return f.now },
 	})
 	if err != nil {

@@ -28,7 +28,10 @@ type StartTaskRequest struct {
 }
 
 // StartTask creates a root task for an active agent, on behalf of a human.
-// The agent obtains tokens for it by token exchange with its task_id.
+// The agent obtains tokens for it by token exchange with its task_id. The
+// task must fit the agent's entitlement, if it has one: a task that does
+// not is refused with an error wrapping task.ErrNotEntitled and recorded
+// as task.refused.
 func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Task, error) {
 	a, err := s.GetAgent(ctx, req.Agent)
 	if err != nil {
@@ -62,6 +65,12 @@ func (s *Service) StartTask(ctx context.Context, req StartTaskRequest) (*task.Ta
 		ID: task.NewID(), Agent: a.ID, OnBehalfOf: req.OnBehalfOf, Principal: req.OnBehalfOf,
 		Purpose: req.Purpose, Scope: scope, Sensitivity: sensitivity, Budget: req.Budget,
 		Actors: []identity.ID{a.ID}, Status: task.StatusActive, CreatedAt: now, ExpiresAt: now.Add(ttl),
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.admitTask(ctx, t, req.TTL != "", req.Sensitivity != ""); err != nil {
+		return nil, err
 	}
 	ev := audit.Event{
 		Type: audit.TypeTaskStarted, Agent: a.ID.String(), Chain: []string{a.ID.String()},

@@ -67,6 +67,16 @@ const (
 	TypeApprovalDenied    Type = "approval.denied"
 )
 
+// Event types about entitlements, the ceilings of agents' tasks.
+const (
+	// TypeAgentEntitlementChanged: an admin set, changed or removed an
+	// agent's entitlement; details hold the old and new ceilings.
+	TypeAgentEntitlementChanged Type = "agent.entitlement_changed"
+	// TypeTaskRefused: an admin asked for a task its agent's entitlement
+	// does not admit. (A refused token exchange is token.refused.)
+	TypeTaskRefused Type = "task.refused"
+)
+
 // Event types recorded by the MCP gateway.
 const (
 	// TypeMCPCall is a decided MCP call (tools/call, resources/read,

@@ -45,6 +45,12 @@ func AdminClient(socket string) *http.Client {
 type Registration struct {
 	Name, Owner, Escalation string
 	Tier                    string // assist, supervised or autonomous
+	// Entitle is the agent's entitlement scope (patterns such as
+	// "tool.call:echo/*"); without it the agent cannot start tasks by
+	// itself. MaxSensitivity and MaxTaskTTL (a Go duration) complete the
+	// entitlement; empty, they are "internal" and "1h".
+	Entitle                    []string
+	MaxSensitivity, MaxTaskTTL string
 }
 
 // RegisterAgent registers an agent with a fresh Ed25519 key through the
@@ -58,10 +64,21 @@ func RegisterAgent(ctx context.Context, admin *http.Client, r Registration) (*Ag
 	var out struct {
 		ID string `json:"id"`
 	}
-	if err := postJSON(ctx, admin, "http://mandate/admin/v1/agents", map[string]any{
+	body := map[string]any{
 		"name": r.Name, "owner": r.Owner, "escalation": r.Escalation, "tier": r.Tier,
 		"keys": []jose.JSONWebKey{{Key: pub, KeyID: a.KeyID, Algorithm: "EdDSA", Use: "sig"}},
-	}, &out); err != nil {
+	}
+	if len(r.Entitle) > 0 {
+		sens, ttl := r.MaxSensitivity, r.MaxTaskTTL
+		if sens == "" {
+			sens = "internal"
+		}
+		if ttl == "" {
+			ttl = "1h"
+		}
+		body["entitlement"] = map[string]any{"scope": r.Entitle, "max_sensitivity": sens, "max_task_ttl": ttl}
+	}
+	if err := postJSON(ctx, admin, "http://mandate/admin/v1/agents", body, &out); err != nil {
 		return nil, fmt.Errorf("register agent: %w", err)
 	}
 	a.ID = out.ID

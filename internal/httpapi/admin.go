@@ -51,6 +51,7 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	h.mux.HandleFunc("POST /admin/v1/agents", h.registerAgent)
 	h.mux.HandleFunc("GET /admin/v1/agents", h.listAgents)
 	h.mux.HandleFunc("GET /admin/v1/agents/{name}", h.getAgent)
+	h.mux.HandleFunc("PATCH /admin/v1/agents/{name}", h.updateAgent)
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/suspend", h.agentTransition(h.svc.SuspendAgent))
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/resume", h.agentTransition(h.svc.ResumeAgent))
 	h.mux.HandleFunc("POST /admin/v1/agents/{name}/retire", h.agentTransition(h.svc.RetireAgent))
@@ -89,7 +90,13 @@ func (h *Admin) registerAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, a)
+	writeJSON(w, http.StatusCreated, agentResponse{Agent: a, Entitlement: req.Entitlement})
+}
+
+// agentResponse is an agent with its entitlement (null when it has none).
+type agentResponse struct {
+	*identity.Agent
+	Entitlement *task.Entitlement `json:"entitlement"`
 }
 
 func (h *Admin) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +139,26 @@ func (h *Admin) getAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	e, err := h.svc.GetEntitlement(r.Context(), a.ID.String())
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, agentResponse{Agent: a, Entitlement: e})
+}
+
+func (h *Admin) updateAgent(w http.ResponseWriter, r *http.Request) {
+	var req admin.UpdateAgentRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	res, err := h.svc.UpdateAgent(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (h *Admin) addAgentKey(w http.ResponseWriter, r *http.Request) {

@@ -28,7 +28,7 @@ func newAdminServer(t testing.TB, withActor bool) (*httptest.Server, *sqlite.DB)
 	}
 	t.Cleanup(func() { db.Close() })
 	svc, err := admin.New(admin.Config{
-		Agents: db, Tasks: db, Recorder: mustLedger(t, db),
+		Agents: db, Tasks: db, Entitlements: db, Recorder: mustLedger(t, db),
 		Revoker: token.NewRevocations(time.Now), TrustDomain: "example.org",
 	})
 	if err != nil {
@@ -48,6 +48,9 @@ func newAdminServer(t testing.TB, withActor bool) (*httptest.Server, *sqlite.DB)
 
 const agentBody = `{"name":"bot","owner":"alice@example.com","escalation":"oncall@example.com","tier":"assist",
  "keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"}]}`
+
+const entitledBody = `{"name":"ent","owner":"alice@example.com","escalation":"oncall@example.com","tier":"assist",
+ "entitlement":{"scope":["file.read:/repo/**","tool.call:github/*"],"max_sensitivity":"internal","max_task_ttl":"1h"}}`
 
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
@@ -90,6 +93,19 @@ func TestAdminAPI(t *testing.T) {
 		{name: "remove federation without subject", method: "DELETE", path: "/admin/v1/agents/bot/federations?issuer=https://ci.example", wantStatus: 400},
 		{name: "start task", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"triage","scope":["file.read:/repo/**"]}`, wantStatus: 201, wantInBody: `"status":"active"`},
 		{name: "task bad scope", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["delete:/"]}`, wantStatus: 400, wantInBody: "unknown action"},
+		{name: "register entitled", method: "POST", path: "/admin/v1/agents", body: entitledBody, wantStatus: 201, wantInBody: `"entitlement":{"scope":["file.read:/repo/**","tool.call:github/*"],"max_sensitivity":"internal","max_task_ttl":"1h0m0s"}`},
+		{name: "register bad entitlement", method: "POST", path: "/admin/v1/agents", body: `{"name":"x","owner":"a","escalation":"e","tier":"assist","entitlement":{"scope":["*"],"max_sensitivity":"public","max_task_ttl":"1h","budget":1}}`, wantStatus: 400, wantInBody: "invalid task"},
+		{name: "register entitlement too long", method: "POST", path: "/admin/v1/agents", body: `{"name":"x","owner":"a","escalation":"e","tier":"assist","entitlement":{"scope":["*"],"max_sensitivity":"public","max_task_ttl":"48h"}}`, wantStatus: 400, wantInBody: "longest task lifetime"},
+		{name: "show entitled", method: "GET", path: "/admin/v1/agents/ent", wantStatus: 200, wantInBody: `"max_task_ttl":"1h0m0s"`},
+		{name: "show without entitlement", method: "GET", path: "/admin/v1/agents/bot", wantStatus: 200, wantInBody: `"entitlement":null`},
+		{name: "task beyond entitlement", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"ent","on_behalf_of":"alice","purpose":"p","scope":["tool.call:github/**"]}`, wantStatus: 403, wantInBody: "exceeds its agent's entitlement"},
+		{name: "task above sensitivity", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"ent","on_behalf_of":"alice","purpose":"p","scope":["file.read:/repo/a"],"sensitivity":"restricted"}`, wantStatus: 403, wantInBody: "sensitivity restricted"},
+		{name: "task inside entitlement", method: "POST", path: "/admin/v1/tasks", body: `{"agent":"ent","on_behalf_of":"alice","purpose":"p","scope":["tool.call:github/create_issue"]}`, wantStatus: 201},
+		{name: "lower entitlement", method: "PATCH", path: "/admin/v1/agents/ent", body: `{"entitlement":{"scope":["file.read:/repo/**"],"max_sensitivity":"internal","max_task_ttl":"1h"},"revoke_exceeding":true}`, wantStatus: 200, wantInBody: `"revoked":["tsk_`},
+		{name: "update nothing", method: "PATCH", path: "/admin/v1/agents/ent", body: `{}`, wantStatus: 400, wantInBody: "no single change"},
+		{name: "update unknown field", method: "PATCH", path: "/admin/v1/agents/ent", body: `{"tier":"autonomous"}`, wantStatus: 400, wantInBody: "unknown field"},
+		{name: "update unknown agent", method: "PATCH", path: "/admin/v1/agents/ghost", body: `{"remove_entitlement":true}`, wantStatus: 404},
+		{name: "remove entitlement", method: "PATCH", path: "/admin/v1/agents/ent", body: `{"remove_entitlement":true}`, wantStatus: 200, wantInBody: `"entitlement":null`},
 		{name: "task list", method: "GET", path: "/admin/v1/tasks?agent=bot&status=active", wantStatus: 200, wantInBody: `"tasks":[{`},
 		{name: "task bad status", method: "GET", path: "/admin/v1/tasks?status=zombie", wantStatus: 400},
 		{name: "task unknown", method: "GET", path: "/admin/v1/tasks/tsk_aaaaaaaaaaaaaaaaaaaaaaaaaa", wantStatus: 404},
@@ -128,14 +144,18 @@ func TestAdminAPI(t *testing.T) {
 			}
 		}
 	}
-	// Only accepted changes reached the log: one agent, one task, the
+	// Only accepted changes reached the log, and the tasks refused for
+	// exceeding an entitlement: two agents, two tasks, two refusals, the
+	// lowered entitlement and the task it revoked, its removal, the
 	// suspension and the revocation it caused.
 	evs, _ := db.ListEvents(context.Background(), audit.Query{})
 	var types []string
 	for _, e := range evs {
 		types = append(types, string(e.Type))
 	}
-	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,task.revoked,agent.suspended"; got != want {
+	if got, want := strings.Join(types, ","), "agent.registered,agent.key_added,agent.key_removed,agent.federation_added,agent.federation_removed,task.started,"+
+		"agent.registered,task.refused,task.refused,task.started,agent.entitlement_changed,task.revoked,agent.entitlement_changed,"+
+		"task.revoked,agent.suspended"; got != want {
 		t.Errorf("events = %s, want %s", got, want)
 	}
 }
@@ -178,6 +198,10 @@ func FuzzAdminAPI(f *testing.F) {
 		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["file.read:/a/**"],"ttl":"5m"}`,
 		`{"agent":"bot","on_behalf_of":"alice","purpose":"p","scope":["*:**"],"budget":{"max_actions":-1}}`,
 		`{"name":"spiffe://example.org/agent/y","owner":"o","escalation":"e","tier":"autonomous","federations":[{"issuer":"https://i","subject":"s"}]}`,
+		entitledBody,
+		`{"entitlement":{"scope":["file.read:/repo/**"],"max_sensitivity":"internal","max_task_ttl":"1h"},"revoke_exceeding":true}`,
+		`{"remove_entitlement":true}`,
+		`{"name":"z","owner":"o","escalation":"e","tier":"assist","entitlement":{"scope":["*"],"max_sensitivity":"public","max_task_ttl":"1.5s"}}`,
 		`[]`, `{"name":null}`, "\x00",
 	} {
 		f.Add(seed)
@@ -189,25 +213,31 @@ func FuzzAdminAPI(f *testing.F) {
 	}
 	resp.Body.Close()
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/admin/v1/agents", "/admin/v1/tasks"} {
+		for _, path := range []string{"/admin/v1/agents", "/admin/v1/tasks", "/admin/v1/agents/bot"} {
+			method, ok := "POST", http.StatusCreated
+			if path == "/admin/v1/agents/bot" {
+				method, ok = "PATCH", http.StatusOK
+			}
 			before, _ := db.ListAgents(context.Background(), identity.Filter{})
-			resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+			req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
 			switch {
-			case resp.StatusCode == http.StatusCreated:
+			case resp.StatusCode == ok:
 			case resp.StatusCode >= 400 && resp.StatusCode < 500:
 				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-					t.Fatalf("POST %s %q = %d with Content-Type %q", path, body, resp.StatusCode, ct)
+					t.Fatalf("%s %s %q = %d with Content-Type %q", method, path, body, resp.StatusCode, ct)
 				}
 				after, _ := db.ListAgents(context.Background(), identity.Filter{})
 				if len(after) != len(before) {
-					t.Fatalf("refused POST %s %q changed the agents", path, body)
+					t.Fatalf("refused %s %s %q changed the agents", method, path, body)
 				}
 			default:
-				t.Fatalf("POST %s %q = %d", path, body, resp.StatusCode)
+				t.Fatalf("%s %s %q = %d", method, path, body, resp.StatusCode)
 			}
 		}
 	})

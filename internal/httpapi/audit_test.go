@@ -44,7 +44,7 @@ func newAuditServer(t *testing.T) (srv *httptest.Server, db, ledgerDB *sqlite.DB
 	t.Cleanup(func() { ledgerDB.Close() })
 	l = mustLedger(t, ledgerDB)
 	svc, err := admin.New(admin.Config{
-		Agents: db, Tasks: db, Recorder: l,
+		Agents: db, Tasks: db, Entitlements: db, Recorder: l,
 		Revoker: token.NewRevocations(time.Now), TrustDomain: "example.org",
 	})
 	if err != nil {
@@ -237,7 +237,7 @@ func TestTokenIssuanceFailsClosedWhenLedgerFails(t *testing.T) {
 	srv, err := token.NewServer(ctx, token.Config{
 		Sealer: sealtest.Keyring(),
 		Issuer: ts.URL, TrustDomain: "example.org",
-		Identities: db, Tasks: db, Tokens: db, Audit: mustLedger(t, ledgerDB),
+		Identities: db, Tasks: db, Entitlements: db, Tokens: db, Audit: mustLedger(t, ledgerDB),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func newEnv(t *testing.T) *env {
 	srv, err := token.NewServer(ctx, token.Config{
 		Sealer: sealtest.Keyring(),
 		Issuer: ts.URL, TrustDomain: "example.org",
-		Identities: db, Tasks: db, Tokens: db, Audit: ledger,
+		Identities: db, Tasks: db, Entitlements: db, Tokens: db, Audit: ledger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +99,11 @@ func (e *env) register(name string, requireDPoP bool) identity.ID {
 		RequireDPoP: requireDPoP, CreatedAt: now, UpdatedAt: now,
 	})
 	if err != nil {
+		e.t.Fatal(err)
+	}
+	// Entitled to anything: these tests are about the protocol.
+	all, _ := task.ParseScope("*")
+	if _, err := e.db.SetEntitlement(context.Background(), id, &task.Entitlement{Scope: all, MaxSensitivity: task.SensitivityRestricted, MaxTaskTTL: 24 * time.Hour}, now); err != nil {
 		e.t.Fatal(err)
 	}
 	return id

@@ -50,11 +50,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, errUnauthenticated), errors.Is(err, access.ErrUnauthenticated):
 		return http.StatusUnauthorized, err.Error()
-	case errors.Is(err, errForbidden):
+	case errors.Is(err, errForbidden), errors.Is(err, task.ErrNotEntitled):
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, errBadRequest),
 		errors.Is(err, identity.ErrInvalid), errors.Is(err, identity.ErrInvalidID),
 		errors.Is(err, task.ErrInvalid), errors.Is(err, task.ErrNotNarrower),
+		errors.Is(err, admin.ErrNothingToUpdate),
 		errors.Is(err, audit.ErrInvalid),
 		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy):
 		return http.StatusBadRequest, err.Error()

@@ -68,7 +68,7 @@ func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
 	ts, err := token.NewServer(ctx, token.Config{
 		Sealer: sealtest.Keyring(),
 		Issuer: issuer, TrustDomain: TrustDomain,
-		Identities: b, Tasks: b, Tokens: b, Audit: rec,
+		Identities: b, Tasks: b, Entitlements: b, Tokens: b, Audit: rec,
 		TaskTokenTTL: 30 * time.Minute,
 	})
 	if err != nil {
@@ -88,7 +88,8 @@ type Agent struct {
 	kid string
 }
 
-// Register creates an active agent of the given tier.
+// Register creates an active agent of the given tier, entitled to any
+// task.
 func (a *Authority) Register(ctx context.Context, name string, tier identity.Tier) (*Agent, error) {
 	id, err := identity.NewID(TrustDomain, name)
 	if err != nil {
@@ -103,6 +104,15 @@ func (a *Authority) Register(ctx context.Context, name string, tier identity.Tie
 		CreatedAt: now, UpdatedAt: now,
 	}
 	if err := a.Backend.CreateAgent(ctx, ag); err != nil {
+		return nil, err
+	}
+	// Entitled to any task, so that it can start its own (the gateway's
+	// tests narrow each task's scope instead).
+	all, err := task.ParseScope("*")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.Backend.SetEntitlement(ctx, id, &task.Entitlement{Scope: all, MaxSensitivity: task.SensitivityRestricted, MaxTaskTTL: token.DefaultMaxTaskLifetime}, now); err != nil {
 		return nil, err
 	}
 	return &Agent{ID: id, Key: priv, kid: kid}, nil

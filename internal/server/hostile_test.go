@@ -78,6 +78,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	admin := harness.AdminClient(s.SocketPath())
 	if e.agent, err = harness.RegisterAgent(tb.Context(), admin, harness.Registration{
 		Name: "coder", Owner: "alice@example.org", Escalation: "oncall@example.org", Tier: "autonomous",
+		Entitle: []string{"*"}, MaxSensitivity: "restricted",
 	}); err != nil {
 		tb.Fatal(err)
 	}

@@ -34,6 +34,7 @@ func BenchmarkMCPGateway(b *testing.B) {
 
 	a, err := harness.RegisterAgent(b.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
 		Name: "bench", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
+		Entitle: []string{"tool.call:echo/*"},
 	})
 	if err != nil {
 		b.Fatal(err)

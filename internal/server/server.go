@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxTaskLifetime: cfg.Tasks.MaxTTL,
 		DefaultTaskTTL:  cfg.Tasks.DefaultTTL,
 		Federation:      federation,
-		Identities:      s.backend, Tasks: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
+		Identities:      s.backend, Tasks: s.backend, Entitlements: s.backend, Tokens: s.backend, Audit: recorder, Sealer: s.sealer,
 		Revocations: revocations, Lifecycle: tasks,
 		Logger: log.With("component", "oauth"),
 	})
@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.authz = authz
 	adminSvc, err := admin.New(admin.Config{
-		Agents: s.backend, Tasks: s.backend, Recorder: recorder, Revoker: revocations, Lifecycle: tasks,
+		Agents: s.backend, Tasks: s.backend, Entitlements: s.backend, Recorder: recorder, Revoker: revocations, Lifecycle: tasks,
 		TrustDomain:    cfg.TrustDomain,
 		DefaultTaskTTL: cfg.Tasks.DefaultTTL, MaxTaskTTL: cfg.Tasks.MaxTTL,
 		Logger: log.With("component", "admin"),

@@ -18,6 +18,7 @@ import (
 type Backend interface {
 	identity.Store
 	task.Store
+	task.EntitlementStore
 	token.Store
 	audit.Store
 	toolpin.Store

@@ -362,14 +362,25 @@ func (sc Scope) Allows(action, resource string) bool {
 }
 
 // Covers reports whether every pattern of narrower is covered by some
-// pattern of sc.
+// pattern of sc: whether narrower permits nothing sc does not. Patterns are
+// compared by what they match, not by how they are spelled, so
+// "task.delegate", "task.delegate:**" and "*" with the same meaning are
+// treated alike.
 func (sc Scope) Covers(narrower Scope) bool {
+	_, ok := sc.Uncovered(narrower)
+	return ok
+}
+
+// Uncovered returns the first pattern of narrower that no pattern of sc
+// covers, and false; or the zero Pattern and true when sc covers all of
+// narrower.
+func (sc Scope) Uncovered(narrower Scope) (Pattern, bool) {
 	for _, q := range narrower {
 		if !slices.ContainsFunc(sc, func(p Pattern) bool { return p.Covers(q) }) {
-			return false
+			return q, false
 		}
 	}
-	return true
+	return Pattern{}, true
 }
 
 // String returns the scope as a space-separated OAuth scope string.

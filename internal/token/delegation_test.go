@@ -57,7 +57,7 @@ func TestDelegationIsAskedOfTheDecider(t *testing.T) {
 func TestNoDeciderNoDelegation(t *testing.T) {
 	t.Parallel()
 	f := newSFix(t)
-	srv, err := NewServer(context.Background(), Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(), Now: f.clock.Now})
+	srv, err := NewServer(context.Background(), Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Entitlements: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(), Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

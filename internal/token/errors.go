@@ -79,6 +79,10 @@ func errInvalidScope(cause error, format string, args ...any) *Error {
 	return newError(CodeInvalidScope, http.StatusBadRequest, cause, format, args...)
 }
 
+func errUnauthorizedClient(cause error, format string, args ...any) *Error {
+	return newError(CodeUnauthorizedClient, http.StatusBadRequest, cause, format, args...)
+}
+
 func errInvalidToken(cause error, format string, args ...any) *Error {
 	return newError(CodeInvalidToken, http.StatusUnauthorized, cause, format, args...)
 }

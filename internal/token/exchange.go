@@ -175,6 +175,12 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if err != nil {
 		return nil, err
 	}
+	ent, err := s.entitlement(ctx, agent.ID, info)
+	if errors.Is(err, task.ErrNoEntitlement) {
+		return nil, errUnauthorizedClient(err, "this agent has no entitlement, so it cannot start tasks by itself: an admin starts its tasks, or gives it an entitlement (mandate agent update)")
+	} else if err != nil {
+		return nil, err
+	}
 	if strings.TrimSpace(r.Purpose) == "" {
 		return nil, errInvalidRequest("purpose is required to start a task")
 	}
@@ -185,7 +191,9 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if err != nil {
 		return nil, errInvalidScope(err, "%s", err.Error())
 	}
-	sens := task.SensitivityInternal
+	// Unstated, the sensitivity and lifetime are the defaults brought
+	// down to the entitlement's ceiling; stated, they must fit it.
+	sens := lowest(task.SensitivityInternal, ent.MaxSensitivity)
 	if r.Sensitivity != "" {
 		if sens, err = task.ParseSensitivity(r.Sensitivity); err != nil {
 			return nil, errInvalidRequest("%s", err.Error())
@@ -194,6 +202,9 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	ttl, err := s.taskTTL(r)
 	if err != nil {
 		return nil, err
+	}
+	if r.TaskTTL == "" {
+		ttl = min(ttl, ent.MaxTaskTTL)
 	}
 	var b task.Budget
 	if b.MaxActions, err = parseBudget("max_actions", r.MaxActions, 0); err != nil {
@@ -218,10 +229,56 @@ func (s *Server) startTask(ctx context.Context, r *TokenRequest, info *reqInfo, 
 	if err := t.Validate(); err != nil {
 		return nil, errInvalidRequest("%s", err.Error())
 	}
+	if err := admit(ent, t, info); err != nil {
+		return nil, err
+	}
 	if err := s.startRecorded(ctx, audit.TypeTaskStarted, t, info); err != nil {
 		return nil, err
 	}
 	return s.issueTask(ctx, info, t, agent, scope, aud, jkt)
+}
+
+// entitlement loads the entitlement of agent: task.ErrNoEntitlement if it
+// has none, temporarily_unavailable if it cannot be read.
+func (s *Server) entitlement(ctx context.Context, agent identity.ID, info *reqInfo) (*task.Entitlement, error) {
+	e, err := s.cfg.Entitlements.GetEntitlement(ctx, agent)
+	switch {
+	case errors.Is(err, task.ErrNoEntitlement):
+		info.details["entitlement"] = "none"
+		return nil, err
+	case err != nil:
+		return nil, errUnavailable(err)
+	}
+	return e, nil
+}
+
+// admit checks that t fits its agent's entitlement e. A wider scope is
+// invalid_scope (RFC 6749 §5.2: it exceeds what was granted); a higher
+// sensitivity or a longer lifetime is invalid_request, naming the ceiling.
+// What the task exceeds goes to the token.refused event.
+func admit(e *task.Entitlement, t *task.Task, info *reqInfo) error {
+	err := e.Admits(t)
+	if err == nil {
+		return nil
+	}
+	var ex *task.ExceedsError
+	if !errors.As(err, &ex) {
+		return errInvalidScope(err, "%s", err.Error())
+	}
+	info.details["entitlement"] = "exceeded"
+	info.details["exceeds"] = ex.Limit
+	if ex.Limit == task.LimitScope {
+		return errInvalidScope(err, "%s", err.Error())
+	}
+	return errInvalidRequest("%s", err.Error())
+}
+
+// lowest returns the less sensitive of a and b.
+func lowest(a, b task.Sensitivity) task.Sensitivity {
+	if b.Rank() < a.Rank() {
+		return b
+	}
+	return a
 }
 
 // principalOf is whom a task an agent starts itself runs for: the agent's
@@ -389,6 +446,12 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 	if err := s.optionalClientAuth(ctx, r, parentAgent.ID, sub.ID); err != nil {
 		return nil, err
 	}
+	ent, err := s.entitlement(ctx, sub.ID, info)
+	if errors.Is(err, task.ErrNoEntitlement) {
+		return nil, errInvalidGrant(err, "actor_token's agent has no entitlement, so no task can be delegated to it")
+	} else if err != nil {
+		return nil, err
+	}
 	parent, err := s.activeTask(ctx, task.ID(sc.TaskID))
 	if err != nil {
 		return nil, err
@@ -401,7 +464,12 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 		return nil, err
 	}
 	now := s.cfg.Now()
+	// Unstated, the child lives as long as its parent and has its
+	// sensitivity, each brought down to the delegate's entitlement.
 	expires := parent.ExpiresAt
+	if ceiling := now.Add(ent.MaxTaskTTL); ceiling.Before(expires) {
+		expires = ceiling
+	}
 	if r.TaskTTL != "" {
 		d, err := parseTTL(r.TaskTTL)
 		if err != nil {
@@ -412,7 +480,7 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 		}
 		expires = now.Add(d)
 	}
-	sens := parent.Sensitivity
+	sens := lowest(parent.Sensitivity, ent.MaxSensitivity)
 	if r.Sensitivity != "" {
 		if sens, err = task.ParseSensitivity(r.Sensitivity); err != nil {
 			return nil, errInvalidRequest("%s", err.Error())
@@ -451,6 +519,9 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 		default:
 			return nil, errInvalidGrant(err, "parent task is not active")
 		}
+	}
+	if err := admit(ent, child, info); err != nil {
+		return nil, err
 	}
 	// The child token goes to the sub-agent: bind it to the actor token's
 	// key when that is bound, otherwise to the presented proof's key.

@@ -23,13 +23,15 @@ type memStore struct {
 	revoked     map[string]time.Time
 	agents      map[identity.ID]*identity.Agent
 	tasks       map[task.ID]*task.Task
+	ents        map[identity.ID]*task.Entitlement
 	failUseOnce error
 }
 
 var (
-	_ Store          = (*memStore)(nil)
-	_ identity.Store = (*memStore)(nil)
-	_ task.Store     = (*memStore)(nil)
+	_ Store                 = (*memStore)(nil)
+	_ identity.Store        = (*memStore)(nil)
+	_ task.Store            = (*memStore)(nil)
+	_ task.EntitlementStore = (*memStore)(nil)
 )
 
 func newMemStore() *memStore {
@@ -38,7 +40,43 @@ func newMemStore() *memStore {
 		revoked: map[string]time.Time{},
 		agents:  map[identity.ID]*identity.Agent{},
 		tasks:   map[task.ID]*task.Task{},
+		ents:    map[identity.ID]*task.Entitlement{},
 	}
+}
+
+func (m *memStore) GetEntitlement(_ context.Context, id identity.ID) (*task.Entitlement, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.agents[id]; !ok {
+		return nil, identity.ErrNotFound
+	}
+	e, ok := m.ents[id]
+	if !ok {
+		return nil, task.ErrNoEntitlement
+	}
+	c := *e
+	return &c, nil
+}
+
+func (m *memStore) SetEntitlement(_ context.Context, id identity.ID, e *task.Entitlement, _ time.Time) (*task.Entitlement, error) {
+	if e != nil {
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.agents[id]; !ok {
+		return nil, identity.ErrNotFound
+	}
+	prev := m.ents[id]
+	if e == nil {
+		delete(m.ents, id)
+	} else {
+		c := *e
+		m.ents[id] = &c
+	}
+	return prev, nil
 }
 
 func (m *memStore) AddSigningKey(_ context.Context, k SigningKey) error {

@@ -32,7 +32,7 @@ func newPersonFixture(t *testing.T) *personFixture {
 	}
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &f.key.PublicKey, KeyID: "idp1", Algorithm: "RS256", Use: "sig"}}})
 	f.srv, err = NewServer(context.Background(), Config{
-		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
+		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Entitlements: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 		Federation: []FederatedIssuer{{Issuer: personIssuer, JWKS: jwks, Audience: testIssuer, PersonClaim: PersonClaimEmail}},
 		Now:        f.clock.Now,
 	})

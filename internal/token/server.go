@@ -64,8 +64,11 @@ type Config struct {
 
 	Identities identity.Store
 	Tasks      task.Store
-	Tokens     Store
-	Audit      audit.Recorder
+	// Entitlements holds each agent's entitlement: the ceiling of every
+	// task it starts itself or is delegated; required.
+	Entitlements task.EntitlementStore
+	Tokens       Store
+	Audit        audit.Recorder
 	// Sealer seals the signing keys at rest; required.
 	Sealer *seal.Keyring
 
@@ -112,8 +115,8 @@ type Caller struct {
 // NewServer builds the authorization server: it loads (or creates) the
 // signing keys and loads the revocation state.
 func NewServer(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Identities == nil || cfg.Tasks == nil || cfg.Tokens == nil || cfg.Audit == nil {
-		return nil, errors.New("token: server needs identity, task and token stores and an audit recorder")
+	if cfg.Identities == nil || cfg.Tasks == nil || cfg.Entitlements == nil || cfg.Tokens == nil || cfg.Audit == nil {
+		return nil, errors.New("token: server needs identity, task, entitlement and token stores and an audit recorder")
 	}
 	u, err := url.Parse(cfg.Issuer)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {

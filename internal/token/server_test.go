@@ -61,6 +61,8 @@ func newSFix(t testing.TB) *sfix {
 		if err := f.st.CreateAgent(ctx, ag); err != nil {
 			t.Fatal(err)
 		}
+		// Entitled to anything: tests of the ceiling narrow it.
+		f.entitle(a.id, "*", task.SensitivityRestricted, DefaultMaxTaskLifetime)
 	}
 	_ = f.st.CreateAgent(ctx, &identity.Agent{ID: agentF, Owner: "o", Escalation: "e", Tier: identity.TierAssist, Status: identity.StatusActive,
 		Federations: []identity.Federation{{Issuer: fedIssuer, Subject: "system:serviceaccount:ci:builder"}}})
@@ -73,7 +75,7 @@ func newSFix(t testing.TB) *sfix {
 	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(jwks) }))
 	t.Cleanup(jwksSrv.Close)
 	f.srv, err = NewServer(ctx, Config{
-		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
+		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Entitlements: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 		Federation: []FederatedIssuer{{Issuer: fedIssuer, JWKSURL: jwksSrv.URL, Audience: testIssuer}},
 		HTTPClient: jwksSrv.Client(), Now: f.clock.Now,
 	})
@@ -84,6 +86,18 @@ func newSFix(t testing.TB) *sfix {
 	f.srv.DecideDelegationsWith(f.deleg)
 	f.rec.take()
 	return f
+}
+
+// entitle sets agent's entitlement.
+func (f *sfix) entitle(agent identity.ID, scope string, sens task.Sensitivity, ttl time.Duration) {
+	f.t.Helper()
+	sc, err := task.ParseScope(scope)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.st.SetEntitlement(context.Background(), agent, &task.Entitlement{Scope: sc, MaxSensitivity: sens, MaxTaskTTL: ttl}, f.clock.Now()); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 type assertOpts struct {
@@ -705,7 +719,7 @@ func TestFederationJWKSSources(t *testing.T) {
 		{"unreachable", FederatedIssuer{Issuer: fedIssuer, JWKSURL: down.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
 		{"oversized", FederatedIssuer{Issuer: fedIssuer, JWKSURL: huge.URL, Audience: testIssuer}, CodeTemporarilyUnavailable},
 	} {
-		srv, err := NewServer(ctx, Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
+		srv, err := NewServer(ctx, Config{Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Entitlements: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 			Federation: []FederatedIssuer{tc.fed}, Now: f.clock.Now})
 		if err != nil {
 			t.Fatal(err)

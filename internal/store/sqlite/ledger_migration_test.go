@@ -84,7 +84,9 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	// Back to schema 4: the same rows in the table as 0002 created it.
 	raw := rawOpen(t, path)
 	for _, q := range []string{
-		// Before 0007 (taint)...
+		// Before 0008 (entitlements)...
+		`DROP TABLE agent_entitlements`,
+		// ...0007 (taint)...
 		`ALTER TABLE tasks DROP COLUMN taint`,
 		`ALTER TABLE agents DROP COLUMN taint`,
 		`ALTER TABLE agents DROP COLUMN taint_until`,

@@ -52,6 +52,7 @@ func Run(t *testing.T, open OpenFunc) {
 	t.Run("Agents", func(t *testing.T) { t.Parallel(); testAgents(t, open) })
 	t.Run("Tasks", func(t *testing.T) { t.Parallel(); testTasks(t, open) })
 	t.Run("Taint", func(t *testing.T) { t.Parallel(); testTaint(t, open) })
+	t.Run("Entitlements", func(t *testing.T) { t.Parallel(); testEntitlements(t, open) })
 	t.Run("SigningKeys", func(t *testing.T) { t.Parallel(); testSigningKeys(t, open) })
 	t.Run("UseOnce", func(t *testing.T) { t.Parallel(); testUseOnce(t, open) })
 	t.Run("RevokedTokens", func(t *testing.T) { t.Parallel(); testRevokedTokens(t, open) })
