@@ -7,6 +7,9 @@
 // agent's tier. For measuring the gateway it also has a lean upstream
 // (EchoServer, and SDKEchoServer for a Go SDK one) and a lean client
 // (LeanClient), both cheap enough not to dominate what they measure.
+// For acceptance tests it installs and runs the real MCP parts: the
+// pinned npm packages (NPMDeps), the Go SDK's conformance server
+// (StartEverything) and the official conformance suite (RunConformance).
 //
 // The Decider is not a policy engine: it is the honest minimum (scope
 // patterns and tier rules) for unit tests and measurements of the

