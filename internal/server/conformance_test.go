@@ -49,6 +49,7 @@ func TestConformance(t *testing.T) {
 	ctx := t.Context()
 	ag, err := harness.RegisterAgent(ctx, harness.AdminClient(s.SocketPath()), harness.Registration{
 		Name: "conformance", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
+		Entitle: []string{"tool.call:everything/*", "resource.read:test://**", "prompt.get:everything/*"},
 	})
 	if err != nil {
 		t.Fatal(err)
