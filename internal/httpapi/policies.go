@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +25,8 @@ const TypePolicyChanged = audit.TypePolicyChanged
 type PolicyAdminConfig struct {
 	Engine *policy.Engine
 	Loader *policy.Loader
-	Store  policy.APIStore
+	// Store keeps the API-managed policy documents; required.
+	Store policy.SourceStore
 	// Recorder records policy changes; required.
 	Recorder audit.Recorder
 	Logger   *slog.Logger
@@ -47,6 +49,7 @@ func NewPolicyAdmin(cfg PolicyAdminConfig) *PolicyAdmin {
 	}
 	h := &PolicyAdmin{cfg: cfg, log: log, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /admin/v1/policies", h.list)
+	h.mux.HandleFunc("GET /admin/v1/policies/{name}", h.get)
 	h.mux.HandleFunc("PUT /admin/v1/policies/{name}", h.put)
 	h.mux.HandleFunc("DELETE /admin/v1/policies/{name}", h.delete)
 	h.mux.HandleFunc("POST /admin/v1/policies/reload", h.reload)
@@ -108,19 +111,119 @@ func (h *PolicyAdmin) writeCompileError(w http.ResponseWriter, r *http.Request, 
 	})
 }
 
-func (h *PolicyAdmin) record(ctx context.Context, op, name string) error {
+// record writes the policy change event: who, which document, and the
+// digests of the text before and after (absent for none). It is recorded
+// before the change is made: a change the ledger cannot record is refused.
+func (h *PolicyAdmin) record(ctx context.Context, op, name, oldDigest, newDigest string) error {
+	details := map[string]string{"operation": op}
+	if oldDigest != "" {
+		details["old_digest"] = oldDigest
+	}
+	if newDigest != "" {
+		details["new_digest"] = newDigest
+	}
 	return h.cfg.Recorder.Record(ctx, audit.Event{
 		Type: TypePolicyChanged, Actor: admin.ActorFromContext(ctx), Action: op, Resource: name,
-		Details: map[string]string{"operation": op},
+		Details: details,
+	})
+}
+
+// PolicyDocument is the response of GET /admin/v1/policies/{name}: an
+// API-managed policy document. Its version is also the ETag.
+type PolicyDocument struct {
+	Name      string    `json:"name"`
+	Text      string    `json:"text"`
+	Version   int64     `json:"version"`
+	Digest    string    `json:"digest"`
+	UpdatedAt time.Time `json:"updated_at"`
+	UpdatedBy string    `json:"updated_by"`
+}
+
+func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+// precondition reads If-Match ("<version>" or *) and If-None-Match (*)
+// into the version a change expects, or ok=false without one. Only one
+// strong ETag (or *) is accepted: lists and weak tags are refused, not
+// interpreted.
+func precondition(r *http.Request) (ifVersion int64, ok bool, err error) {
+	match, hasMatch := r.Header["If-Match"]
+	none, hasNone := r.Header["If-None-Match"]
+	switch {
+	case hasMatch && hasNone, len(match) > 1, len(none) > 1:
+		return 0, false, fmt.Errorf("%w: send one If-Match or one If-None-Match", errBadRequest)
+	case hasNone:
+		if none[0] != "*" {
+			return 0, false, fmt.Errorf("%w: If-None-Match must be * (create only)", errBadRequest)
+		}
+		return 0, true, nil
+	case hasMatch:
+		if match[0] == "*" {
+			return policy.AnyVersion, true, nil
+		}
+		v, perr := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(match[0], `"`), `"`), 10, 64)
+		if perr != nil || v <= 0 || match[0] != etag(v) {
+			return 0, false, fmt.Errorf("%w: If-Match must be one ETag of this API (%s) or *", errBadRequest, etag(7))
+		}
+		return v, true, nil
+	}
+	return 0, false, nil
+}
+
+// current returns the stored document name, or nil if there is none.
+func (h *PolicyAdmin) current(ctx context.Context, name string) (*policy.StoredSource, error) {
+	cur, err := h.cfg.Store.GetPolicySource(ctx, name)
+	if errors.Is(err, policy.ErrPolicyNotFound) {
+		return nil, nil
+	}
+	return cur, err
+}
+
+// writeConflict answers a version conflict: 412 when the caller sent a
+// precondition, 409 when another change raced its unconditional one.
+func (h *PolicyAdmin) writeConflict(w http.ResponseWriter, conditional bool, err error) {
+	if conditional {
+		writeProblem(w, http.StatusPreconditionFailed, err.Error()+"; GET the policy for its current ETag")
+		return
+	}
+	writeProblem(w, http.StatusConflict, err.Error()+"; it was changed concurrently, retry")
+}
+
+func (h *PolicyAdmin) get(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := policy.ValidName(name); err != nil {
+		writeError(w, r, h.log, errors.Join(errBadRequest, err))
+		return
+	}
+	src, err := h.cfg.Store.GetPolicySource(r.Context(), name)
+	if errors.Is(err, policy.ErrPolicyNotFound) {
+		writeProblem(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	w.Header().Set("ETag", etag(src.Version))
+	writeJSON(w, http.StatusOK, PolicyDocument{
+		Name: src.Name, Text: string(src.Text), Version: src.Version, Digest: src.Digest(),
+		UpdatedAt: src.UpdatedAt, UpdatedBy: src.UpdatedBy,
 	})
 }
 
 // put stores a policy document (the body, Cedar text) after checking that
-// the whole set still compiles with it, then reloads.
+// the whole set still compiles with it, then reloads. A document that does
+// not compile is refused with the compiler's problems and never stored.
+// If-Match / If-None-Match make the change conditional (412 when they do
+// not hold).
 func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := policy.ValidName(name); err != nil {
 		writeError(w, r, h.log, errors.Join(errBadRequest, err))
+		return
+	}
+	ifVersion, conditional, err := precondition(r)
+	if err != nil {
+		writeError(w, r, h.log, err)
 		return
 	}
 	text, err := io.ReadAll(http.MaxBytesReader(w, r.Body, policy.MaxSourceSize+1024))
@@ -139,18 +242,54 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 		}
 		text = []byte(body.Text)
 	}
+	if len(text) > policy.MaxSourceSize {
+		writeError(w, r, h.log, errTooLarge)
+		return
+	}
+	cur, err := h.current(r.Context(), name)
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	// Without a precondition the change replaces what was read here, so
+	// that the event's old digest is exactly what it replaced.
+	if !conditional {
+		ifVersion = 0
+		if cur != nil {
+			ifVersion = cur.Version
+		}
+	}
+	oldDigest := ""
+	if cur != nil {
+		oldDigest = cur.Digest()
+		if ifVersion != policy.AnyVersion && ifVersion != cur.Version {
+			h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s is at version %d", policy.ErrVersionConflict, name, cur.Version))
+			return
+		}
+	} else if ifVersion != 0 && ifVersion != policy.AnyVersion {
+		h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s does not exist", policy.ErrVersionConflict, name))
+		return
+	}
 	if _, err := h.cfg.Loader.Candidate(r.Context(), policy.Source{Name: policy.SourceName(name), Text: text}); err != nil {
 		h.writeCompileError(w, r, err)
 		return
 	}
-	if err := h.record(r.Context(), "put", name); err != nil {
+	if err := h.record(r.Context(), "put", name, oldDigest, policy.SourceDigest(text)); err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}
-	if err := h.cfg.Store.Put(name, text); err != nil {
+	stored, err := h.cfg.Store.PutPolicySource(r.Context(), &policy.StoredSource{
+		Name: name, Text: text, UpdatedAt: time.Now(), UpdatedBy: admin.ActorFromContext(r.Context()),
+	}, ifVersion)
+	if errors.Is(err, policy.ErrVersionConflict) {
+		h.writeConflict(w, conditional, err)
+		return
+	}
+	if err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}
+	w.Header().Set("ETag", etag(stored.Version))
 	if err := h.cfg.Loader.Reload(r.Context()); err != nil {
 		h.writeCompileError(w, r, err)
 		return
@@ -158,21 +297,51 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 	h.list(w, r)
 }
 
+// delete removes a policy document (If-Match makes it conditional), then
+// reloads.
 func (h *PolicyAdmin) delete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := policy.ValidName(name); err != nil {
 		writeError(w, r, h.log, errors.Join(errBadRequest, err))
 		return
 	}
-	if err := h.record(r.Context(), "delete", name); err != nil {
+	ifVersion, conditional, err := precondition(r)
+	if err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}
-	if err := h.cfg.Store.Delete(name); err != nil {
-		if errors.Is(err, policy.ErrPolicyNotFound) {
-			writeProblem(w, http.StatusNotFound, err.Error())
-			return
-		}
+	if conditional && ifVersion == 0 {
+		writeError(w, r, h.log, fmt.Errorf("%w: If-None-Match does not apply to DELETE", errBadRequest))
+		return
+	}
+	cur, err := h.current(r.Context(), name)
+	if err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	if cur == nil {
+		writeProblem(w, http.StatusNotFound, fmt.Sprintf("%v: %s", policy.ErrPolicyNotFound, name))
+		return
+	}
+	if !conditional {
+		ifVersion = cur.Version
+	} else if ifVersion != policy.AnyVersion && ifVersion != cur.Version {
+		h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s is at version %d", policy.ErrVersionConflict, name, cur.Version))
+		return
+	}
+	if err := h.record(r.Context(), "delete", name, cur.Digest(), ""); err != nil {
+		writeError(w, r, h.log, err)
+		return
+	}
+	err = h.cfg.Store.DeletePolicySource(r.Context(), name, ifVersion)
+	switch {
+	case errors.Is(err, policy.ErrPolicyNotFound):
+		writeProblem(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, policy.ErrVersionConflict):
+		h.writeConflict(w, conditional, err)
+		return
+	case err != nil:
 		writeError(w, r, h.log, err)
 		return
 	}
@@ -184,7 +353,7 @@ func (h *PolicyAdmin) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *PolicyAdmin) reload(w http.ResponseWriter, r *http.Request) {
-	if err := h.record(r.Context(), "reload", ""); err != nil {
+	if err := h.record(r.Context(), "reload", "", "", ""); err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}

@@ -66,13 +66,14 @@ type LoaderConfig struct {
 	Dir string
 	// Defaults adds the default policy set (DefaultSources) to the files.
 	Defaults bool
-	// APIDir holds the API-managed policies (see APIStore); empty means
-	// none.
-	APIDir string
+	// API holds the API-managed policies; nil means none. Run polls its
+	// PolicySourcesVersion, so a change made by another process on the
+	// same store goes live within Interval.
+	API SourceStore
 	// Extra returns further sources on every load: the API-managed
 	// policies. Nil means none.
 	Extra func(context.Context) ([]Source, error)
-	// Interval is how often Run polls Dir for changes (default
+	// Interval is how often Run polls Dir and API for changes (default
 	// DefaultPollInterval).
 	Interval time.Duration
 	// Logger receives reload results; nil discards.
@@ -85,7 +86,8 @@ type LoaderConfig struct {
 const DefaultPollInterval = 2 * time.Second
 
 // Loader keeps an Engine's policy set in step with its sources. It polls
-// the directory's file names, sizes and modification times (no file
+// the directory's file names, sizes and modification times and the API
+// store's version (no file
 // system notification dependency: polling a directory of policies every
 // few seconds is cheap and works on every platform and volume type) and
 // recompiles when they change, or when Reload is called (admin API,
@@ -134,12 +136,14 @@ func (l *Loader) Sources(ctx context.Context) ([]Source, error) {
 		}
 		srcs = append(srcs, files...)
 	}
-	if l.cfg.APIDir != "" {
-		api, err := APIStore{Dir: l.cfg.APIDir}.List()
+	if l.cfg.API != nil {
+		api, err := l.cfg.API.ListPolicySources(ctx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("load policies: api policies: %w", err)
 		}
-		srcs = append(srcs, api...)
+		for _, s := range api {
+			srcs = append(srcs, Source{Name: SourceName(s.Name), Text: s.Text})
+		}
 	}
 	if l.cfg.Extra != nil {
 		extra, err := l.cfg.Extra(ctx)
@@ -157,7 +161,7 @@ func (l *Loader) Sources(ctx context.Context) ([]Source, error) {
 func (l *Loader) Reload(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.stamp = l.dirStamps()
+	l.stamp = l.stamps(ctx)
 	err := l.reload(ctx)
 	l.lastErr = err
 	if err != nil {
@@ -194,7 +198,7 @@ func (l *Loader) Status() (loaded time.Time, lastErr error) {
 
 // Run polls the directory until ctx ends, reloading on change.
 func (l *Loader) Run(ctx context.Context) error {
-	if l.cfg.Dir == "" && l.cfg.APIDir == "" {
+	if l.cfg.Dir == "" && l.cfg.API == nil {
 		<-ctx.Done()
 		return nil
 	}
@@ -207,7 +211,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		l.mu.Lock()
-		changed := l.dirStamps() != l.stamp
+		changed := l.stamps(ctx) != l.stamp
 		l.mu.Unlock()
 		if changed {
 			if err := l.Reload(ctx); err != nil && errors.Is(err, context.Canceled) {
@@ -217,8 +221,20 @@ func (l *Loader) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Loader) dirStamps() string {
-	return dirStamp(l.cfg.Dir) + "\n--\n" + dirStamp(l.cfg.APIDir)
+// stamps summarizes the policy directory and the API store's version: a
+// change in either means a reload. A store that cannot answer stamps its
+// error, so that it is retried (and reported) by a reload.
+func (l *Loader) stamps(ctx context.Context) string {
+	s := dirStamp(l.cfg.Dir)
+	if l.cfg.API != nil {
+		v, err := l.cfg.API.PolicySourcesVersion(ctx)
+		if err != nil {
+			s += "\n--\napi!" + err.Error()
+		} else {
+			s += fmt.Sprintf("\n--\napi|%d", v)
+		}
+	}
+	return s
 }
 
 // Candidate compiles the current sources with src added (or replacing

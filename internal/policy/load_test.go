@@ -25,12 +25,11 @@ func write(t *testing.T, path, text string) {
 func TestLoaderReload(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	api := filepath.Join(t.TempDir(), "api")
 	write(t, filepath.Join(dir, "a.cedar"), `@id("reads") permit(principal, action == Action::"file.read", resource);`)
 	write(t, filepath.Join(dir, "sub", "b.cedar"), `@id("writes") permit(principal, action == Action::"file.write", resource);`)
 	write(t, filepath.Join(dir, "notes.txt"), `not a policy`)
 	eng := NewEngine(nil, nil)
-	l := NewLoader(LoaderConfig{Engine: eng, Dir: dir, APIDir: api, Interval: 10 * time.Millisecond})
+	l := NewLoader(LoaderConfig{Engine: eng, Dir: dir, Interval: 10 * time.Millisecond})
 	ctx := context.Background()
 	if err := l.Reload(ctx); err != nil {
 		t.Fatal(err)
@@ -57,14 +56,8 @@ func TestLoaderReload(t *testing.T) {
 		t.Error("Status does not report the failed reload")
 	}
 
-	// API-managed policies join the set.
-	store := APIStore{Dir: api}
-	if err := store.Put("no-secrets", []byte(`@id("no-secrets") forbid(principal, action == Action::"file.read", resource == File::"/secret");`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Put("../evil", []byte(`x`)); !errors.Is(err, ErrInvalidPolicy) {
-		t.Errorf("Put(../evil) = %v", err)
-	}
+	// A fixed file and a new one.
+	write(t, filepath.Join(dir, "c.cedar"), `@id("no-secrets") forbid(principal, action == Action::"file.read", resource == File::"/secret");`)
 	write(t, filepath.Join(dir, "a.cedar"), `@id("reads") permit(principal, action == Action::"file.read", resource);`)
 
 	// Run picks up the change by polling.
@@ -83,12 +76,6 @@ func TestLoaderReload(t *testing.T) {
 	r.Resource.ID = "/secret"
 	if d, _ := eng.Decide(r); d.Effect != Deny || d.Reasons[0].Policy != "no-secrets" {
 		t.Errorf("Decide(/secret) = %+v", d)
-	}
-	if err := store.Delete("no-secrets"); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Delete("no-secrets"); !errors.Is(err, ErrPolicyNotFound) {
-		t.Errorf("second Delete = %v", err)
 	}
 }
 

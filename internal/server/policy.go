@@ -55,14 +55,17 @@ type accessLayer struct {
 	shadow   *policy.Loader
 	pipeline *access.Pipeline
 	points   adminTokens
-	apiStore policy.APIStore
+	apiStore policy.SourceStore
 	recorder audit.Recorder
 }
 
 // newAccessLayer loads the policies (a bad policy set stops the start:
 // there is no last good set yet) and builds the pipeline.
 func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, log *slog.Logger) (*accessLayer, error) {
-	a := &accessLayer{recorder: recorder, apiStore: policy.APIStore{Dir: filepath.Join(cfg.DataDir, "policies")}}
+	a := &accessLayer{recorder: recorder, apiStore: backend}
+	if err := importPolicyFiles(ctx, filepath.Join(cfg.DataDir, "policies"), backend, recorder, log); err != nil {
+		return nil, err
+	}
 	classes, err := loadClassification(cfg.Policy.ClassificationFile)
 	if err != nil {
 		return nil, err
@@ -75,7 +78,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 
 	a.engine = policy.NewEngine(nil, nil)
 	a.loader = policy.NewLoader(policy.LoaderConfig{
-		Engine: a.engine, Dir: cfg.Policy.Dir, Defaults: cfg.Policy.Defaults, APIDir: a.apiStore.Dir,
+		Engine: a.engine, Dir: cfg.Policy.Dir, Defaults: cfg.Policy.Defaults, API: a.apiStore,
 		Interval: cfg.Policy.PollInterval, Logger: log.With("component", "policy"),
 	})
 	if err := a.loader.Reload(ctx); err != nil {
@@ -104,6 +107,62 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 	// Delegation at token exchange is decided by the same pipeline.
 	authz.DecideDelegationsWith(a.pipeline)
 	return a, nil
+}
+
+// importPolicyFiles moves the API-managed policies that releases before
+// the store kept them (<data_dir>/policies/<name>.cedar) into the store,
+// once: each file is stored as its document, recorded as a policy change
+// by "system", and renamed to <name>.cedar.imported, so that the next
+// start does nothing. A document the store already has (another replica
+// imported it, or it was changed through the API) is kept; the file is
+// still renamed, and the skip logged. Files whose names are not policy
+// names were ignored before and still are. Any other failure stops the start: the
+// policies would otherwise silently go missing from the live set.
+func importPolicyFiles(ctx context.Context, dir string, st policy.SourceStore, recorder audit.Recorder, log *slog.Logger) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("import api policies: %w", err)
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".cedar")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if policy.ValidName(name) != nil {
+			// Never live before either: the file store ignored it.
+			log.Warn("api policy file not imported: not a valid policy name", "file", path)
+			continue
+		}
+		text, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("import api policies: %w", err)
+		}
+		if _, err := st.GetPolicySource(ctx, name); err == nil {
+			log.Warn("api policy file not imported: the store already has a policy of that name", "file", path, "policy", name)
+		} else if !errors.Is(err, policy.ErrPolicyNotFound) {
+			return fmt.Errorf("import api policies: %w", err)
+		} else {
+			if err := recorder.Record(ctx, audit.Event{
+				Type: audit.TypePolicyChanged, Actor: "system", Action: "import", Resource: name,
+				Details: map[string]string{"operation": "import", "new_digest": policy.SourceDigest(text), "file": path},
+			}); err != nil {
+				return fmt.Errorf("import api policies: %w", err)
+			}
+			_, err := st.PutPolicySource(ctx, &policy.StoredSource{Name: name, Text: text, UpdatedAt: time.Now(), UpdatedBy: "system"}, 0)
+			if err != nil && !errors.Is(err, policy.ErrVersionConflict) {
+				return fmt.Errorf("import api policies: %s: %w", path, err)
+			}
+			log.Info("api policy file imported into the store", "file", path, "policy", name)
+		}
+		if err := os.Rename(path, path+".imported"); err != nil {
+			return fmt.Errorf("import api policies: %w", err)
+		}
+	}
+	return nil
 }
 
 // collectors are the Prometheus collectors of the loaders and pipeline.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 func sockDo(t *testing.T, c *http.Client, method, path, ctype, body string) (int, string) {
@@ -215,5 +216,53 @@ func TestShadowPolicies(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0].Decision != "allow" || evs[0].Details["shadow_decision"] != "deny" || evs[0].Details["shadow_policies"] != "no-writes" {
 		t.Errorf("shadow events = %+v", evs)
+	}
+}
+
+// TestImportAPIPolicyFiles: the API-managed policies an older release
+// kept as files in the data directory are imported into the store on the
+// first start (live, recorded, the files renamed), and only once.
+func TestImportAPIPolicyFiles(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	dir := filepath.Join(cfg.DataDir, "policies")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const text = `@id("no-reads") forbid(principal, action == Action::"file.read", resource);`
+	for name, body := range map[string]string{"site.cedar": text, "Not-A-Name.cedar": "x", ".tmp-123": "x"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for run := range 2 {
+		s, stop := startServer(t, cfg)
+		src, err := s.backend.GetPolicySource(t.Context(), "site")
+		if err != nil || string(src.Text) != text || src.UpdatedBy != "system" {
+			t.Fatalf("run %d: stored %+v, %v; want the file's text by system", run, src, err)
+		}
+		code, body := sockDo(t, socketClient(s.SocketPath()), "GET", "/admin/v1/policies", "", "")
+		if code != 200 || !strings.Contains(body, `"api:site"`) {
+			t.Errorf("run %d: live set: %d %s, want api:site", run, code, body)
+		}
+		evs, err := s.backend.ListEvents(t.Context(), audit.Query{Type: audit.TypePolicyChanged})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 1 || evs[0].Action != "import" || evs[0].Resource != "site" || evs[0].Actor != "system" ||
+			evs[0].Details["new_digest"] != policy.SourceDigest([]byte(text)) {
+			t.Errorf("run %d: policy events = %+v, want one import of site", run, evs)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var names []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != ".tmp-123 Not-A-Name.cedar site.cedar.imported" {
+		t.Errorf("policy files after import: %v", names)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
 	"github.com/mandatehq/mandate/internal/toolpin"
@@ -22,6 +23,9 @@ type Backend interface {
 	token.Store
 	audit.Store
 	toolpin.Store
+	// policy.SourceStore keeps the API-managed policy documents, so that
+	// every replica on the store decides with the same set.
+	policy.SourceStore
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.
