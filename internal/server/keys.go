@@ -193,7 +193,7 @@ var keys = []Key{
 		Help:  "YAML file of risk rules, high-impact tools and resource sensitivity rules (read at start)",
 		field: func(c *Config) any { return &c.Policy.ClassificationFile }},
 	{Path: "policy.poll_interval", Kind: KindDuration, Default: "2s",
-		Help:  "how often the policy directories are checked for changes",
+		Help:  "how often the policy directories and the store's API-managed policies are checked for changes",
 		field: func(c *Config) any { return &c.Policy.PollInterval }},
 	{Path: "access.point_token_hashes", Kind: KindList,
 		Help:  "\"sha256:<hex>\" digests of enforcement-point tokens allowed to ask for decisions on behalf of agents (AuthZEN API)",

@@ -35,7 +35,8 @@ type PolicyConfig struct {
 	// ClassificationFile is a YAML file of risk rules, high-impact tools
 	// and resource sensitivity rules (policy.ClassifierConfig).
 	ClassificationFile string
-	// PollInterval is how often the policy directories are checked.
+	// PollInterval is how often the policy directories and the store's
+	// API-managed policies are checked.
 	PollInterval time.Duration
 }
 
