@@ -141,32 +141,56 @@ type PolicyDocument struct {
 
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 
-// precondition reads If-Match ("<version>" or *) and If-None-Match (*)
-// into the version a change expects, or ok=false without one. Only one
-// strong ETag (or *) is accepted: lists and weak tags are refused, not
-// interpreted.
-func precondition(r *http.Request) (ifVersion int64, ok bool, err error) {
+// condition is a change's precondition: If-Match ("<version>" or *),
+// If-None-Match (*), or none.
+type condition struct {
+	header  string // "If-Match", "If-None-Match" or "" for none
+	version int64  // If-Match's version; 0 for *
+}
+
+// precondition reads the request's condition. Only one strong ETag (or
+// *) is accepted: lists and weak tags are refused, not interpreted.
+func precondition(r *http.Request) (condition, error) {
 	match, hasMatch := r.Header["If-Match"]
 	none, hasNone := r.Header["If-None-Match"]
 	switch {
 	case hasMatch && hasNone, len(match) > 1, len(none) > 1:
-		return 0, false, fmt.Errorf("%w: send one If-Match or one If-None-Match", errBadRequest)
+		return condition{}, fmt.Errorf("%w: send one If-Match or one If-None-Match", errBadRequest)
 	case hasNone:
 		if none[0] != "*" {
-			return 0, false, fmt.Errorf("%w: If-None-Match must be * (create only)", errBadRequest)
+			return condition{}, fmt.Errorf("%w: If-None-Match must be * (create only)", errBadRequest)
 		}
-		return 0, true, nil
+		return condition{header: "If-None-Match"}, nil
 	case hasMatch:
 		if match[0] == "*" {
-			return policy.AnyVersion, true, nil
+			return condition{header: "If-Match"}, nil
 		}
-		v, perr := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(match[0], `"`), `"`), 10, 64)
-		if perr != nil || v <= 0 || match[0] != etag(v) {
-			return 0, false, fmt.Errorf("%w: If-Match must be one ETag of this API (%s) or *", errBadRequest, etag(7))
+		v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(match[0], `"`), `"`), 10, 64)
+		if err != nil || v <= 0 || match[0] != etag(v) {
+			return condition{}, fmt.Errorf("%w: If-Match must be one ETag of this API (%s) or *", errBadRequest, etag(7))
 		}
-		return v, true, nil
+		return condition{header: "If-Match", version: v}, nil
 	}
-	return 0, false, nil
+	return condition{}, nil
+}
+
+// expect checks the condition against cur, the stored revision read for
+// this request (nil for none), and returns the version the store must
+// still have when the change is written (0: none): exactly what was read,
+// so that the change and its event's old digest match, and a change that
+// landed in between is refused.
+func (c condition) expect(cur *policy.StoredSource) (int64, error) {
+	switch {
+	case c.header == "If-None-Match" && cur != nil:
+		return 0, fmt.Errorf("%w: policy %s exists (version %d)", policy.ErrVersionConflict, cur.Name, cur.Version)
+	case c.header == "If-Match" && cur == nil:
+		return 0, fmt.Errorf("%w: the policy does not exist", policy.ErrVersionConflict)
+	case c.header == "If-Match" && c.version != 0 && c.version != cur.Version:
+		return 0, fmt.Errorf("%w: policy %s is at version %d", policy.ErrVersionConflict, cur.Name, cur.Version)
+	case cur == nil:
+		return 0, nil
+	}
+	return cur.Version, nil
 }
 
 // current returns the stored document name, or nil if there is none.
@@ -180,8 +204,8 @@ func (h *PolicyAdmin) current(ctx context.Context, name string) (*policy.StoredS
 
 // writeConflict answers a version conflict: 412 when the caller sent a
 // precondition, 409 when another change raced its unconditional one.
-func (h *PolicyAdmin) writeConflict(w http.ResponseWriter, conditional bool, err error) {
-	if conditional {
+func (h *PolicyAdmin) writeConflict(w http.ResponseWriter, c condition, err error) {
+	if c.header != "" {
 		writeProblem(w, http.StatusPreconditionFailed, err.Error()+"; GET the policy for its current ETag")
 		return
 	}
@@ -221,7 +245,7 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, errors.Join(errBadRequest, err))
 		return
 	}
-	ifVersion, conditional, err := precondition(r)
+	cond, err := precondition(r)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return
@@ -251,24 +275,14 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, err)
 		return
 	}
-	// Without a precondition the change replaces what was read here, so
-	// that the event's old digest is exactly what it replaced.
-	if !conditional {
-		ifVersion = 0
-		if cur != nil {
-			ifVersion = cur.Version
-		}
+	ifVersion, err := cond.expect(cur)
+	if err != nil {
+		h.writeConflict(w, cond, err)
+		return
 	}
 	oldDigest := ""
 	if cur != nil {
 		oldDigest = cur.Digest()
-		if ifVersion != policy.AnyVersion && ifVersion != cur.Version {
-			h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s is at version %d", policy.ErrVersionConflict, name, cur.Version))
-			return
-		}
-	} else if ifVersion != 0 && ifVersion != policy.AnyVersion {
-		h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s does not exist", policy.ErrVersionConflict, name))
-		return
 	}
 	if _, err := h.cfg.Loader.Candidate(r.Context(), policy.Source{Name: policy.SourceName(name), Text: text}); err != nil {
 		h.writeCompileError(w, r, err)
@@ -282,7 +296,7 @@ func (h *PolicyAdmin) put(w http.ResponseWriter, r *http.Request) {
 		Name: name, Text: text, UpdatedAt: time.Now(), UpdatedBy: admin.ActorFromContext(r.Context()),
 	}, ifVersion)
 	if errors.Is(err, policy.ErrVersionConflict) {
-		h.writeConflict(w, conditional, err)
+		h.writeConflict(w, cond, err)
 		return
 	}
 	if err != nil {
@@ -305,12 +319,12 @@ func (h *PolicyAdmin) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, h.log, errors.Join(errBadRequest, err))
 		return
 	}
-	ifVersion, conditional, err := precondition(r)
+	cond, err := precondition(r)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return
 	}
-	if conditional && ifVersion == 0 {
+	if cond.header == "If-None-Match" {
 		writeError(w, r, h.log, fmt.Errorf("%w: If-None-Match does not apply to DELETE", errBadRequest))
 		return
 	}
@@ -323,10 +337,9 @@ func (h *PolicyAdmin) delete(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("%v: %s", policy.ErrPolicyNotFound, name))
 		return
 	}
-	if !conditional {
-		ifVersion = cur.Version
-	} else if ifVersion != policy.AnyVersion && ifVersion != cur.Version {
-		h.writeConflict(w, conditional, fmt.Errorf("%w: policy %s is at version %d", policy.ErrVersionConflict, name, cur.Version))
+	ifVersion, err := cond.expect(cur)
+	if err != nil {
+		h.writeConflict(w, cond, err)
 		return
 	}
 	if err := h.record(r.Context(), "delete", name, cur.Digest(), ""); err != nil {
@@ -339,7 +352,7 @@ func (h *PolicyAdmin) delete(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, err.Error())
 		return
 	case errors.Is(err, policy.ErrVersionConflict):
-		h.writeConflict(w, conditional, err)
+		h.writeConflict(w, cond, err)
 		return
 	case err != nil:
 		writeError(w, r, h.log, err)

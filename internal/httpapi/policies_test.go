@@ -114,6 +114,10 @@ func TestPolicyAdminRefusesInvalidSource(t *testing.T) {
 func TestPolicyAdminETags(t *testing.T) {
 	t.Parallel()
 	srv, db, eng := newPolicyAdminServer(t)
+	// If-Match: * needs a document.
+	if resp, body := policyDo(t, srv, "PUT", "site", noReads, "If-Match", "*"); resp.StatusCode != http.StatusPreconditionFailed {
+		t.Errorf("PUT If-Match * of a missing document: %d %s, want 412", resp.StatusCode, body)
+	}
 	resp, body := policyDo(t, srv, "PUT", "site", noReads, "If-None-Match", "*")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("PUT (create): %d %s", resp.StatusCode, body)
@@ -150,6 +154,14 @@ func TestPolicyAdminETags(t *testing.T) {
 	if !strings.Contains(strings.Join(eng.Set().Sources(), " "), "api:site") {
 		t.Errorf("live sources %v lack api:site", eng.Set().Sources())
 	}
+	resp, body = policyDo(t, srv, "PUT", "site", noWrites, "If-Match", "*")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT If-Match *: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := policyDo(t, srv, "DELETE", "site", "", "If-Match", v2); resp.StatusCode != http.StatusPreconditionFailed {
+		t.Errorf("DELETE If-Match of the replaced revision: %d %s, want 412", resp.StatusCode, body)
+	}
+	v2 = resp.Header.Get("ETag")
 	if resp, body := policyDo(t, srv, "DELETE", "site", "", "If-Match", v2); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE If-Match current: %d %s", resp.StatusCode, body)
 	}
@@ -166,7 +178,7 @@ func TestPolicyAdminETags(t *testing.T) {
 		got = append(got, ev.Action+" "+ev.Resource+" "+ev.Actor+" "+ev.Details["old_digest"]+">"+ev.Details["new_digest"])
 	}
 	r, w := policy.SourceDigest([]byte(noReads)), policy.SourceDigest([]byte(noWrites))
-	want := []string{"put site admin:alice >" + r, "put site admin:alice " + r + ">" + w, "delete site admin:alice " + w + ">"}
+	want := []string{"put site admin:alice >" + r, "put site admin:alice " + r + ">" + w, "put site admin:alice " + w + ">" + w, "delete site admin:alice " + w + ">"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("policy events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -41,11 +41,6 @@ func SourceDigest(text []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// AnyVersion, as the expected version of PutPolicySource or
-// DeletePolicySource, accepts whatever revision is stored (or none, for a
-// put).
-const AnyVersion int64 = -1
-
 // SourceStore keeps the API-managed policy documents. Implementations are
 // safe for concurrent use, also by several processes on one database: the
 // version check and the write are one atomic step.
@@ -56,13 +51,12 @@ type SourceStore interface {
 	GetPolicySource(ctx context.Context, name string) (*StoredSource, error)
 	// PutPolicySource creates or replaces the document src.Name with
 	// src.Text, src.UpdatedAt and src.UpdatedBy (src.Version is ignored)
-	// if the stored revision is ifVersion: 0 means none may exist,
-	// AnyVersion accepts any. Otherwise it returns ErrVersionConflict and
-	// changes nothing. It returns the stored revision with its new
+	// if the stored revision is ifVersion (0: none may exist). Otherwise
+	// it returns ErrVersionConflict and changes nothing. It returns the stored revision with its new
 	// Version.
 	PutPolicySource(ctx context.Context, src *StoredSource, ifVersion int64) (*StoredSource, error)
 	// DeletePolicySource removes the document name if its revision is
-	// ifVersion (or any, for AnyVersion). It returns ErrPolicyNotFound if
+	// ifVersion. It returns ErrPolicyNotFound if
 	// there is none, ErrVersionConflict if it has another version.
 	DeletePolicySource(ctx context.Context, name string, ifVersion int64) error
 	// PolicySourcesVersion is a number that changes whenever any

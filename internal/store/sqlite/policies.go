@@ -133,7 +133,7 @@ func checkPolicyVersion(ctx context.Context, tx *sql.Tx, name string, ifVersion 
 		switch {
 		case !put:
 			return fmt.Errorf("%w: %s", policy.ErrPolicyNotFound, name)
-		case ifVersion == 0 || ifVersion == policy.AnyVersion:
+		case ifVersion == 0:
 			return nil
 		}
 		return fmt.Errorf("%w: policy %s does not exist, want version %d", policy.ErrVersionConflict, name, ifVersion)
@@ -141,7 +141,7 @@ func checkPolicyVersion(ctx context.Context, tx *sql.Tx, name string, ifVersion 
 	if err != nil {
 		return err
 	}
-	if ifVersion != policy.AnyVersion && ifVersion != cur {
+	if ifVersion != cur {
 		if ifVersion == 0 {
 			return fmt.Errorf("%w: policy %s exists (version %d)", policy.ErrVersionConflict, name, cur)
 		}

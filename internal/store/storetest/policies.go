@@ -36,7 +36,7 @@ func testPolicySources(t *testing.T, open OpenFunc) {
 		}
 		b := put("b", `permit(principal, action, resource);`, 0)
 		// Bytes come back exactly as stored.
-		a := put("a", "// é \u2028\n", policy.AnyVersion)
+		a := put("a", "// é \u2028\n", 0)
 		if b.Version <= v0 || a.Version <= b.Version {
 			t.Errorf("versions %d then %d after %d: want increasing", b.Version, a.Version, v0)
 		}
@@ -56,7 +56,7 @@ func testPolicySources(t *testing.T, open OpenFunc) {
 			t.Errorf("ListPolicySources mismatch (-want +got):\n%s", diff)
 		}
 
-		// Replacing needs the current version (or AnyVersion).
+		// Replacing needs the current version.
 		for _, bad := range []int64{0, b.Version - 1, a.Version} {
 			_, err := s.PutPolicySource(ctx, &policy.StoredSource{Name: "b", Text: []byte(`x`), UpdatedAt: t0, UpdatedBy: "admin:mallory"}, bad)
 			if !errors.Is(err, policy.ErrVersionConflict) {
@@ -83,7 +83,7 @@ func testPolicySources(t *testing.T, open OpenFunc) {
 		if err := s.DeletePolicySource(ctx, "b", b2.Version); err != nil {
 			t.Fatalf("DeletePolicySource(b) = %v", err)
 		}
-		if err := s.DeletePolicySource(ctx, "b", policy.AnyVersion); !errors.Is(err, policy.ErrPolicyNotFound) {
+		if err := s.DeletePolicySource(ctx, "b", b2.Version); !errors.Is(err, policy.ErrPolicyNotFound) {
 			t.Errorf("DeletePolicySource(b) again = %v, want ErrPolicyNotFound", err)
 		}
 		if _, err := s.GetPolicySource(ctx, "b"); !errors.Is(err, policy.ErrPolicyNotFound) {
@@ -120,7 +120,7 @@ func testPolicySources(t *testing.T, open OpenFunc) {
 			{Name: "anon", Text: []byte(`x`), UpdatedAt: t0},
 			{Name: "undated", Text: []byte(`x`), UpdatedBy: "admin:alice"},
 		} {
-			if _, err := s.PutPolicySource(ctx, src, policy.AnyVersion); !errors.Is(err, policy.ErrInvalidPolicy) {
+			if _, err := s.PutPolicySource(ctx, src, 0); !errors.Is(err, policy.ErrInvalidPolicy) {
 				t.Errorf("PutPolicySource(%q, %d bytes, by %q) = %v, want ErrInvalidPolicy", src.Name, len(src.Text), src.UpdatedBy, err)
 			}
 		}
