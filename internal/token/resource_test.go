@@ -134,6 +134,20 @@ func TestExchangeResource(t *testing.T) {
 		if _, err := f.srv.Verifier().Verify(context.Background(), VerifyRequest{Token: resp.AccessToken, Audiences: []string{other}}); oauthCode(err) != CodeInvalidToken {
 			t.Errorf("resource %q: Verify for %q = %v, want invalid_token", res, other, err)
 		}
+		// A task token for a resource renews, for the same resource with
+		// resource named again, else for the issuer.
+		for _, again := range []string{res, ""} {
+			renewed, err := f.srv.Token(context.Background(), exchange(resp.AccessToken, func(r *TokenRequest) { r.Resource = again }))
+			want := again
+			if want == "" {
+				want = testIssuer
+			}
+			if err != nil {
+				t.Errorf("resource %q: renew with resource %q: %v", res, again, err)
+			} else if c := f.claimsOf(renewed.AccessToken); len(c.Audience) != 1 || c.Audience[0] != want {
+				t.Errorf("resource %q: renewed with resource %q: aud %q, want %q", res, again, c.Audience, want)
+			}
+		}
 		f.rec.take()
 	}
 }
