@@ -72,6 +72,10 @@ type Credential struct {
 	// Agent, if set, is the agent the caller claims to be: the token must
 	// be that agent's.
 	Agent string
+	// Audiences, if set, are the audiences the enforcement point accepts
+	// (token.VerifyRequest.Audiences: its own resource identifier and the
+	// issuer); empty means the issuer only.
+	Audiences []string
 }
 
 // Action is one attempted operation.
@@ -284,6 +288,7 @@ type Subject struct {
 func (p *Pipeline) Authenticate(ctx context.Context, cred Credential, act Action) (Subject, error) {
 	claims, err := p.cfg.Verifier.Verify(ctx, token.VerifyRequest{
 		Token: cred.Token, DPoPProof: cred.DPoPProof, Scheme: cred.Scheme, Method: cred.Method, URL: cred.URL, Use: token.UseTask,
+		Audiences: cred.Audiences,
 	})
 	if err != nil {
 		_, err = p.refuse(ctx, "", "", act, authFailure(err))

@@ -133,6 +133,9 @@ type Task struct {
 	Scope, Purpose, OnBehalfOf string
 	// MaxActions is the task's action budget; zero means none.
 	MaxActions int64
+	// Resource is the RFC 8707 resource the token is for (a gateway
+	// endpoint's resource URL); empty means the issuer.
+	Resource string
 }
 
 // StartTask starts a task with an RFC 8693 exchange of an agent token and
@@ -148,6 +151,9 @@ func StartTask(ctx context.Context, hc *http.Client, tokenURL, agentToken string
 	}
 	if t.MaxActions > 0 {
 		form.Set("max_actions", strconv.FormatInt(t.MaxActions, 10))
+	}
+	if t.Resource != "" {
+		form.Set("resource", t.Resource)
 	}
 	tok, err := accessToken(ctx, hc, tokenURL, form)
 	if err != nil {

@@ -166,6 +166,19 @@ func TestAuthZENErrors(t *testing.T) {
 			if resp.Header.Get("X-Request-ID") != "e" {
 				t.Errorf("X-Request-ID not echoed on an error")
 			}
+			// RFC 6750 §3.1: an error code only when a credential was
+			// sent; RFC 9449 §7.1: the DPoP challenge lists its algorithms.
+			var challenges []string
+			switch {
+			case tt.want != 401:
+			case tt.auth == "":
+				challenges = []string{`Bearer realm="mandate"`, `DPoP realm="mandate", algs="EdDSA ES256"`}
+			default:
+				challenges = []string{`Bearer realm="mandate", error="invalid_token"`, `DPoP realm="mandate", algs="EdDSA ES256"`}
+			}
+			if got := resp.Header.Values("WWW-Authenticate"); strings.Join(got, "\n") != strings.Join(challenges, "\n") {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, challenges)
+			}
 			if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || strings.TrimSpace(got) == "" {
 				t.Errorf("error body = %q (%s), want an error message string", got, resp.Header.Get("Content-Type"))
 			}

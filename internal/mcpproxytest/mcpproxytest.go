@@ -56,8 +56,10 @@ type Authority struct {
 }
 
 // NewAuthority opens a SQLite store in dir and starts a token server
-// whose issuer (and task token audience) is issuer.
-func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
+// whose issuer (and default task token audience) is issuer; resources are
+// the further audiences it issues task tokens for (RFC 8707), a
+// gateway's mcpproxy.Resources as mandate serve wires them.
+func NewAuthority(ctx context.Context, dir, issuer string, resources ...string) (*Authority, error) {
 	path := filepath.Join(dir, "mandate.db")
 	b, err := store.Open(ctx, path)
 	if err != nil {
@@ -73,6 +75,7 @@ func NewAuthority(ctx context.Context, dir, issuer string) (*Authority, error) {
 		Issuer: issuer, TrustDomain: TrustDomain,
 		Identities: b, Tasks: b, Entitlements: b, Tokens: b, Audit: rec,
 		TaskTokenTTL: 30 * time.Minute,
+		Audiences:    append([]string{issuer}, resources...),
 	})
 	if err != nil {
 		b.Close()
@@ -125,12 +128,18 @@ func (a *Authority) Register(ctx context.Context, name string, tier identity.Tie
 // patterns) and returns its Bearer task token, the way an agent does:
 // client_credentials with private_key_jwt, then token exchange.
 func (a *Authority) TaskToken(ctx context.Context, ag *Agent, scope, purpose string) (string, error) {
-	return a.taskToken(ctx, ag, scope, purpose, nil)
+	return a.taskTokenFor(ctx, ag, scope, purpose, "", nil)
 }
 
 // TaskTokenDPoP is TaskToken for a token bound to dpopKey (RFC 9449).
 func (a *Authority) TaskTokenDPoP(ctx context.Context, ag *Agent, scope, purpose string, dpopKey ed25519.PrivateKey) (string, error) {
-	return a.taskToken(ctx, ag, scope, purpose, dpopKey)
+	return a.taskTokenFor(ctx, ag, scope, purpose, "", dpopKey)
+}
+
+// TaskTokenFor is TaskToken for a token whose audience is resource (RFC
+// 8707 resource parameter), bound to dpopKey unless it is nil.
+func (a *Authority) TaskTokenFor(ctx context.Context, ag *Agent, scope, purpose, resource string, dpopKey ed25519.PrivateKey) (string, error) {
+	return a.taskTokenFor(ctx, ag, scope, purpose, resource, dpopKey)
 }
 
 // DPoPProof is an RFC 9449 proof by key for method and URL, bound to
@@ -139,7 +148,7 @@ func DPoPProof(key ed25519.PrivateKey, method, u, accessToken string) (string, e
 	return mcpproxy.DPoPProof(key, method, u, accessToken)
 }
 
-func (a *Authority) taskToken(ctx context.Context, ag *Agent, scope, purpose string, dpopKey ed25519.PrivateKey) (string, error) {
+func (a *Authority) taskTokenFor(ctx context.Context, ag *Agent, scope, purpose, resource string, dpopKey ed25519.PrivateKey) (string, error) {
 	proof := func() string {
 		if dpopKey == nil {
 			return ""
@@ -169,7 +178,7 @@ func (a *Authority) taskToken(ctx context.Context, ag *Agent, scope, purpose str
 	}
 	tt, err := a.Tokens.Token(ctx, &token.TokenRequest{
 		GrantType: token.GrantTokenExchange, SubjectToken: at.AccessToken, SubjectTokenType: token.TokenTypeAccessToken,
-		Scope: scope, Purpose: purpose, OnBehalfOf: "alice@example.com", DPoPProof: proof(),
+		Scope: scope, Purpose: purpose, OnBehalfOf: "alice@example.com", DPoPProof: proof(), Resource: resource,
 	})
 	if err != nil {
 		return "", fmt.Errorf("task token: %w", err)

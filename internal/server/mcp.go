@@ -30,6 +30,26 @@ func checkMCP(c *MCPConfig) error {
 	return errors.Join(errs...)
 }
 
+func (c *MCPConfig) upstreams() []mcpproxy.Upstream {
+	ups := make([]mcpproxy.Upstream, 0, len(c.Upstreams))
+	for _, u := range c.Upstreams {
+		ups = append(ups, u.upstream())
+	}
+	return ups
+}
+
+// mcpAudiences are the audiences the authorization server issues task
+// tokens for (RFC 8707): the issuer, the default, and, when the gateway is
+// mounted, the resource identifier of each of its endpoints, exactly as
+// its protected resource metadata advertises them.
+func mcpAudiences(c *MCPConfig, publicURL string) []string {
+	auds := []string{publicURL}
+	if len(c.Upstreams) > 0 {
+		auds = append(auds, mcpproxy.Resources(mcpproxy.Config{PublicURL: publicURL, Upstreams: c.upstreams()})...)
+	}
+	return auds
+}
+
 func (u MCPUpstream) upstream() mcpproxy.Upstream {
 	return mcpproxy.Upstream{Name: u.Name, Command: u.Command, Args: u.Args, Env: u.Env, Dir: u.Dir, URL: u.URL, Headers: u.Headers}
 }
@@ -41,10 +61,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 	if len(c.Upstreams) == 0 {
 		return nil
 	}
-	ups := make([]mcpproxy.Upstream, 0, len(c.Upstreams))
-	for _, u := range c.Upstreams {
-		ups = append(ups, u.upstream())
-	}
+	ups := c.upstreams()
 	// Pins live in the store; the gateway serves by them and the admin
 	// API approves through the same Pins, so an approval applies at once.
 	pins := toolpin.New(toolpin.Config{Store: s.backend, Audit: rec, Log: s.log.With("component", "toolpin")})
@@ -63,6 +80,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		Pins:                 pins,
 		PublicURL:            s.publicURL,
 		AuthorizationServers: []string{s.publicURL},
+		Issuer:               s.publicURL,
 		// Rate limits and the call budget are the pipeline's (mcpLimits).
 		Limits: mcpproxy.Limits{CallTimeout: c.CallTimeout, MaxMessageBytes: int64(c.MaxMessageBytes)},
 		Logger: s.log.With("component", "mcp"),

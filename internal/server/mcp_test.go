@@ -1,12 +1,15 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/harness"
 )
 
 func TestMCPUpstreamsConfig(t *testing.T) {
@@ -77,5 +80,81 @@ func TestMCPMounted(t *testing.T) {
 	}
 	if code, _ := get(t, http.DefaultClient, base+"/admin/v1/tools"); code != 401 {
 		t.Fatalf("GET /admin/v1/tools over TCP without a token = %d, want 401", code)
+	}
+}
+
+// TestMCPResourceIndicator: the RFC 8707 flow a client follows from the
+// gateway's RFC 9728 metadata. It reads an endpoint's resource identifier
+// there, exchanges its agent token for a task token with
+// resource=<that identifier>, and the token works at that endpoint only:
+// another upstream's endpoint answers 401 invalid_token. A resource that
+// is not exactly one the gateway advertises is invalid_target.
+func TestMCPResourceIndicator(t *testing.T) {
+	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	us := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
+	// Closed after the server (cleanups run last first): the gateway's
+	// session keeps a connection to it open until then.
+	t.Cleanup(func() {
+		us.CloseClientConnections()
+		us.Close()
+	})
+	cfg := testConfig(t)
+	cfg.MCP.Upstreams = []MCPUpstream{{Name: "up", URL: us.URL}, {Name: "other", URL: us.URL}}
+	s, _ := startServer(t, cfg)
+	base := s.PublicURL()
+	ctx := t.Context()
+	hc := http.DefaultClient
+	ag, err := harness.RegisterAgent(ctx, harness.AdminClient(s.SocketPath()), harness.Registration{
+		Name: "resourceful", Owner: "alice@example.org", Escalation: "oncall@example.org", Tier: "autonomous",
+		Entitle: []string{"tool.call:up/*", "tool.call:other/*"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenURL, err := harness.TokenEndpoint(ctx, hc, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentToken, err := ag.Token(ctx, hc, tokenURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, hc, base+"/.well-known/oauth-protected-resource/mcp/up")
+	var md struct{ Resource string }
+	if err := json.Unmarshal([]byte(body), &md); code != 200 || err != nil || md.Resource != base+"/mcp/up" {
+		t.Fatalf("metadata = %d %s", code, body)
+	}
+	task := harness.Task{Scope: "tool.call:up/*", Purpose: "resource indicators", OnBehalfOf: "alice@example.org", Resource: md.Resource}
+	tok, err := harness.StartTask(ctx, hc, tokenURL, agentToken, task)
+	if err != nil {
+		t.Fatalf("exchange with resource=%s: %v", md.Resource, err)
+	}
+	initialize := func(path string) *http.Response {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := initialize("/mcp/up"); resp.StatusCode != 200 {
+		t.Errorf("token for /mcp/up at /mcp/up: %d, want 200", resp.StatusCode)
+	}
+	for _, p := range []string{"/mcp/other", "/mcp"} {
+		resp := initialize(p)
+		if ch := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != 401 || len(ch) != 2 || !strings.HasSuffix(ch[0], `error="invalid_token"`) {
+			t.Errorf("token for /mcp/up at %s: %d %q, want 401 invalid_token", p, resp.StatusCode, ch)
+		}
+	}
+	for _, res := range []string{base + "/mcp/up/", base + "/mcp/up/../other", base + "/mcp/UP", base + "/mcp/u", "https://evil.example/mcp/up"} {
+		task.Resource = res
+		_, err := harness.StartTask(ctx, hc, tokenURL, agentToken, task)
+		if err == nil || !strings.Contains(err.Error(), "invalid_target") {
+			t.Errorf("exchange with resource=%s: %v, want invalid_target", res, err)
+		}
 	}
 }

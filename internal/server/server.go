@@ -166,6 +166,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	authz, err := token.NewServer(ctx, token.Config{
 		Issuer:          s.publicURL,
+		Audiences:       mcpAudiences(&cfg.MCP, s.publicURL),
 		TrustDomain:     cfg.TrustDomain,
 		AgentTokenTTL:   cfg.Tokens.AgentTTL,
 		TaskTokenTTL:    cfg.Tokens.TaskTTL,

@@ -111,7 +111,10 @@ func asGrantError(err error, which string) error {
 }
 
 // audience picks the task token audience from the audience or resource
-// parameter (RFC 8693, RFC 8707).
+// parameter (RFC 8693 §2.1, RFC 8707 §2): one of Config.Audiences, named
+// byte for byte. A resource that is not in canonical form
+// (CheckResource) is refused as such, not cleaned up; either way the
+// answer is invalid_target.
 func (s *Server) audience(r *TokenRequest) (string, error) {
 	if r.Audience != "" && r.Resource != "" && r.Audience != r.Resource {
 		return "", newError(CodeInvalidTarget, 400, nil, "audience and resource disagree")
@@ -123,10 +126,15 @@ func (s *Server) audience(r *TokenRequest) (string, error) {
 	if want == "" {
 		return s.cfg.Audiences[0], nil
 	}
-	if !slices.Contains(s.cfg.Audiences, want) {
-		return "", newError(CodeInvalidTarget, 400, nil, "audience is not served by this server")
+	if slices.Contains(s.cfg.Audiences, want) {
+		return want, nil
 	}
-	return want, nil
+	if r.Resource != "" {
+		if err := CheckResource(want); err != nil {
+			return "", newError(CodeInvalidTarget, 400, nil, "resource is not a canonical resource indicator: %v", err)
+		}
+	}
+	return "", newError(CodeInvalidTarget, 400, nil, "audience is not served by this server")
 }
 
 // activeAgent loads an agent named by a token and requires it to be active.
@@ -434,7 +442,7 @@ func (s *Server) delegate(ctx context.Context, r *TokenRequest, info *reqInfo, s
 	if r.TaskID != "" {
 		return nil, errInvalidRequest("task_id cannot be given when delegating")
 	}
-	act, err := s.verifier.verify(ctx, VerifyRequest{Token: r.ActorToken, Audience: s.cfg.Issuer, Use: UseAgent}, verifyOpts{skipDPoP: true})
+	act, err := s.verifier.verify(ctx, VerifyRequest{Token: r.ActorToken, Audiences: []string{s.cfg.Issuer}, Use: UseAgent}, verifyOpts{skipDPoP: true})
 	if err != nil {
 		return nil, asGrantError(err, "actor_token")
 	}

@@ -69,7 +69,7 @@ func (s *Server) startForPerson(ctx context.Context, r *TokenRequest, info *reqI
 	if err != nil {
 		return nil, err
 	}
-	act, err := s.verifier.verify(ctx, VerifyRequest{Token: r.ActorToken, Audience: s.cfg.Issuer, Use: UseAgent}, verifyOpts{skipDPoP: true})
+	act, err := s.verifier.verify(ctx, VerifyRequest{Token: r.ActorToken, Audiences: []string{s.cfg.Issuer}, Use: UseAgent}, verifyOpts{skipDPoP: true})
 	if err != nil {
 		return nil, asGrantError(err, "actor_token")
 	}

@@ -117,7 +117,7 @@ func DPoPChallenge(p Presentation, err error) bool {
 // Challenges returns the WWW-Authenticate challenges for a request to a
 // protected resource that accepts Bearer and DPoP tokens: one per scheme
 // (RFC 9449 §7.2), params (already formatted auth-params, e.g.
-// `resource_metadata="…"` or `realm="mandate"`, may be empty) on each,
+// `resource_metadata="…", scope="…"` or `realm="mandate"`, may be empty) on each,
 // and, when the request presented a credential that was refused (err not
 // nil and not ErrNoCredential, RFC 6750 §3.1), error="invalid_token" on
 // the challenge of the scheme the refusal concerns (DPoPChallenge). No

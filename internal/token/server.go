@@ -49,7 +49,9 @@ type Config struct {
 	TrustDomain string
 	// Audiences are the audiences a task token may be issued for (RFC 8693
 	// audience / RFC 8707 resource); the first is the default. Default:
-	// the issuer.
+	// the issuer. Each other than the issuer must be a canonical resource
+	// indicator (CheckResource), e.g. a gateway endpoint's resource URL;
+	// a requested audience is matched against them byte for byte.
 	Audiences []string
 
 	AgentTokenTTL   time.Duration
@@ -137,6 +139,17 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	def(&cfg.RevocationEndpoint, base+"/oauth/revoke")
 	if len(cfg.Audiences) == 0 {
 		cfg.Audiences = []string{cfg.Issuer}
+	}
+	for i, a := range cfg.Audiences {
+		if slices.Contains(cfg.Audiences[:i], a) {
+			return nil, fmt.Errorf("token: audience %q listed twice", a)
+		}
+		if a == cfg.Issuer {
+			continue
+		}
+		if err := CheckResource(a); err != nil {
+			return nil, fmt.Errorf("token: audience %q: %v", a, err)
+		}
 	}
 	defDur := func(p *time.Duration, v time.Duration) {
 		if *p <= 0 {

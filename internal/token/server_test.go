@@ -77,6 +77,8 @@ func newSFix(t testing.TB) *sfix {
 	f.srv, err = NewServer(ctx, Config{
 		Issuer: testIssuer, TrustDomain: testTD, Identities: f.st, Tasks: f.st, Entitlements: f.st, Tokens: f.st, Audit: f.rec, Sealer: sealtest.Keyring(),
 		Federation: []FederatedIssuer{{Issuer: fedIssuer, JWKSURL: jwksSrv.URL, Audience: testIssuer}},
+		// The gateway's resources, as mandate serve lists them.
+		Audiences:  []string{testIssuer, testIssuer + "/mcp", testIssuer + "/mcp/go"},
 		HTTPClient: jwksSrv.Client(), Now: f.clock.Now,
 	})
 	if err != nil {
@@ -412,6 +414,25 @@ func TestTokenEndpoint(t *testing.T) {
 		{"start task foreign audience", func() *TokenRequest {
 			return startReq(tokA, func(r *TokenRequest) { r.Audience = "https://evil.test" })
 		}, CodeInvalidTarget, refused, nil},
+		{"start task for a gateway resource", func() *TokenRequest {
+			return startReq(tokA, func(r *TokenRequest) { r.Resource = testIssuer + "/mcp/go" })
+		}, "", []audit.Type{audit.TypeTaskStarted, audit.TypeTokenIssued},
+			func(t *testing.T, c *Claims, _ *TokenResponse) {
+				if !cmp.Equal([]string(c.Audience), []string{testIssuer + "/mcp/go"}) {
+					t.Errorf("aud = %q, want only the resource", c.Audience)
+				}
+			}},
+		{"start task for the aggregated resource, audience and resource agreeing", func() *TokenRequest {
+			return startReq(tokA, func(r *TokenRequest) { r.Resource, r.Audience = testIssuer+"/mcp", testIssuer+"/mcp" })
+		}, "", []audit.Type{audit.TypeTaskStarted, audit.TypeTokenIssued},
+			func(t *testing.T, c *Claims, _ *TokenResponse) {
+				if !cmp.Equal([]string(c.Audience), []string{testIssuer + "/mcp"}) {
+					t.Errorf("aud = %q, want only the resource", c.Audience)
+				}
+			}},
+		{"start task audience and resource disagree", func() *TokenRequest {
+			return startReq(tokA, func(r *TokenRequest) { r.Resource, r.Audience = testIssuer+"/mcp/go", testIssuer })
+		}, CodeInvalidTarget, refused, nil},
 		{"subject token missing", func() *TokenRequest { return startReq("", nil) }, CodeInvalidRequest, refused, nil},
 		{"subject token bad type", func() *TokenRequest {
 			return startReq(tokA, func(r *TokenRequest) { r.SubjectTokenType = "urn:ietf:params:oauth:token-type:id_token" })
@@ -533,7 +554,7 @@ func TestTokenEndpoint(t *testing.T) {
 				return
 			}
 			c := f.claimsOf(resp.AccessToken)
-			if _, verr := f.srv.Verifier().Verify(context.Background(), VerifyRequest{Token: resp.AccessToken, Audience: c.Audience[0]}); verr != nil && c.Cnf == nil {
+			if _, verr := f.srv.Verifier().Verify(context.Background(), VerifyRequest{Token: resp.AccessToken, Audiences: c.Audience[:1]}); verr != nil && c.Cnf == nil {
 				t.Errorf("issued token does not verify: %v", verr)
 			}
 			if tt.check != nil {
@@ -674,7 +695,7 @@ func TestSuspendedAgentTokensRefused(t *testing.T) {
 	f.srv.Revocations().SetAgentActive(agentA, false)
 	_, _ = f.st.SetAgentStatus(ctx, agentA, identity.StatusSuspended, f.clock.Now())
 	for name, tok := range map[string]string{"agent": tokA, "task": parent, "child": child} {
-		if _, err := f.srv.Verifier().Verify(ctx, VerifyRequest{Token: tok, Audience: testIssuer}); oauthCode(err) != CodeInvalidToken {
+		if _, err := f.srv.Verifier().Verify(ctx, VerifyRequest{Token: tok, Audiences: []string{testIssuer}}); oauthCode(err) != CodeInvalidToken {
 			t.Errorf("%s token of a suspended agent: Verify = %v", name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -89,9 +90,12 @@ type VerifyRequest struct {
 	// SchemeDPoP a token that is not DPoP-bound is (RFC 9449 §7.1, §7.2:
 	// a DPoP-bound token is presented with the DPoP scheme and its proof).
 	Scheme Scheme
-	// Audience is the audience the token must name; empty means the
-	// verifier's configured audience.
-	Audience string
+	// Audiences are the audiences the token may name: its aud must
+	// contain one of them. Empty means the verifier's configured audience.
+	// (An endpoint with a resource identifier of its own, RFC 8707,
+	// accepts that identifier and, for tokens issued without a resource
+	// indicator, the issuer.)
+	Audiences []string
 	// Use, if set, is the token_use the token must have.
 	Use Use
 }
@@ -168,11 +172,11 @@ func (v *Verifier) verify(ctx context.Context, r VerifyRequest, o verifyOpts) (*
 		return nil, errInvalidToken(nil, "token is not a %s token", r.Use)
 	}
 	if !o.anyAudience {
-		aud := r.Audience
-		if aud == "" {
-			aud = v.cfg.Audience
+		ok := slices.ContainsFunc(r.Audiences, c.Audience.Contains)
+		if len(r.Audiences) == 0 {
+			ok = c.Audience.Contains(v.cfg.Audience)
 		}
-		if !c.Audience.Contains(aud) {
+		if !ok {
 			return nil, errInvalidToken(nil, "token is not for this audience")
 		}
 	}

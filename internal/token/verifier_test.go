@@ -122,7 +122,7 @@ func TestVerify(t *testing.T) {
 		{"future nbf", VerifyRequest{Token: mod(func(c *Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) })}, CodeInvalidToken},
 		{"wrong iss", VerifyRequest{Token: mod(func(c *Claims) { c.Issuer = "https://evil.test" })}, CodeInvalidToken},
 		{"wrong aud", VerifyRequest{Token: mod(func(c *Claims) { c.Audience = jwt.Audience{"https://other.test"} })}, CodeInvalidToken},
-		{"requested aud", VerifyRequest{Token: mod(func(c *Claims) { c.Audience = jwt.Audience{"https://other.test"} }), Audience: "https://other.test"}, ""},
+		{"requested aud", VerifyRequest{Token: mod(func(c *Claims) { c.Audience = jwt.Audience{"https://other.test"} }), Audiences: []string{"https://other.test"}}, ""},
 		{"no jti", VerifyRequest{Token: mod(func(c *Claims) { c.ID = "" })}, CodeInvalidToken},
 		{"bad client_id", VerifyRequest{Token: mod(func(c *Claims) { c.ClientID = "bob" })}, CodeInvalidToken},
 		{"act mismatch", VerifyRequest{Token: mod(func(c *Claims) { c.Act = ActorChain([]string{agentB.String(), agentA.String()}) })}, CodeInvalidToken},

@@ -38,8 +38,13 @@ type Credential struct {
 	DPoPProof string
 	Method    string
 	URL       string
-	// Resource is the gateway endpoint the request was for.
+	// Resource is the gateway endpoint the request was for: its resource
+	// identifier (RFC 8707, RFC 9728).
 	Resource string
+	// Audiences are the token audiences the endpoint accepts (see
+	// Gateway's doc): its Resource and mandate's issuer. The
+	// Authenticator must refuse a token naming none of them.
+	Audiences []string
 	// Malformed, if set, is why the Authorization header could not be
 	// read (token.FromHeader); the Authenticator refuses (and records)
 	// such a credential.

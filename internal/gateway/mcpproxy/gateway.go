@@ -101,6 +101,12 @@ type Config struct {
 	// AuthorizationServers are the issuers advertised in the protected
 	// resource metadata (mandate's own issuer).
 	AuthorizationServers []string
+	// Issuer is mandate's OAuth issuer, the audience of a task token
+	// issued without a resource indicator; every endpoint accepts such a
+	// token as well as one for its own resource URL. Default: PublicURL
+	// (the gateway is mounted on mandate's server, whose public URL is
+	// the issuer).
+	Issuer string
 	// BasePath is where the endpoints are mounted; default "/mcp".
 	BasePath string
 	Limits   Limits
@@ -112,8 +118,11 @@ type Config struct {
 // Gateway is the MCP gateway: an http.Handler serving one Streamable HTTP
 // endpoint per upstream ({BasePath}/{name}) and an aggregated one
 // ({BasePath}) whose tools and prompts are named "{upstream}__{name}",
-// plus the RFC 9728 protected resource metadata for each. It is safe for
-// concurrent use; Close stops every session and upstream process.
+// plus the RFC 9728 protected resource metadata for each. Each endpoint's
+// resource identifier (Resources) is the audience it accepts, with the
+// issuer: a task token issued for one upstream's endpoint (RFC 8707) is
+// refused at every other. It is safe for concurrent use; Close stops
+// every session and upstream process.
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
@@ -143,17 +152,46 @@ type Gateway struct {
 	draining bool                // Shutdown has begun: no new sessions
 }
 
+// fillURLs fills the defaults of the URLs the gateway's resource
+// identifiers are made of.
+func (c *Config) fillURLs() {
+	if c.BasePath == "" {
+		c.BasePath = "/mcp"
+	}
+	c.BasePath = "/" + strings.Trim(c.BasePath, "/")
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.Issuer == "" {
+		c.Issuer = c.PublicURL
+	}
+}
+
+// Resources returns the resource identifiers (RFC 8707, RFC 9728) of the
+// endpoints a gateway with cfg serves: the aggregated endpoint's,
+// PublicURL+BasePath, then each upstream's, PublicURL+BasePath+"/"+name,
+// in name order. They are what the gateway advertises in its protected
+// resource metadata, and the audiences, besides the issuer, that
+// mandate's authorization server issues task tokens for.
+func Resources(cfg Config) []string {
+	cfg.fillURLs()
+	names := make([]string, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		names = append(names, u.Name)
+	}
+	slices.Sort(names)
+	out := []string{cfg.PublicURL + cfg.BasePath}
+	for _, n := range names {
+		out = append(out, cfg.PublicURL+cfg.BasePath+"/"+n)
+	}
+	return out
+}
+
 // New builds a gateway. It does not contact upstreams: each downstream
 // session connects to its upstreams when it initializes.
 func New(cfg Config) (*Gateway, error) {
 	if cfg.Authenticator == nil || cfg.Decider == nil || cfg.Audit == nil {
 		return nil, errors.New("mcpproxy: gateway needs an authenticator, a decider and an audit recorder")
 	}
-	if cfg.BasePath == "" {
-		cfg.BasePath = "/mcp"
-	}
-	cfg.BasePath = "/" + strings.Trim(cfg.BasePath, "/")
-	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	cfg.fillURLs()
 	cfg.Limits.fill()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -346,7 +384,7 @@ func (g *Gateway) routes() http.Handler {
 			MaxRequestBodyBytes: g.cfg.Limits.MaxMessageBytes,
 			Logger:              g.log,
 		})
-		mux.Handle(path, g.authenticate(path, g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
+		mux.Handle(path, g.authenticate(path, upstream, g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
 	}
 	mount(g.cfg.BasePath, "")
 	for _, n := range g.names {
@@ -385,14 +423,16 @@ func (g *Gateway) sdkAuth(metadataURL string, next http.Handler) http.Handler {
 }
 
 // authenticate verifies the credential of every request (token.FromHeader:
-// Bearer, or DPoP with its proof) with the Authenticator, answering 401
-// with RFC 9728 and RFC 9449 challenges when it is missing or refused,
+// Bearer, or DPoP with its proof) with the Authenticator, for the
+// audiences the endpoint accepts (audiences), answering 401 with RFC
+// 6750, RFC 9728 and RFC 9449 challenges when it is missing or refused,
 // and passes the principal on in the request's context. The answer's
 // text is fixed: why a credential was refused is in the ledger (the
 // Authenticator records it) and never told to the caller.
-func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler) http.Handler {
-	params := fmt.Sprintf("resource_metadata=%q", metadataURL)
+func (g *Gateway) authenticate(endpoint, upstream, metadataURL string, next authedHandler) http.Handler {
+	params := fmt.Sprintf("resource_metadata=%q, scope=%q", metadataURL, challengeScope(upstream))
 	resource := g.cfg.PublicURL + endpoint
+	audiences := g.audiences(resource)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		pres, err := token.FromHeader(r.Header)
 		if errors.Is(err, token.ErrNoCredential) {
@@ -400,7 +440,7 @@ func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler)
 			return
 		}
 		cred := Credential{Scheme: pres.Scheme, Token: pres.Token, DPoPProof: pres.DPoPProof,
-			Method: r.Method, URL: g.requestURL(r), Resource: resource, Malformed: err}
+			Method: r.Method, URL: g.requestURL(r), Resource: resource, Audiences: audiences, Malformed: err}
 		p, err := g.cfg.Authenticator.Authenticate(r.Context(), cred)
 		if err == nil && p == nil {
 			err = ErrUnauthenticated
@@ -421,6 +461,33 @@ func (g *Gateway) authenticate(endpoint, metadataURL string, next authedHandler)
 			http.Error(w, "authentication is temporarily unavailable; retry later", http.StatusServiceUnavailable)
 		}
 	})
+}
+
+// audiences are the token audiences the endpoint whose resource
+// identifier is resource accepts (RFC 8707): the resource itself and, for
+// a token issued without a resource indicator, the issuer. A token for
+// another endpoint (another upstream's, or the aggregated one's) is
+// refused: this is the one place that decides.
+func (g *Gateway) audiences(resource string) []string {
+	out := []string{resource}
+	if g.cfg.Issuer != "" && g.cfg.Issuer != resource {
+		out = append(out, g.cfg.Issuer)
+	}
+	return out
+}
+
+// challengeScope is the scope an endpoint's challenges name (RFC 6750
+// §3, "scope"): what a task needs to use it. For an upstream's endpoint,
+// its tools and prompts ("tool.call:<upstream>/* prompt.get:<upstream>/*";
+// its resources' URIs are the upstream's own, so resource.read patterns
+// cannot be named in advance); for the aggregated endpoint, every tool,
+// prompt and resource. It is a hint for the client's token request: what
+// a token grants is the task's scope and the policies' decision.
+func challengeScope(upstream string) string {
+	if upstream == "" {
+		return ActionToolCall + " " + ActionPromptGet + " " + ActionResourceRead
+	}
+	return ActionToolCall + ":" + upstream + "/* " + ActionPromptGet + ":" + upstream + "/*"
 }
 
 // unauthorized answers 401 with the challenges for a refused (or absent)

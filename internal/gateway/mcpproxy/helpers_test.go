@@ -87,7 +87,7 @@ func newEnv(t testing.TB, ups []mcpproxy.Upstream, mod func(*mcpproxy.Config)) *
 	ctx := context.Background()
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
-	a, err := mcpproxytest.NewAuthority(ctx, t.TempDir(), base)
+	a, err := mcpproxytest.NewAuthority(ctx, t.TempDir(), base, mcpproxy.Resources(mcpproxy.Config{PublicURL: base, Upstreams: ups})...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func newGovernedEnv(t testing.TB, ups []mcpproxy.Upstream, cls policy.Classifier
 	ctx := context.Background()
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
-	a, err := mcpproxytest.NewAuthority(ctx, t.TempDir(), base)
+	a, err := mcpproxytest.NewAuthority(ctx, t.TempDir(), base, mcpproxy.Resources(mcpproxy.Config{PublicURL: base, Upstreams: ups})...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (a *Pipeline) Authenticate(ctx context.Context, c Credential) (*Principal, 
 		return nil, authError(err)
 	}
 	subj, err := a.p.Authenticate(ctx, access.Credential{
-		Token: c.Token, DPoPProof: c.DPoPProof, Scheme: c.Scheme, Method: c.Method, URL: c.URL,
+		Token: c.Token, DPoPProof: c.DPoPProof, Scheme: c.Scheme, Method: c.Method, URL: c.URL, Audiences: c.Audiences,
 	}, act)
 	if err != nil {
 		return nil, authError(err)
