@@ -374,7 +374,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	if t.Agent.String() != agent {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: the task belongs to another agent", ErrUnauthenticated))
 	}
-	if p.cfg.Revocations.Inactive(taskID, chain) || !slices.Contains(chain, agent) && p.cfg.Revocations.Inactive(taskID, []string{agent}) {
+	// chain ends with the task's agent (task.Validate), checked above to be
+	// agent: one look covers the task, the agent and its delegators.
+	if p.cfg.Revocations.Inactive(taskID, chain) {
 		return p.refuse(ctx, taskID, agent, act, fmt.Errorf("%w: task %s or an agent of its chain is no longer active", ErrUnauthenticated, taskID))
 	}
 	ag, err := p.agent(ctx, t.Agent, now)

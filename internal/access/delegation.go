@@ -57,7 +57,8 @@ func (p *Pipeline) delegate(ctx context.Context, act *Action, now time.Time) err
 	if err != nil {
 		return err
 	}
-	if !a.Active() || p.cfg.Revocations.Inactive("", []string{act.Resource}) {
+	// Status is Revocations', as for the acting agent (see decide).
+	if p.cfg.Revocations.Inactive("", []string{act.Resource}) {
 		return fmt.Errorf("%w: the delegate %s is not active", ErrInvalidAction, id)
 	}
 	act.delegateTier = string(a.Tier)

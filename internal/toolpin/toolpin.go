@@ -59,6 +59,29 @@ type wireTool struct {
 	Meta         json.RawMessage `json:"_meta,omitempty"`
 }
 
+// ParseTool decodes a tool from its MCP JSON encoding, every member of
+// which must be one a pin covers (an unknown member is an error: what no
+// pin covers must not be served unpinned). JSON null is absent.
+func ParseTool(b []byte) (Tool, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var w wireTool
+	if err := dec.Decode(&w); err != nil {
+		return Tool{}, fmt.Errorf("toolpin: a tool member the pin does not cover: %w", err)
+	}
+	null := func(raw json.RawMessage) json.RawMessage {
+		if string(raw) == "null" {
+			return nil
+		}
+		return raw
+	}
+	return Tool{
+		Name: w.Name, Title: w.Title, Description: w.Description,
+		InputSchema: null(w.InputSchema), OutputSchema: null(w.OutputSchema), Annotations: null(w.Annotations),
+		Icons: null(w.Icons), Meta: null(w.Meta),
+	}, nil
+}
+
 // Definition is the canonical JSON of the whole tool. The encoding is
 // deterministic (the audit package's canonical JSON: keys sorted, no
 // insignificant whitespace, numbers as written) so that an upstream that

@@ -1,7 +1,6 @@
 package mcpproxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,22 +20,8 @@ import (
 // as the SDK decoded it, encoded again exactly as tools/list sends it
 // downstream.
 
-// servedTool is every member of a tool as the gateway serves it. Decoding
-// into it refuses unknown members: a member the pin would not cover is
-// never served unpinned (see pinTool).
-type servedTool struct {
-	Name         string          `json:"name"`
-	Title        string          `json:"title"`
-	Description  string          `json:"description"`
-	InputSchema  json.RawMessage `json:"inputSchema"`
-	OutputSchema json.RawMessage `json:"outputSchema"`
-	Annotations  json.RawMessage `json:"annotations"`
-	Icons        json.RawMessage `json:"icons"`
-	Meta         json.RawMessage `json:"_meta"`
-}
-
 // pinTool is t as toolpin pins it: every member of its JSON encoding
-// (JSON null is absent). It fails for a tool whose encoding has a member
+// (toolpin.ParseTool). It fails for a tool whose encoding has a member
 // toolpin does not pin (an SDK that learnt a new one); the gateway
 // quarantines such a tool rather than serve what no pin covers.
 func pinTool(t *mcp.Tool) (toolpin.Tool, error) {
@@ -44,23 +29,11 @@ func pinTool(t *mcp.Tool) (toolpin.Tool, error) {
 	if err != nil {
 		return toolpin.Tool{}, fmt.Errorf("mcpproxy: encode tool %q: %w", t.Name, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var s servedTool
-	if err := dec.Decode(&s); err != nil {
-		return toolpin.Tool{}, fmt.Errorf("mcpproxy: tool %q has a member the pin does not cover: %w", t.Name, err)
+	pt, err := toolpin.ParseTool(b)
+	if err != nil {
+		return toolpin.Tool{}, fmt.Errorf("mcpproxy: tool %q: %w", t.Name, err)
 	}
-	null := func(raw json.RawMessage) json.RawMessage {
-		if string(raw) == "null" {
-			return nil
-		}
-		return raw
-	}
-	return toolpin.Tool{
-		Name: s.Name, Title: s.Title, Description: s.Description,
-		InputSchema: null(s.InputSchema), OutputSchema: null(s.OutputSchema), Annotations: null(s.Annotations),
-		Icons: null(s.Icons), Meta: null(s.Meta),
-	}, nil
+	return pt, nil
 }
 
 // collisions reports, once per name and set of upstreams, that upstreams
