@@ -19,8 +19,10 @@ func (s *Server) tokenExchange(ctx context.Context, r *TokenRequest, info *reqIn
 	if r.SubjectToken == "" {
 		return nil, errInvalidRequest("subject_token is required")
 	}
-	if r.ActorToken != "" && s.isPersonToken(r.SubjectToken) {
-		return s.startForPerson(ctx, r, info)
+	if r.ActorToken != "" {
+		if p, src, ok := s.personToken(r.SubjectToken); ok {
+			return s.startForPerson(ctx, r, info, p, src)
+		}
 	}
 	if !isAccessTokenTypeURI(r.SubjectTokenType) {
 		return nil, errInvalidRequest("subject_token_type must be %s", TokenTypeAccessToken)

@@ -24,18 +24,18 @@ const NamespacePersonToken = "person_token"
 // maxPrincipalLen bounds a principal taken from a person's token.
 const maxPrincipalLen = 320
 
-// isPersonToken reports whether raw is a JWT from a federated issuer
-// that names people (FederatedIssuer.PersonClaim): the subject_token of a
-// task a person asks an agent to do (RFC 8693 §4.1, the agent's token as
-// actor_token). The issuer is read unverified here, only to route the
-// request; startForPerson verifies everything.
-func (s *Server) isPersonToken(raw string) bool {
+// personToken returns raw parsed, and its issuer, when it is a JWT from a
+// federated issuer that names people (FederatedIssuer.PersonClaim): the
+// subject_token of a task a person asks an agent to do (RFC 8693 §4.1, the
+// agent's token as actor_token). The issuer is read unverified here, only
+// to route the request; startForPerson verifies everything.
+func (s *Server) personToken(raw string) (*parsedAssertion, *jwksSource, bool) {
 	p, err := parseAssertion(raw, FederatedAlgorithms)
 	if err != nil {
-		return false
+		return nil, nil, false
 	}
 	src, ok := s.fed[p.unverified.Issuer]
-	return ok && src.cfg.PersonClaim != ""
+	return p, src, ok && src.cfg.PersonClaim != ""
 }
 
 // startForPerson serves a token exchange whose subject_token is a person's
@@ -44,7 +44,7 @@ func (s *Server) isPersonToken(raw string) bool {
 // the agent to start a task, and the person — not the agent's owner, not
 // anything the agent states — is its principal. The person's token is
 // single-use for this purpose.
-func (s *Server) startForPerson(ctx context.Context, r *TokenRequest, info *reqInfo) (*TokenResponse, error) {
+func (s *Server) startForPerson(ctx context.Context, r *TokenRequest, info *reqInfo, p *parsedAssertion, src *jwksSource) (*TokenResponse, error) {
 	switch {
 	case r.SubjectTokenType != TokenTypeIDToken && !isAccessTokenTypeURI(r.SubjectTokenType):
 		return nil, errInvalidRequest("subject_token_type must be %s, %s or %s", TokenTypeIDToken, TokenTypeJWT, TokenTypeAccessToken)
@@ -53,7 +53,7 @@ func (s *Server) startForPerson(ctx context.Context, r *TokenRequest, info *reqI
 	case r.RequestedTokenType != "" && r.RequestedTokenType != TokenTypeAccessToken:
 		return nil, errInvalidRequest("requested_token_type must be %s", TokenTypeAccessToken)
 	}
-	person, err := s.verifyPerson(ctx, r.SubjectToken)
+	person, err := s.verifyPerson(ctx, p, src)
 	if err != nil {
 		return nil, err
 	}
@@ -100,24 +100,16 @@ func (s *Server) startForPerson(ctx context.Context, r *TokenRequest, info *reqI
 	return s.startTask(ctx, r, info, agent, aud, proofJKT, principal)
 }
 
-// personToken is a verified person's token.
-type personToken struct {
+// verifiedPerson is a verified person's token.
+type verifiedPerson struct {
 	principal, issuer, jti string
 	expiry                 time.Time
 }
 
-// verifyPerson verifies a person's token: the principal it names, its
-// issuer, jti and expiry. Errors are *Error.
-func (s *Server) verifyPerson(ctx context.Context, raw string) (*personToken, error) {
+// verifyPerson verifies p, a person's token from src (personToken): the
+// principal it names, its issuer, jti and expiry. Errors are *Error.
+func (s *Server) verifyPerson(ctx context.Context, p *parsedAssertion, src *jwksSource) (*verifiedPerson, error) {
 	var principal string
-	p, err := parseAssertion(raw, FederatedAlgorithms)
-	if err != nil {
-		return nil, errInvalidGrant(err, "subject_token: %s", err.Error())
-	}
-	src, ok := s.fed[p.unverified.Issuer]
-	if !ok || src.cfg.PersonClaim == "" {
-		return nil, errInvalidGrant(nil, "subject_token issuer is not trusted to name people")
-	}
 	key, err := src.key(ctx, p.header.KeyID)
 	if err != nil {
 		if e := (*Error)(nil); errors.As(err, &e) {
@@ -164,7 +156,7 @@ func (s *Server) verifyPerson(ctx context.Context, raw string) (*personToken, er
 	if err := checkPrincipal(principal); err != nil {
 		return nil, errInvalidGrant(err, "subject_token's %s claim cannot name a principal", src.cfg.PersonClaim)
 	}
-	return &personToken{principal: principal, issuer: c.Issuer, jti: c.ID, expiry: c.Expiry.Time()}, nil
+	return &verifiedPerson{principal: principal, issuer: c.Issuer, jti: c.ID, expiry: c.Expiry.Time()}, nil
 }
 
 // checkPrincipal refuses a principal that is empty, too long, not UTF-8,
