@@ -196,8 +196,8 @@ func TestTaint(t *testing.T) {
 	if d, _ := f.decide(t, ctok, access.Action{Kind: "file.read", Resource: "/vault/key"}); d.Effect != policy.Allow {
 		t.Fatalf("child restricted read: %+v", d)
 	}
-	if got := f.pipeline.Taint(child.ID); got != "restricted" {
-		t.Errorf("Taint(child) = %q, want restricted", got)
+	if got, err := f.backend.GetTask(context.Background(), child.ID); err != nil || got.Taint != task.SensitivityRestricted {
+		t.Errorf("stored taint of the child = %+v, %v; want restricted", got, err)
 	}
 	for name, tok := range map[string]string{"child": ctok, "parent": ptok} {
 		d, _ := f.decide(t, tok, send)

@@ -158,9 +158,9 @@ func (p *Pipeline) taintOf(ctx context.Context, st *taskState, ag *identity.Agen
 // An error means the raise could not be stored and the read must be
 // refused. Any other decision, and a read of public data, raises nothing.
 //
-// It runs before the remaining checks that can still turn the allow into
-// a denial (call budget, audit): a read refused by those leaves the task
-// tainted all the same, which errs on the safe side.
+// It runs after the budget and call reservations and before the record:
+// a read the ledger then refuses leaves the task tainted all the same,
+// which errs on the safe side.
 func (p *Pipeline) raiseTaint(ctx context.Context, st *taskState, req *policy.Request, d Decision, now time.Time) error {
 	level := req.Resource.Sensitivity
 	if !d.Allowed() || req.Risk != policy.RiskRead || policy.SensitivityLevel(level) <= 0 {
@@ -202,32 +202,4 @@ func (p *Pipeline) raiseTaint(ctx context.Context, st *taskState, req *policy.Re
 		p.mu.Unlock()
 	}
 	return nil
-}
-
-// Taint returns the taint of a task this pipeline tracks: the highest
-// sensitivity it, or a task it was delegated from, has been exposed to, as
-// stored when last loaded and as raised since. An untracked task is
-// restricted; a task never seen has none.
-func (p *Pipeline) Taint(id task.ID) string {
-	p.mu.RLock()
-	st := p.tasks[id]
-	p.mu.RUnlock()
-	taint := ""
-	for hops := 0; st != nil; hops++ {
-		st.mu.Lock()
-		own := higher(string(st.t.Taint), st.taint.level)
-		parent, untracked := st.t.Parent, st.untracked
-		st.mu.Unlock()
-		if untracked || hops > policy.MaxListLen {
-			return restricted
-		}
-		taint = higher(taint, own)
-		if parent == "" {
-			break
-		}
-		p.mu.RLock()
-		st = p.tasks[parent]
-		p.mu.RUnlock()
-	}
-	return taint
 }
