@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpbridge"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/token"
@@ -230,7 +231,7 @@ func TestAuthAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt := &dpopTransport{tok: tok, key: key}
+		rt := &mcpbridge.Transport{Token: tok, DPoPKey: key}
 		rawSession(t, e, rt, path)
 		loseStore(t, e)
 		resp, body := rawPost(t, e, rt, path, "", initialize)
