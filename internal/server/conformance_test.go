@@ -28,7 +28,10 @@ var conformanceClassification = filepath.Join("..", "..", "docs", "examples", "c
 // conformance server (everything-server) directly, and through a real
 // server (New, Run) whose gateway fronts it as upstream "everything", with
 // the shipped default policies, the example classification file, the
-// SQLite store and the durable ledger. The suite's client is an agent
+// SQLite store and the durable ledger; once per protocol revision: the
+// 2025-11-25 suite against a stateful server (sessions), the 2026-07-28
+// one against a stateless server (sessionless requests, input_required
+// results, subscriptions/listen). The suite's client is an agent
 // registered over the admin socket, holding a task token from an OAuth
 // token exchange. Every scenario the upstream passes directly must pass
 // through the gateway with the same number of checks; every tool call is
@@ -39,7 +42,22 @@ func TestConformance(t *testing.T) {
 		t.Skip("conformance suite in -short mode")
 	}
 	dir := mcpproxytest.NPMDeps(t)
-	upURL := mcpproxytest.StartEverything(t)
+	for _, tc := range []struct {
+		suite     mcpproxytest.Suite
+		stateless bool
+		min       int // checks that pass directly, at least (SDK v1.8.0)
+	}{
+		{mcpproxytest.Suite20251125, false, 40},
+		{mcpproxytest.Suite20260728, true, 150},
+	} {
+		t.Run(tc.suite.Name, func(t *testing.T) {
+			conformance(t, dir, tc.suite, tc.stateless, tc.min)
+		})
+	}
+}
+
+func conformance(t *testing.T, dir string, suite mcpproxytest.Suite, stateless bool, minChecks int) {
+	upURL := mcpproxytest.StartEverything(t, stateless)
 	cfg := testConfig(t)
 	cfg.MCP.Upstreams = []MCPUpstream{{Name: "everything", URL: upURL}}
 	cfg.Policy.ClassificationFile = conformanceClassification
@@ -83,15 +101,15 @@ func TestConformance(t *testing.T) {
 	})
 	defer front.Close()
 
-	direct := mcpproxytest.RunConformance(t, dir, upURL)
-	via := mcpproxytest.RunConformance(t, dir, front.URL+"/mcp/everything")
+	direct := mcpproxytest.RunConformance(t, dir, suite, upURL)
+	via := mcpproxytest.RunConformance(t, dir, suite, front.URL+"/mcp/everything")
 	total, passed, scenarios := 0, 0, 0
 	for name, d := range direct {
-		total += d.Passed
 		if d.Failed > 0 {
 			t.Logf("scenario %s fails directly (%d failed); not required of the gateway", name, d.Failed)
 			continue
 		}
+		total += d.Passed
 		scenarios++
 		g, ok := via[name]
 		if !ok {
@@ -104,8 +122,8 @@ func TestConformance(t *testing.T) {
 		}
 	}
 	t.Logf("conformance: %d scenarios (%d checks) pass directly; %d checks of them pass through the gateway (%d scenarios run)", scenarios, total, passed, len(via))
-	if total < 40 {
-		t.Errorf("direct run passed %d checks, want at least 40 (SDK v1.8.0)", total)
+	if total < minChecks {
+		t.Errorf("direct run passed %d checks, want at least %d (SDK v1.8.0)", total, minChecks)
 	}
 
 	// The ledger: every tool call decided as a write (the example file),

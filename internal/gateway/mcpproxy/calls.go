@@ -103,6 +103,28 @@ func (g *Gateway) errorFor(err error, upstream string) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
 }
 
+// perTask is how a client may cache the lists the gateway serves (MCP
+// 2026-07-28, "Caching"): each is the view of one task's session, whose
+// upstream it came from and whose decisions shaped it, so only the
+// requesting client may keep it, and it is stale at once (pins and
+// policies change without notice).
+var perTask = mcp.Cacheable{TTLMs: 0, CacheScope: "private"}
+
+// upstreamParams are a request's params as sent to upstream u: a copy,
+// with the _meta upstreamMeta makes of theirs.
+func upstreamParams[T any, P interface {
+	*T
+	mcp.Params
+}](u *upConn, p P) P {
+	if p == nil {
+		return nil
+	}
+	c := P(new(T))
+	*c = *p
+	c.SetMeta(u.upstreamMeta(p.GetMeta()))
+	return c
+}
+
 // listUpstream collects every item (all pages) that list yields from u,
 // within one upstream call. On a per-upstream endpoint a failing upstream
 // is the caller's error; on the aggregated endpoint it is skipped
@@ -233,7 +255,7 @@ func (s *session) toolList(ctx context.Context, a *authed, cursor string) (*mcp.
 	if err != nil {
 		return nil, err
 	}
-	res := &mcp.ListToolsResult{Tools: []*mcp.Tool{}}
+	res := &mcp.ListToolsResult{Cacheable: perTask, Tools: []*mcp.Tool{}}
 	for _, name := range sortedKeys(tools) {
 		e := tools[name]
 		if e.status != toolpin.Approved {
@@ -559,16 +581,20 @@ func (s *session) listResources(ctx context.Context, req *mcp.ListResourcesReque
 		}
 		var res *mcp.ListResourcesResult
 		err = u.call(ctx, cs, func(ctx context.Context) (err error) {
-			res, err = cs.ListResources(ctx, req.Params)
+			res, err = cs.ListResources(ctx, upstreamParams(u, req.Params))
 			return err
 		})
-		return res, s.gw.errorFor(err, u.cfg.Name)
+		if err != nil {
+			return nil, s.gw.errorFor(err, u.cfg.Name)
+		}
+		res.Cacheable = perTask
+		return res, nil
 	}
 	if req.Params != nil && req.Params.Cursor != "" {
 		return nil, invalidParams("invalid cursor")
 	}
 	idx := map[string]*upConn{}
-	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
+	res := &mcp.ListResourcesResult{Cacheable: perTask, Resources: []*mcp.Resource{}}
 	for _, u := range s.ups {
 		cs, err := u.get(ctx)
 		if err != nil || !hasResources(u) {
@@ -600,7 +626,7 @@ func hasResources(u *upConn) bool {
 }
 
 func (s *session) listTemplates(ctx context.Context, req *mcp.ListResourceTemplatesRequest) (mcp.Result, error) {
-	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
+	res := &mcp.ListResourceTemplatesResult{Cacheable: perTask, ResourceTemplates: []*mcp.ResourceTemplate{}}
 	if s.upstream != "" {
 		u := s.ups[0]
 		cs, err := u.get(ctx)
@@ -608,10 +634,14 @@ func (s *session) listTemplates(ctx context.Context, req *mcp.ListResourceTempla
 			return nil, s.gw.errorFor(err, u.cfg.Name)
 		}
 		err = u.call(ctx, cs, func(ctx context.Context) (err error) {
-			res, err = cs.ListResourceTemplates(ctx, req.Params)
+			res, err = cs.ListResourceTemplates(ctx, upstreamParams(u, req.Params))
 			return err
 		})
-		return res, s.gw.errorFor(err, u.cfg.Name)
+		if err != nil {
+			return nil, s.gw.errorFor(err, u.cfg.Name)
+		}
+		res.Cacheable = perTask
+		return res, nil
 	}
 	for _, u := range s.ups {
 		cs, err := u.get(ctx)
@@ -687,11 +717,10 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	p := *req.Params
-	p.Meta = u.upstreamMeta(p.Meta)
+	p := upstreamParams(u, req.Params)
 	var res *mcp.ReadResourceResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
-		res, err = cs.ReadResource(ctx, &p)
+		res, err = cs.ReadResource(ctx, p)
 		return err
 	})
 	if err != nil {
@@ -708,7 +737,7 @@ func (s *session) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 	if req.Params != nil && req.Params.Cursor != "" {
 		return nil, invalidParams("invalid cursor")
 	}
-	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
+	res := &mcp.ListPromptsResult{Cacheable: perTask, Prompts: []*mcp.Prompt{}}
 	idx := map[string]*promptEntry{}
 	for _, u := range s.ups {
 		ps, ok, err := listUpstream(ctx, s, u, func(ctx context.Context, cs *mcp.ClientSession) iter.Seq2[*mcp.Prompt, error] {
@@ -782,12 +811,11 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
-	p := *req.Params
+	p := upstreamParams(u, req.Params)
 	p.Name = name
-	p.Meta = u.upstreamMeta(p.Meta)
 	var res *mcp.GetPromptResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
-		res, err = cs.GetPrompt(ctx, &p)
+		res, err = cs.GetPrompt(ctx, p)
 		return err
 	})
 	if err != nil {

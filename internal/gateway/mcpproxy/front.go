@@ -63,14 +63,7 @@ func (g *Gateway) front(endpoint, upstream string, sdk, stateless http.Handler) 
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeMessage(w, http.StatusRequestEntityTooLarge, errorMessage(nil, &jsonrpc.Error{
-					Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("message exceeds the gateway's limit of %d bytes", mbe.Limit),
-				}))
-				return
-			}
-			http.Error(w, "failed to read the request body", http.StatusBadRequest)
+			tooLargeOrUnreadable(w, err)
 			return
 		}
 		if !s.serve(w, r, a, body) {
@@ -78,6 +71,18 @@ func (g *Gateway) front(endpoint, upstream string, sdk, stateless http.Handler) 
 			sdk.ServeHTTP(w, withPrincipal(r, a))
 		}
 	}
+}
+
+// tooLargeOrUnreadable answers a request whose body could not be read.
+func tooLargeOrUnreadable(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeMessage(w, http.StatusRequestEntityTooLarge, errorMessage(nil, &jsonrpc.Error{
+			Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("message exceeds the gateway's limit of %d bytes", mbe.Limit),
+		}))
+		return
+	}
+	http.Error(w, "failed to read the request body", http.StatusBadRequest)
 }
 
 // serve handles the message in body if it is the gateway's to handle, and

@@ -2,14 +2,19 @@ package mcpproxy_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 )
@@ -114,5 +119,173 @@ func TestProtocolRevisionsStdio(t *testing.T) {
 				t.Fatalf("CallTool = %v, %v", res, err)
 			}
 		})
+	}
+}
+
+// TestInputRequired: a 2026-07-28 upstream's input_required result goes
+// to a 2026-07-28 client as it is; the client's retry, with its
+// inputResponses and the requestState, is a call of its own, decided and
+// recorded like the first, and the upstream completes it. A 2025-11-25
+// client meets the same upstream through its session: the gateway's
+// upstream client fulfils the input request by asking the client (an
+// elicitation request), and retries.
+func TestInputRequired(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "1"}, nil)
+	var attempts atomic.Int64
+	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		attempts.Add(1)
+		resp, ok := req.Params.InputResponses["confirm"].(*mcp.ElicitResult)
+		if !ok {
+			return &mcp.CallToolResult{
+				InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{Message: "Deploy?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)}},
+				RequestState:  "deploy-1",
+			}, nil, nil
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: resp.Action + " " + req.Params.RequestState}}}, nil, nil
+	})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(srv.Close)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+
+	for _, rev := range []string{"2026-07-28", "2025-11-25"} {
+		t.Run(rev, func(t *testing.T) {
+			attempts.Store(0)
+			before := len(e.rec.events(audit.TypeMCPCall))
+			var asked atomic.Int64
+			c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
+				ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+					asked.Add(1)
+					if r.Params.Message != "Deploy?" {
+						t.Errorf("elicitation %q", r.Params.Message)
+					}
+					return &mcp.ElicitResult{Action: "accept"}, nil
+				},
+			})
+			cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: rev})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "deploy"})
+			if err != nil || text(res) != "accept deploy-1" {
+				t.Fatalf("deploy = %v, %v", res, err)
+			}
+			if asked.Load() != 1 || attempts.Load() != 2 {
+				t.Errorf("the client was asked %d times, the upstream called %d times; want 1 and 2", asked.Load(), attempts.Load())
+			}
+			decided := e.rec.events(audit.TypeMCPCall)[before:]
+			want := 1 // the gateway's upstream client retries within the call
+			if rev == "2026-07-28" {
+				want = 2 // the client retries: each attempt is a call
+			}
+			if len(decided) != want {
+				t.Fatalf("%d mcp.call events, want %d: %+v", len(decided), want, decided)
+			}
+			for _, ev := range decided {
+				if ev.Decision != audit.DecisionAllow || ev.Resource != "up/deploy" {
+					t.Errorf("decision %+v", ev)
+				}
+			}
+		})
+	}
+}
+
+// TestParamHeaders: on 2026-07-28, an argument a tool mirrors into an
+// Mcp-Param-* header must agree with it (SEP-2243); a request whose
+// header says otherwise is refused before it is decided, HTTP 400 with
+// CodeHeaderMismatch.
+func TestParamHeaders(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "regions", Version: "1"}, nil)
+	var calls atomic.Int64
+	s.AddTool(&mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+		InputSchema: json.RawMessage(`{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"opts":{"type":"object","properties":{"n":{"type":"integer","x-mcp-header":"N"}}}}}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			calls.Add(1)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deployed"}}}, nil
+		})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(srv.Close)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+
+	post := func(args string, headers map[string]string) (int, string) {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"deploy","arguments":` + args + `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", "deploy")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := bearerClient(tok).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    string
+		headers map[string]string
+		ok      bool
+	}{
+		{"agrees", `{"region":"eu","opts":{"n":3}}`, map[string]string{"Mcp-Param-Region": "eu", "Mcp-Param-N": "3"}, true},
+		{"base64", `{"region":" eu"}`, map[string]string{"Mcp-Param-Region": "=?base64?IGV1?="}, true},
+		{"other value", `{"region":"eu"}`, map[string]string{"Mcp-Param-Region": "us"}, false},
+		{"missing header", `{"region":"eu"}`, nil, false},
+		{"header for an absent argument", `{}`, map[string]string{"Mcp-Param-Region": "eu"}, false},
+		{"nested other value", `{"opts":{"n":3}}`, map[string]string{"Mcp-Param-N": "4"}, false},
+		{"folded member read as the SDK reads it", `{"region":"eu","Region":"us"}`, map[string]string{"Mcp-Param-Region": "eu"}, true},
+		{"bad base64", `{"region":"eu"}`, map[string]string{"Mcp-Param-Region": "=?base64?***?="}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := calls.Load()
+			decided := len(e.rec.events(audit.TypeMCPCall))
+			code, body := post(tc.args, tc.headers)
+			if tc.ok {
+				if code != http.StatusOK || !strings.Contains(body, "deployed") {
+					t.Fatalf("= %d %s, want the call relayed", code, body)
+				}
+				return
+			}
+			if code != http.StatusBadRequest || !strings.Contains(body, `"code":-32020`) || !strings.Contains(body, `"id":7`) {
+				t.Fatalf("= %d %s, want 400 with CodeHeaderMismatch", code, body)
+			}
+			if calls.Load() != before || len(e.rec.events(audit.TypeMCPCall)) != decided {
+				t.Error("a mismatched call was decided or reached the upstream")
+			}
+		})
+	}
+}
+
+// TestSubscriptionsListen: a 2026-07-28 client's subscriptions/listen
+// stream gets the upstream's list changes.
+func TestSubscriptionsListen(t *testing.T) {
+	up := newGoUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:go/*")
+	changed := make(chan struct{}, 4)
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/go", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	up.setEcho("Echo text back, changed.")
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no tools/list_changed on the client's subscriptions/listen stream")
 	}
 }

@@ -474,12 +474,6 @@ func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
 	}
 }
 
-func (s *session) session() *mcp.ServerSession {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ss
-}
-
 // listChanged tells the downstream client that a list changed. The SDK
 // sends list_changed notifications when a server's features change, so a
 // placeholder feature is added and removed (the two changes are debounced
@@ -692,6 +686,7 @@ func (s *session) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.Co
 	if err != nil {
 		return nil, s.gw.errorFor(err, u.cfg.Name)
 	}
+	p.Meta = u.upstreamMeta(p.Meta)
 	var res *mcp.CompleteResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
 		res, err = cs.Complete(ctx, &p)

@@ -1,11 +1,15 @@
 package mcpproxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"maps"
 	"net/http"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/fault"
@@ -55,8 +59,47 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 	}
 	s.begin()
 	defer s.end()
+	if r.Method == http.MethodPost {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxMessageBytes))
+		if err != nil {
+			tooLargeOrUnreadable(w, err)
+			return
+		}
+		if err := s.checkHeaders(r, body); err != nil {
+			writeMessage(w, http.StatusBadRequest, errorMessage(requestID(body), &jsonrpc.Error{Code: CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	r = withPrincipal(r, a)
 	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
+}
+
+// checkHeaders checks a tools/call's Mcp-Param-* headers against its body
+// (paramheaders.go), reading the body as the SDK does: member names
+// exactly as written (its decoder does not fold case). Anything else, and
+// a call to a tool the session does not know (or cannot list now), is
+// left to the SDK and the middleware, which answer it.
+func (s *session) checkHeaders(r *http.Request, body []byte) error {
+	env := members(body)
+	var method, name string
+	if json.Unmarshal(env["method"], &method) != nil || method != "tools/call" {
+		return nil
+	}
+	params := members(env["params"])
+	if json.Unmarshal(params["name"], &name) != nil {
+		return nil
+	}
+	e, err := s.tool(r.Context(), name)
+	if err != nil || e == nil {
+		return nil
+	}
+	return checkParamHeaders(r.Header, e.tool, params["arguments"])
+}
+
+// requestID is the id of the JSON-RPC request in body, or nil.
+func requestID(body []byte) json.RawMessage {
+	return members(body)["id"]
 }
 
 // sessionlessServer is the stateless handler's choice of server: the one
@@ -99,6 +142,7 @@ func (u *upConn) upstreamMeta(m mcp.Meta) mcp.Meta {
 	_, v := m[mcp.MetaKeyProtocolVersion]
 	_, i := m[mcp.MetaKeyClientInfo]
 	_, c := m[mcp.MetaKeyClientCapabilities]
+	//lint:ignore SA1019 deprecated, still sent by 2026-07-28 clients
 	_, l := m[mcp.MetaKeyLogLevel]
 	if !v && !i && !c && !l {
 		return m
@@ -108,7 +152,7 @@ func (u *upConn) upstreamMeta(m mcp.Meta) mcp.Meta {
 	if !u.sessionless() {
 		delete(out, mcp.MetaKeyClientInfo)
 		delete(out, mcp.MetaKeyClientCapabilities)
-		delete(out, mcp.MetaKeyLogLevel)
+		delete(out, mcp.MetaKeyLogLevel) //lint:ignore SA1019 as above
 	}
 	return out
 }
