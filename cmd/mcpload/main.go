@@ -19,15 +19,18 @@
 // admin socket and starts a task over OAuth with scope tool.call:echo/*,
 // and stops the child at the end (SIGTERM, then SIGKILL after 20s).
 //
-// Everything else runs in mcpload's own process, so that its garbage is
-// not the gateway's: the upstream, an MCP server with one read-only
-// "echo" tool (by default mcpproxytest.EchoServer, a lean Streamable
-// HTTP server; -upstream sdk uses the Go SDK's), and the clients
-// (mcpproxytest.LeanClient), which speak Streamable HTTP with net/http
-// directly and allocate little: the harness shares the machine with what
-// it measures. -procs sets GOMAXPROCS in both processes; -heap-floor is
-// the harness's own heap floor (the gateway's is gc.heap_floor_bytes, as
-// for any mandate serve).
+// The upstream, an MCP server with one read-only "echo" tool (by default
+// mcpproxytest.EchoServer, a lean Streamable HTTP server; -upstream sdk
+// uses the Go SDK's), runs in a process of its own too (mcpload again,
+// started with MCPLOAD_UPSTREAM set, serving until its stdin closes), and
+// the clients (mcpproxytest.LeanClient) in mcpload's: no process shares
+// another's heap, and a direct call crosses between processes as a call
+// through the gateway does, so that the latency the gateway adds is its
+// own work and its extra hop. The clients speak Streamable HTTP with
+// net/http directly and allocate little: the harness shares the machine
+// with what it measures. -procs sets GOMAXPROCS in all three processes;
+// -heap-floor is the clients' and the upstream's heap floor (the
+// gateway's is gc.heap_floor_bytes, as for any mandate serve).
 //
 // -protocol is the MCP revision the clients, the gateway and the upstream
 // speak: 2025-11-25 (a session per connection: initialize, then calls
@@ -41,10 +44,10 @@
 // interleaved on one schedule at -rate calls/s per path, so that noise
 // hits both alike: p50/p90/p99 of each and the gateway's added p50/p99);
 // throughput (-conns loops calling back to back, direct then gateway:
-// calls/s, errors, the harness's CPU per call from getrusage and the
-// gateway's from its /proc/<pid>/stat, and from the latter an estimate
-// of what the gateway alone could serve on cores of its own). -phases
-// runs only one of the last two.
+// calls/s, errors, and the CPU per call of each process: the clients'
+// from getrusage, the upstream's and the gateway's from /proc/<pid>/stat;
+// and from the gateway's an estimate of what it alone could serve on
+// cores of its own). -phases runs only one of the last two.
 //
 // What the gateway costs without policy evaluation or the durable ledger
 // (the relay alone) is BenchmarkCall in internal/gateway/mcpproxy; to
@@ -87,15 +90,18 @@ type config struct {
 	serve     []string // further flags for mandate serve
 	timeout   time.Duration
 	gogc      string // the garbage collector's setting, for the report
-	floor     int    // the harness's heap floor, for the report
+	floor     int    // the clients' and the upstream's heap floor
 	phases    string // latency | throughput | both
 }
 
 // defaultHeapFloor is mandate serve's gc.heap_floor_bytes default, which
-// the harness uses for itself.
+// the clients and the upstream use too.
 const defaultHeapFloor = 64 << 20
 
 func main() {
+	if asUpstream() {
+		return
+	}
 	var c config
 	flag.IntVar(&c.rate, "rate", 1000, "calls per second on each path in the latency phase")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of the latency phase and of each throughput phase")
@@ -105,9 +111,9 @@ func main() {
 	protocol := flag.String("protocol", mcpproxytest.Version20251125, "MCP revision spoken end to end: 2025-11-25, 2026-07-28, or both (one run each, in that order)")
 	flag.StringVar(&c.mandate, "mandate", "", "the mandate binary to run as the gateway (empty: build ./cmd/mandate into a temporary directory)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
-	flag.IntVar(&c.floor, "heap-floor", defaultHeapFloor, "the harness's own heap floor in bytes, like mandate serve's gc.heap_floor_bytes (0: none)")
+	flag.IntVar(&c.floor, "heap-floor", defaultHeapFloor, "heap floor in bytes of the clients' and the upstream's processes, like mandate serve's gc.heap_floor_bytes (0: none)")
 	flag.StringVar(&c.phases, "phases", "both", "which measuring phases run after the warm-up: latency, throughput or both")
-	procs := flag.Int("procs", 0, "GOMAXPROCS of the harness and of mandate serve (0: leave as is)")
+	procs := flag.Int("procs", 0, "GOMAXPROCS of the clients', the upstream's and mandate serve's processes (0: leave as is)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `usage: mcpload [flags] [-- mandate serve flags]
 
@@ -134,7 +140,7 @@ and CPU per call.
 	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
-		os.Setenv("GOMAXPROCS", strconv.Itoa(*procs)) // for the child
+		os.Setenv("GOMAXPROCS", strconv.Itoa(*procs)) // for the children
 	}
 	c.gogc = os.Getenv("GOGC")
 	defer heapfloor.Start(uint64(c.floor)).Stop()
@@ -175,12 +181,12 @@ func run(ctx context.Context, w io.Writer, c config) error {
 // measure sets up the upstream, the gateway and the clients for one
 // protocol revision, runs the phases and writes the report to w.
 func measure(ctx context.Context, w io.Writer, c config, protocol string) error {
-	upURL, stopUp, err := serve(upstream(c.upstream, protocol))
+	up, err := startUpstream(ctx, c.upstream, protocol, c.floor)
 	if err != nil {
 		return err
 	}
-	defer stopUp()
-	gw, err := startGateway(ctx, c.mandate, upURL, c.warmup+3*c.duration+2*c.timeout, c.serve)
+	defer up.close()
+	gw, err := startGateway(ctx, c.mandate, up.url, c.warmup+3*c.duration+2*c.timeout, c.serve)
 	if err != nil {
 		return err
 	}
@@ -190,7 +196,7 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 	// client (direct and gateway are different hosts).
 	tr := &http.Transport{MaxIdleConns: 2*c.conns + 16, MaxIdleConnsPerHost: c.conns + 8, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
-	direct, err := clients(ctx, tr, upURL, "", protocol, c.conns)
+	direct, err := clients(ctx, tr, up.url, "", protocol, c.conns)
 	if err != nil {
 		return fmt.Errorf("direct: %w", err)
 	}
@@ -201,12 +207,16 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 	}
 	defer closeAll(ctx, via)
 
-	fmt.Fprintf(w, "mcpload: protocol=%s GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s gateway=mandate serve (pid %d, GOMAXPROCS %d)\n",
-		via[0].ProtocolVersion(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, gw.Pid(), childProcs())
+	fmt.Fprintf(w, "mcpload: protocol=%s GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s (pid %d) gateway=mandate serve (pid %d, GOMAXPROCS %d)\n",
+		via[0].ProtocolVersion(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, up.cmd.Process.Pid, gw.Pid(), childProcs())
 
 	if c.warmup > 0 {
-		throughput(ctx, direct, nil, c.warmup/2, c.timeout)
-		throughput(ctx, via, gw.Server, c.warmup/2, c.timeout)
+		if _, err := throughput(ctx, direct, up.cpu, nil, c.warmup/2, c.timeout); err != nil {
+			return err
+		}
+		if _, err := throughput(ctx, via, up.cpu, gw.CPU, c.warmup/2, c.timeout); err != nil {
+			return err
+		}
 	}
 
 	if c.phases != "throughput" {
@@ -223,18 +233,21 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 		return nil
 	}
 
-	dt := throughput(ctx, direct, nil, c.duration, c.timeout)
-	gt := throughput(ctx, via, gw.Server, c.duration, c.timeout)
+	dt, err := throughput(ctx, direct, up.cpu, nil, c.duration, c.timeout)
+	if err != nil {
+		return err
+	}
+	gt, err := throughput(ctx, via, up.cpu, gw.CPU, c.duration, c.timeout)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "throughput over %s with %d loops:\n", c.duration, c.conns)
 	fmt.Fprintf(w, "  direct:  %s\n", dt)
 	fmt.Fprintf(w, "  gateway: %s\n", gt)
-	if gt.cpuErr != nil {
-		return fmt.Errorf("gateway CPU: %w", gt.cpuErr)
-	}
 	// The measured gateway rate shares the cores with the clients and the
 	// upstream; what the gateway's own CPU per call would allow on cores
 	// of its own is an estimate, and printed as one.
-	if perCall := gt.gatewayCPUPerCall(); perCall > 0 {
+	if perCall := gt.perCall(gt.gatewayCPU); perCall > 0 {
 		procs := childProcs()
 		fmt.Fprintf(w, "  estimate for the gateway alone on %d cores (from its CPU per call): %.0f calls/s\n", procs, float64(procs)*1e6/perCall)
 	}
@@ -376,25 +389,25 @@ type rate struct {
 	calls, errs int64
 	first       error
 	elapsed     time.Duration
-	cpu         time.Duration // the harness's CPU (user+system) over the phase
+	clientCPU   time.Duration // mcpload's (user+system) over the phase
+	upstreamCPU time.Duration // the upstream process's
 	gatewayCPU  time.Duration // the gateway's, on the gateway's path
-	gateway     bool          // the path is through the gateway
-	cpuErr      error         // why the gateway's CPU could not be read
+	viaGateway  bool
 }
 
+// perCall is cpu per call in µs.
 func (r rate) perCall(cpu time.Duration) float64 {
 	return float64(cpu.Nanoseconds()) / 1e3 / float64(r.calls+r.errs)
 }
 
-// gatewayCPUPerCall is the gateway's CPU per call in µs.
-func (r rate) gatewayCPUPerCall() float64 { return r.perCall(r.gatewayCPU) }
-
 func (r rate) String() string {
-	cores := func(cpu time.Duration) float64 { return cpu.Seconds() / r.elapsed.Seconds() }
-	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) harness CPU %.1f µs/call (%.2f cores)",
-		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, r.perCall(r.cpu), cores(r.cpu))
-	if r.gateway && r.cpuErr == nil {
-		s += fmt.Sprintf(", gateway CPU %.1f µs/call (%.2f cores)", r.perCall(r.gatewayCPU), cores(r.gatewayCPU))
+	cost := func(cpu time.Duration) string {
+		return fmt.Sprintf("%.1f µs/call (%.2f cores)", r.perCall(cpu), cpu.Seconds()/r.elapsed.Seconds())
+	}
+	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) CPU: clients %s, upstream %s",
+		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, cost(r.clientCPU), cost(r.upstreamCPU))
+	if r.viaGateway {
+		s += ", gateway " + cost(r.gatewayCPU)
 	}
 	if r.first != nil {
 		s += fmt.Sprintf(" (first error: %v)", r.first)
@@ -402,19 +415,30 @@ func (r rate) String() string {
 	return s
 }
 
+// processCPU reads the CPU time a process has used so far.
+type processCPU func() (time.Duration, error)
+
 // throughput calls back to back on every client for d. gw, if not nil,
-// is the gateway the calls go through, whose CPU is measured too.
-func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, gw *serveproc.Server, d, timeout time.Duration) rate {
+// reads the CPU of the gateway the calls go through; up reads the
+// upstream's.
+func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw processCPU, d, timeout time.Duration) (rate, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
+	r := rate{viaGateway: gw != nil}
+	if gw == nil {
+		gw = func() (time.Duration, error) { return 0, nil }
+	}
+	up0, err := up()
+	if err != nil {
+		return r, fmt.Errorf("upstream CPU: %w", err)
+	}
+	gw0, err := gw()
+	if err != nil {
+		return r, fmt.Errorf("gateway CPU: %w", err)
+	}
 	var calls, errs atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	r := rate{gateway: gw != nil}
-	var gw0 time.Duration
-	if gw != nil {
-		gw0, r.cpuErr = gw.CPU()
-	}
 	cpu0, t0 := proctime.CPU(), time.Now()
 	end := t0.Add(d)
 	for _, s := range ss {
@@ -433,14 +457,18 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, gw *servepro
 		})
 	}
 	wg.Wait()
-	r.calls, r.errs, r.elapsed, r.cpu = calls.Load(), errs.Load(), time.Since(t0), proctime.CPU()-cpu0
-	if gw != nil && r.cpuErr == nil {
-		var gw1 time.Duration
-		gw1, r.cpuErr = gw.CPU()
-		r.gatewayCPU = gw1 - gw0
-	}
+	r.calls, r.errs, r.elapsed, r.clientCPU = calls.Load(), errs.Load(), time.Since(t0), proctime.CPU()-cpu0
 	if p := firstErr.Load(); p != nil {
 		r.first = *p
 	}
-	return r
+	up1, err := up()
+	if err != nil {
+		return r, fmt.Errorf("upstream CPU: %w", err)
+	}
+	gw1, err := gw()
+	if err != nil {
+		return r, fmt.Errorf("gateway CPU: %w", err)
+	}
+	r.upstreamCPU, r.gatewayCPU = up1-up0, gw1-gw0
+	return r, nil
 }

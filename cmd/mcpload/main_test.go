@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,10 +16,18 @@ import (
 	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
+// TestMain lets the test binary be mcpload's upstream process too.
+func TestMain(m *testing.M) {
+	if asUpstream() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
 // TestRun runs the whole load test briefly against a freshly built
 // mandate serve, in each protocol revision and with each upstream: every
-// call must succeed, the gateway's CPU must be measured, and the child
-// must be gone afterwards.
+// call must succeed, each process's CPU must be measured, and the
+// children (gateway and upstream) must be gone afterwards.
 func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts mandate")
@@ -50,18 +59,21 @@ func TestRun(t *testing.T) {
 				if n := len(regexp.MustCompile(`errors=0\b`).FindAllString(report, -1)); n != 4 {
 					t.Errorf("%d of 4 results without errors", n)
 				}
-				for _, re := range []string{`gateway: \d+ calls/s .* gateway CPU \d+\.\d µs/call`, `estimate for the gateway alone on \d+ cores`} {
+				for _, re := range []string{`gateway: \d+ calls/s .* CPU: clients \d+\.\d µs/call .*, upstream \d+\.\d µs/call .*, gateway \d+\.\d µs/call`, `estimate for the gateway alone on \d+ cores`} {
 					if !regexp.MustCompile(re).MatchString(report) {
 						t.Errorf("report does not match %q", re)
 					}
 				}
-				m := regexp.MustCompile(`mandate serve \(pid (\d+)`).FindStringSubmatch(report)
+				// Both children are gone.
+				m := regexp.MustCompile(`upstream=\w+ \(pid (\d+)\) gateway=mandate serve \(pid (\d+)`).FindStringSubmatch(report)
 				if m == nil {
-					t.Fatal("report does not name the gateway's pid")
+					t.Fatal("report does not name the children's pids")
 				}
-				pid, _ := strconv.Atoi(m[1])
-				if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-					t.Errorf("mandate serve (pid %d) after the run: kill -0 = %v, want ESRCH", pid, err)
+				for _, p := range m[1:] {
+					pid, _ := strconv.Atoi(p)
+					if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+						t.Errorf("pid %d after the run: kill -0 = %v, want ESRCH", pid, err)
+					}
 				}
 			})
 		}

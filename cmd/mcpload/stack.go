@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/harness"
 	"github.com/mandatehq/mandate/internal/identity"
-	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
@@ -21,35 +19,6 @@ const (
 	loadPurpose = "load test"
 	trustDomain = "example.org"
 )
-
-// serve runs h on a fresh loopback listener.
-func serve(h http.Handler) (string, func(), error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(l)
-	return "http://" + l.Addr().String(), func() { srv.Close() }, nil
-}
-
-// upstream is the MCP server the load calls, directly and through the
-// gateway, speaking the revision measured. The lean one serves only that
-// revision (2026-07-28 with the stateful ones too, as a current server
-// would), so that the gateway's hop to it speaks the revision as well;
-// the SDK's is stateful for 2025-11-25 and stateless for 2026-07-28.
-func upstream(kind, protocol string) http.Handler {
-	switch {
-	case kind == "sdk" && protocol == mcpproxytest.Version20260728:
-		return mcpproxytest.SDKStatelessEchoServer()
-	case kind == "sdk":
-		return mcpproxytest.SDKEchoServer()
-	case protocol == mcpproxytest.Version20260728:
-		return &mcpproxytest.EchoServer{Versions: mcpproxytest.AllVersions}
-	default:
-		return &mcpproxytest.EchoServer{}
-	}
-}
 
 // gateway is `mandate serve` as a child process in front of the upstream,
 // and a task token that may call its echo tool.

@@ -263,9 +263,13 @@ func (s *Server) Close() error {
 const clockTicks = 100
 
 // CPU is the CPU time (user and system, all threads) the server has used
-// so far, from /proc/<pid>/stat, in steps of 10ms.
-func (s *Server) CPU() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+// so far (see ProcessCPU).
+func (s *Server) CPU() (time.Duration, error) { return ProcessCPU(s.Pid()) }
+
+// ProcessCPU is the CPU time (user and system, all threads) the process
+// pid has used so far, from /proc/<pid>/stat, in steps of 10ms.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
