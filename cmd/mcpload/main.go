@@ -229,8 +229,8 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 		fmt.Fprintf(w, "  gateway: %s\n", g)
 		fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
 	}
-	if c.phases == "latency" {
-		return nil
+	if c.phases == "latency" || ctx.Err() != nil {
+		return ctx.Err()
 	}
 
 	dt, err := throughput(ctx, direct, up.cpu, nil, c.duration, c.timeout)
@@ -239,6 +239,9 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 	}
 	gt, err := throughput(ctx, via, up.cpu, gw.CPU, c.duration, c.timeout)
 	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "throughput over %s with %d loops:\n", c.duration, c.conns)
@@ -336,7 +339,7 @@ func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int,
 			lb := latencies{d: make([]time.Duration, 0, capacity)}
 			next := start.Add(interval * time.Duration(i) / time.Duration(n))
 			k, lateN := 0, 0
-			for ; next.Before(end); k++ {
+			for ; next.Before(end) && ctx.Err() == nil; k++ {
 				if w := time.Until(next); w > 0 {
 					time.Sleep(w)
 				} else if -w > interval {
@@ -444,7 +447,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw proce
 	for _, s := range ss {
 		wg.Go(func() {
 			var n, e int64
-			for time.Now().Before(end) {
+			for time.Now().Before(end) && ctx.Err() == nil {
 				if err := s.Call(ctx); err != nil {
 					e++
 					firstErr.CompareAndSwap(nil, &err)
