@@ -100,6 +100,7 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 		return nil, err
 	}
 	cmd := exec.Command(o.Bin, append([]string{"serve", "--config", cfgPath}, o.Args...)...)
+	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		logf.Close()
