@@ -144,12 +144,11 @@ and CPU per call.
 	}
 	c.gogc = os.Getenv("GOGC")
 	defer heapfloor.Start(uint64(c.floor)).Stop()
-	// Interrupted, it still stops the child and removes its data.
+	// Interrupted, it still stops the children and removes their data.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Stdout, c); err != nil {
 		fmt.Fprintf(os.Stderr, "mcpload: %v\n", err)
-		stop()
 		os.Exit(1)
 	}
 }
