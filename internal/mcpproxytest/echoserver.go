@@ -182,6 +182,11 @@ func (s *EchoServer) post(w http.ResponseWriter, r *http.Request) {
 		s.stateless(w, r, m, &p, b)
 		return
 	}
+	if !isCall && header >= Version20260728 && s.serves(header) {
+		// A notification (or response) without a session: nothing to do.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	if string(m.Method) == `"initialize"` {
 		if !isCall {
 			writeRPCError(w, http.StatusBadRequest, nil, -32600, "initialize must be a request")

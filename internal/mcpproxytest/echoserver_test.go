@@ -201,6 +201,8 @@ func TestEchoServerStateless(t *testing.T) {
 			`"code":-32022,"message":"unsupported protocol version \"2099-01-01\"","data":{"supported":["2026-07-28",`},
 		{"a stateful server", old.URL, v, call, []string{"Mcp-Method", "tools/call", "Mcp-Name", "echo"}, 400,
 			`"data":{"supported":["2025-11-25","2025-06-18","2025-03-26"],"requested":"2026-07-28"}`},
+		{"notification", srv.URL, v, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}`, []string{"Mcp-Method", "notifications/cancelled"}, 202, ""},
+		{"notification to a stateful server", old.URL, v, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}`, []string{"Mcp-Method", "notifications/cancelled"}, 400, "Mcp-Session-Id"},
 		{"initialize where only 2026-07-28 is served", only.URL, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}`, nil, 400,
 			`"data":{"supported":["2026-07-28"],"requested":"2025-11-25"}`},
 	} {
