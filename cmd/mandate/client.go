@@ -113,14 +113,21 @@ func (c *client) fetch(ctx context.Context, method, path string, query url.Value
 }
 
 // do sends a request to the admin API and returns the response body of a
-// successful request. A problem+json error becomes an error with its
+// successful request. A problem+json error becomes an *apiError with its
 // detail; a connection failure explains how to reach a server.
 func (c *client) do(ctx context.Context, method, path string, query url.Values, body any) ([]byte, error) {
+	data, _, err := c.doWithHeaders(ctx, method, path, query, nil, body)
+	return data, err
+}
+
+// doWithHeaders is do with extra request headers (preconditions such as
+// If-Match) that also returns the response's headers (its ETag).
+func (c *client) doWithHeaders(ctx context.Context, method, path string, query url.Values, header http.Header, body any) ([]byte, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -130,10 +137,13 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" && c.socket == "" {
@@ -141,17 +151,17 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, c.connError(err)
+		return nil, nil, c.connError(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseSize))
 	if err != nil {
-		return nil, fmt.Errorf("reading the server's response: %w", err)
+		return nil, nil, fmt.Errorf("reading the server's response: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		return nil, c.statusError(resp, data)
+		return nil, nil, c.statusError(resp, data)
 	}
-	return data, nil
+	return data, resp.Header, nil
 }
 
 func (c *client) connError(err error) error {
@@ -190,7 +200,26 @@ func (c *client) statusError(resp *http.Response, data []byte) error {
 	if resp.StatusCode == http.StatusUnauthorized && c.socket == "" && c.token == "" {
 		msg += " (pass --token or set MANDATE_ADMIN_TOKEN)"
 	}
-	return errors.New(msg)
+	return &apiError{status: resp.StatusCode, msg: msg}
+}
+
+// apiError is an error answer of the admin API: the message shown to the
+// user, and the status for commands that explain some answers better
+// (a failed precondition, a conflict).
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// apiStatus is err's HTTP status if it is an answer of the admin API, else 0.
+func apiStatus(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status
+	}
+	return 0
 }
 
 // printJSON writes an API response as-is, newline-terminated.

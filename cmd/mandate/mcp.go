@@ -9,7 +9,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 
-	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
+	"github.com/mandatehq/mandate/internal/gateway/mcpbridge"
 )
 
 func (a *app) mcpCmd() *cobra.Command {
@@ -45,7 +45,7 @@ like any other.`,
 			if endpoint == "" || token == "" {
 				return usageError{fmt.Errorf("mcp stdio: --url (or MANDATE_MCP_URL) and --token (or MANDATE_TASK_TOKEN) are required")}
 			}
-			cfg := mcpproxy.BridgeConfig{Endpoint: endpoint, Token: token}
+			cfg := mcpbridge.Config{Endpoint: endpoint, Token: token}
 			if dpopKeyFile = firstNonEmpty(dpopKeyFile, a.getenv("MANDATE_DPOP_KEY")); dpopKeyFile != "" {
 				key, err := readPrivateJWK(dpopKeyFile)
 				if err != nil {
@@ -53,7 +53,7 @@ like any other.`,
 				}
 				cfg.DPoPKey = key
 			}
-			return mcpproxy.Bridge(cmd.Context(), os.Stdin, nopWriteCloser{a.stdout}, cfg)
+			return mcpbridge.Run(cmd.Context(), os.Stdin, nopWriteCloser{a.stdout}, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&endpoint, "url", "", "gateway endpoint URL: <server>/mcp (aggregated) or <server>/mcp/<upstream> (default $MANDATE_MCP_URL)")

@@ -30,13 +30,17 @@ Offline (no server needed):
   schema         print mandate's Cedar schema
 
 Against a server's admin API:
-  list, put NAME FILE, delete NAME, reload`,
+  list             the live policies
+  show NAME        an API-managed document and its ETag
+  put NAME FILE    add or replace a document (--if-match ETAG, --create)
+  delete NAME      delete a document (--if-match ETAG)
+  reload           reload the policy set now`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRun,
 	}
 	cmd.AddCommand(a.policyValidateCmd(), a.policyTestCmd(), a.policyExplainCmd(), a.policyDefaultsCmd(), a.policySchemaCmd())
 	var cf clientFlags
-	remote := []*cobra.Command{a.policyListCmd(&cf), a.policyPutCmd(&cf), a.policyDeleteCmd(&cf), a.policyReloadCmd(&cf)}
+	remote := []*cobra.Command{a.policyListCmd(&cf), a.policyShowCmd(&cf), a.policyPutCmd(&cf), a.policyDeleteCmd(&cf), a.policyReloadCmd(&cf)}
 	for _, c := range remote {
 		a.addClientFlags(c, &cf)
 		cmd.AddCommand(c)
@@ -388,126 +392,6 @@ func (a *app) policySchemaCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := a.stdout.Write(policy.SchemaText)
 			return err
-		},
-	}
-}
-
-func (a *app) policyListCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List the server's live policies",
-		Example: `  mandate policy list
-  mandate policy list --server https://mandate.example.com:8443 --token "$MANDATE_ADMIN_TOKEN" -o json`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.newClient(cf)
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), "GET", "/admin/v1/policies", nil, nil)
-			if err != nil {
-				return err
-			}
-			return a.printPolicyList(c, data)
-		},
-	}
-}
-
-func (a *app) printPolicyList(c *client, data []byte) error {
-	if c.output == "json" {
-		return printJSON(a.stdout, data)
-	}
-	var pl struct {
-		Policies  []policy.Info `json:"policies"`
-		LastError string        `json:"last_error"`
-	}
-	if err := json.Unmarshal(data, &pl); err != nil {
-		return err
-	}
-	t := newTable(a.stdout)
-	t.row("ID", "EFFECT", "APPROVAL", "ACTIONS", "POSITION")
-	for _, p := range pl.Policies {
-		acts := strings.Join(p.Actions, ",")
-		if len(p.Actions) == len(policy.Actions) {
-			acts = "*"
-		}
-		t.row(p.ID, p.Effect, p.Approval, truncate(acts, 40), p.Position)
-	}
-	if err := t.flush(); err != nil {
-		return err
-	}
-	if pl.LastError != "" {
-		fmt.Fprintf(a.stdout, "\nthe last reload failed (the set above is the last good one):\n%s\n", pl.LastError)
-	}
-	return nil
-}
-
-func (a *app) policyPutCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "put NAME FILE",
-		Short: "Add or replace an API-managed policy document on the server",
-		Long: `Store FILE (Cedar policies; - for stdin) as the API-managed policy document
-NAME on the server. The server compiles its whole policy set with the new
-document first and refuses it, changing nothing, if it does not compile.`,
-		Example: `  mandate policy put no-prod-writes ./no-prod-writes.cedar`,
-		Args:    exactArgs("NAME", "FILE"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var text []byte
-			var err error
-			if args[1] == "-" {
-				text, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), policy.MaxSourceSize+1))
-			} else {
-				text, err = os.ReadFile(args[1])
-			}
-			if err != nil {
-				return err
-			}
-			c, err := a.newClient(cf)
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), "PUT", "/admin/v1/policies/"+args[0], nil, map[string]string{"text": string(text)})
-			if err != nil {
-				return err
-			}
-			return a.printPolicyList(c, data)
-		},
-	}
-}
-
-func (a *app) policyDeleteCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "delete NAME",
-		Short:   "Delete an API-managed policy document on the server",
-		Example: `  mandate policy delete no-prod-writes`,
-		Args:    exactArgs("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.newClient(cf)
-			if err != nil {
-				return err
-			}
-			_, err = c.do(cmd.Context(), "DELETE", "/admin/v1/policies/"+args[0], nil, nil)
-			return err
-		},
-	}
-}
-
-func (a *app) policyReloadCmd(cf *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "reload",
-		Short:   "Make the server reload its policies now",
-		Example: `  mandate policy reload`,
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.newClient(cf)
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), "POST", "/admin/v1/policies/reload", nil, nil)
-			if err != nil {
-				return err
-			}
-			return a.printPolicyList(c, data)
 		},
 	}
 }

@@ -76,7 +76,10 @@ func TestToolCommands(t *testing.T) {
 		return &mcp.CallToolResult{}, nil, nil
 	})
 	us := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
-	defer us.Close()
+	// Closed after the server (cleanups run last-in, first-out): the
+	// gateway's session with it lasts as long as the task's, which
+	// outlives each sessionless client.
+	t.Cleanup(us.Close)
 	dataDir, base := testServer(t, func(c *server.Config) {
 		c.MCP.Upstreams = []server.MCPUpstream{{Name: "up", URL: us.URL}}
 	})

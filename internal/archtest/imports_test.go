@@ -1,7 +1,7 @@
 // Package archtest enforces the import rules of DESIGN.md ("Layout"): the
 // domain never depends on storage, transports or wiring; gateways and
 // httpapi reach storage only through the domain; only server and store
-// know the backends.
+// know the backends, and the store knows nothing but the domain.
 package archtest
 
 import (
@@ -41,12 +41,30 @@ var rules = []rule{
 		[]string{"internal/store", "internal/httpapi"}, []string{"internal/gateway"}},
 	{"gateways never import httpapi",
 		[]string{"internal/gateway"}, []string{"internal/httpapi"}},
+	{"the agent-side bridge and the gateway never import each other: they share only the protocol",
+		[]string{"internal/gateway/mcpbridge"}, []string{"internal/gateway/mcpproxy"}},
+	{"the agent-side bridge and the gateway never import each other: they share only the protocol",
+		[]string{"internal/gateway/mcpproxy"}, []string{"internal/gateway/mcpbridge"}},
 	{"policy is pure evaluation: it may use task's scope patterns, nothing that does I/O",
 		[]string{"internal/policy"}, []string{"internal/token", "internal/admin", "internal/audit", "internal/identity"}},
 	{"fault is the error class every layer shares: it imports nothing of mandate's",
 		[]string{"internal/fault"}, []string{"internal"}},
 	{"access composes the domain without storage or transports",
 		[]string{"internal/access"}, append(append([]string{"internal/store", "internal/server"}, transports...), backends...)},
+}
+
+// confinement allows packages under pkgs to import, of mandate's, only
+// packages under allowed and under pkgs themselves: an allow-list where a
+// rule is a deny-list.
+type confinement struct {
+	name    string
+	pkgs    []string
+	allowed []string
+}
+
+var confinements = []confinement{
+	{"the store and its backends import nothing of mandate's but the domain and fault: they persist the domain's types, they do not use the layers above",
+		[]string{"internal/store"}, append([]string{"internal/fault"}, domain...)},
 }
 
 func under(pkg string, prefixes []string) bool {
@@ -107,6 +125,11 @@ func TestImportRules(t *testing.T) {
 			for _, r := range rules {
 				if under(pkg, r.from) && under(dep, r.to) && !under(dep, r.from) {
 					t.Errorf("%s imports %s: %s", pkg, dep, r.name)
+				}
+			}
+			for _, c := range confinements {
+				if under(pkg, c.pkgs) && !under(dep, c.pkgs) && !under(dep, c.allowed) {
+					t.Errorf("%s imports %s: %s", pkg, dep, c.name)
 				}
 			}
 			if under(dep, backends) && !under(pkg, []string{"internal/store", "internal/server"}) {

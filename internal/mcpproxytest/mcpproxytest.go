@@ -32,6 +32,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpbridge"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
@@ -145,7 +146,7 @@ func (a *Authority) TaskTokenFor(ctx context.Context, ag *Agent, scope, purpose,
 // DPoPProof is an RFC 9449 proof by key for method and URL, bound to
 // accessToken when it is not empty.
 func DPoPProof(key ed25519.PrivateKey, method, u, accessToken string) (string, error) {
-	return mcpproxy.DPoPProof(key, method, u, accessToken)
+	return mcpbridge.DPoPProof(key, method, u, accessToken)
 }
 
 func (a *Authority) taskTokenFor(ctx context.Context, ag *Agent, scope, purpose, resource string, dpopKey ed25519.PrivateKey) (string, error) {

@@ -331,7 +331,7 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if err != nil {
 		return nil, err
 	}
-	defer s.track(ctx, progressToken(p.Meta))()
+	defer s.track(ctx, req.Session, progressToken(p.Meta))()
 	cs, err := e.up.get(ctx)
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, e.up.cfg.Name))
@@ -342,7 +342,10 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	}
 	var res *mcp.CallToolResult
 	err = e.up.call(ctx, cs, func(ctx context.Context) (err error) {
-		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Meta: p.Meta, Name: e.tool.Name, Arguments: send})
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{
+			Meta: e.up.upstreamMeta(p.Meta), Name: e.tool.Name, Arguments: send,
+			InputResponses: p.InputResponses, RequestState: p.RequestState,
+		})
 		return err
 	})
 	if err != nil {
@@ -679,14 +682,16 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	if err != nil {
 		return nil, err
 	}
-	defer s.track(ctx, progressToken(req.Params.Meta))()
+	defer s.track(ctx, req.Session, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
+	p := *req.Params
+	p.Meta = u.upstreamMeta(p.Meta)
 	var res *mcp.ReadResourceResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
-		res, err = cs.ReadResource(ctx, req.Params)
+		res, err = cs.ReadResource(ctx, &p)
 		return err
 	})
 	if err != nil {
@@ -772,13 +777,14 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	if err != nil {
 		return nil, err
 	}
-	defer s.track(ctx, progressToken(req.Params.Meta))()
+	defer s.track(ctx, req.Session, progressToken(req.Params.Meta))()
 	cs, err := u.get(ctx)
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	p := *req.Params
 	p.Name = name
+	p.Meta = u.upstreamMeta(p.Meta)
 	var res *mcp.GetPromptResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
 		res, err = cs.GetPrompt(ctx, &p)

@@ -30,8 +30,14 @@ import (
 //
 // and hands everything else to the SDK's Streamable HTTP handler (sdk),
 // which owns the sessions, their streams and the rest of the protocol.
-func (g *Gateway) front(endpoint string, sdk http.Handler) authedHandler {
+// Requests of a sessionless revision (2026-07-28) go to the SDK's
+// stateless handler on their task's session (sessionless.go).
+func (g *Gateway) front(endpoint, upstream string, sdk, stateless http.Handler) authedHandler {
 	return func(w http.ResponseWriter, r *http.Request, a *authed) {
+		if sessionless(r) {
+			g.serveSessionless(w, r, a, endpoint, upstream, stateless)
+			return
+		}
 		s := g.lookupSession(endpoint, r.Header.Get("Mcp-Session-Id"))
 		if s == nil && g.isDraining() {
 			w.Header().Set("Retry-After", fault.RetryAfter)

@@ -149,6 +149,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	byID     map[string]*session // initialized sessions by downstream session id
+	byTask   map[string]*session // task sessions (sessionless.go) by endpoint and principal
 	draining bool                // Shutdown has begun: no new sessions
 }
 
@@ -206,7 +207,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
-		sessions: map[*session]struct{}{}, byID: map[string]*session{}, idle: make(chan func()),
+		sessions: map[*session]struct{}{}, byID: map[string]*session{}, byTask: map[string]*session{}, idle: make(chan func()),
 	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
@@ -384,7 +385,15 @@ func (g *Gateway) routes() http.Handler {
 			MaxRequestBodyBytes: g.cfg.Limits.MaxMessageBytes,
 			Logger:              g.log,
 		})
-		mux.Handle(path, g.authenticate(path, upstream, g.cfg.PublicURL+metaPath, g.front(path, g.sdkAuth(g.cfg.PublicURL+metaPath, h))))
+		stateless := mcp.NewStreamableHTTPHandler(sessionlessServer, &mcp.StreamableHTTPOptions{
+			Stateless: true,
+			// A client that goes away cancels its call, upstream too.
+			PropagateRequestCancellation: true,
+			MaxRequestBodyBytes:          g.cfg.Limits.MaxMessageBytes,
+			Logger:                       g.log,
+		})
+		front := g.front(path, upstream, g.sdkAuth(g.cfg.PublicURL+metaPath, h), g.sdkAuth(g.cfg.PublicURL+metaPath, stateless))
+		mux.Handle(path, g.authenticate(path, upstream, g.cfg.PublicURL+metaPath, front))
 	}
 	mount(g.cfg.BasePath, "")
 	for _, n := range g.names {

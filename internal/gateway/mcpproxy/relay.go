@@ -105,7 +105,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		// need not end the upstream's name.
 		if e, err := s.tool(ctx, name); err != nil {
 			return fail(err)
-		} else if e != nil && !e.up.http() {
+		} else if e != nil && !e.up.raw() {
 			return false
 		}
 		args, err := canonicalArguments(fields["arguments"])
@@ -126,7 +126,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("resources/read needs params with a uri"))
 		}
-		if up, uerr := s.resourceUpstream(ctx, uri); uerr == nil && !up.http() {
+		if up, uerr := s.resourceUpstream(ctx, uri); uerr == nil && !up.raw() {
 			return false
 		}
 		if u, done, err = s.admitResource(ctx, a, uri); err != nil {
@@ -141,7 +141,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("prompts/get needs params with a prompt name and string arguments"))
 		}
-		if up, _, ok := s.split(name); ok && !up.http() {
+		if up, _, ok := s.split(name); ok && !up.raw() {
 			return false
 		}
 		var upName string

@@ -135,10 +135,14 @@ func (u *relayUpstream) callIDs() []string {
 }
 
 // connectWith opens a client session with options (handlers) of its own.
+// connectWith connects a 2025-11-25 client with opts: a session, the
+// raw relay's ground, on which upstreams' requests (elicitation,
+// sampling) are relayed to the client as requests. (connect speaks the
+// SDK's latest revision.)
 func connectWith(t *testing.T, e *env, path, token string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts)
-	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + path, HTTPClient: bearerClient(token), MaxRetries: -1}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + path, HTTPClient: bearerClient(token), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
 	if err != nil {
 		t.Fatalf("Connect(%s): %v", path, err)
 	}
@@ -333,7 +337,7 @@ func TestRawRelayLimits(t *testing.T) {
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 300 * time.Millisecond}}, func(c *mcpproxy.Config) {
 		c.Limits.MaxResultBytes = 8 << 10
 	})
-	cs := connect(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"))
+	cs := connectWith(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"), nil)
 	ctx := t.Context()
 
 	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "block"})
@@ -365,7 +369,7 @@ func TestSessionIdleTimeout(t *testing.T) {
 		c.Limits.SessionTimeout = 400 * time.Millisecond
 	})
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	cs := connect(t, e, "/mcp/up", tok)
+	cs := connectWith(t, e, "/mcp/up", tok, nil)
 	ctx := t.Context()
 	for range 8 {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
@@ -389,7 +393,7 @@ func TestRawRelayClientGone(t *testing.T) {
 	// The environment's store and ledger run until the test's cleanup.
 	base := runtime.NumGoroutine()
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	cs := connect(t, e, "/mcp/up", tok)
+	cs := connectWith(t, e, "/mcp/up", tok, nil)
 	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -434,8 +438,8 @@ func TestShutdown(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	busy := connect(t, e, "/mcp/up", tok) // the SDK client keeps a GET stream open
-	idle := connect(t, e, "/mcp/up", tok)
+	busy := connectWith(t, e, "/mcp/up", tok, nil) // the SDK client keeps a GET stream open
+	idle := connectWith(t, e, "/mcp/up", tok, nil)
 	for _, cs := range []*mcp.ClientSession{busy, idle} {
 		if _, err := cs.ListTools(t.Context(), nil); err != nil {
 			t.Fatal(err)
@@ -481,7 +485,7 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	cs := connect(t, e, "/mcp/up", tok)
+	cs := connectWith(t, e, "/mcp/up", tok, nil)
 	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +522,7 @@ func TestRawRelayFoldedMembers(t *testing.T) {
 func TestCloseWaitsForCalls(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
-	cs := connect(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"))
+	cs := connectWith(t, e, "/mcp/up", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*"), nil)
 	go func() { _, _ = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "block"}) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.rec.events(audit.TypeMCPCall)) == 0 && time.Now().Before(deadline) {
@@ -576,7 +580,7 @@ func TestRawRelayIgnoresTaskAugmentation(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url}}, nil)
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	cs := connect(t, e, "/mcp/up", tok)
+	cs := connectWith(t, e, "/mcp/up", tok, nil)
 	body := `{"jsonrpc":"2.0","id":"t1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"task":{"ttl":60000}}}`
 	code, got := postMessage(t, e, "/mcp/up", tok, cs.ID(), body)
 	if code != http.StatusOK || !strings.Contains(got, `"text":"hi"`) || strings.Contains(got, "taskId") {

@@ -44,6 +44,11 @@ type session struct {
 	// the negotiated protocol version, and the principal (task and agent)
 	// the session belongs to.
 	id, version, owner string
+	// stateless marks a task session (sessionless.go): it serves one
+	// principal's sessionless requests, each on an mcp.ServerSession of its
+	// own, under taskKey.
+	stateless bool
+	taskKey   string
 	// busy counts the session's POSTs in flight; lastUsed is when the
 	// last one ended (unix nanoseconds). The gateway closes sessions idle
 	// for longer than Limits.SessionTimeout.
@@ -66,7 +71,8 @@ type session struct {
 
 type inflight struct {
 	ctx   context.Context
-	token any // progress token, if any
+	ss    *mcp.ServerSession // the downstream session it came on
+	token any                // progress token, if any
 }
 
 type toolEntry struct {
@@ -126,6 +132,8 @@ func (s *session) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		switch method {
 		case "initialize":
 			return s.initialize(ctx, next, method, req)
+		case "server/discover":
+			return s.discover(ctx, next, method, req)
 		case "tools/list":
 			return s.listTools(ctx, req.(*mcp.ListToolsRequest))
 		case "tools/call":
@@ -164,18 +172,10 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 		s.clientCaps = ip.Capabilities
 	}
 	s.mu.Unlock()
-	var inits []*mcp.InitializeResult
-	var errs []error
-	for _, u := range s.ups {
-		if _, err := u.get(ctx); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		inits = append(inits, u.init)
-	}
-	if len(inits) == 0 {
+	inits, err := s.connectAll(ctx)
+	if err != nil {
 		s.abort()
-		return nil, s.gw.errorFor(errors.Join(errs...), "")
+		return nil, err
 	}
 	res, err := next(ctx, method, req)
 	if err != nil {
@@ -187,16 +187,10 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	if a := principalFrom(req.GetExtra()); a != nil {
 		owner = a.p.owner()
 	}
-	if s.upstream != "" {
-		up := inits[0]
-		r.Capabilities = up.Capabilities
-		r.Instructions = up.Instructions
-		if up.ServerInfo != nil {
-			r.ServerInfo = up.ServerInfo
-		}
-	} else {
-		r.Capabilities = mergeCaps(inits)
-		r.Instructions = "mandate MCP gateway: tools and prompts of every upstream, named <upstream>" + NamespaceSep + "<name>."
+	var info *mcp.Implementation
+	r.Capabilities, r.Instructions, info = s.advertised(inits)
+	if info != nil {
+		r.ServerInfo = info
 	}
 	s.gw.mu.Lock()
 	if s.gw.ctx.Err() != nil {
@@ -220,6 +214,37 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 		s.abort()
 	}()
 	return r, nil
+}
+
+// connectAll connects every upstream and returns the initialize results
+// of those that answered; if none did, the error to answer with.
+func (s *session) connectAll(ctx context.Context) ([]*mcp.InitializeResult, error) {
+	var inits []*mcp.InitializeResult
+	var errs []error
+	for _, u := range s.ups {
+		if _, err := u.get(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		u.mu.Lock()
+		inits = append(inits, u.init)
+		u.mu.Unlock()
+	}
+	if len(inits) == 0 {
+		return nil, s.gw.errorFor(errors.Join(errs...), "")
+	}
+	return inits, nil
+}
+
+// advertised is what the endpoint tells a client it serves, from the
+// upstreams' initialize results: an upstream's endpoint, what the
+// upstream says (and who it is); the aggregated one, the union.
+func (s *session) advertised(inits []*mcp.InitializeResult) (caps *mcp.ServerCapabilities, instructions string, info *mcp.Implementation) {
+	if s.upstream != "" {
+		up := inits[0]
+		return up.Capabilities, up.Instructions, up.ServerInfo
+	}
+	return mergeCaps(inits), "mandate MCP gateway: tools and prompts of every upstream, named <upstream>" + NamespaceSep + "<name>.", nil
 }
 
 func mergeCaps(inits []*mcp.InitializeResult) *mcp.ServerCapabilities {
@@ -330,6 +355,9 @@ func (s *session) unregister() {
 	if s.id != "" && s.gw.byID[s.id] == s {
 		delete(s.gw.byID, s.id)
 	}
+	if s.taskKey != "" && s.gw.byTask[s.taskKey] == s {
+		delete(s.gw.byTask, s.taskKey)
+	}
 	s.gw.mu.Unlock()
 }
 
@@ -381,17 +409,21 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		},
 		LoggingMessageHandler: func(ctx context.Context, r *mcp.LoggingMessageRequest) {
 			defer u.order.handled.Add(1)
-			if ss := s.session(); ss != nil {
-				_ = ss.Log(s.relayCtx(ctx, nil), r.Params)
+			if rctx, ss := s.relayTarget(ctx, nil); ss != nil {
+				_ = ss.Log(rctx, r.Params)
 			}
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
 			defer u.order.handled.Add(1)
-			if ss := s.session(); ss != nil {
-				_ = ss.NotifyProgress(s.relayCtx(ctx, r.Params.ProgressToken), r.Params)
+			if rctx, ss := s.relayTarget(ctx, r.Params.ProgressToken); ss != nil {
+				_ = ss.NotifyProgress(rctx, r.Params)
 			}
 		},
 		Capabilities: &mcp.ClientCapabilities{},
+		// A sessionless client asks for input itself: an upstream's
+		// input_required results go to it as they are, and its retries,
+		// each decided, come back (see callTool).
+		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: s.stateless},
 	}
 	s.mu.Lock()
 	caps := s.clientCaps
@@ -401,12 +433,14 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		o.Capabilities = &c
 		if caps.Sampling != nil {
 			o.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-				return s.session().CreateMessage(s.relayCtx(ctx, nil), r.Params)
+				rctx, ss := s.relayTarget(ctx, nil)
+				return ss.CreateMessage(rctx, r.Params)
 			}
 		}
 		if caps.Elicitation != nil {
 			o.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-				return s.session().Elicit(s.relayCtx(ctx, nil), r.Params)
+				rctx, ss := s.relayTarget(ctx, nil)
+				return ss.Elicit(rctx, r.Params)
 			}
 		}
 	}
@@ -418,7 +452,7 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 // gateway's SDK client) validates them and their results.
 func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		ss := s.session()
+		rctx, ss := s.relayTarget(ctx, nil)
 		if ss == nil {
 			return next(ctx, method, req)
 		}
@@ -428,12 +462,12 @@ func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
 		case "elicitation/create":
 			s.asking()
 			defer s.answered()
-			return ss.Elicit(s.relayCtx(ctx, nil), req.GetParams().(*mcp.ElicitParams))
+			return ss.Elicit(rctx, req.GetParams().(*mcp.ElicitParams))
 		case "sampling/createMessage":
 			if p, ok := req.GetParams().(*mcp.CreateMessageParams); ok {
 				s.asking()
 				defer s.answered()
-				return ss.CreateMessage(s.relayCtx(ctx, nil), p)
+				return ss.CreateMessage(rctx, p)
 			}
 		}
 		return next(ctx, method, req)
@@ -484,8 +518,8 @@ func (s *session) listChanged(kind string) {
 
 // track registers an in-flight downstream request so that what upstreams
 // send while serving it goes back on its stream.
-func (s *session) track(ctx context.Context, token any) func() {
-	f := &inflight{ctx: ctx, token: token}
+func (s *session) track(ctx context.Context, ss *mcp.ServerSession, token any) func() {
+	f := &inflight{ctx: ctx, ss: ss, token: token}
 	s.mu.Lock()
 	s.inflight = append(s.inflight, f)
 	s.mu.Unlock()
@@ -496,11 +530,13 @@ func (s *session) track(ctx context.Context, token any) func() {
 	}
 }
 
-// relayCtx picks the downstream request a message from an upstream belongs
-// to: the one with the message's progress token, else the most recent
-// in-flight request; the result carries that request's values (so the SDK
-// sends on its stream) and ctx's cancellation.
-func (s *session) relayCtx(ctx context.Context, token any) context.Context {
+// relayTarget picks the downstream request a message from an upstream
+// belongs to: the one with the message's progress token, else the most
+// recent in-flight request. It returns the session to send on (the
+// request's own, on a task session, whose requests each have one) and a
+// context with that request's values (so the SDK sends on its stream)
+// and ctx's cancellation.
+func (s *session) relayTarget(ctx context.Context, token any) (context.Context, *mcp.ServerSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var pick *inflight
@@ -515,9 +551,13 @@ func (s *session) relayCtx(ctx context.Context, token any) context.Context {
 		}
 	}
 	if pick == nil {
-		return ctx
+		return ctx, s.ss
 	}
-	return valuesFrom{Context: ctx, values: pick.ctx}
+	ss := pick.ss
+	if ss == nil {
+		ss = s.ss
+	}
+	return valuesFrom{Context: ctx, values: pick.ctx}, ss
 }
 
 type valuesFrom struct {
@@ -565,7 +605,13 @@ func (u *upConn) call(ctx context.Context, cs *mcp.ClientSession, f func(context
 		return err
 	}
 	if timedOut(cctx) && ctx.Err() == nil {
-		u.drop(cs)
+		// The SDK cancels the call upstream. A stdio server that does not
+		// answer in time may be stuck: it is restarted. An HTTP server's
+		// session stays, as on the raw relay (dropping it now could end
+		// the session before the cancellation arrives).
+		if !u.http() {
+			u.drop(cs)
+		}
 		return &timeoutError{upstream: u.cfg.Name, after: d}
 	}
 	if ctx.Err() != nil {
@@ -593,19 +639,19 @@ func (s *session) exposed(u *upConn, name string) string {
 }
 
 func (s *session) subscribe(ctx context.Context, r *mcp.SubscribeRequest) error {
-	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, cs *mcp.ClientSession) error {
-		return cs.Subscribe(ctx, &mcp.SubscribeParams{Meta: r.Params.Meta, URI: r.Params.URI})
+	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, u *upConn, cs *mcp.ClientSession) error {
+		return cs.Subscribe(ctx, &mcp.SubscribeParams{Meta: u.upstreamMeta(r.Params.Meta), URI: r.Params.URI})
 	})
 }
 
 func (s *session) unsubscribe(ctx context.Context, r *mcp.UnsubscribeRequest) error {
-	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, cs *mcp.ClientSession) error {
-		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{Meta: r.Params.Meta, URI: r.Params.URI})
+	return s.onResourceUpstream(ctx, r.Params.URI, func(ctx context.Context, u *upConn, cs *mcp.ClientSession) error {
+		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{Meta: u.upstreamMeta(r.Params.Meta), URI: r.Params.URI})
 	})
 }
 
 // onResourceUpstream runs f on the session of the upstream serving uri.
-func (s *session) onResourceUpstream(ctx context.Context, uri string, f func(context.Context, *mcp.ClientSession) error) error {
+func (s *session) onResourceUpstream(ctx context.Context, uri string, f func(context.Context, *upConn, *mcp.ClientSession) error) error {
 	u, err := s.resourceUpstream(ctx, uri)
 	if err != nil {
 		return err
@@ -614,7 +660,7 @@ func (s *session) onResourceUpstream(ctx context.Context, uri string, f func(con
 	if err != nil {
 		return s.gw.errorFor(err, u.cfg.Name)
 	}
-	return s.gw.errorFor(u.call(ctx, cs, func(ctx context.Context) error { return f(ctx, cs) }), u.cfg.Name)
+	return s.gw.errorFor(u.call(ctx, cs, func(ctx context.Context) error { return f(ctx, u, cs) }), u.cfg.Name)
 }
 
 func (s *session) complete(ctx context.Context, r *mcp.CompleteRequest) (*mcp.CompleteResult, error) {

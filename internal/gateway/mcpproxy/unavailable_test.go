@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpbridge"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/token"
@@ -135,14 +136,34 @@ func TestPinningUnavailable(t *testing.T) {
 	})
 	t.Run("SDK client", func(t *testing.T) {
 		// A Go SDK client gets an error it may retry, and its session
-		// survives it.
+		// survives it: on a session (2025-11-25), an HTTP 503.
 		up := newPinUpstream(t, echoTool())
-		e, cs := pinEnv(t, up)
+		e := newEnv(t, []mcpproxy.Upstream{{Name: "go", URL: up.url}}, nil)
+		cs := connectWith(t, e, "/mcp/go", taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:go/*"), nil)
 		e.rec.mu.Lock()
 		e.rec.fail = true
 		e.rec.mu.Unlock()
 		if _, err := cs.ListTools(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "Service Unavailable") {
 			t.Errorf("ListTools() with the ledger down = %v, want Service Unavailable", err)
+		}
+		e.rec.mu.Lock()
+		e.rec.fail = false
+		e.rec.mu.Unlock()
+		if names := toolNames(t, cs); len(names) != 1 || names[0] != "echo" {
+			t.Errorf("tools/list with the ledger back = %v", names)
+		}
+	})
+	t.Run("sessionless SDK client", func(t *testing.T) {
+		// 2026-07-28: the JSON-RPC error CodeUnavailable, which says
+		// when to retry.
+		up := newPinUpstream(t, echoTool())
+		e, cs := pinEnv(t, up)
+		e.rec.mu.Lock()
+		e.rec.fail = true
+		e.rec.mu.Unlock()
+		_, err := cs.ListTools(t.Context(), nil)
+		if code, msg := rpcCode(err); code != mcpproxy.CodeUnavailable || !strings.Contains(msg, "retry_after") {
+			t.Errorf("ListTools() with the ledger down = %v, want CodeUnavailable", err)
 		}
 		e.rec.mu.Lock()
 		e.rec.fail = false
@@ -230,7 +251,7 @@ func TestAuthAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt := &dpopTransport{tok: tok, key: key}
+		rt := &mcpbridge.Transport{Token: tok, DPoPKey: key}
 		rawSession(t, e, rt, path)
 		loseStore(t, e)
 		resp, body := rawPost(t, e, rt, path, "", initialize)

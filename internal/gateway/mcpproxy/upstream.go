@@ -200,11 +200,14 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		hc.Transport = &countingTransport{base: base, c: &u.order}
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &hc, MaxRetries: -1}
 	}
-	cctx, cancel := context.WithTimeout(ctx, u.s.gw.cfg.Limits.ConnectTimeout)
-	defer cancel()
 	// The session outlives the request that opened it: connect under the
-	// gateway's lifetime, bounded by the connect timeout.
-	cctx, release := mergeCancel(u.s.gw.ctx, cctx)
+	// gateway's lifetime (and none of the request's values: the SDK's
+	// client would take a sessionless request's protocol revision from
+	// them for the handshake), bounded by the connect timeout and by the
+	// request.
+	cctx, cancel := context.WithTimeout(u.s.gw.ctx, u.s.gw.cfg.Limits.ConnectTimeout)
+	defer cancel()
+	cctx, release := mergeCancel(ctx, cctx)
 	defer release()
 	cs, err := u.client.Connect(cctx, t, nil)
 	if err != nil {

@@ -1,4 +1,4 @@
-package mcpproxy
+package mcpbridge
 
 import (
 	"context"
@@ -10,29 +10,29 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// BridgeConfig configures Bridge.
-type BridgeConfig struct {
+// Config configures Run.
+type Config struct {
 	// Endpoint is the gateway endpoint URL (…/mcp or …/mcp/<upstream>).
 	Endpoint string
 	// Token is the task token: sent as a Bearer credential, or with DPoP
 	// proofs by DPoPKey when the token is bound to that key.
 	Token   string
 	DPoPKey crypto.Signer
-	// HTTPClient is the client to use (default http.DefaultClient's
-	// transport).
+	// HTTPClient's Transport carries the requests (default
+	// http.DefaultTransport); the credential is added on top of it.
 	HTTPClient *http.Client
 }
 
-// Bridge serves an MCP client that only speaks stdio (in, out) by relaying
-// its messages, unchanged, to a gateway endpoint over Streamable HTTP with
-// the task's credential, and the gateway's messages back. It returns when
-// either side closes or ctx ends.
-func Bridge(ctx context.Context, in io.ReadCloser, out io.WriteCloser, cfg BridgeConfig) error {
+// Run serves an MCP client that only speaks stdio (in, out) by relaying
+// its messages, unchanged, to cfg.Endpoint over Streamable HTTP with the
+// task's credential, and the gateway's messages back. It returns nil when
+// either side closes or ctx ends, and the error otherwise.
+func Run(ctx context.Context, in io.ReadCloser, out io.WriteCloser, cfg Config) error {
 	base := http.DefaultTransport
 	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
 		base = cfg.HTTPClient.Transport
 	}
-	hc := &http.Client{Transport: &credentialTransport{base: base, token: cfg.Token, dpopKey: cfg.DPoPKey}}
+	hc := &http.Client{Transport: &Transport{Base: base, Token: cfg.Token, DPoPKey: cfg.DPoPKey}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	down, err := (&mcp.IOTransport{Reader: in, Writer: out}).Connect(ctx)
@@ -40,6 +40,8 @@ func Bridge(ctx context.Context, in io.ReadCloser, out io.WriteCloser, cfg Bridg
 		return err
 	}
 	defer down.Close()
+	// MaxRetries -1: a lost gateway stream ends the bridge, so the client
+	// sees its server exit instead of calls that hang.
 	up, err := (&mcp.StreamableClientTransport{Endpoint: cfg.Endpoint, HTTPClient: hc, MaxRetries: -1}).Connect(ctx)
 	if err != nil {
 		return err

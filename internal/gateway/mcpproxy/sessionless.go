@@ -1,0 +1,154 @@
+package mcpproxy
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mandatehq/mandate/internal/fault"
+)
+
+// MCP 2026-07-28 is sessionless: there is no initialize handshake and no
+// Mcp-Session-Id; each request names its protocol revision (the
+// MCP-Protocol-Version header and _meta), carries the client's
+// capabilities in its _meta, and is answered on its own POST. Requests
+// for input travel as results ("input_required") that the client answers
+// by retrying the request, and list changes and resource updates reach
+// the client on a subscriptions/listen stream.
+//
+// The gateway still keeps state on the upstream side: a stdio server's
+// process, an upstream session, the tool list the pins were checked on.
+// It keeps it per task: one gateway session per endpoint and principal
+// (task and agent), created at the principal's first sessionless request
+// and closed when idle, like any session. A task is the unit a mandate
+// governs, so two tasks never share an upstream process (nor, later, a
+// credential injected into one). The SDK's stateless handler serves each
+// request with a short-lived mcp.ServerSession of that session's server,
+// so the governed methods go through the same middleware as on a
+// 2025-11-25 session (decided, recorded, relayed), and the protocol's
+// per-request checks (headers, _meta, discovery) are the SDK's.
+
+// revision20260728 is the first sessionless protocol revision. Protocol
+// revisions are dates, so they order as strings.
+const revision20260728 = "2026-07-28"
+
+// sessionless reports whether r is a request of a sessionless protocol
+// revision: no session, and a revision header of 2026-07-28 or later
+// (the SDK's stateless handler checks that it is one the gateway speaks).
+func sessionless(r *http.Request) bool {
+	return r.Header.Get("Mcp-Session-Id") == "" && r.Header.Get("Mcp-Protocol-Version") >= revision20260728
+}
+
+type sessionKey struct{}
+
+// serveSessionless serves a sessionless request on its principal's task
+// session, through the SDK's stateless handler h.
+func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *authed, endpoint, upstream string, h http.Handler) {
+	s := g.taskSession(endpoint, upstream, a.p)
+	if s == nil {
+		w.Header().Set("Retry-After", fault.RetryAfter)
+		http.Error(w, "the gateway is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.begin()
+	defer s.end()
+	r = withPrincipal(r, a)
+	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
+}
+
+// sessionlessServer is the stateless handler's choice of server: the one
+// of the task session serveSessionless put in the request's context. No
+// server (the SDK answers 400) for a request that did not come that way.
+func sessionlessServer(r *http.Request) *mcp.Server {
+	if s, ok := r.Context().Value(sessionKey{}).(*session); ok {
+		return s.server
+	}
+	return nil
+}
+
+// taskSession returns the open task session of p on the endpoint,
+// starting one if there is none; nil once the gateway is shutting down.
+func (g *Gateway) taskSession(endpoint, upstream string, p *Principal) *session {
+	key := endpoint + " " + p.owner()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.draining || g.ctx.Err() != nil {
+		return nil
+	}
+	if s := g.byTask[key]; s != nil {
+		return s
+	}
+	s := g.newSession(upstream, endpoint)
+	s.stateless, s.taskKey, s.owner, s.version = true, key, p.owner(), revision20260728
+	s.lastUsed.Store(time.Now().UnixNano())
+	g.sessions[s] = struct{}{}
+	g.byTask[key] = s
+	return s
+}
+
+// upstreamMeta is the _meta to send upstream u with a request whose
+// downstream _meta is m. The protocol revision is the upstream's own (its
+// client session adds it); the client's information and capabilities,
+// which a 2026-07-28 upstream reads from each request (to decide, say,
+// whether it may ask for input), go on to such an upstream, and to no
+// other: a 2025-11-25 upstream has them from the handshake.
+func (u *upConn) upstreamMeta(m mcp.Meta) mcp.Meta {
+	_, v := m[mcp.MetaKeyProtocolVersion]
+	_, i := m[mcp.MetaKeyClientInfo]
+	_, c := m[mcp.MetaKeyClientCapabilities]
+	_, l := m[mcp.MetaKeyLogLevel]
+	if !v && !i && !c && !l {
+		return m
+	}
+	out := maps.Clone(m)
+	delete(out, mcp.MetaKeyProtocolVersion)
+	if !u.sessionless() {
+		delete(out, mcp.MetaKeyClientInfo)
+		delete(out, mcp.MetaKeyClientCapabilities)
+		delete(out, mcp.MetaKeyLogLevel)
+	}
+	return out
+}
+
+// sessionless reports whether the upstream's session negotiated a
+// sessionless revision. The raw relay speaks only the session-based
+// revisions; calls to a sessionless upstream take the SDK path, whose
+// client adds what each such request carries.
+func (u *upConn) sessionless() bool {
+	return u.protocolVersion() >= revision20260728
+}
+
+// raw reports whether calls to u may take the raw relay: an HTTP upstream
+// with an open session of a session-based revision.
+func (u *upConn) raw() bool {
+	v := u.protocolVersion()
+	return u.http() && v != "" && v < revision20260728
+}
+
+// discover answers server/discover, the sessionless revision's
+// handshake, as initialize is answered: with the upstreams' capabilities.
+// A task session outlives an upstream that does not answer: the next
+// request tries again.
+func (s *session) discover(ctx context.Context, next mcp.MethodHandler, method string, req mcp.Request) (mcp.Result, error) {
+	inits, err := s.connectAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := next(ctx, method, req)
+	if err != nil {
+		return nil, err
+	}
+	r := res.(*mcp.DiscoverResult)
+	var info *mcp.Implementation
+	r.Capabilities, r.Instructions, info = s.advertised(inits)
+	if info != nil {
+		if r.Meta == nil {
+			r.Meta = mcp.Meta{}
+		}
+		r.Meta[mcp.MetaKeyServerInfo] = info
+	}
+	return r, nil
+}
