@@ -45,10 +45,6 @@ func TestRun(t *testing.T) {
 					conns: 2, upstream: up, protocols: []string{protocol}, mandate: bin, timeout: 10 * time.Second, phases: "both",
 				})
 				t.Log(out.String())
-				if err != nil && protocol == mcpproxytest.Version20260728 && gatewayRefused(err) {
-					// Until the gateway serves 2026-07-28 downstream.
-					t.Skipf("the gateway does not speak %s yet: %v", protocol, err)
-				}
 				if err != nil {
 					t.Fatalf("run: %v", err)
 				}
@@ -78,11 +74,4 @@ func TestRun(t *testing.T) {
 			})
 		}
 	}
-}
-
-// gatewayRefused reports whether err is the gateway declining a
-// protocol revision (the LeanClient's server/discover refused).
-func gatewayRefused(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "gateway: server/discover") && errors.Is(err, mcpproxytest.ErrCall)
 }
