@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/harness"
+	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
 // config is what a run measures.
@@ -102,12 +103,12 @@ tasks, peak, and its slope over the second half of the run.
 // table and the summary to w (progress to progress).
 func run(ctx context.Context, w, progress io.Writer, c config) (err error) {
 	life := min(c.duration+time.Hour, 24*time.Hour)
-	srv, err := startServer(ctx, c.bin, life, c.serve)
+	srv, err := serveproc.Start(ctx, serveproc.Options{Bin: c.bin, TrustDomain: trustDomain, Life: life, Args: c.serve})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := srv.close(); cerr != nil && err == nil {
+		if cerr := srv.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("server: %w", cerr)
 		}
 	}()
@@ -116,35 +117,35 @@ func run(ctx context.Context, w, progress io.Writer, c config) (err error) {
 	defer hc.CloseIdleConnections()
 
 	time.Sleep(time.Second) // let start-up garbage settle
-	idle, err := srv.mem()
+	idle, err := srv.Memory()
 	if err != nil {
 		return err
 	}
-	a, err := srv.registerAgent(ctx)
+	a, err := registerAgent(ctx, srv.Socket)
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	tokens, err := startTasks(ctx, hc, srv.url+"/oauth/token", a, c.tasks, c.conns, progress)
+	tokens, err := startTasks(ctx, hc, srv.URL+"/oauth/token", a, c.tasks, c.conns, progress)
 	if err != nil {
 		return err
 	}
 	setup := time.Since(t0)
-	created, err := srv.mem()
+	created, err := srv.Memory()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "mandatesoak: mandate serve pid %d at %s, log %s\n", srv.cmd.Process.Pid, srv.url, filepath.Join(srv.dir, "server.log"))
+	fmt.Fprintf(w, "mandatesoak: mandate serve pid %d at %s, log %s\n", srv.Pid(), srv.URL, filepath.Join(srv.Dir, "server.log"))
 	fmt.Fprintf(w, "mandatesoak: %d tasks started in %v (%.0f/s); RSS idle %s, with the tasks %s\n",
-		c.tasks, setup.Round(time.Millisecond), float64(c.tasks)/setup.Seconds(), mib(idle.rss), mib(created.rss))
+		c.tasks, setup.Round(time.Millisecond), float64(c.tasks)/setup.Seconds(), mib(idle.RSS), mib(created.RSS))
 	fmt.Fprintf(w, "deciding at %d/s round-robin over %d tasks for %v, %d connections:\n", c.rate, c.tasks, c.duration, c.conns)
 
-	d := &driver{hc: hc, url: srv.url + "/access/v1/evaluation", tokens: tokens, bodies: bodies(a.ID)}
+	d := &driver{hc: hc, url: srv.URL + "/access/v1/evaluation", tokens: tokens, bodies: bodies(a.ID)}
 	samples, err := soak(ctx, w, srv, hc, d, c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(w, summary(c, idle, created, samples, d, srv.dataSize()))
+	fmt.Fprintln(w, summary(c, idle, created, samples, d, srv.DataSize()))
 	return nil
 }
 
@@ -288,7 +289,7 @@ loop:
 // sample is one row of the table.
 type sample struct {
 	at        time.Duration
-	mem       memory
+	mem       serveproc.Memory
 	heap      float64 // go_memstats_heap_inuse_bytes
 	routines  float64 // go_goroutines
 	decisions int64
@@ -296,7 +297,7 @@ type sample struct {
 }
 
 // soak drives decisions for c.duration, sampling every c.sample.
-func soak(ctx context.Context, w io.Writer, srv *server, hc *http.Client, d *driver, c config) ([]sample, error) {
+func soak(ctx context.Context, w io.Writer, srv *serveproc.Server, hc *http.Client, d *driver, c config) ([]sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.duration)
 	defer cancel()
 	done := make(chan struct{})
@@ -308,13 +309,13 @@ func soak(ctx context.Context, w io.Writer, srv *server, hc *http.Client, d *dri
 	var out []sample
 	start := time.Now()
 	take := func() error {
-		m, err := srv.mem()
+		m, err := srv.Memory()
 		if err != nil {
 			return err
 		}
 		mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer mcancel()
-		gauges, err := metrics(mctx, hc, srv.url, "go_memstats_heap_inuse_bytes", "go_goroutines", "mandate_audit_tree_size")
+		gauges, err := metrics(mctx, hc, srv.URL, "go_memstats_heap_inuse_bytes", "go_goroutines", "mandate_audit_tree_size")
 		if err != nil {
 			return err
 		}
@@ -326,7 +327,7 @@ func soak(ctx context.Context, w io.Writer, srv *server, hc *http.Client, d *dri
 			rate = float64(s.decisions-prev.decisions) / (s.at - prev.at).Seconds()
 		}
 		out = append(out, s)
-		fmt.Fprintf(w, "%8s %9s %9s %9s %10.0f %10d %8.0f %10.0f\n", s.at.Round(time.Second), mib(m.rss), mib(m.hwm),
+		fmt.Fprintf(w, "%8s %9s %9s %9s %10.0f %10d %8.0f %10.0f\n", s.at.Round(time.Second), mib(m.RSS), mib(m.HWM),
 			mib(int64(s.heap)), s.routines, s.decisions, rate, s.ledger)
 		return nil
 	}
@@ -356,10 +357,10 @@ func soak(ctx context.Context, w io.Writer, srv *server, hc *http.Client, d *dri
 }
 
 // summary is the result of a run.
-func summary(c config, idle, created memory, samples []sample, d *driver, dataSize int64) string {
+func summary(c config, idle, created serveproc.Memory, samples []sample, d *driver, dataSize int64) string {
 	var b strings.Builder
 	last := samples[len(samples)-1]
-	peak := slices.MaxFunc(samples, func(x, y sample) int { return cmp.Compare(x.mem.rss, y.mem.rss) })
+	peak := slices.MaxFunc(samples, func(x, y sample) int { return cmp.Compare(x.mem.RSS, y.mem.RSS) })
 	fmt.Fprintf(&b, "decisions: %d (%.0f/s) allowed=%d denied=%d errors=%d missed=%d; ledger %.0f events, data dir %s\n",
 		d.decisions(), float64(d.decisions())/last.at.Seconds(), d.allowed.Load(), d.denied.Load(), d.errs.Load(), d.missed.Load(),
 		last.ledger, mib(dataSize))
@@ -370,17 +371,17 @@ func summary(c config, idle, created memory, samples []sample, d *driver, dataSi
 		fmt.Fprintf(&b, "warning: %d decisions were not asked for: the server (or this harness) did not keep up with -rate\n", d.missed.Load())
 	}
 	half := slices.DeleteFunc(slices.Clone(samples), func(s sample) bool { return s.at < last.at/2 })
-	rssSlope := slope(half, func(s sample) float64 { return float64(s.mem.rss) })
+	rssSlope := slope(half, func(s sample) float64 { return float64(s.mem.RSS) })
 	heapSlope := slope(half, func(s sample) float64 { return s.heap })
 	fmt.Fprintf(&b, "RSS: idle %s, with %d tasks %s, peak %s (at %v; VmHWM %s), end %s\n",
-		mib(idle.rss), c.tasks, mib(created.rss), mib(peak.mem.rss), peak.at.Round(time.Second), mib(last.mem.hwm), mib(last.mem.rss))
+		mib(idle.RSS), c.tasks, mib(created.RSS), mib(peak.mem.RSS), peak.at.Round(time.Second), mib(last.mem.HWM), mib(last.mem.RSS))
 	fmt.Fprintf(&b, "slope over the second half (%d samples): RSS %+.2f MiB/min, heap in use %+.2f MiB/min\n",
 		len(half), rssSlope*60/(1<<20), heapSlope*60/(1<<20))
 	verdict := "within"
-	if last.mem.hwm > budgetRSS {
+	if last.mem.HWM > budgetRSS {
 		verdict = "OVER"
 	}
-	fmt.Fprintf(&b, "budget: peak RSS %s %s the %s budget", mib(last.mem.hwm), verdict, mib(budgetRSS))
+	fmt.Fprintf(&b, "budget: peak RSS %s %s the %s budget", mib(last.mem.HWM), verdict, mib(budgetRSS))
 	return b.String()
 }
 

@@ -5,31 +5,54 @@
 // Usage:
 //
 //	go run ./cmd/mcpload [-rate 1000] [-duration 10s] [-conns 16] [-warmup 2s]
-//	    [-upstream lean|sdk] [-gateway server|bare] [-heap-floor bytes] [-phases latency|throughput|both] [-procs n] [-cpuprofile file] [-memprofile file] [-trace file]
+//	    [-protocol 2025-11-25|2026-07-28|both] [-upstream lean|sdk] [-mandate path]
+//	    [-phases latency|throughput|both] [-procs n] [-heap-floor bytes] [-- serve flags…]
 //
-// GOGC, GOMEMLIMIT and -heap-floor (gc.heap_floor_bytes) apply to the
-// whole process, gateway included, as they would to `mandate serve`. Everything runs in one process: an upstream MCP server with one
-// read-only "echo" tool (by default mcpproxytest.EchoServer, a lean
-// Streamable HTTP server; -upstream sdk uses the Go SDK's), the gateway in front of it, and the clients.
-// With -gateway server (the default) the gateway is mandate's server as
-// `mandate serve` builds it — temporary data directory, SQLite store,
-// access pipeline with the default Cedar policies, durable audit ledger —
-// and the clients hold a task token for an autonomous agent with scope
-// tool.call:echo/*. With -gateway bare it is mcpproxy alone, with a
-// scope/tier decider and an audit recorder that only counts.
+// The gateway is the real `mandate serve`, run as a child process: the
+// binary -mandate, or one built from this source tree into a temporary
+// directory (go build ./cmd/mandate), on a loopback port with a
+// temporary data directory, the SQLite store and durable audit ledger,
+// the access pipeline with the default Cedar policies, and a
+// configuration file naming the upstream as MCP upstream "echo"; flags
+// after -- are passed to serve, and the environment (GOGC, GOMEMLIMIT,
+// MANDATE_*) reaches it. mcpload registers an autonomous agent over its
+// admin socket and starts a task over OAuth with scope tool.call:echo/*,
+// and stops the child at the end (SIGTERM, then SIGKILL after 20s).
 //
-// The clients (mcpproxytest.LeanClient) speak Streamable HTTP with
-// net/http directly, one MCP session per connection, and allocate little:
-// the harness shares the machine with what it measures.
+// The upstream, an MCP server with one read-only "echo" tool (by default
+// mcpproxytest.EchoServer, a lean Streamable HTTP server; -upstream sdk
+// uses the Go SDK's), runs in a process of its own too (mcpload again,
+// started with MCPLOAD_UPSTREAM set, serving until its stdin closes), and
+// the clients (mcpproxytest.LeanClient) in mcpload's: no process shares
+// another's heap, and a direct call crosses between processes as a call
+// through the gateway does, so that the latency the gateway adds is its
+// own work and its extra hop. The clients speak Streamable HTTP with
+// net/http directly and allocate little: the harness shares the machine
+// with what it measures. -procs sets GOMAXPROCS in all three processes;
+// -heap-floor is the clients' and the upstream's heap floor (the
+// gateway's is gc.heap_floor_bytes, as for any mandate serve).
+//
+// -protocol is the MCP revision the clients, the gateway and the upstream
+// speak: 2025-11-25 (a session per connection: initialize, then calls
+// with its Mcp-Session-Id) or 2026-07-28 (stateless: server/discover,
+// then calls that each carry the protocol version and the client's
+// capabilities in _meta, with the MCP-Protocol-Version, Mcp-Method and
+// Mcp-Name headers); both measures one and then the other, each with a
+// fresh upstream and gateway.
 //
 // Phases: warm-up (both paths); latency (direct and gateway calls
 // interleaved on one schedule at -rate calls/s per path, so that noise
 // hits both alike: p50/p90/p99 of each and the gateway's added p50/p99);
 // throughput (-conns loops calling back to back, direct then gateway:
-// calls/s, errors, process CPU per call from getrusage, and the
-// gateway's marginal CPU per call, the gateway phase's minus the direct
-// phase's, and from it an estimate of what the gateway alone could serve
-// on cores of its own). -phases runs only one of the last two.
+// calls/s, errors, and the CPU per call of each process: the clients'
+// from getrusage, the upstream's and the gateway's from /proc/<pid>/stat;
+// and from the gateway's an estimate of what it alone could serve on
+// cores of its own). -phases runs only one of the last two.
+//
+// What the gateway costs without policy evaluation or the durable ledger
+// (the relay alone) is BenchmarkCall in internal/gateway/mcpproxy; to
+// profile the gateway, use BenchmarkMCPGateway in internal/server, which
+// runs the server in-process.
 package main
 
 import (
@@ -38,159 +61,161 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
-	"runtime/pprof"
-	"runtime/trace"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/heapfloor"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/proctime"
-	"github.com/mandatehq/mandate/internal/server"
+	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
 // config is what a run measures.
 type config struct {
-	rate     int
-	duration time.Duration
-	warmup   time.Duration
-	conns    int
-	upstream string // lean | sdk
-	gateway  string // server | bare
-	timeout  time.Duration
-	gogc     string // the garbage collector's setting, for the report
-	floor    int    // the heap floor, for the report
-	phases   string // latency | throughput | both
+	rate      int
+	duration  time.Duration
+	warmup    time.Duration
+	conns     int
+	upstream  string   // lean | sdk
+	protocols []string // the revisions to measure, in order
+	mandate   string   // the mandate binary
+	serve     []string // further flags for mandate serve
+	timeout   time.Duration
+	gogc      string // the garbage collector's setting, for the report
+	floor     int    // the clients' and the upstream's heap floor
+	phases    string // latency | throughput | both
 }
 
+// defaultHeapFloor is mandate serve's gc.heap_floor_bytes default, which
+// the clients and the upstream use too.
+const defaultHeapFloor = 64 << 20
+
 func main() {
+	if asUpstream() {
+		return
+	}
 	var c config
 	flag.IntVar(&c.rate, "rate", 1000, "calls per second on each path in the latency phase")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of the latency phase and of each throughput phase")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "length of the warm-up (both paths)")
-	flag.IntVar(&c.conns, "conns", 16, "MCP sessions (connections) per path: the latency phase's schedule is spread over them, the throughput phase runs one loop on each")
+	flag.IntVar(&c.conns, "conns", 16, "client connections per path: the latency phase's schedule is spread over them, the throughput phase runs one loop on each")
 	flag.StringVar(&c.upstream, "upstream", "lean", "upstream MCP server: lean (a minimal Streamable HTTP server) or sdk (the Go SDK's)")
-	flag.StringVar(&c.gateway, "gateway", "server", "gateway: server (mandate serve in-process: Cedar policies, SQLite ledger) or bare (mcpproxy with a scope/tier decider and a counting recorder)")
+	protocol := flag.String("protocol", mcpproxytest.Version20251125, "MCP revision spoken end to end: 2025-11-25, 2026-07-28, or both (one run each, in that order)")
+	flag.StringVar(&c.mandate, "mandate", "", "the mandate binary to run as the gateway (empty: build ./cmd/mandate into a temporary directory)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on one call")
-	flag.IntVar(&c.floor, "heap-floor", server.Defaults().GC.HeapFloorBytes, "heap floor in bytes, as gc.heap_floor_bytes for mandate serve (0: none)")
+	flag.IntVar(&c.floor, "heap-floor", defaultHeapFloor, "heap floor in bytes of the clients' and the upstream's processes, like mandate serve's gc.heap_floor_bytes (0: none)")
 	flag.StringVar(&c.phases, "phases", "both", "which measuring phases run after the warm-up: latency, throughput or both")
-	procs := flag.Int("procs", 0, "GOMAXPROCS (0: leave as is)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_objects)")
-	traceFile := flag.String("trace", "", "write an execution trace of the whole run to this file (go tool trace)")
+	procs := flag.Int("procs", 0, "GOMAXPROCS of the clients', the upstream's and mandate serve's processes (0: leave as is)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: mcpload [flags]\n\nmcpload measures the MCP gateway against calling its upstream directly.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), `usage: mcpload [flags] [-- mandate serve flags]
+
+mcpload measures the MCP gateway of mandate serve, run as a child process,
+against calling its upstream directly: added latency at -rate, throughput,
+and CPU per call.
+
+`)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || c.rate <= 0 || c.duration <= 0 || c.conns <= 0 || c.warmup < 0 || c.floor < 0 ||
-		(c.upstream != "lean" && c.upstream != "sdk") || (c.gateway != "server" && c.gateway != "bare") ||
+	c.serve = flag.Args()
+	switch *protocol {
+	case "both":
+		c.protocols = []string{mcpproxytest.Version20251125, mcpproxytest.Version20260728}
+	case mcpproxytest.Version20251125, mcpproxytest.Version20260728:
+		c.protocols = []string{*protocol}
+	}
+	if c.rate <= 0 || c.duration <= 0 || c.conns <= 0 || c.warmup < 0 || c.floor < 0 || *procs < 0 || c.protocols == nil ||
+		(c.upstream != "lean" && c.upstream != "sdk") ||
 		(c.phases != "latency" && c.phases != "throughput" && c.phases != "both") {
 		flag.Usage()
 		os.Exit(2)
 	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
+		os.Setenv("GOMAXPROCS", strconv.Itoa(*procs)) // for the children
 	}
 	c.gogc = os.Getenv("GOGC")
 	defer heapfloor.Start(uint64(c.floor)).Stop()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := trace.Start(f); err != nil {
-			log.Fatal(err)
-		}
-		defer trace.Stop()
-	}
-	if err := run(context.Background(), os.Stdout, c); err != nil {
+	// Interrupted, it still stops the children and removes their data.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout, c); err != nil {
 		fmt.Fprintf(os.Stderr, "mcpload: %v\n", err)
-		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
-	if *memprofile != "" {
-		if err := writeAllocs(*memprofile); err != nil {
-			log.Fatal(err)
+}
+
+// run finds or builds the mandate binary and measures each protocol
+// revision in turn, writing the reports to w.
+func run(ctx context.Context, w io.Writer, c config) error {
+	if c.mandate == "" {
+		dir, err := os.MkdirTemp("", "mcpload-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if c.mandate, err = serveproc.Build(ctx, dir); err != nil {
+			return err
 		}
 	}
+	for i, p := range c.protocols {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := measure(ctx, w, c, p); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
 }
 
-// writeAllocs writes the allocations sampled since the process started.
-func writeAllocs(path string) error {
-	f, err := os.Create(path)
+// measure sets up the upstream, the gateway and the clients for one
+// protocol revision, runs the phases and writes the report to w.
+func measure(ctx context.Context, w io.Writer, c config, protocol string) error {
+	up, err := startUpstream(ctx, c.upstream, protocol, c.floor)
 	if err != nil {
 		return err
 	}
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// run sets up the upstream, the gateway and the sessions, runs the
-// phases and writes the report to w.
-func run(ctx context.Context, w io.Writer, c config) error {
-	var up http.Handler = &mcpproxytest.EchoServer{}
-	if c.upstream == "sdk" {
-		up = mcpproxytest.SDKEchoServer()
-	}
-	upURL, stopUp, err := serve(up)
-	if err != nil {
-		return err
-	}
-	defer stopUp()
-	start := startServer
-	if c.gateway == "bare" {
-		start = startBare
-	}
-	gw, err := start(ctx, upURL, c.warmup+3*c.duration+2*c.timeout)
+	defer up.close()
+	gw, err := startGateway(ctx, c.mandate, up.url, c.warmup+3*c.duration+2*c.timeout, c.serve)
 	if err != nil {
 		return err
 	}
 	defer gw.close()
 
 	// One transport for both paths, with an idle connection kept for every
-	// session (direct and gateway are different hosts).
+	// client (direct and gateway are different hosts).
 	tr := &http.Transport{MaxIdleConns: 2*c.conns + 16, MaxIdleConnsPerHost: c.conns + 8, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
-	direct, err := sessions(ctx, tr, upURL, "", c.conns)
+	direct, err := clients(ctx, tr, up.url, "", protocol, c.conns)
 	if err != nil {
-		return err
+		return fmt.Errorf("direct: %w", err)
 	}
-	via, err := sessions(ctx, tr, gw.url, gw.token, c.conns)
+	defer closeAll(ctx, direct)
+	via, err := clients(ctx, tr, gw.url, gw.token, protocol, c.conns)
 	if err != nil {
-		return err
+		return fmt.Errorf("gateway: %w", err)
 	}
-	defer func() {
-		for _, s := range slices.Concat(direct, via) {
-			s.Close(ctx)
-		}
-	}()
+	defer closeAll(ctx, via)
 
-	fmt.Fprintf(w, "mcpload: GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s gateway=%s protocol=%s\n",
-		runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, c.gateway, via[0].ProtocolVersion())
+	fmt.Fprintf(w, "mcpload: protocol=%s GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s (pid %d) gateway=mandate serve (pid %d, GOMAXPROCS %d)\n",
+		via[0].ProtocolVersion(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, up.cmd.Process.Pid, gw.Pid(), childProcs())
 
 	if c.warmup > 0 {
-		throughput(ctx, direct, c.warmup/2, c.timeout)
-		throughput(ctx, via, c.warmup/2, c.timeout)
+		if _, err := throughput(ctx, direct, up.cpu, nil, c.warmup/2, c.timeout); err != nil {
+			return err
+		}
+		if _, err := throughput(ctx, via, up.cpu, gw.CPU, c.warmup/2, c.timeout); err != nil {
+			return err
+		}
 	}
 
 	if c.phases != "throughput" {
@@ -203,46 +228,66 @@ func run(ctx context.Context, w io.Writer, c config) error {
 		fmt.Fprintf(w, "  gateway: %s\n", g)
 		fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
 	}
-	if c.phases == "latency" {
-		return nil
+	if c.phases == "latency" || ctx.Err() != nil {
+		return ctx.Err()
 	}
 
-	dt := throughput(ctx, direct, c.duration, c.timeout)
-	gt := throughput(ctx, via, c.duration, c.timeout)
+	dt, err := throughput(ctx, direct, up.cpu, nil, c.duration, c.timeout)
+	if err != nil {
+		return err
+	}
+	gt, err := throughput(ctx, via, up.cpu, gw.CPU, c.duration, c.timeout)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "throughput over %s with %d loops:\n", c.duration, c.conns)
 	fmt.Fprintf(w, "  direct:  %s\n", dt)
 	fmt.Fprintf(w, "  gateway: %s\n", gt)
-	if dt.calls > 0 && gt.calls > 0 {
-		marginal := gt.cpuPerCall() - dt.cpuPerCall()
-		fmt.Fprintf(w, "  gateway marginal CPU: %.1f µs/call\n", marginal)
-		// The measured gateway rate shares the cores with the clients and
-		// the upstream; what the gateway's own CPU per call would allow
-		// on cores of its own is an estimate, and printed as one.
-		if marginal > 0 {
-			procs := runtime.GOMAXPROCS(0)
-			fmt.Fprintf(w, "  estimate for the gateway alone on %d cores (from its marginal CPU): %.0f calls/s\n", procs, float64(procs)*1e6/marginal)
-		}
+	// The measured gateway rate shares the cores with the clients and the
+	// upstream; what the gateway's own CPU per call would allow on cores
+	// of its own is an estimate, and printed as one.
+	if perCall := gt.perCall(gt.gatewayCPU); perCall > 0 {
+		procs := childProcs()
+		fmt.Fprintf(w, "  estimate for the gateway alone on %d cores (from its CPU per call): %.0f calls/s\n", procs, float64(procs)*1e6/perCall)
 	}
 	return nil
 }
 
-// sessions dials n lean clients at endpoint, each calling echo.
-func sessions(ctx context.Context, rt http.RoundTripper, endpoint, token string, n int) ([]*mcpproxytest.LeanClient, error) {
+// childProcs is the GOMAXPROCS mandate serve runs with: the environment's,
+// else the CPUs it may use.
+func childProcs() int {
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
+}
+
+// clients dials n lean clients at endpoint, each calling echo in the
+// given protocol revision.
+func clients(ctx context.Context, rt http.RoundTripper, endpoint, token, protocol string, n int) ([]*mcpproxytest.LeanClient, error) {
 	out := make([]*mcpproxytest.LeanClient, 0, n)
 	for range n {
 		s, err := mcpproxytest.DialLeanClient(ctx, mcpproxytest.LeanClientConfig{
-			Endpoint: endpoint, Transport: rt, Token: token,
+			Endpoint: endpoint, Transport: rt, Token: token, ProtocolVersion: protocol,
 			Tool: "echo", Arguments: `{"text":"hello"}`, ClientName: "mcpload",
 		})
 		if err != nil {
-			for _, s := range out {
-				s.Close(ctx)
-			}
+			closeAll(ctx, out)
 			return nil, err
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// closeAll ends the clients' sessions.
+func closeAll(ctx context.Context, cs []*mcpproxytest.LeanClient) {
+	for _, c := range cs {
+		c.Close(ctx)
+	}
 }
 
 // latencies is one path's result in the latency phase.
@@ -293,7 +338,7 @@ func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int,
 			lb := latencies{d: make([]time.Duration, 0, capacity)}
 			next := start.Add(interval * time.Duration(i) / time.Duration(n))
 			k, lateN := 0, 0
-			for ; next.Before(end); k++ {
+			for ; next.Before(end) && ctx.Err() == nil; k++ {
 				if w := time.Until(next); w > 0 {
 					time.Sleep(w)
 				} else if -w > interval {
@@ -346,26 +391,53 @@ type rate struct {
 	calls, errs int64
 	first       error
 	elapsed     time.Duration
-	cpu         time.Duration // process CPU (user+system) over the phase
+	clientCPU   time.Duration // mcpload's (user+system) over the phase
+	upstreamCPU time.Duration // the upstream process's
+	gatewayCPU  time.Duration // the gateway's, on the gateway's path
+	viaGateway  bool
 }
 
-func (r rate) cpuPerCall() float64 {
-	return float64(r.cpu.Microseconds()) / float64(r.calls+r.errs)
+// perCall is cpu per call in µs.
+func (r rate) perCall(cpu time.Duration) float64 {
+	return float64(cpu.Nanoseconds()) / 1e3 / float64(r.calls+r.errs)
 }
 
 func (r rate) String() string {
-	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) CPU %.1f µs/call (%.2f cores)",
-		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, r.cpuPerCall(), r.cpu.Seconds()/r.elapsed.Seconds())
+	cost := func(cpu time.Duration) string {
+		return fmt.Sprintf("%.1f µs/call (%.2f cores)", r.perCall(cpu), cpu.Seconds()/r.elapsed.Seconds())
+	}
+	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) CPU: clients %s, upstream %s",
+		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, cost(r.clientCPU), cost(r.upstreamCPU))
+	if r.viaGateway {
+		s += ", gateway " + cost(r.gatewayCPU)
+	}
 	if r.first != nil {
 		s += fmt.Sprintf(" (first error: %v)", r.first)
 	}
 	return s
 }
 
-// throughput calls back to back on every session for d.
-func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout time.Duration) rate {
+// processCPU reads the CPU time a process has used so far.
+type processCPU func() (time.Duration, error)
+
+// throughput calls back to back on every client for d. gw, if not nil,
+// reads the CPU of the gateway the calls go through; up reads the
+// upstream's.
+func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw processCPU, d, timeout time.Duration) (rate, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
+	r := rate{viaGateway: gw != nil}
+	if gw == nil {
+		gw = func() (time.Duration, error) { return 0, nil }
+	}
+	up0, err := up()
+	if err != nil {
+		return r, fmt.Errorf("upstream CPU: %w", err)
+	}
+	gw0, err := gw()
+	if err != nil {
+		return r, fmt.Errorf("gateway CPU: %w", err)
+	}
 	var calls, errs atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
@@ -374,7 +446,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 	for _, s := range ss {
 		wg.Go(func() {
 			var n, e int64
-			for time.Now().Before(end) {
+			for time.Now().Before(end) && ctx.Err() == nil {
 				if err := s.Call(ctx); err != nil {
 					e++
 					firstErr.CompareAndSwap(nil, &err)
@@ -387,9 +459,18 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, d, timeout t
 		})
 	}
 	wg.Wait()
-	r := rate{calls: calls.Load(), errs: errs.Load(), elapsed: time.Since(t0), cpu: proctime.CPU() - cpu0}
+	r.calls, r.errs, r.elapsed, r.clientCPU = calls.Load(), errs.Load(), time.Since(t0), proctime.CPU()-cpu0
 	if p := firstErr.Load(); p != nil {
 		r.first = *p
 	}
-	return r
+	up1, err := up()
+	if err != nil {
+		return r, fmt.Errorf("upstream CPU: %w", err)
+	}
+	gw1, err := gw()
+	if err != nil {
+		return r, fmt.Errorf("gateway CPU: %w", err)
+	}
+	r.upstreamCPU, r.gatewayCPU = up1-up0, gw1-gw0
+	return r, nil
 }

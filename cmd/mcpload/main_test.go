@@ -3,31 +3,75 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
 	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/mcpproxytest"
+	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
-// TestRun runs the whole load test briefly against both gateways: every
-// call must succeed.
+// TestMain lets the test binary be mcpload's upstream process too.
+func TestMain(m *testing.M) {
+	if asUpstream() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestRun runs the whole load test briefly against a freshly built
+// mandate serve, in each protocol revision and with each upstream: every
+// call must succeed, each process's CPU must be measured, and the
+// children (gateway and upstream) must be gone afterwards.
 func TestRun(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts mandate's server")
+		t.Skip("builds and starts mandate")
 	}
-	for _, gw := range []string{"server", "bare"} {
-		t.Run(gw, func(t *testing.T) {
-			var out bytes.Buffer
-			err := run(context.Background(), &out, config{
-				rate: 50, duration: 300 * time.Millisecond, warmup: 100 * time.Millisecond,
-				conns: 2, upstream: "lean", gateway: gw, timeout: 10 * time.Second, phases: "both",
+	bin, err := serveproc.Build(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, protocol := range []string{mcpproxytest.Version20251125, mcpproxytest.Version20260728} {
+		for _, up := range []string{"lean", "sdk"} {
+			t.Run(protocol+"/"+up, func(t *testing.T) {
+				var out bytes.Buffer
+				err := run(context.Background(), &out, config{
+					rate: 50, duration: 300 * time.Millisecond, warmup: 100 * time.Millisecond,
+					conns: 2, upstream: up, protocols: []string{protocol}, mandate: bin, timeout: 10 * time.Second, phases: "both",
+				})
+				t.Log(out.String())
+				if err != nil {
+					t.Fatalf("run: %v", err)
+				}
+				report := out.String()
+				if !strings.Contains(report, "protocol="+protocol+" ") {
+					t.Errorf("report does not say protocol=%s", protocol)
+				}
+				if n := len(regexp.MustCompile(`errors=0\b`).FindAllString(report, -1)); n != 4 {
+					t.Errorf("%d of 4 results without errors", n)
+				}
+				for _, re := range []string{`gateway: \d+ calls/s .* CPU: clients \d+\.\d µs/call .*, upstream \d+\.\d µs/call .*, gateway \d+\.\d µs/call`, `estimate for the gateway alone on \d+ cores`} {
+					if !regexp.MustCompile(re).MatchString(report) {
+						t.Errorf("report does not match %q", re)
+					}
+				}
+				// Both children are gone.
+				m := regexp.MustCompile(`upstream=\w+ \(pid (\d+)\) gateway=mandate serve \(pid (\d+)`).FindStringSubmatch(report)
+				if m == nil {
+					t.Fatal("report does not name the children's pids")
+				}
+				for _, p := range m[1:] {
+					pid, _ := strconv.Atoi(p)
+					if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+						t.Errorf("pid %d after the run: kill -0 = %v, want ESRCH", pid, err)
+					}
+				}
 			})
-			if err != nil {
-				t.Fatalf("run: %v", err)
-			}
-			t.Log(out.String())
-			if n := len(regexp.MustCompile(`errors=0\b`).FindAllString(out.String(), -1)); n != 4 {
-				t.Errorf("%d of 4 results without errors:\n%s", n, out.String())
-			}
-		})
+		}
 	}
 }

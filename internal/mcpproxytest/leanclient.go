@@ -9,24 +9,29 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// A LeanClient is a lean MCP client session over Streamable HTTP,
-// speaking net/http directly: initialize, notifications/initialized, then
-// tools/call requests whose bodies are pre-encoded (only the id changes).
-// It allocates little per call, so that a load test or benchmark measures
-// the server rather than the client. It reads application/json and
-// text/event-stream responses, and ignores server-to-client requests and
-// notifications on a call's stream. A LeanClient is not safe for
-// concurrent use: give each loop its own.
+// A LeanClient is a lean MCP client over Streamable HTTP, speaking
+// net/http directly, in either protocol revision: 2025-11-25 (a session:
+// initialize, notifications/initialized, then calls with its
+// Mcp-Session-Id) or 2026-07-28 (stateless: server/discover, then calls
+// that each carry the protocol version and the client's capabilities and
+// info in params._meta, with the MCP-Protocol-Version, Mcp-Method and
+// Mcp-Name headers). Every Call sends the same tools/call, pre-encoded
+// (only the id changes), so it allocates little per call and a load test
+// or benchmark measures the server rather than the client. It reads
+// application/json and text/event-stream responses, and ignores
+// server-to-client requests and notifications on a call's stream. A
+// LeanClient is not safe for concurrent use: give each loop its own.
 type LeanClient struct {
 	rt       http.RoundTripper // not an http.Client: it copies headers per call
 	endpoint string
 	token    string // Bearer task token; empty sends no Authorization
-	id       string // Mcp-Session-Id
-	version  string // negotiated protocol version
+	id       string // Mcp-Session-Id (2025-11-25)
+	version  string // the protocol version in use
 
 	tmpl   *http.Request // headers of every call; copied per call
 	prefix []byte        // call body up to the id
@@ -47,34 +52,40 @@ type LeanClientConfig struct {
 	// Token, if not empty, is sent as a Bearer credential on every
 	// request (a task token, for the gateway).
 	Token string
+	// ProtocolVersion is the revision to speak: Version20251125 (the
+	// default) or Version20260728. The server must agree: a LeanClient
+	// does not fall back from one to the other.
+	ProtocolVersion string
 	// Tool is the tool every Call invokes; empty means "echo", the
 	// EchoServer's tool.
 	Tool string
 	// Arguments is the tool's arguments, a JSON object; empty means
 	// {"text":"hello"}.
 	Arguments string
-	// ClientName is the clientInfo name sent in initialize; empty means
-	// "mcpproxytest".
+	// ClientName is the clientInfo name sent in initialize or _meta;
+	// empty means "mcpproxytest".
 	ClientName string
 }
 
-// LeanClientVersion is the protocol version the LeanClient requests.
-const LeanClientVersion = "2025-11-25"
-
 // ErrCall is the error of a call that returned something other than a
 // successful tool result (an HTTP error, a JSON-RPC error, a tool result
-// with isError, or no response at all); the wrapping error says what came
-// back. Transport errors are returned as they are.
+// with isError or one still waiting for input, or no response at all);
+// the wrapping error says what came back. Transport errors are returned
+// as they are.
 var ErrCall = errors.New("call failed")
 
-// DialLeanClient opens a session at cfg.Endpoint: initialize, then
-// notifications/initialized.
+// DialLeanClient readies a client for cfg.Endpoint: in 2025-11-25 it opens
+// a session (initialize, then notifications/initialized); in 2026-07-28
+// it asks server/discover whether the server speaks the revision.
 func DialLeanClient(ctx context.Context, cfg LeanClientConfig) (*LeanClient, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("mcpproxytest: LeanClientConfig.Endpoint is empty")
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = http.DefaultTransport
+	}
+	if cfg.ProtocolVersion == "" {
+		cfg.ProtocolVersion = Version20251125
 	}
 	if cfg.Tool == "" {
 		cfg.Tool = "echo"
@@ -85,47 +96,39 @@ func DialLeanClient(ctx context.Context, cfg LeanClientConfig) (*LeanClient, err
 	if cfg.ClientName == "" {
 		cfg.ClientName = "mcpproxytest"
 	}
-	endpoint := cfg.Endpoint
-	s := &LeanClient{rt: cfg.Transport, endpoint: endpoint, token: cfg.Token, next: 2, resp: make([]byte, 0, 1024)}
-	name, err := json.Marshal(cfg.ClientName)
+	s := &LeanClient{rt: cfg.Transport, endpoint: cfg.Endpoint, token: cfg.Token, next: 2, resp: make([]byte, 0, 1024)}
+	info, err := json.Marshal(map[string]string{"name": cfg.ClientName, "version": "1"})
 	if err != nil {
 		return nil, err
 	}
-	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + LeanClientVersion +
-		`","capabilities":{},"clientInfo":{"name":` + string(name) + `,"version":"1"}}}`
-	resp, body, err := s.post(ctx, init, "")
+	var meta []byte // the 2026-07-28 _meta of every request, or nil
+	switch cfg.ProtocolVersion {
+	case Version20251125:
+		err = s.initialize(ctx, info)
+	case Version20260728:
+		meta = []byte(`{"` + metaProtocolVersion + `":"` + Version20260728 + `","` + metaClientCapabilities + `":{},"` + metaClientInfo + `":` + string(info) + `}`)
+		err = s.discover(ctx, meta)
+	default:
+		return nil, fmt.Errorf("mcpproxytest: LeanClientConfig.ProtocolVersion %q: want %s or %s", cfg.ProtocolVersion, Version20251125, Version20260728)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("initialize %s: %w", endpoint, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("initialize %s: %s: %s", endpoint, resp.Status, bytes.TrimSpace(body))
-	}
-	s.id = resp.Header.Get("Mcp-Session-Id")
-	var res struct {
-		ProtocolVersion string `json:"protocolVersion"`
-	}
-	if err := s.decodeResult(resp.Header.Get("Content-Type"), body, []byte("1"), &res); err != nil {
-		return nil, fmt.Errorf("initialize %s: %w", endpoint, err)
-	}
-	if res.ProtocolVersion == "" {
-		return nil, fmt.Errorf("initialize %s: no protocolVersion in the result", endpoint)
-	}
-	s.version = res.ProtocolVersion
-	resp, body, err = s.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, s.version)
-	if err != nil {
-		return nil, fmt.Errorf("notifications/initialized %s: %w", endpoint, err)
-	}
-	if resp.StatusCode != http.StatusAccepted {
-		return nil, fmt.Errorf("notifications/initialized %s: %s, want 202 Accepted: %s", endpoint, resp.Status, bytes.TrimSpace(body))
+		return nil, err
 	}
 
-	s.tmpl, err = http.NewRequest(http.MethodPost, endpoint, nil)
+	s.tmpl, err = http.NewRequest(http.MethodPost, s.endpoint, nil)
 	if err != nil {
 		return nil, err
 	}
 	s.setHeaders(s.tmpl.Header, s.version)
+	if meta != nil {
+		setMethodHeaders(s.tmpl.Header, "tools/call", cfg.Tool)
+	}
 	s.prefix = []byte(`{"jsonrpc":"2.0","id":`)
-	params, err := json.Marshal(map[string]any{"name": cfg.Tool, "arguments": json.RawMessage(cfg.Arguments)})
+	params, err := json.Marshal(struct {
+		Meta      json.RawMessage `json:"_meta,omitempty"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	}{meta, cfg.Tool, json.RawMessage(cfg.Arguments)})
 	if err != nil {
 		return nil, fmt.Errorf("tool arguments: %w", err)
 	}
@@ -133,11 +136,68 @@ func DialLeanClient(ctx context.Context, cfg LeanClientConfig) (*LeanClient, err
 	return s, nil
 }
 
+// initialize opens a 2025-11-25 session.
+func (s *LeanClient) initialize(ctx context.Context, info []byte) error {
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"` + Version20251125 +
+		`","capabilities":{},"clientInfo":` + string(info) + `}}`
+	resp, body, err := s.post(ctx, init, "", "")
+	if err != nil {
+		return fmt.Errorf("initialize %s: %w", s.endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("initialize %s: %s: %s", s.endpoint, resp.Status, bytes.TrimSpace(body))
+	}
+	s.id = resp.Header.Get("Mcp-Session-Id")
+	var res struct {
+		ProtocolVersion string `json:"protocolVersion"`
+	}
+	if err := s.decodeResult(resp.Header.Get("Content-Type"), body, []byte("1"), &res); err != nil {
+		return fmt.Errorf("initialize %s: %w", s.endpoint, err)
+	}
+	if res.ProtocolVersion == "" || res.ProtocolVersion >= Version20260728 {
+		return fmt.Errorf("initialize %s: protocolVersion %q in the result, want a stateful revision", s.endpoint, res.ProtocolVersion)
+	}
+	s.version = res.ProtocolVersion
+	resp, body, err = s.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, s.version, "")
+	if err != nil {
+		return fmt.Errorf("notifications/initialized %s: %w", s.endpoint, err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("notifications/initialized %s: %s, want 202 Accepted: %s", s.endpoint, resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// discover asks a server whether it speaks 2026-07-28 (server/discover,
+// with meta as the request's _meta).
+func (s *LeanClient) discover(ctx context.Context, meta []byte) error {
+	req := `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":` + string(meta) + `}}`
+	resp, body, err := s.post(ctx, req, Version20260728, "server/discover")
+	if err != nil {
+		return fmt.Errorf("server/discover %s: %w", s.endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("server/discover %s: %w: HTTP %s: %.300s", s.endpoint, ErrCall, resp.Status, bytes.TrimSpace(body))
+	}
+	var res struct {
+		SupportedVersions []string `json:"supportedVersions"`
+	}
+	if err := s.decodeResult(resp.Header.Get("Content-Type"), body, []byte("1"), &res); err != nil {
+		return fmt.Errorf("server/discover %s: %w", s.endpoint, err)
+	}
+	if !slices.Contains(res.SupportedVersions, Version20260728) {
+		return fmt.Errorf("server/discover %s: %w: supported versions %q lack %s", s.endpoint, ErrCall, res.SupportedVersions, Version20260728)
+	}
+	s.version = Version20260728
+	return nil
+}
+
 // SessionID is the Mcp-Session-Id the server assigned (empty if it
-// assigned none).
+// assigned none, and always in 2026-07-28).
 func (s *LeanClient) SessionID() string { return s.id }
 
-// ProtocolVersion is the protocol version the server negotiated.
+// ProtocolVersion is the protocol version in use: in 2025-11-25, the one
+// the server negotiated.
 func (s *LeanClient) ProtocolVersion() string { return s.version }
 
 func (s *LeanClient) setHeaders(h http.Header, version string) {
@@ -154,14 +214,26 @@ func (s *LeanClient) setHeaders(h http.Header, version string) {
 	}
 }
 
+// setMethodHeaders sets 2026-07-28's copies of the body's method and,
+// for tools/call, the tool's name.
+func setMethodHeaders(h http.Header, method, name string) {
+	h["Mcp-Method"] = []string{method}
+	if name != "" {
+		h["Mcp-Name"] = []string{name}
+	}
+}
+
 // post sends one message during setup and returns the response with its
-// body read.
-func (s *LeanClient) post(ctx context.Context, body, version string) (*http.Response, []byte, error) {
+// body read; method, if not empty, is sent in the Mcp-Method header.
+func (s *LeanClient) post(ctx context.Context, body, version, method string) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, strings.NewReader(body))
 	if err != nil {
 		return nil, nil, err
 	}
 	s.setHeaders(req.Header, version)
+	if method != "" {
+		setMethodHeaders(req.Header, method, "")
+	}
 	resp, err := s.rt.RoundTrip(req)
 	if err != nil {
 		return nil, nil, err
@@ -171,9 +243,13 @@ func (s *LeanClient) post(ctx context.Context, body, version string) (*http.Resp
 	return resp, b, err
 }
 
-// Close ends the session (DELETE), as a client should. It does not
-// close the transport's connections.
+// Close ends the session (DELETE), as a client should; in 2026-07-28
+// there is none, and it does nothing. It does not close the transport's
+// connections.
 func (s *LeanClient) Close(ctx context.Context) error {
+	if s.version >= Version20260728 {
+		return nil
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.endpoint, nil)
 	if err != nil {
 		return err
@@ -220,13 +296,17 @@ func (s *LeanClient) Call(ctx context.Context) error {
 	}
 	s.idBuf = append(s.idBuf[:0], body[len(s.prefix):idEnd]...)
 	var res struct {
-		IsError bool `json:"isError"`
+		IsError    bool   `json:"isError"`
+		ResultType string `json:"resultType"` // 2026-07-28
 	}
 	if err := s.decodeResult(resp.Header.Get("Content-Type"), s.resp, s.idBuf, &res); err != nil {
 		return err
 	}
 	if res.IsError {
 		return fmt.Errorf("%w: tool result has isError: %.200s", ErrCall, s.resp)
+	}
+	if res.ResultType != "" && res.ResultType != "complete" {
+		return fmt.Errorf("%w: result of type %q, not a complete tool result: %.200s", ErrCall, res.ResultType, s.resp)
 	}
 	return nil
 }
