@@ -14,18 +14,18 @@ import (
 const BenchParallelism = 8
 
 // BenchCalls benchmarks echo calls to the MCP endpoint (with token, if
-// set) from BenchParallelism callers per P, each with a lean client
+// set) in protocol revision version from BenchParallelism callers per P, each with a lean client
 // session of its own dialed (and warmed with one call) before the timer
 // starts. Besides ns/op (wall time per call) it reports cpu-µs/op: the
 // process's CPU time (user and system, from getrusage) per call, the
 // fairer figure on a shared machine.
-func BenchCalls(b *testing.B, endpoint, token string) {
+func BenchCalls(b *testing.B, endpoint, token, version string) {
 	n := BenchParallelism * runtime.GOMAXPROCS(0)
 	tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
 	clients := make([]*LeanClient, n)
 	for i := range clients {
-		c, err := DialLeanClient(b.Context(), LeanClientConfig{Endpoint: endpoint, Transport: tr, Token: token, ClientName: "bench"})
+		c, err := DialLeanClient(b.Context(), LeanClientConfig{Endpoint: endpoint, Transport: tr, Token: token, ClientName: "bench", ProtocolVersion: version})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -55,5 +55,5 @@ func BenchmarkMCPGateway(b *testing.B) {
 
 	// As mandate serve runs it.
 	defer heapfloor.Start(uint64(cfg.GC.HeapFloorBytes)).Stop()
-	mcpproxytest.BenchCalls(b, s.PublicURL()+"/mcp/echo", tok)
+	mcpproxytest.BenchCalls(b, s.PublicURL()+"/mcp/echo", tok, mcpproxytest.Version20251125)
 }

@@ -43,30 +43,36 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
-// BenchmarkRelay measures the raw relay's throughput and cost: lean
-// clients (mcpproxytest.LeanClient) call echo on mcpproxytest.EchoServer
-// directly, and through the gateway (authentication, decision, in-memory
-// audit, relay). Both ends are cheap, so the difference between the
+// BenchmarkRelay measures the gateway's throughput and cost per protocol
+// revision: lean clients (mcpproxytest.LeanClient) call echo on
+// mcpproxytest.EchoServer directly, and through the gateway
+// (authentication, decision, in-memory audit, relay). Both ends are cheap, so the difference between the
 // sub-benchmarks is the gateway's cost per call: ns/op is wall time per
 // call with 8 callers per P, cpu-µs/op the process CPU (user+system,
 // from getrusage) per call, which is the fairer figure on a shared
 // machine.
 func BenchmarkRelay(b *testing.B) {
-	up := httptest.NewServer(&mcpproxytest.EchoServer{})
-	b.Cleanup(up.Close)
-	e := newEnv(b, []mcpproxy.Upstream{{Name: "echo", URL: up.URL}}, func(c *mcpproxy.Config) { c.Audit = &recorder{} })
-	ag, err := e.auth.Register(b.Context(), "bench", identity.TierAutonomous)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok, err := e.auth.TaskToken(b.Context(), ag, "tool.call:echo/echo", "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, bc := range []struct{ name, url, token string }{
-		{"direct", up.URL, ""},
-		{"gateway", e.srv.URL + "/mcp/echo", tok},
-	} {
-		b.Run(bc.name, func(b *testing.B) { mcpproxytest.BenchCalls(b, bc.url, bc.token) })
+	for _, rev := range []string{mcpproxytest.Version20251125, mcpproxytest.Version20260728} {
+		// The upstream speaks the revision measured, as mcpload's does.
+		up := httptest.NewServer(&mcpproxytest.EchoServer{})
+		if rev == mcpproxytest.Version20260728 {
+			up.Config.Handler = &mcpproxytest.EchoServer{Versions: mcpproxytest.AllVersions}
+		}
+		b.Cleanup(up.Close)
+		e := newEnv(b, []mcpproxy.Upstream{{Name: "echo", URL: up.URL}}, func(c *mcpproxy.Config) { c.Audit = &recorder{} })
+		ag, err := e.auth.Register(b.Context(), "bench", identity.TierAutonomous)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok, err := e.auth.TaskToken(b.Context(), ag, "tool.call:echo/echo", "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bc := range []struct{ name, url, token string }{
+			{"direct", up.URL, ""},
+			{"gateway", e.srv.URL + "/mcp/echo", tok},
+		} {
+			b.Run(rev+"/"+bc.name, func(b *testing.B) { mcpproxytest.BenchCalls(b, bc.url, bc.token, rev) })
+		}
 	}
 }
