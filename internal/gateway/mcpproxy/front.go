@@ -132,7 +132,7 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 
 // serveList answers tools/list with toolList.
 func (s *session) serveList(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
-	out := &downstream{w: w}
+	out := s.downstream(w)
 	var p struct {
 		Cursor string `json:"cursor"`
 	}

@@ -24,10 +24,6 @@ import (
 // it checks the relayed tools' headers itself, against the definition it
 // pinned.
 
-// CodeHeaderMismatch answers a request whose MCP headers disagree with its
-// body (MCP 2026-07-28).
-const CodeHeaderMismatch = -32020
-
 const (
 	paramHeaderPrefix = "Mcp-Param-"
 	base64Prefix      = "=?base64?"

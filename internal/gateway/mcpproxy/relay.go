@@ -62,7 +62,7 @@ type relayedRequest struct {
 // when the upstream is a stdio server.
 func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
 	fail := func(err error) bool {
-		(&downstream{w: w}).fail(m.ID, err)
+		s.downstream(w).fail(m.ID, err)
 		return true
 	}
 	// Close waits for the call, and cancels it: its outcome is recorded
@@ -153,8 +153,14 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			fields["arguments"], _ = json.Marshal(args)
 		}
 	}
+	if meta, ok := fields["_meta"]; ok && s.stateless && !u.sessionless() {
+		// The upstream speaks a session revision: the sessionless
+		// request's own revision and client are not its to read (see
+		// upstreamMeta).
+		fields["_meta"] = sessionMeta(meta)
+	}
 	params, _ := json.Marshal(fields)
-	s.relayCall(ctx, w, u, m, params, done)
+	s.relayCall(ctx, w, u, m, params, s.sessionlessHeaders(r.Header, u, m.Method, fields), done)
 	return true
 }
 
@@ -370,8 +376,8 @@ func (u *upConn) protocolVersion() string {
 // client does not wait for the ledger a second time, and unhurried: it
 // rides along with the next commit (the next call's decision, typically)
 // rather than costing one of its own.
-func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, done outcomeFunc) {
-	toolError, err := s.relay(ctx, w, u, m, params)
+func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header, done outcomeFunc) {
+	toolError, err := s.relay(ctx, w, u, m, params, h)
 	// The client has its answer before the outcome's bookkeeping
 	// (a goroutine's wake-up, on a busy machine a thread's) begins.
 	_ = http.NewResponseController(w).Flush()
@@ -380,9 +386,9 @@ func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upCon
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
-func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage) (toolError bool, err error) {
-	out := &downstream{w: w}
-	res, err := s.exchange(ctx, u, m, params, out)
+func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header) (toolError bool, err error) {
+	out := s.downstream(w)
+	res, err := s.exchange(ctx, u, m, params, h, out)
 	if err != nil {
 		if errors.Is(err, errClientCancelled) {
 			out.end()
@@ -421,9 +427,10 @@ func (c *rawCall) answer(res *message) (*message, error) {
 // errClientCancelled: the downstream client cancelled the call.
 var errClientCancelled = errors.New("cancelled by the client")
 
-// exchange sends the call to the upstream and returns its response,
-// relaying what comes before it to out.
-func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, out *downstream) (*message, error) {
+// exchange sends the call to the upstream, with the headers h besides
+// the transport's, and returns its response, relaying what comes before
+// it to out.
+func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, h http.Header, out *downstream) (*message, error) {
 	if !u.http() {
 		// The call was admitted for a stdio upstream after it was routed
 		// here (the upstreams' tools or resources changed in between).
@@ -442,7 +449,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	}
 	defer s.removeRaw(c, out)
 	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
-	resp, err := s.gw.postUpstream(cctx, u, cs, body)
+	resp, err := s.gw.postUpstream(cctx, u, cs, body, h)
 	if err != nil {
 		return nil, s.failed(ctx, cctx, c, d, err)
 	}
@@ -514,6 +521,11 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			if sameID(in.ID, c.up) {
 				return c.answer(&in)
 			}
+			continue
+		case in.isRequest() && s.stateless:
+			// A sessionless client cannot be asked in the middle of a call
+			// (2026-07-28 asks with input_required results instead).
+			s.refuseUpstreamRequest(c, &in)
 			continue
 		case in.isRequest():
 			in.ID = s.relayRequest(c, in.ID)
@@ -694,11 +706,15 @@ func (g *Gateway) enter() bool {
 }
 
 // postUpstream POSTs one JSON-RPC message on the upstream session cs.
-func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, body []byte) (*http.Response, error) {
-	return g.upstreamRoundTrip(ctx, u, cs, http.MethodPost, bytes.NewReader(body), http.Header{
+func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, body []byte, extra http.Header) (*http.Response, error) {
+	h := http.Header{
 		"Content-Type": {"application/json"},
 		"Accept":       {"application/json, text/event-stream"},
-	})
+	}
+	for k, v := range extra {
+		h[k] = v
+	}
+	return g.upstreamRoundTrip(ctx, u, cs, http.MethodPost, bytes.NewReader(body), h)
 }
 
 // upstreamRoundTrip sends a request with header h on the upstream session
@@ -722,7 +738,7 @@ func (g *Gateway) upstreamRoundTrip(ctx context.Context, u *upConn, cs *mcp.Clie
 // sendUpstream POSTs a notification or response, which the upstream
 // accepts with 202.
 func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, m *message) error {
-	resp, err := g.postUpstream(ctx, u, cs, m.encode())
+	resp, err := g.postUpstream(ctx, u, cs, m.encode(), nil)
 	if err != nil {
 		return err
 	}
@@ -850,8 +866,14 @@ func (s *session) cancelRelayed(w http.ResponseWriter, m *message) bool {
 }
 
 // addRaw registers c under its downstream id; false if that id is in use.
+// (On a task session, where each request has a stream of its own and
+// clients' ids may repeat, under its relay id.)
 func (s *session) addRaw(c *rawCall) bool {
-	k, ok := idKey(c.down)
+	id := c.down
+	if s.stateless {
+		id = c.up
+	}
+	k, ok := idKey(id)
 	if !ok {
 		return false
 	}
@@ -898,12 +920,40 @@ func (s *session) removeRaw(c *rawCall, out *downstream) {
 
 // downstream writes what a relayed call sends back: the response alone as
 // application/json, or, once anything has come before it, every message
-// as a text/event-stream.
+// as a text/event-stream. To a sessionless client, a protocol error alone
+// is answered with its HTTP status (MCP 2026-07-28: 404 for an unknown
+// method, 400 for invalid params, an unsupported revision or a missing
+// client capability), as the SDK's stateless handler answers.
 type downstream struct {
-	w         http.ResponseWriter
-	streaming bool
-	wrote     bool
+	w           http.ResponseWriter
+	sessionless bool
+	streaming   bool
+	wrote       bool
 }
+
+func (s *session) downstream(w http.ResponseWriter) *downstream {
+	return &downstream{w: w, sessionless: s.stateless}
+}
+
+// errorStatus is the HTTP status of a sessionless client's response m:
+// 200 unless it is a protocol error.
+func (d *downstream) errorStatus(m *message) int {
+	if !d.sessionless || m.Error == nil {
+		return http.StatusOK
+	}
+	var e struct {
+		Code int64 `json:"code"`
+	}
+	_ = json.Unmarshal(m.Error, &e)
+	switch e.Code {
+	case jsonrpc.CodeMethodNotFound:
+		return http.StatusNotFound
+	case jsonrpc.CodeInvalidParams, mcp.CodeUnsupportedProtocolVersion, mcp.CodeMissingRequiredClientCapabilities:
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
+
 
 func (d *downstream) send(m *message) error {
 	if !d.streaming {
@@ -931,7 +981,7 @@ func (d *downstream) final(m *message) {
 		return
 	}
 	d.wrote = true
-	writeMessage(d.w, http.StatusOK, m)
+	writeMessage(d.w, d.errorStatus(m), m)
 }
 
 // fail ends the call with err (nothing is written for a client that is

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -66,7 +68,10 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 			return
 		}
 		if err := s.checkHeaders(r, body); err != nil {
-			writeMessage(w, http.StatusBadRequest, errorMessage(requestID(body), &jsonrpc.Error{Code: CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
+			writeMessage(w, http.StatusBadRequest, errorMessage(requestID(body), &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
+			return
+		}
+		if s.serveFast(w, r, a, body) {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -166,10 +171,39 @@ func (u *upConn) sessionless() bool {
 }
 
 // raw reports whether calls to u may take the raw relay: an HTTP upstream
-// with an open session of a session-based revision.
+// with an open session of a session revision, or, for a task session's
+// sessionless requests, one that speaks them too (what they carry passes
+// on as it is). A session client's calls to a sessionless upstream take
+// the SDK path, whose client answers the upstream's requests for input
+// by asking the client.
 func (u *upConn) raw() bool {
 	v := u.protocolVersion()
-	return u.http() && v != "" && v < revision20260728
+	return u.http() && v != "" && (v < revision20260728 || u.s.stateless)
+}
+
+// sessionlessHeaders are the headers, besides the transport's, of a call
+// on the raw relay from a sessionless client to a sessionless upstream:
+// the method and upstream name (MCP 2026-07-28's Mcp-Method and
+// Mcp-Name), and the Mcp-Param-* headers of the client's request h, which
+// checkHeaders found in agreement with the arguments the upstream gets.
+func (s *session) sessionlessHeaders(h http.Header, u *upConn, method string, params map[string]json.RawMessage) http.Header {
+	if !s.stateless || !u.sessionless() {
+		return nil
+	}
+	var name string
+	switch method {
+	case "tools/call", "prompts/get":
+		_ = json.Unmarshal(params["name"], &name)
+	case "resources/read":
+		_ = json.Unmarshal(params["uri"], &name)
+	}
+	out := http.Header{"Mcp-Method": {method}, "Mcp-Name": {name}}
+	for k, v := range h {
+		if strings.HasPrefix(k, paramHeaderPrefix) {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // discover answers server/discover, the sessionless revision's
@@ -195,4 +229,64 @@ func (s *session) discover(ctx context.Context, next mcp.MethodHandler, method s
 		r.Meta[mcp.MetaKeyServerInfo] = info
 	}
 	return r, nil
+}
+
+// serveFast serves a sessionless tools/call on the raw relay (relay.go)
+// when its tool's upstream speaks a session revision over HTTP, as on a
+// 2025-11-25 session: the SDK's stateless handler costs several times the
+// relay's CPU per call (each request gets a server session of its own,
+// and its JSON is decoded over and over). It takes only requests that are
+// well formed beyond doubt: the revision in the header and in _meta is
+// 2026-07-28, the Mcp-Method and Mcp-Name headers name the method and
+// tool, the media types are right. Anything else goes to the SDK, which
+// answers it, errors included. It reports whether it served the request.
+func (s *session) serveFast(w http.ResponseWriter, r *http.Request, a *authed, body []byte) bool {
+	if r.Header.Get("Mcp-Protocol-Version") != revision20260728 || r.Header.Get("Mcp-Method") != "tools/call" || !s.speaks(r) {
+		return false
+	}
+	var m message
+	if decodeMessage(body, &m) != nil || m.JSONRPC != "2.0" || !m.isRequest() || m.Method != "tools/call" {
+		return false
+	}
+	if _, ok := idKey(m.ID); !ok {
+		return false
+	}
+	params := members(m.Params)
+	var name, version string
+	if json.Unmarshal(params["name"], &name) != nil || name == "" || r.Header.Get("Mcp-Name") != name {
+		return false
+	}
+	if json.Unmarshal(members(params["_meta"])[mcp.MetaKeyProtocolVersion], &version) != nil || version != revision20260728 {
+		return false
+	}
+	return s.serveCall(w, r, a, &m)
+}
+
+// sessionMeta is a sessionless request's _meta as a session revision's
+// upstream gets it: without the revision, client and log level each
+// sessionless request carries.
+func sessionMeta(raw json.RawMessage) json.RawMessage {
+	m := members(raw)
+	if m == nil {
+		return raw
+	}
+	//lint:ignore SA1019 deprecated, still sent by 2026-07-28 clients
+	for _, k := range []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities, mcp.MetaKeyLogLevel} {
+		delete(m, k)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return b
+}
+
+// refuseUpstreamRequest answers an upstream's request made during call c
+// of a sessionless client with an error: there is no one to ask.
+func (s *session) refuseUpstreamRequest(c *rawCall, in *message) {
+	res := errorMessage(in.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound,
+		Message: fmt.Sprintf("%s: the client speaks MCP %s, which cannot be asked during a call", in.Method, revision20260728)})
+	s.gw.background(func(ctx context.Context) {
+		_ = s.gw.sendUpstream(ctx, c.u, c.cs, res)
+	})
 }
