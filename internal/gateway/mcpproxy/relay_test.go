@@ -128,6 +128,13 @@ func newRelayUpstream(t *testing.T) *relayUpstream {
 	return u
 }
 
+// lastCall is the body of the last tools/call the upstream got.
+func (u *relayUpstream) lastCall() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.last
+}
+
 func (u *relayUpstream) callIDs() []string {
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -289,3 +289,75 @@ func TestSubscriptionsListen(t *testing.T) {
 		t.Fatal("no tools/list_changed on the client's subscriptions/listen stream")
 	}
 }
+
+// TestSessionlessRawRelay: a sessionless client's calls to an HTTP
+// upstream of the session revision travel on the raw relay (under the
+// gateway's relay ids, on the task's upstream session); an upstream's
+// request in the middle of such a call is refused, since the client
+// cannot be asked; and two requests of the task may use the same id at
+// once, each on its own POST.
+func TestSessionlessRawRelay(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			t.Error("a sessionless client was asked during a call")
+			return &mcp.ElicitResult{Action: "decline"}, nil
+		},
+	})
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	ctx := t.Context()
+
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
+	if err != nil || text(res) != "hi" {
+		t.Fatalf("echo = %v, %v", res, err)
+	}
+	if ids := up.callIDs(); len(ids) == 0 || !strings.HasPrefix(ids[len(ids)-1], `"mandate-`) {
+		t.Fatalf("upstream saw tools/call ids %v; want the gateway's relay ids", ids)
+	}
+	if last := up.lastCall(); strings.Contains(last, "io.modelcontextprotocol/protocolVersion") {
+		t.Errorf("the 2025-11-25 upstream got the sessionless _meta: %s", last)
+	}
+
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
+	if code, msg := rpcCode(err); err == nil && !res.IsError || err != nil && !strings.Contains(msg, "cannot be asked") {
+		t.Fatalf("ask = %v, %v (%d %s); want the upstream's elicitation refused", res, err, code, msg)
+	}
+
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := postSessionless(t, e, tok, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, "slow")
+			if code != http.StatusOK || !strings.Contains(body, "done") {
+				t.Errorf("call %d with id 1: %d %s", i, code, body)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// postSessionless POSTs one 2026-07-28 request for tool to /mcp/up.
+func postSessionless(t *testing.T, e *env, tok, body, tool string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/up", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/call")
+	req.Header.Set("Mcp-Name", tool)
+	resp, err := bearerClient(tok).Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
