@@ -954,7 +954,6 @@ func (d *downstream) errorStatus(m *message) int {
 	return http.StatusOK
 }
 
-
 func (d *downstream) send(m *message) error {
 	if !d.streaming {
 		h := d.w.Header()
