@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/internal/wire"
 )
 
 // The raw relay. A governed call to an upstream that speaks Streamable
@@ -35,7 +37,7 @@ import (
 // rawCall is a governed call in flight on the raw relay.
 type rawCall struct {
 	down   json.RawMessage // the downstream request's id
-	key    string          // idKey(down), set by addRaw
+	key    string          // wire.IDKey(down), set by addRaw
 	up     json.RawMessage // its relay id upstream
 	u      *upConn
 	cs     *mcp.ClientSession
@@ -60,7 +62,7 @@ type relayedRequest struct {
 // serveCall admits and relays a governed call whose upstream speaks
 // Streamable HTTP. It reports false, leaving the call to the SDK path,
 // when the upstream is a stdio server.
-func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
+func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *wire.Message) bool {
 	fail := func(err error) bool {
 		s.downstream(w).fail(m.ID, err)
 		return true
@@ -78,12 +80,12 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	// encoding/json reads them, whatever the upstream's parser would make
 	// of the original) and sent re-encoded, with the members the gateway
 	// decided on set to the values it decided on.
-	fields := members(m.Params)
+	fields := wire.Members(m.Params)
 	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
 	for _, names := range [][]string{decidedMembers[m.Method], strippedMembers} {
-		if k, n, ok := foldedMember(fields, names); ok {
+		if k, n, ok := wire.FoldedMember(fields, names); ok {
 			return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
 		}
 	}
@@ -97,7 +99,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	)
 	switch m.Method {
 	case "tools/call":
-		name, ok := stringMember(fields, "name")
+		name, ok := wire.StringMember(fields, "name")
 		if !ok {
 			return fail(invalidParams("tools/call needs params with a tool name"))
 		}
@@ -120,9 +122,9 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 		u = e.up
-		fields["name"] = jsonString(e.tool.Name)
+		fields["name"] = wire.String(e.tool.Name)
 	case "resources/read":
-		uri, ok := stringMember(fields, "uri")
+		uri, ok := wire.StringMember(fields, "uri")
 		if !ok {
 			return fail(invalidParams("resources/read needs params with a uri"))
 		}
@@ -133,7 +135,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 	case "prompts/get":
-		name, ok := stringMember(fields, "name")
+		name, ok := wire.StringMember(fields, "name")
 		var args map[string]string
 		if raw := fields["arguments"]; raw != nil && json.Unmarshal(raw, &args) != nil {
 			ok = false
@@ -148,7 +150,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
 			return fail(err)
 		}
-		fields["name"] = jsonString(upName)
+		fields["name"] = wire.String(upName)
 		if args != nil {
 			fields["arguments"], _ = json.Marshal(args)
 		}
@@ -182,177 +184,6 @@ var decidedMembers = map[string][]string{
 // call's outcome would never be recorded.
 var strippedMembers = []string{"task"}
 
-// foldedMember returns a member of fields that is not one of names but
-// matches one of them case-insensitively, with Unicode folding, as Go's
-// encoding/json matches struct fields ("Arguments", or "argumentſ" with
-// a long s). An upstream that parses params so would read such a member
-// in place of the one the gateway decided on: with several matching
-// members the last wins, and the re-encoded params put "argumentſ" after
-// "arguments".
-func foldedMember(fields map[string]json.RawMessage, names []string) (member, name string, ok bool) {
-	for k := range fields {
-		for _, n := range names {
-			if k != n && strings.EqualFold(k, n) {
-				return k, n, true
-			}
-		}
-	}
-	return "", "", false
-}
-
-// stringMember returns the string member key of fields.
-func stringMember(fields map[string]json.RawMessage, key string) (string, bool) {
-	raw := fields[key]
-	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plain(raw[1:len(raw)-1]) {
-		// What Unmarshal would decode it to, without decoding.
-		return string(raw[1 : len(raw)-1]), len(raw) > 2
-	}
-	var v string
-	if json.Unmarshal(raw, &v) != nil || v == "" {
-		return "", false
-	}
-	return v, true
-}
-
-// isToolError reports whether a tools/call result says isError, as
-// json.Unmarshal into a struct with an IsError bool field reads it
-// (whatever error it returns). result must be valid JSON.
-func isToolError(result json.RawMessage) bool {
-	var v []byte // the last isError: a later bool overrides whatever came before
-	plainOK := plainMembers(result, func(k, val []byte) bool {
-		switch {
-		case string(k) == "isError":
-			v = val
-		case strings.EqualFold(string(k), "isError"):
-			return false // encoding/json matches names case-insensitively
-		}
-		return true
-	})
-	if plainOK {
-		switch {
-		case v == nil:
-			return false
-		case string(v) == "true" || string(v) == "false":
-			return string(v) == "true"
-		}
-	}
-	var out struct {
-		IsError bool `json:"isError"`
-	}
-	_ = json.Unmarshal(result, &out)
-	return out.IsError
-}
-
-// members returns the members of params as json.Unmarshal decodes a JSON
-// object into a map[string]json.RawMessage (each value's bytes without
-// the whitespace around them, the last of equal keys winning, keys
-// unescaped), or nil if params is not an object. params must be valid
-// JSON, as a decoded message's are.
-func members(params json.RawMessage) map[string]json.RawMessage {
-	fields := make(map[string]json.RawMessage, 4)
-	if plainMembers(params, func(k, v []byte) bool {
-		fields[string(k)] = v
-		return true
-	}) {
-		return fields
-	}
-	fields = nil
-	if json.Unmarshal(params, &fields) != nil {
-		return nil
-	}
-	return fields
-}
-
-// plainMembers calls f, in order, with the key and the value of each
-// member of obj, a valid JSON object whose keys need no unescaping (the
-// common case), without reflection; the value shares obj's bytes, without
-// the whitespace around it. It reports false, having called f for some of
-// the members maybe, when obj is anything else or f returns false.
-func plainMembers(obj []byte, f func(key, value []byte) bool) bool {
-	i := skipSpace(obj, 0)
-	if i == len(obj) || obj[i] != '{' {
-		return false
-	}
-	if i = skipSpace(obj, i+1); i < len(obj) && obj[i] == '}' {
-		return skipSpace(obj, i+1) == len(obj)
-	}
-	for i < len(obj) && obj[i] == '"' {
-		n := bytes.IndexByte(obj[i+1:], '"')
-		if n < 0 {
-			return false
-		}
-		key := obj[i+1 : i+1+n]
-		if !plain(key) {
-			return false
-		}
-		if i = skipSpace(obj, i+2+n); i == len(obj) || obj[i] != ':' {
-			return false
-		}
-		start := skipSpace(obj, i+1)
-		end := skipValue(obj, start)
-		if end == start || !f(key, obj[start:end:end]) {
-			return false
-		}
-		if i = skipSpace(obj, end); i == len(obj) {
-			return false
-		}
-		switch obj[i] {
-		case ',':
-			i = skipSpace(obj, i+1)
-		case '}':
-			return skipSpace(obj, i+1) == len(obj)
-		default:
-			return false
-		}
-	}
-	return false
-}
-
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON whitespace.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just after the valid JSON value that starts
-// at b[i] (i itself if there is none).
-func skipValue(b []byte, i int) int {
-	depth := 0
-	for j := i; j < len(b); j++ {
-		switch b[j] {
-		case '"':
-			for j++; j < len(b) && b[j] != '"'; j++ {
-				if b[j] == '\\' {
-					j++
-				}
-			}
-		case '{', '[':
-			depth++
-			continue
-		case '}', ']':
-			if depth == 0 {
-				return j // the end of an enclosing value
-			}
-			depth--
-		case ',', ':', ' ', '\t', '\r', '\n':
-			if depth == 0 {
-				return j // the end of a literal
-			}
-			continue
-		default:
-			continue // a literal's byte, or inside a container
-		}
-		// A string or a container has closed.
-		if depth == 0 {
-			return min(j+1, len(b))
-		}
-	}
-	return len(b)
-}
-
 func (u *upConn) http() bool { return u.cfg.URL != "" }
 
 func (u *upConn) timeout() time.Duration {
@@ -376,7 +207,7 @@ func (u *upConn) protocolVersion() string {
 // client does not wait for the ledger a second time, and unhurried: it
 // rides along with the next commit (the next call's decision, typically)
 // rather than costing one of its own.
-func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header, done outcomeFunc) {
+func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, done outcomeFunc) {
 	toolError, err := s.relay(ctx, w, u, m, params, h)
 	// The client has its answer before the outcome's bookkeeping
 	// (a goroutine's wake-up, on a busy machine a thread's) begins.
@@ -386,7 +217,7 @@ func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upCon
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
-func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header) (toolError bool, err error) {
+func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (toolError bool, err error) {
 	out := s.downstream(w)
 	res, err := s.exchange(ctx, u, m, params, h, out)
 	if err != nil {
@@ -409,7 +240,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 		return false, &je
 	}
 	if m.Method == "tools/call" {
-		toolError = isToolError(res.Result)
+		toolError = wire.IsToolError(res.Result)
 	}
 	out.final(res)
 	return toolError, nil
@@ -417,7 +248,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 
 // answer returns the call's response, unless the client cancelled the
 // call meanwhile: a cancelled request gets no response.
-func (c *rawCall) answer(res *message) (*message, error) {
+func (c *rawCall) answer(res *wire.Message) (*wire.Message, error) {
 	if c.cancelled.Load() {
 		return nil, errClientCancelled
 	}
@@ -430,7 +261,7 @@ var errClientCancelled = errors.New("cancelled by the client")
 // exchange sends the call to the upstream, with the headers h besides
 // the transport's, and returns its response, relaying what comes before
 // it to out.
-func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, h http.Header, out *downstream) (*message, error) {
+func (s *session) exchange(ctx context.Context, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, out *downstream) (*wire.Message, error) {
 	if !u.http() {
 		// The call was admitted for a stdio upstream after it was routed
 		// here (the upstreams' tools or resources changed in between).
@@ -448,7 +279,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
 	}
 	defer s.removeRaw(c, out)
-	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
+	body := (&wire.Message{ID: c.up, Method: m.Method, Params: params}).Encode()
 	resp, err := s.gw.postUpstream(cctx, u, cs, body, h)
 	if err != nil {
 		return nil, s.failed(ctx, cctx, c, d, err)
@@ -463,8 +294,8 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	if resp.StatusCode != http.StatusOK || (ct != "application/json" && ct != "text/event-stream") {
 		// Only a JSON-RPC error response in the body is worth relaying.
 		if b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); err == nil && ct == "application/json" {
-			var em message
-			if json.Unmarshal(b, &em) == nil && em.isResponse() && em.Error != nil {
+			var em wire.Message
+			if json.Unmarshal(b, &em) == nil && em.IsResponse() && em.Error != nil {
 				return c.answer(&em)
 			}
 		}
@@ -478,30 +309,30 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		if len(b) > limit {
 			return nil, s.tooLarge(c, limit)
 		}
-		var res message
-		if decodeMessage(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
+		var res wire.Message
+		if wire.Decode(b, &res) != nil || !res.IsResponse() || !wire.SameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
 		return c.answer(&res)
 	}
-	events := newSSEReader(resp.Body, limit)
-	defer events.release()
+	events := wire.NewEventReader(resp.Body, limit)
+	defer events.Release()
 	for resumes := 0; ; {
-		data, err := events.next()
-		if errors.Is(err, errEventTooLarge) {
+		data, err := events.Next()
+		if errors.Is(err, wire.ErrEventTooLarge) {
 			return nil, s.tooLarge(c, limit)
 		}
-		if err == io.EOF && events.lastID != "" && resumes < maxResumes && cctx.Err() == nil {
+		if err == io.EOF && events.LastID() != "" && resumes < maxResumes && cctx.Err() == nil {
 			// The upstream ended the stream before answering, having
 			// given its events ids: resume after the last one, as a
 			// client must (MCP 2025-11-25, "Resumability and Redelivery").
 			resumes++
-			body, err := s.gw.resumeUpstream(cctx, u, cs, events.lastID, events.retry)
+			body, err := s.gw.resumeUpstream(cctx, u, cs, events.LastID(), events.Retry())
 			if err != nil {
 				return nil, s.failed(ctx, cctx, c, d, err)
 			}
 			defer body.Close()
-			events.resume(body)
+			events.Resume(body)
 			continue
 		}
 		if err != nil {
@@ -510,30 +341,30 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			}
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
-		var in message
+		var in wire.Message
 		// A copy: the message outlives data, which the reader reuses.
-		if err := decodeMessage(bytes.Clone(data), &in); err != nil {
+		if err := wire.Decode(bytes.Clone(data), &in); err != nil {
 			s.gw.log.Warn("upstream sent an event that is not JSON-RPC; skipped", "upstream", u.cfg.Name, "err", err)
 			continue
 		}
 		switch {
-		case in.isResponse():
-			if sameID(in.ID, c.up) {
+		case in.IsResponse():
+			if wire.SameID(in.ID, c.up) {
 				return c.answer(&in)
 			}
 			continue
-		case in.isRequest() && s.stateless:
+		case in.IsRequest() && s.stateless:
 			// A sessionless client cannot be asked in the middle of a call
 			// (2026-07-28 asks with input_required results instead).
 			s.refuseUpstreamRequest(c, &in)
 			continue
-		case in.isRequest():
+		case in.IsRequest():
 			in.ID = s.relayRequest(c, in.ID)
-		case in.Method == "notifications/cancelled" && in.isNotification():
+		case in.Method == "notifications/cancelled" && in.IsNotification():
 			if !s.cancelsRelayed(c, &in) {
 				continue
 			}
-		case !in.isNotification():
+		case !in.IsNotification():
 			continue
 		}
 		if err := out.send(&in); err != nil {
@@ -589,18 +420,6 @@ func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientS
 	return resp.Body, nil
 }
 
-// sameID reports whether two JSON-RPC ids are the same id.
-func sameID(a, b json.RawMessage) bool {
-	if len(a) > 2 && a[0] == '"' && a[len(a)-1] == '"' && bytes.Equal(a, b) && plain(a[1:len(a)-1]) {
-		// The same plain string (as an upstream sends a relay id back):
-		// what idKey would make of both, without making it.
-		return true
-	}
-	ka, ok := idKey(a)
-	kb, _ := idKey(b)
-	return ok && ka == kb
-}
-
 // failed maps a failed exchange to its error, telling the upstream to stop
 // working on a call that nobody will receive the result of.
 func (s *session) failed(ctx, cctx context.Context, c *rawCall, d time.Duration, err error) error {
@@ -636,7 +455,7 @@ func (s *session) cancelUpstream(c *rawCall, reason string) {
 		Reason    string          `json:"reason,omitempty"`
 	}{c.up, reason})
 	s.gw.background(func(ctx context.Context) {
-		_ = s.gw.sendUpstream(ctx, c.u, c.cs, &message{Method: "notifications/cancelled", Params: params})
+		_ = s.gw.sendUpstream(ctx, c.u, c.cs, &wire.Message{Method: "notifications/cancelled", Params: params})
 	})
 }
 
@@ -737,8 +556,8 @@ func (g *Gateway) upstreamRoundTrip(ctx context.Context, u *upConn, cs *mcp.Clie
 
 // sendUpstream POSTs a notification or response, which the upstream
 // accepts with 202.
-func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, m *message) error {
-	resp, err := g.postUpstream(ctx, u, cs, m.encode(), nil)
+func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, m *wire.Message) error {
+	resp, err := g.postUpstream(ctx, u, cs, m.Encode(), nil)
 	if err != nil {
 		return err
 	}
@@ -750,11 +569,28 @@ func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSes
 	return nil
 }
 
+// relayIDPrefix begins the string ids the gateway gives the messages it
+// relays raw: its own requests to upstreams, and upstreams' requests it
+// passes to downstream clients. The SDK numbers its requests with
+// integers, so these ids cannot collide with the ids of the requests the
+// gateway's SDK sessions send on the same sessions.
+const relayIDPrefix = "mandate-"
+
+// relayID returns a fresh relay id as a JSON string.
+func (g *Gateway) relayID() json.RawMessage {
+	n := g.relaySeq.Add(1)
+	b := make([]byte, 0, len(relayIDPrefix)+22)
+	b = append(b, '"')
+	b = append(b, relayIDPrefix...)
+	b = strconv.AppendUint(b, n, 10)
+	return append(b, '"')
+}
+
 // relayRequest registers an upstream's request to the downstream client
 // and returns the relay id it goes out under.
 func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage {
 	id := s.gw.relayID()
-	k, _ := idKey(id)
+	k, _ := wire.IDKey(id)
 	s.mu.Lock()
 	if s.relayed == nil {
 		s.relayed = map[string]*relayedRequest{}
@@ -763,7 +599,7 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 	s.mu.Unlock()
 	s.asking()
 	c.relayed = append(c.relayed, k)
-	if ok, found := idKey(orig); found {
+	if ok, found := wire.IDKey(orig); found {
 		if c.relayIDs == nil {
 			c.relayIDs = map[string]json.RawMessage{}
 		}
@@ -777,12 +613,12 @@ func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage
 // knows that request by. It reports false for any other cancellation:
 // the id it names is no request of the client's (passed on as it is, it
 // could cancel an unrelated one the client is serving).
-func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
+func (s *session) cancelsRelayed(c *rawCall, m *wire.Message) bool {
 	var p map[string]json.RawMessage
 	if json.Unmarshal(m.Params, &p) != nil {
 		return false
 	}
-	k, ok := idKey(p["requestId"])
+	k, ok := wire.IDKey(p["requestId"])
 	id := c.relayIDs[k]
 	if !ok || id == nil {
 		return false
@@ -790,7 +626,7 @@ func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
 	p["requestId"] = id
 	m.Params, _ = json.Marshal(p)
 	// The client's answer, if it comes, has nowhere to go.
-	rk, _ := idKey(id)
+	rk, _ := wire.IDKey(id)
 	s.mu.Lock()
 	_, waiting := s.relayed[rk]
 	delete(s.relayed, rk)
@@ -804,13 +640,13 @@ func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
 // answerRelayed routes the downstream client's answer to a relayed
 // upstream request back to that upstream. Answers to other requests are
 // the SDK's.
-func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *message) bool {
-	k, ok := idKey(m.ID)
+func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *wire.Message) bool {
+	k, ok := wire.IDKey(m.ID)
 	if !ok || !strings.HasPrefix(k, "s"+relayIDPrefix) {
 		return false
 	}
 	if m.Result != nil && m.Error != nil {
-		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid response: it has both a result and an error"}))
+		writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid response: it has both a result and an error"}))
 		return true
 	}
 	m.Params = nil // a response has none; only what JSON-RPC defines goes upstream
@@ -830,7 +666,7 @@ func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *messa
 	ctx, cancel := context.WithTimeout(r.Context(), p.u.timeout())
 	defer cancel()
 	if err := s.gw.sendUpstream(ctx, p.u, p.cs, m); err != nil {
-		writeMessage(w, http.StatusBadGateway, errorMessage(nil, rpcError(CodeUpstreamUnavailable,
+		writeMessage(w, http.StatusBadGateway, wire.ErrorMessage(nil, rpcError(CodeUpstreamUnavailable,
 			fmt.Sprintf("the answer could not be passed to upstream %q: %v", p.u.cfg.Name, err), errorData{Upstream: p.u.cfg.Name})))
 		return true
 	}
@@ -840,7 +676,7 @@ func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *messa
 
 // cancelRelayed cancels a call in flight on the raw relay; cancellations
 // of other requests are the SDK's.
-func (s *session) cancelRelayed(w http.ResponseWriter, m *message) bool {
+func (s *session) cancelRelayed(w http.ResponseWriter, m *wire.Message) bool {
 	var p struct {
 		RequestID json.RawMessage `json:"requestId"`
 		Reason    string          `json:"reason"`
@@ -848,7 +684,7 @@ func (s *session) cancelRelayed(w http.ResponseWriter, m *message) bool {
 	if json.Unmarshal(m.Params, &p) != nil {
 		return false
 	}
-	k, ok := idKey(p.RequestID)
+	k, ok := wire.IDKey(p.RequestID)
 	if !ok {
 		return false
 	}
@@ -873,7 +709,7 @@ func (s *session) addRaw(c *rawCall) bool {
 	if s.stateless {
 		id = c.up
 	}
-	k, ok := idKey(id)
+	k, ok := wire.IDKey(id)
 	if !ok {
 		return false
 	}
@@ -912,7 +748,7 @@ func (s *session) removeRaw(c *rawCall, out *downstream) {
 			RequestID string `json:"requestId"`
 			Reason    string `json:"reason"`
 		}{strings.TrimPrefix(r, "s"), "the call it was made for has ended"})
-		if out.send(&message{Method: "notifications/cancelled", Params: params}) != nil {
+		if out.send(&wire.Message{Method: "notifications/cancelled", Params: params}) != nil {
 			return
 		}
 	}
@@ -937,7 +773,7 @@ func (s *session) downstream(w http.ResponseWriter) *downstream {
 
 // errorStatus is the HTTP status of a sessionless client's response m:
 // 200 unless it is a protocol error.
-func (d *downstream) errorStatus(m *message) int {
+func (d *downstream) errorStatus(m *wire.Message) int {
 	if !d.sessionless || m.Error == nil {
 		return http.StatusOK
 	}
@@ -954,7 +790,7 @@ func (d *downstream) errorStatus(m *message) int {
 	return http.StatusOK
 }
 
-func (d *downstream) send(m *message) error {
+func (d *downstream) send(m *wire.Message) error {
 	if !d.streaming {
 		h := d.w.Header()
 		h.Set("Content-Type", "text/event-stream")
@@ -962,7 +798,7 @@ func (d *downstream) send(m *message) error {
 		d.w.WriteHeader(http.StatusOK)
 		d.streaming, d.wrote = true, true
 	}
-	b := m.encode()
+	b := m.Encode()
 	buf := make([]byte, 0, len(b)+24)
 	buf = append(buf, "event: message\ndata: "...)
 	buf = append(buf, b...)
@@ -974,7 +810,7 @@ func (d *downstream) send(m *message) error {
 }
 
 // final writes the response that ends the call.
-func (d *downstream) final(m *message) {
+func (d *downstream) final(m *wire.Message) {
 	if d.streaming {
 		_ = d.send(m)
 		return
@@ -997,10 +833,10 @@ func (d *downstream) fail(id json.RawMessage, err error) {
 	if je.Code == CodeUnavailable && !d.streaming {
 		d.wrote = true
 		d.w.Header().Set("Retry-After", fault.RetryAfter)
-		writeMessage(d.w, http.StatusServiceUnavailable, errorMessage(id, je))
+		writeMessage(d.w, http.StatusServiceUnavailable, wire.ErrorMessage(id, je))
 		return
 	}
-	d.final(errorMessage(id, je))
+	d.final(wire.ErrorMessage(id, je))
 }
 
 // end closes a call that gets no response (the client cancelled it).
