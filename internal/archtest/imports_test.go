@@ -65,6 +65,8 @@ type confinement struct {
 var confinements = []confinement{
 	{"the store and its backends import nothing of mandate's but the domain and fault: they persist the domain's types, they do not use the layers above",
 		[]string{"internal/store"}, append([]string{"internal/fault"}, domain...)},
+	{"the MCP gateway's wire package is a codec: it imports nothing of mandate's",
+		[]string{"internal/gateway/mcpproxy/internal/wire"}, nil},
 }
 
 func under(pkg string, prefixes []string) bool {

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/internal/wire"
 )
 
 // front is what every authenticated request to an endpoint meets. On a
@@ -77,7 +78,7 @@ func (g *Gateway) front(endpoint, upstream string, sdk, stateless http.Handler) 
 func tooLargeOrUnreadable(w http.ResponseWriter, err error) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		writeMessage(w, http.StatusRequestEntityTooLarge, errorMessage(nil, &jsonrpc.Error{
+		writeMessage(w, http.StatusRequestEntityTooLarge, wire.ErrorMessage(nil, &jsonrpc.Error{
 			Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("message exceeds the gateway's limit of %d bytes", mbe.Limit),
 		}))
 		return
@@ -93,34 +94,34 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 		// Batches (protocol versions before 2025-06-18) are the SDK's.
 		return false
 	}
-	var m message
-	if err := decodeMessage(body, &m); err != nil {
-		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeParseError, Message: "parse error: " + err.Error()}))
+	var m wire.Message
+	if err := wire.Decode(body, &m); err != nil {
+		writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeParseError, Message: "parse error: " + err.Error()}))
 		return true
 	}
-	if m.JSONRPC != "2.0" || (m.Method == "" && !m.isResponse()) {
-		writeMessage(w, http.StatusBadRequest, errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: `invalid request: not a JSON-RPC 2.0 message (want "jsonrpc":"2.0" and a method, or a result or error with an id)`}))
+	if m.JSONRPC != "2.0" || (m.Method == "" && !m.IsResponse()) {
+		writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: `invalid request: not a JSON-RPC 2.0 message (want "jsonrpc":"2.0" and a method, or a result or error with an id)`}))
 		return true
 	}
 	switch {
-	case m.isResponse():
+	case m.IsResponse():
 		return s.answerRelayed(w, r, &m)
 	case m.Method == "notifications/cancelled":
 		return s.cancelRelayed(w, &m)
-	case m.isRequest() && governed[m.Method]:
-		if _, ok := idKey(m.ID); !ok {
+	case m.IsRequest() && governed[m.Method]:
+		if _, ok := wire.IDKey(m.ID); !ok {
 			// Refused before it is decided: a call whose id the relay
 			// cannot track could be admitted, never relayed.
-			writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid request: the id must be a string or an integer"}))
+			writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid request: the id must be a string or an integer"}))
 			return true
 		}
 		return s.serveCall(w, r, a, &m)
-	case m.isRequest() && m.Method == "tools/list":
+	case m.IsRequest() && m.Method == "tools/list":
 		return s.serveList(w, r, a, &m)
 	case !knownMethods[m.Method]:
-		msg := errorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q is not an MCP method the gateway serves", m.Method)})
+		msg := wire.ErrorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q is not an MCP method the gateway serves", m.Method)})
 		status := http.StatusOK
-		if !m.hasID() {
+		if !m.HasID() {
 			// A notification gets no response; the HTTP status refuses it.
 			status = http.StatusBadRequest
 		}
@@ -131,7 +132,7 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request, a *authed, body 
 }
 
 // serveList answers tools/list with toolList.
-func (s *session) serveList(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
+func (s *session) serveList(w http.ResponseWriter, r *http.Request, a *authed, m *wire.Message) bool {
 	out := s.downstream(w)
 	var p struct {
 		Cursor string `json:"cursor"`
@@ -157,7 +158,7 @@ func (s *session) serveList(w http.ResponseWriter, r *http.Request, a *authed, m
 		out.fail(m.ID, err)
 		return true
 	}
-	out.final(&message{ID: m.ID, Result: b})
+	out.final(&wire.Message{ID: m.ID, Result: b})
 	return true
 }
 
@@ -209,8 +210,8 @@ func mediaType(v string) string {
 }
 
 // writeMessage writes one JSON-RPC message as an application/json response.
-func writeMessage(w http.ResponseWriter, status int, m *message) {
-	b := m.encode()
+func writeMessage(w http.ResponseWriter, status int, m *wire.Message) {
+	b := m.Encode()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/audit"
-	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/internal/wire"
 )
 
 // The raw relay. A governed call to an upstream that speaks Streamable
@@ -35,7 +34,7 @@ import (
 // rawCall is a governed call in flight on the raw relay.
 type rawCall struct {
 	down   json.RawMessage // the downstream request's id
-	key    string          // idKey(down), set by addRaw
+	key    string          // wire.IDKey(down), set by addRaw
 	up     json.RawMessage // its relay id upstream
 	u      *upConn
 	cs     *mcp.ClientSession
@@ -49,18 +48,10 @@ type rawCall struct {
 	relayIDs map[string]json.RawMessage
 }
 
-// relayedRequest is an upstream's request passed to the downstream client
-// under a relay id, waiting for the client's answer.
-type relayedRequest struct {
-	u    *upConn
-	cs   *mcp.ClientSession
-	orig json.RawMessage
-}
-
 // serveCall admits and relays a governed call whose upstream speaks
 // Streamable HTTP. It reports false, leaving the call to the SDK path,
 // when the upstream is a stdio server.
-func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *message) bool {
+func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *wire.Message) bool {
 	fail := func(err error) bool {
 		s.downstream(w).fail(m.ID, err)
 		return true
@@ -78,12 +69,12 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	// encoding/json reads them, whatever the upstream's parser would make
 	// of the original) and sent re-encoded, with the members the gateway
 	// decided on set to the values it decided on.
-	fields := members(m.Params)
+	fields := wire.Members(m.Params)
 	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
 	for _, names := range [][]string{decidedMembers[m.Method], strippedMembers} {
-		if k, n, ok := foldedMember(fields, names); ok {
+		if k, n, ok := wire.FoldedMember(fields, names); ok {
 			return fail(invalidParams("%s params: member %q could be read as %q", m.Method, k, n))
 		}
 	}
@@ -97,7 +88,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	)
 	switch m.Method {
 	case "tools/call":
-		name, ok := stringMember(fields, "name")
+		name, ok := wire.StringMember(fields, "name")
 		if !ok {
 			return fail(invalidParams("tools/call needs params with a tool name"))
 		}
@@ -120,9 +111,9 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 		u = e.up
-		fields["name"] = jsonString(e.tool.Name)
+		fields["name"] = wire.String(e.tool.Name)
 	case "resources/read":
-		uri, ok := stringMember(fields, "uri")
+		uri, ok := wire.StringMember(fields, "uri")
 		if !ok {
 			return fail(invalidParams("resources/read needs params with a uri"))
 		}
@@ -133,7 +124,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 			return fail(err)
 		}
 	case "prompts/get":
-		name, ok := stringMember(fields, "name")
+		name, ok := wire.StringMember(fields, "name")
 		var args map[string]string
 		if raw := fields["arguments"]; raw != nil && json.Unmarshal(raw, &args) != nil {
 			ok = false
@@ -148,7 +139,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
 			return fail(err)
 		}
-		fields["name"] = jsonString(upName)
+		fields["name"] = wire.String(upName)
 		if args != nil {
 			fields["arguments"], _ = json.Marshal(args)
 		}
@@ -182,201 +173,12 @@ var decidedMembers = map[string][]string{
 // call's outcome would never be recorded.
 var strippedMembers = []string{"task"}
 
-// foldedMember returns a member of fields that is not one of names but
-// matches one of them case-insensitively, with Unicode folding, as Go's
-// encoding/json matches struct fields ("Arguments", or "argumentſ" with
-// a long s). An upstream that parses params so would read such a member
-// in place of the one the gateway decided on: with several matching
-// members the last wins, and the re-encoded params put "argumentſ" after
-// "arguments".
-func foldedMember(fields map[string]json.RawMessage, names []string) (member, name string, ok bool) {
-	for k := range fields {
-		for _, n := range names {
-			if k != n && strings.EqualFold(k, n) {
-				return k, n, true
-			}
-		}
-	}
-	return "", "", false
-}
-
-// stringMember returns the string member key of fields.
-func stringMember(fields map[string]json.RawMessage, key string) (string, bool) {
-	raw := fields[key]
-	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plain(raw[1:len(raw)-1]) {
-		// What Unmarshal would decode it to, without decoding.
-		return string(raw[1 : len(raw)-1]), len(raw) > 2
-	}
-	var v string
-	if json.Unmarshal(raw, &v) != nil || v == "" {
-		return "", false
-	}
-	return v, true
-}
-
-// isToolError reports whether a tools/call result says isError, as
-// json.Unmarshal into a struct with an IsError bool field reads it
-// (whatever error it returns). result must be valid JSON.
-func isToolError(result json.RawMessage) bool {
-	var v []byte // the last isError: a later bool overrides whatever came before
-	plainOK := plainMembers(result, func(k, val []byte) bool {
-		switch {
-		case string(k) == "isError":
-			v = val
-		case strings.EqualFold(string(k), "isError"):
-			return false // encoding/json matches names case-insensitively
-		}
-		return true
-	})
-	if plainOK {
-		switch {
-		case v == nil:
-			return false
-		case string(v) == "true" || string(v) == "false":
-			return string(v) == "true"
-		}
-	}
-	var out struct {
-		IsError bool `json:"isError"`
-	}
-	_ = json.Unmarshal(result, &out)
-	return out.IsError
-}
-
-// members returns the members of params as json.Unmarshal decodes a JSON
-// object into a map[string]json.RawMessage (each value's bytes without
-// the whitespace around them, the last of equal keys winning, keys
-// unescaped), or nil if params is not an object. params must be valid
-// JSON, as a decoded message's are.
-func members(params json.RawMessage) map[string]json.RawMessage {
-	fields := make(map[string]json.RawMessage, 4)
-	if plainMembers(params, func(k, v []byte) bool {
-		fields[string(k)] = v
-		return true
-	}) {
-		return fields
-	}
-	fields = nil
-	if json.Unmarshal(params, &fields) != nil {
-		return nil
-	}
-	return fields
-}
-
-// plainMembers calls f, in order, with the key and the value of each
-// member of obj, a valid JSON object whose keys need no unescaping (the
-// common case), without reflection; the value shares obj's bytes, without
-// the whitespace around it. It reports false, having called f for some of
-// the members maybe, when obj is anything else or f returns false.
-func plainMembers(obj []byte, f func(key, value []byte) bool) bool {
-	i := skipSpace(obj, 0)
-	if i == len(obj) || obj[i] != '{' {
-		return false
-	}
-	if i = skipSpace(obj, i+1); i < len(obj) && obj[i] == '}' {
-		return skipSpace(obj, i+1) == len(obj)
-	}
-	for i < len(obj) && obj[i] == '"' {
-		n := bytes.IndexByte(obj[i+1:], '"')
-		if n < 0 {
-			return false
-		}
-		key := obj[i+1 : i+1+n]
-		if !plain(key) {
-			return false
-		}
-		if i = skipSpace(obj, i+2+n); i == len(obj) || obj[i] != ':' {
-			return false
-		}
-		start := skipSpace(obj, i+1)
-		end := skipValue(obj, start)
-		if end == start || !f(key, obj[start:end:end]) {
-			return false
-		}
-		if i = skipSpace(obj, end); i == len(obj) {
-			return false
-		}
-		switch obj[i] {
-		case ',':
-			i = skipSpace(obj, i+1)
-		case '}':
-			return skipSpace(obj, i+1) == len(obj)
-		default:
-			return false
-		}
-	}
-	return false
-}
-
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON whitespace.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just after the valid JSON value that starts
-// at b[i] (i itself if there is none).
-func skipValue(b []byte, i int) int {
-	depth := 0
-	for j := i; j < len(b); j++ {
-		switch b[j] {
-		case '"':
-			for j++; j < len(b) && b[j] != '"'; j++ {
-				if b[j] == '\\' {
-					j++
-				}
-			}
-		case '{', '[':
-			depth++
-			continue
-		case '}', ']':
-			if depth == 0 {
-				return j // the end of an enclosing value
-			}
-			depth--
-		case ',', ':', ' ', '\t', '\r', '\n':
-			if depth == 0 {
-				return j // the end of a literal
-			}
-			continue
-		default:
-			continue // a literal's byte, or inside a container
-		}
-		// A string or a container has closed.
-		if depth == 0 {
-			return min(j+1, len(b))
-		}
-	}
-	return len(b)
-}
-
-func (u *upConn) http() bool { return u.cfg.URL != "" }
-
-func (u *upConn) timeout() time.Duration {
-	if u.cfg.Timeout > 0 {
-		return u.cfg.Timeout
-	}
-	return u.s.gw.cfg.Limits.CallTimeout
-}
-
-func (u *upConn) protocolVersion() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.init == nil {
-		return ""
-	}
-	return u.init.ProtocolVersion
-}
-
 // relayCall sends an admitted call upstream and its answer downstream.
 // The outcome is recorded once the answer is on its way, so that the
 // client does not wait for the ledger a second time, and unhurried: it
 // rides along with the next commit (the next call's decision, typically)
 // rather than costing one of its own.
-func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header, done outcomeFunc) {
+func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, done outcomeFunc) {
 	toolError, err := s.relay(ctx, w, u, m, params, h)
 	// The client has its answer before the outcome's bookkeeping
 	// (a goroutine's wake-up, on a busy machine a thread's) begins.
@@ -386,7 +188,7 @@ func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upCon
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
-func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *message, params json.RawMessage, h http.Header) (toolError bool, err error) {
+func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (toolError bool, err error) {
 	out := s.downstream(w)
 	res, err := s.exchange(ctx, u, m, params, h, out)
 	if err != nil {
@@ -409,7 +211,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 		return false, &je
 	}
 	if m.Method == "tools/call" {
-		toolError = isToolError(res.Result)
+		toolError = wire.IsToolError(res.Result)
 	}
 	out.final(res)
 	return toolError, nil
@@ -417,7 +219,7 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 
 // answer returns the call's response, unless the client cancelled the
 // call meanwhile: a cancelled request gets no response.
-func (c *rawCall) answer(res *message) (*message, error) {
+func (c *rawCall) answer(res *wire.Message) (*wire.Message, error) {
 	if c.cancelled.Load() {
 		return nil, errClientCancelled
 	}
@@ -430,7 +232,7 @@ var errClientCancelled = errors.New("cancelled by the client")
 // exchange sends the call to the upstream, with the headers h besides
 // the transport's, and returns its response, relaying what comes before
 // it to out.
-func (s *session) exchange(ctx context.Context, u *upConn, m *message, params json.RawMessage, h http.Header, out *downstream) (*message, error) {
+func (s *session) exchange(ctx context.Context, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, out *downstream) (*wire.Message, error) {
 	if !u.http() {
 		// The call was admitted for a stdio upstream after it was routed
 		// here (the upstreams' tools or resources changed in between).
@@ -448,7 +250,7 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "a request with this id is already in flight on this session"}
 	}
 	defer s.removeRaw(c, out)
-	body := (&message{ID: c.up, Method: m.Method, Params: params}).encode()
+	body := (&wire.Message{ID: c.up, Method: m.Method, Params: params}).Encode()
 	resp, err := s.gw.postUpstream(cctx, u, cs, body, h)
 	if err != nil {
 		return nil, s.failed(ctx, cctx, c, d, err)
@@ -463,8 +265,8 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	if resp.StatusCode != http.StatusOK || (ct != "application/json" && ct != "text/event-stream") {
 		// Only a JSON-RPC error response in the body is worth relaying.
 		if b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); err == nil && ct == "application/json" {
-			var em message
-			if json.Unmarshal(b, &em) == nil && em.isResponse() && em.Error != nil {
+			var em wire.Message
+			if json.Unmarshal(b, &em) == nil && em.IsResponse() && em.Error != nil {
 				return c.answer(&em)
 			}
 		}
@@ -478,30 +280,30 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 		if len(b) > limit {
 			return nil, s.tooLarge(c, limit)
 		}
-		var res message
-		if decodeMessage(b, &res) != nil || !res.isResponse() || !sameID(res.ID, c.up) {
+		var res wire.Message
+		if wire.Decode(b, &res) != nil || !res.IsResponse() || !wire.SameID(res.ID, c.up) {
 			return nil, fmt.Errorf("%w: upstream %q answered with something other than the call's response", errUpstreamDown, u.cfg.Name)
 		}
 		return c.answer(&res)
 	}
-	events := newSSEReader(resp.Body, limit)
-	defer events.release()
+	events := wire.NewEventReader(resp.Body, limit)
+	defer events.Release()
 	for resumes := 0; ; {
-		data, err := events.next()
-		if errors.Is(err, errEventTooLarge) {
+		data, err := events.Next()
+		if errors.Is(err, wire.ErrEventTooLarge) {
 			return nil, s.tooLarge(c, limit)
 		}
-		if err == io.EOF && events.lastID != "" && resumes < maxResumes && cctx.Err() == nil {
+		if err == io.EOF && events.LastID() != "" && resumes < maxResumes && cctx.Err() == nil {
 			// The upstream ended the stream before answering, having
 			// given its events ids: resume after the last one, as a
 			// client must (MCP 2025-11-25, "Resumability and Redelivery").
 			resumes++
-			body, err := s.gw.resumeUpstream(cctx, u, cs, events.lastID, events.retry)
+			body, err := s.gw.resumeUpstream(cctx, u, cs, events.LastID(), events.Retry())
 			if err != nil {
 				return nil, s.failed(ctx, cctx, c, d, err)
 			}
 			defer body.Close()
-			events.resume(body)
+			events.Resume(body)
 			continue
 		}
 		if err != nil {
@@ -510,30 +312,30 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 			}
 			return nil, s.failed(ctx, cctx, c, d, err)
 		}
-		var in message
+		var in wire.Message
 		// A copy: the message outlives data, which the reader reuses.
-		if err := decodeMessage(bytes.Clone(data), &in); err != nil {
+		if err := wire.Decode(bytes.Clone(data), &in); err != nil {
 			s.gw.log.Warn("upstream sent an event that is not JSON-RPC; skipped", "upstream", u.cfg.Name, "err", err)
 			continue
 		}
 		switch {
-		case in.isResponse():
-			if sameID(in.ID, c.up) {
+		case in.IsResponse():
+			if wire.SameID(in.ID, c.up) {
 				return c.answer(&in)
 			}
 			continue
-		case in.isRequest() && s.stateless:
+		case in.IsRequest() && s.stateless:
 			// A sessionless client cannot be asked in the middle of a call
 			// (2026-07-28 asks with input_required results instead).
 			s.refuseUpstreamRequest(c, &in)
 			continue
-		case in.isRequest():
+		case in.IsRequest():
 			in.ID = s.relayRequest(c, in.ID)
-		case in.Method == "notifications/cancelled" && in.isNotification():
+		case in.Method == "notifications/cancelled" && in.IsNotification():
 			if !s.cancelsRelayed(c, &in) {
 				continue
 			}
-		case !in.isNotification():
+		case !in.IsNotification():
 			continue
 		}
 		if err := out.send(&in); err != nil {
@@ -543,63 +345,8 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *message, params js
 	}
 }
 
-// readBody reads resp's body, or its first limit+1 bytes if it is longer
-// (so that the caller can tell it is too long). A body whose length is
-// declared and within limit is read into one allocation of that size
-// rather than into a slice that grows (and is copied) as it fills.
-func readBody(resp *http.Response, limit int) ([]byte, error) {
-	if n := resp.ContentLength; n >= 0 && n <= int64(limit) {
-		// net/http's body ends after the declared length.
-		b := make([]byte, n)
-		if _, err := io.ReadFull(resp.Body, b); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
-}
-
 // maxResumes bounds how often one call's stream is resumed.
 const maxResumes = 8
-
-// resumeUpstream reopens an upstream's stream after its event lastID,
-// waiting first for the reconnection time the stream asked for (at most
-// a few seconds).
-func (g *Gateway) resumeUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, lastID string, retry time.Duration) (io.ReadCloser, error) {
-	if retry > 0 {
-		t := time.NewTimer(min(retry, 5*time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
-	resp, err := g.upstreamRoundTrip(ctx, u, cs, http.MethodGet, nil, http.Header{
-		"Accept":        {"text/event-stream"},
-		"Last-Event-Id": {lastID},
-	})
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK || mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
-		resp.Body.Close()
-		return nil, fmt.Errorf("resuming the stream after event %q: upstream answered HTTP %d", lastID, resp.StatusCode)
-	}
-	return resp.Body, nil
-}
-
-// sameID reports whether two JSON-RPC ids are the same id.
-func sameID(a, b json.RawMessage) bool {
-	if len(a) > 2 && a[0] == '"' && a[len(a)-1] == '"' && bytes.Equal(a, b) && plain(a[1:len(a)-1]) {
-		// The same plain string (as an upstream sends a relay id back):
-		// what idKey would make of both, without making it.
-		return true
-	}
-	ka, ok := idKey(a)
-	kb, _ := idKey(b)
-	return ok && ka == kb
-}
 
 // failed maps a failed exchange to its error, telling the upstream to stop
 // working on a call that nobody will receive the result of.
@@ -636,379 +383,6 @@ func (s *session) cancelUpstream(c *rawCall, reason string) {
 		Reason    string          `json:"reason,omitempty"`
 	}{c.up, reason})
 	s.gw.background(func(ctx context.Context) {
-		_ = s.gw.sendUpstream(ctx, c.u, c.cs, &message{Method: "notifications/cancelled", Params: params})
+		_ = s.gw.sendUpstream(ctx, c.u, c.cs, &wire.Message{Method: "notifications/cancelled", Params: params})
 	})
-}
-
-// background runs f with a bounded context, in a goroutine the gateway's
-// Close waits for.
-func (g *Gateway) background(f func(context.Context)) {
-	g.async(func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), 5*time.Second)
-		defer cancel()
-		f(ctx)
-	})
-}
-
-// async runs f in a goroutine that Close waits for; once Close has begun,
-// it runs f at once instead. The goroutine is one that an earlier f ran
-// in, if one is waiting: recording a call's outcome in the ledger runs
-// deep enough that a new goroutine's stack grows, and is copied, once or
-// twice on every call, where a reused one has grown already.
-func (g *Gateway) async(f func()) {
-	if !g.enter() {
-		f()
-		return
-	}
-	select {
-	case g.idle <- f:
-	default:
-		g.workers.Add(1)
-		go g.work(f)
-	}
-}
-
-// maxIdleWorkers bounds the goroutines waiting for async's work: about
-// the calls whose outcomes are being recorded at once at full load.
-const maxIdleWorkers = 128
-
-// work runs f, then waits for more from async while no more than
-// maxIdleWorkers goroutines wait, until Close.
-func (g *Gateway) work(f func()) {
-	defer g.workers.Done()
-	for {
-		f()
-		g.wg.Done()
-		if g.waiting.Add(1) > maxIdleWorkers {
-			g.waiting.Add(-1)
-			return
-		}
-		select {
-		case f = <-g.idle:
-			g.waiting.Add(-1)
-		case <-g.ctx.Done():
-			g.waiting.Add(-1)
-			return
-		}
-	}
-}
-
-// enter registers work that Close waits for (the caller calls g.wg.Done
-// when it ends); it reports false once Close has begun.
-func (g *Gateway) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ctx.Err() != nil {
-		return false
-	}
-	g.wg.Add(1)
-	return true
-}
-
-// postUpstream POSTs one JSON-RPC message on the upstream session cs.
-func (g *Gateway) postUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, body []byte, extra http.Header) (*http.Response, error) {
-	h := http.Header{
-		"Content-Type": {"application/json"},
-		"Accept":       {"application/json, text/event-stream"},
-	}
-	for k, v := range extra {
-		h[k] = v
-	}
-	return g.upstreamRoundTrip(ctx, u, cs, http.MethodPost, bytes.NewReader(body), h)
-}
-
-// upstreamRoundTrip sends a request with header h on the upstream session
-// cs: with its session id and negotiated protocol version, through the
-// upstream's transport (which adds its configured headers).
-func (g *Gateway) upstreamRoundTrip(ctx context.Context, u *upConn, cs *mcp.ClientSession, method string, body io.Reader, h http.Header) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u.cfg.URL, body)
-	if err != nil {
-		return nil, err
-	}
-	if id := cs.ID(); id != "" {
-		h.Set("Mcp-Session-Id", id)
-	}
-	if v := u.protocolVersion(); v != "" {
-		h.Set("Mcp-Protocol-Version", v)
-	}
-	req.Header = h
-	return g.relayers[u.cfg.Name].RoundTrip(req)
-}
-
-// sendUpstream POSTs a notification or response, which the upstream
-// accepts with 202.
-func (g *Gateway) sendUpstream(ctx context.Context, u *upConn, cs *mcp.ClientSession, m *message) error {
-	resp, err := g.postUpstream(ctx, u, cs, m.encode(), nil)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("upstream %q answered HTTP %d", u.cfg.Name, resp.StatusCode)
-	}
-	return nil
-}
-
-// relayRequest registers an upstream's request to the downstream client
-// and returns the relay id it goes out under.
-func (s *session) relayRequest(c *rawCall, orig json.RawMessage) json.RawMessage {
-	id := s.gw.relayID()
-	k, _ := idKey(id)
-	s.mu.Lock()
-	if s.relayed == nil {
-		s.relayed = map[string]*relayedRequest{}
-	}
-	s.relayed[k] = &relayedRequest{u: c.u, cs: c.cs, orig: orig}
-	s.mu.Unlock()
-	s.asking()
-	c.relayed = append(c.relayed, k)
-	if ok, found := idKey(orig); found {
-		if c.relayIDs == nil {
-			c.relayIDs = map[string]json.RawMessage{}
-		}
-		c.relayIDs[ok] = id
-	}
-	return id
-}
-
-// cancelsRelayed rewrites an upstream's notifications/cancelled for a
-// request it sent on c's stream to name the relay id the downstream client
-// knows that request by. It reports false for any other cancellation:
-// the id it names is no request of the client's (passed on as it is, it
-// could cancel an unrelated one the client is serving).
-func (s *session) cancelsRelayed(c *rawCall, m *message) bool {
-	var p map[string]json.RawMessage
-	if json.Unmarshal(m.Params, &p) != nil {
-		return false
-	}
-	k, ok := idKey(p["requestId"])
-	id := c.relayIDs[k]
-	if !ok || id == nil {
-		return false
-	}
-	p["requestId"] = id
-	m.Params, _ = json.Marshal(p)
-	// The client's answer, if it comes, has nowhere to go.
-	rk, _ := idKey(id)
-	s.mu.Lock()
-	_, waiting := s.relayed[rk]
-	delete(s.relayed, rk)
-	s.mu.Unlock()
-	if waiting {
-		s.answered()
-	}
-	return true
-}
-
-// answerRelayed routes the downstream client's answer to a relayed
-// upstream request back to that upstream. Answers to other requests are
-// the SDK's.
-func (s *session) answerRelayed(w http.ResponseWriter, r *http.Request, m *message) bool {
-	k, ok := idKey(m.ID)
-	if !ok || !strings.HasPrefix(k, "s"+relayIDPrefix) {
-		return false
-	}
-	if m.Result != nil && m.Error != nil {
-		writeMessage(w, http.StatusBadRequest, errorMessage(nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid response: it has both a result and an error"}))
-		return true
-	}
-	m.Params = nil // a response has none; only what JSON-RPC defines goes upstream
-	s.mu.Lock()
-	p := s.relayed[k]
-	delete(s.relayed, k)
-	s.mu.Unlock()
-	if p != nil {
-		s.answered()
-	}
-	if p == nil {
-		// The call it belonged to has ended; the answer has nowhere to go.
-		w.WriteHeader(http.StatusAccepted)
-		return true
-	}
-	m.ID = p.orig
-	ctx, cancel := context.WithTimeout(r.Context(), p.u.timeout())
-	defer cancel()
-	if err := s.gw.sendUpstream(ctx, p.u, p.cs, m); err != nil {
-		writeMessage(w, http.StatusBadGateway, errorMessage(nil, rpcError(CodeUpstreamUnavailable,
-			fmt.Sprintf("the answer could not be passed to upstream %q: %v", p.u.cfg.Name, err), errorData{Upstream: p.u.cfg.Name})))
-		return true
-	}
-	w.WriteHeader(http.StatusAccepted)
-	return true
-}
-
-// cancelRelayed cancels a call in flight on the raw relay; cancellations
-// of other requests are the SDK's.
-func (s *session) cancelRelayed(w http.ResponseWriter, m *message) bool {
-	var p struct {
-		RequestID json.RawMessage `json:"requestId"`
-		Reason    string          `json:"reason"`
-	}
-	if json.Unmarshal(m.Params, &p) != nil {
-		return false
-	}
-	k, ok := idKey(p.RequestID)
-	if !ok {
-		return false
-	}
-	s.mu.Lock()
-	c := s.raw[k]
-	s.mu.Unlock()
-	if c == nil {
-		return false
-	}
-	c.reason.Store(&p.Reason)
-	c.cancelled.Store(true)
-	c.cancel()
-	w.WriteHeader(http.StatusAccepted)
-	return true
-}
-
-// addRaw registers c under its downstream id; false if that id is in use.
-// (On a task session, where each request has a stream of its own and
-// clients' ids may repeat, under its relay id.)
-func (s *session) addRaw(c *rawCall) bool {
-	id := c.down
-	if s.stateless {
-		id = c.up
-	}
-	k, ok := idKey(id)
-	if !ok {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.raw == nil {
-		s.raw = map[string]*rawCall{}
-	}
-	if s.raw[k] != nil {
-		return false
-	}
-	s.raw[k], c.key = c, k
-	return true
-}
-
-// removeRaw forgets c and the upstream requests it relayed, cancelling
-// (on out, before c's response) those the downstream client has not
-// answered: their answers would have nowhere to go. (An upstream may well
-// cancel them itself, but after its response: the Go SDK does.)
-func (s *session) removeRaw(c *rawCall, out *downstream) {
-	var pending []string
-	s.mu.Lock()
-	delete(s.raw, c.key)
-	for _, r := range c.relayed {
-		if s.relayed[r] != nil {
-			pending = append(pending, r)
-		}
-		delete(s.relayed, r)
-	}
-	s.mu.Unlock()
-	for range pending {
-		s.answered()
-	}
-	for _, r := range pending {
-		params, _ := json.Marshal(struct {
-			RequestID string `json:"requestId"`
-			Reason    string `json:"reason"`
-		}{strings.TrimPrefix(r, "s"), "the call it was made for has ended"})
-		if out.send(&message{Method: "notifications/cancelled", Params: params}) != nil {
-			return
-		}
-	}
-}
-
-// downstream writes what a relayed call sends back: the response alone as
-// application/json, or, once anything has come before it, every message
-// as a text/event-stream. To a sessionless client, a protocol error alone
-// is answered with its HTTP status (MCP 2026-07-28: 404 for an unknown
-// method, 400 for invalid params, an unsupported revision or a missing
-// client capability), as the SDK's stateless handler answers.
-type downstream struct {
-	w           http.ResponseWriter
-	sessionless bool
-	streaming   bool
-	wrote       bool
-}
-
-func (s *session) downstream(w http.ResponseWriter) *downstream {
-	return &downstream{w: w, sessionless: s.stateless}
-}
-
-// errorStatus is the HTTP status of a sessionless client's response m:
-// 200 unless it is a protocol error.
-func (d *downstream) errorStatus(m *message) int {
-	if !d.sessionless || m.Error == nil {
-		return http.StatusOK
-	}
-	var e struct {
-		Code int64 `json:"code"`
-	}
-	_ = json.Unmarshal(m.Error, &e)
-	switch e.Code {
-	case jsonrpc.CodeMethodNotFound:
-		return http.StatusNotFound
-	case jsonrpc.CodeInvalidParams, mcp.CodeUnsupportedProtocolVersion, mcp.CodeMissingRequiredClientCapabilities:
-		return http.StatusBadRequest
-	}
-	return http.StatusOK
-}
-
-func (d *downstream) send(m *message) error {
-	if !d.streaming {
-		h := d.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		d.w.WriteHeader(http.StatusOK)
-		d.streaming, d.wrote = true, true
-	}
-	b := m.encode()
-	buf := make([]byte, 0, len(b)+24)
-	buf = append(buf, "event: message\ndata: "...)
-	buf = append(buf, b...)
-	buf = append(buf, "\n\n"...)
-	if _, err := d.w.Write(buf); err != nil {
-		return err
-	}
-	return http.NewResponseController(d.w).Flush()
-}
-
-// final writes the response that ends the call.
-func (d *downstream) final(m *message) {
-	if d.streaming {
-		_ = d.send(m)
-		return
-	}
-	d.wrote = true
-	writeMessage(d.w, d.errorStatus(m), m)
-}
-
-// fail ends the call with err (nothing is written for a client that is
-// gone). CodeUnavailable, when nothing has been sent yet, is an HTTP 503
-// with Retry-After: the gateway itself cannot serve the request now.
-func (d *downstream) fail(id json.RawMessage, err error) {
-	var je *jsonrpc.Error
-	if !errors.As(err, &je) {
-		if errors.Is(err, context.Canceled) {
-			return
-		}
-		je = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
-	}
-	if je.Code == CodeUnavailable && !d.streaming {
-		d.wrote = true
-		d.w.Header().Set("Retry-After", fault.RetryAfter)
-		writeMessage(d.w, http.StatusServiceUnavailable, errorMessage(id, je))
-		return
-	}
-	d.final(errorMessage(id, je))
-}
-
-// end closes a call that gets no response (the client cancelled it).
-func (d *downstream) end() {
-	if !d.wrote {
-		// A request is answered with JSON or a stream; a cancelled one
-		// gets a stream that ends without its response.
-		d.w.Header().Set("Content-Type", "text/event-stream")
-		d.w.WriteHeader(http.StatusOK)
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/fault"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/internal/wire"
 )
 
 // MCP 2026-07-28 is sessionless: there is no initialize handshake and no
@@ -68,7 +69,7 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 			return
 		}
 		if err := s.checkHeaders(r, body); err != nil {
-			writeMessage(w, http.StatusBadRequest, errorMessage(requestID(body), &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
+			writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(requestID(body), &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
 			return
 		}
 		if s.serveFast(w, r, a, body) {
@@ -86,12 +87,12 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 // a call to a tool the session does not know (or cannot list now), is
 // left to the SDK and the middleware, which answer it.
 func (s *session) checkHeaders(r *http.Request, body []byte) error {
-	env := members(body)
+	env := wire.Members(body)
 	var method, name string
 	if json.Unmarshal(env["method"], &method) != nil || method != "tools/call" {
 		return nil
 	}
-	params := members(env["params"])
+	params := wire.Members(env["params"])
 	if json.Unmarshal(params["name"], &name) != nil {
 		return nil
 	}
@@ -104,7 +105,7 @@ func (s *session) checkHeaders(r *http.Request, body []byte) error {
 
 // requestID is the id of the JSON-RPC request in body, or nil.
 func requestID(body []byte) json.RawMessage {
-	return members(body)["id"]
+	return wire.Members(body)["id"]
 }
 
 // sessionlessServer is the stateless handler's choice of server: the one
@@ -244,19 +245,19 @@ func (s *session) serveFast(w http.ResponseWriter, r *http.Request, a *authed, b
 	if r.Header.Get("Mcp-Protocol-Version") != revision20260728 || r.Header.Get("Mcp-Method") != "tools/call" || !s.speaks(r) {
 		return false
 	}
-	var m message
-	if decodeMessage(body, &m) != nil || m.JSONRPC != "2.0" || !m.isRequest() || m.Method != "tools/call" {
+	var m wire.Message
+	if wire.Decode(body, &m) != nil || m.JSONRPC != "2.0" || !m.IsRequest() || m.Method != "tools/call" {
 		return false
 	}
-	if _, ok := idKey(m.ID); !ok {
+	if _, ok := wire.IDKey(m.ID); !ok {
 		return false
 	}
-	params := members(m.Params)
+	params := wire.Members(m.Params)
 	var name, version string
 	if json.Unmarshal(params["name"], &name) != nil || name == "" || r.Header.Get("Mcp-Name") != name {
 		return false
 	}
-	if json.Unmarshal(members(params["_meta"])[mcp.MetaKeyProtocolVersion], &version) != nil || version != revision20260728 {
+	if json.Unmarshal(wire.Members(params["_meta"])[mcp.MetaKeyProtocolVersion], &version) != nil || version != revision20260728 {
 		return false
 	}
 	return s.serveCall(w, r, a, &m)
@@ -266,7 +267,7 @@ func (s *session) serveFast(w http.ResponseWriter, r *http.Request, a *authed, b
 // upstream gets it: without the revision, client and log level each
 // sessionless request carries.
 func sessionMeta(raw json.RawMessage) json.RawMessage {
-	m := members(raw)
+	m := wire.Members(raw)
 	if m == nil {
 		return raw
 	}
@@ -283,8 +284,8 @@ func sessionMeta(raw json.RawMessage) json.RawMessage {
 
 // refuseUpstreamRequest answers an upstream's request made during call c
 // of a sessionless client with an error: there is no one to ask.
-func (s *session) refuseUpstreamRequest(c *rawCall, in *message) {
-	res := errorMessage(in.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound,
+func (s *session) refuseUpstreamRequest(c *rawCall, in *wire.Message) {
+	res := wire.ErrorMessage(in.ID, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound,
 		Message: fmt.Sprintf("%s: the client speaks MCP %s, which cannot be asked during a call", in.Method, revision20260728)})
 	s.gw.background(func(ctx context.Context) {
 		_ = s.gw.sendUpstream(ctx, c.u, c.cs, res)

@@ -1,4 +1,4 @@
-package mcpproxy
+package wire
 
 import (
 	"bytes"
@@ -10,11 +10,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
-// message is one JSON-RPC 2.0 message as the gateway's raw relay sees it:
+// Message is one JSON-RPC 2.0 message as the gateway's raw relay sees it:
 // the envelope decoded, the payload (params, result, error) kept as it
 // came, so that relaying does not re-encode what the gateway does not
 // need to read.
-type message struct {
+type Message struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id,omitempty"`
 	Method  string          `json:"method,omitempty"`
@@ -23,21 +23,31 @@ type message struct {
 	Error   json.RawMessage `json:"error,omitempty"`
 }
 
-func (m *message) hasID() bool          { return len(m.ID) > 0 && string(m.ID) != "null" }
-func (m *message) isRequest() bool      { return m.Method != "" && m.hasID() }
-func (m *message) isNotification() bool { return m.Method != "" && !m.hasID() }
-func (m *message) isResponse() bool {
-	return m.Method == "" && m.hasID() && (m.Result != nil || m.Error != nil)
+// HasID reports whether m has an id other than null.
+func (m *Message) HasID() bool { return len(m.ID) > 0 && string(m.ID) != "null" }
+
+// IsRequest reports whether m is a request: a method and an id.
+func (m *Message) IsRequest() bool { return m.Method != "" && m.HasID() }
+
+// IsNotification reports whether m is a notification: a method without an
+// id.
+func (m *Message) IsNotification() bool { return m.Method != "" && !m.HasID() }
+
+// IsResponse reports whether m is a response: an id and a result or an
+// error, without a method.
+func (m *Message) IsResponse() bool {
+	return m.Method == "" && m.HasID() && (m.Result != nil || m.Error != nil)
 }
 
-// decodeMessage decodes b into m (a zero message) exactly as
-// json.Unmarshal does, error included: by decodePlainMessage when it can,
-// by json.Unmarshal otherwise.
-func decodeMessage(b []byte, m *message) error {
+// Decode decodes b into m (a zero Message) exactly as json.Unmarshal
+// does, error included: without reflection when it can (see
+// decodePlainMessage), by json.Unmarshal otherwise. m's members may share
+// b's bytes, so b must not change while m is in use.
+func Decode(b []byte, m *Message) error {
 	if decodePlainMessage(b, m) {
 		return nil
 	}
-	*m = message{}
+	*m = Message{}
 	return json.Unmarshal(b, m)
 }
 
@@ -50,7 +60,7 @@ func decodeMessage(b []byte, m *message) error {
 // case-insensitively), or a jsonrpc or method that is not a plain string
 // (json.Unmarshal fails on any that is not a string, even when a later
 // one is).
-func decodePlainMessage(b []byte, m *message) bool {
+func decodePlainMessage(b []byte, m *Message) bool {
 	if !json.Valid(b) {
 		return false
 	}
@@ -89,9 +99,9 @@ func decodePlainMessage(b []byte, m *message) bool {
 // envelope are the members of a message, as encoding/json names them.
 var envelope = [...]string{"jsonrpc", "id", "method", "params", "result", "error"}
 
-// encode returns m as compact JSON (one line, as a server-sent event's data
+// Encode returns m as compact JSON (one line, as a server-sent event's data
 // needs).
-func (m *message) encode() []byte {
+func (m *Message) Encode() []byte {
 	var b bytes.Buffer
 	b.Grow(64 + len(m.Params) + len(m.Result) + len(m.Error))
 	b.WriteString(`{"jsonrpc":"2.0"`)
@@ -112,14 +122,14 @@ func (m *message) encode() []byte {
 		}
 	}
 	switch {
-	case m.hasID():
+	case m.HasID():
 		member("id", m.ID)
 	case m.Method == "":
 		// A response about a message whose id is unknown (JSON-RPC 2.0 §5).
 		b.WriteString(`,"id":null`)
 	}
 	if m.Method != "" {
-		member("method", jsonString(m.Method))
+		member("method", String(m.Method))
 	}
 	member("params", m.Params)
 	member("result", m.Result)
@@ -128,9 +138,9 @@ func (m *message) encode() []byte {
 	return b.Bytes()
 }
 
-// jsonString returns s as json.Marshal encodes it; without reflection for
+// String returns s as json.Marshal encodes it; without reflection for
 // printable ASCII that needs no escape (method and tool names).
-func jsonString(s string) []byte {
+func String(s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			b, _ := json.Marshal(s)
@@ -160,17 +170,19 @@ func isCompact(raw []byte) bool {
 	return true
 }
 
-// errorMessage is the JSON-RPC response carrying err for request id (nil
+// ErrorMessage is the JSON-RPC response carrying err for request id (nil
 // for an error about a message whose id is unknown).
-func errorMessage(id json.RawMessage, err *jsonrpc.Error) *message {
+func ErrorMessage(id json.RawMessage, err *jsonrpc.Error) *Message {
 	e, _ := json.Marshal(err)
-	return &message{ID: id, Error: e}
+	return &Message{ID: id, Error: e}
 }
 
-// idKey normalizes a JSON-RPC id (MCP allows strings and integers) for
+// IDKey normalizes a JSON-RPC id (MCP allows strings and integers) for
 // use as a map key: the same id always gives the same key, however it was
-// escaped or formatted.
-func idKey(raw json.RawMessage) (string, bool) {
+// escaped or formatted. A string id's key is "s" and the string, an
+// integer's "n" and its decimal digits; it reports false for anything
+// else.
+func IDKey(raw json.RawMessage) (string, bool) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON whitespace
 	if len(raw) == 0 {
 		return "", false
@@ -192,6 +204,19 @@ func idKey(raw json.RawMessage) (string, bool) {
 	return "n" + strconv.FormatInt(n, 10), true
 }
 
+// SameID reports whether two JSON-RPC ids are the same id: whether they
+// have the same IDKey.
+func SameID(a, b json.RawMessage) bool {
+	if len(a) > 2 && a[0] == '"' && a[len(a)-1] == '"' && bytes.Equal(a, b) && plain(a[1:len(a)-1]) {
+		// The same plain string (as an upstream sends a relay id back):
+		// what IDKey would make of both, without making it.
+		return true
+	}
+	ka, ok := IDKey(a)
+	kb, _ := IDKey(b)
+	return ok && ka == kb
+}
+
 // plain reports whether b is the inside of a JSON string that decodes to
 // itself (the common case for ids).
 func plain(b []byte) bool {
@@ -201,21 +226,4 @@ func plain(b []byte) bool {
 		}
 	}
 	return utf8.Valid(b)
-}
-
-// relayIDPrefix begins the string ids the gateway gives the messages it
-// relays raw: its own requests to upstreams, and upstreams' requests it
-// passes to downstream clients. The SDK numbers its requests with
-// integers, so these ids cannot collide with the ids of the requests the
-// gateway's SDK sessions send on the same sessions.
-const relayIDPrefix = "mandate-"
-
-// relayID returns a fresh relay id as a JSON string.
-func (g *Gateway) relayID() json.RawMessage {
-	n := g.relaySeq.Add(1)
-	b := make([]byte, 0, len(relayIDPrefix)+22)
-	b = append(b, '"')
-	b = append(b, relayIDPrefix...)
-	b = strconv.AppendUint(b, n, 10)
-	return append(b, '"')
 }

@@ -1,4 +1,4 @@
-package mcpproxy
+package wire
 
 import (
 	"bufio"
@@ -11,12 +11,12 @@ import (
 	"time"
 )
 
-// sseReader reads the data of server-sent events (HTML Living Standard,
+// EventReader reads the data of server-sent events (HTML Living Standard,
 // "Server-sent events", event stream interpretation): "data" fields are
 // joined with newlines, comments and "event" fields are ignored, events
 // without data are skipped, and the last event id and reconnection time
 // are kept for resuming the stream. Lines end in LF or CRLF.
-type sseReader struct {
+type EventReader struct {
 	r    *bufio.Reader
 	max  int // bound on one event's data
 	line []byte
@@ -27,44 +27,54 @@ type sseReader struct {
 	retry  time.Duration
 }
 
-// sseReaders keeps released readers: a stream is read for every relayed
+// eventReaders keeps released readers: a stream is read for every relayed
 // call an upstream answers with one, and a reader's buffer is 16 KB.
-var sseReaders = sync.Pool{New: func() any { return &sseReader{r: bufio.NewReaderSize(nil, 16<<10)} }}
+var eventReaders = sync.Pool{New: func() any { return &EventReader{r: bufio.NewReaderSize(nil, 16<<10)} }}
 
 // maxKeptEventSize bounds the line and data buffers a released reader
 // keeps for its next stream.
 const maxKeptEventSize = 64 << 10
 
-func newSSEReader(r io.Reader, maxEvent int) *sseReader {
-	s := sseReaders.Get().(*sseReader)
+// NewEventReader returns a reader of the event stream r whose events'
+// data are at most maxEvent bytes (see ErrEventTooLarge). The caller
+// releases it when done.
+func NewEventReader(r io.Reader, maxEvent int) *EventReader {
+	s := eventReaders.Get().(*EventReader)
 	s.r.Reset(r)
 	s.max = maxEvent
 	return s
 }
 
-// release returns s for reuse by newSSEReader; neither s nor what it
+// Release returns s for reuse by NewEventReader; neither s nor what it
 // returned may be used after.
-func (s *sseReader) release() {
+func (s *EventReader) Release() {
 	s.r.Reset(nil)
 	if cap(s.line) > maxKeptEventSize || cap(s.data) > maxKeptEventSize {
 		s.line, s.data = nil, nil
 	}
 	s.line, s.data = s.line[:0], s.data[:0]
 	s.lastID, s.retry = "", 0
-	sseReaders.Put(s)
+	eventReaders.Put(s)
 }
 
-// resume continues reading on r: the same stream, reopened after its last
+// Resume continues reading on r: the same stream, reopened after its last
 // event id. The last id and the reconnection time carry over.
-func (s *sseReader) resume(r io.Reader) { s.r.Reset(r) }
+func (s *EventReader) Resume(r io.Reader) { s.r.Reset(r) }
 
-// errEventTooLarge reports an event whose data exceeds the reader's bound.
-var errEventTooLarge = errors.New("server-sent event too large")
+// LastID is the last event id the stream set ("" if none): where to
+// resume it.
+func (s *EventReader) LastID() string { return s.lastID }
 
-// next returns the data of the next event that has any; io.EOF at the end
+// Retry is the reconnection time the stream asked for (zero if none).
+func (s *EventReader) Retry() time.Duration { return s.retry }
+
+// ErrEventTooLarge reports an event whose data exceeds the reader's bound.
+var ErrEventTooLarge = errors.New("server-sent event too large")
+
+// Next returns the data of the next event that has any; io.EOF at the end
 // of the stream (an unterminated last event is discarded, as the standard
 // says). The result is valid until the next call.
-func (s *sseReader) next() ([]byte, error) {
+func (s *EventReader) Next() ([]byte, error) {
 	s.data = s.data[:0]
 	has := false
 	for {
@@ -106,19 +116,19 @@ func (s *sseReader) next() ([]byte, error) {
 		s.data = append(s.data, value...)
 		has = true
 		if len(s.data) > s.max {
-			return nil, fmt.Errorf("%w: more than %d bytes", errEventTooLarge, s.max)
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrEventTooLarge, s.max)
 		}
 	}
 }
 
 // readLine returns the next line without its terminator.
-func (s *sseReader) readLine() ([]byte, error) {
+func (s *EventReader) readLine() ([]byte, error) {
 	s.line = s.line[:0]
 	for {
 		chunk, err := s.r.ReadSlice('\n')
 		s.line = append(s.line, chunk...)
 		if len(s.line) > s.max+64 {
-			return nil, fmt.Errorf("%w: a line of more than %d bytes", errEventTooLarge, s.max)
+			return nil, fmt.Errorf("%w: a line of more than %d bytes", ErrEventTooLarge, s.max)
 		}
 		switch {
 		case err == nil:

@@ -1,4 +1,4 @@
-package mcpproxy
+package wire
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/mandatehq/mandate/internal/jsontest"
 )
 
-// TestMembers holds members to json.Unmarshal into a
+// TestMembers holds Members to json.Unmarshal into a
 // map[string]json.RawMessage, what it stands in for, and isCompact to
 // json.Compact, on random JSON: objects with whitespace, escaped and
 // repeated keys, and values of every kind, and non-objects.
@@ -54,23 +54,23 @@ func checkMembers(t *testing.T, raw []byte) {
 	if json.Unmarshal(raw, &want) != nil {
 		want = nil
 	}
-	got := members(raw)
+	got := Members(raw)
 	if (got == nil) != (want == nil) || len(got) != len(want) {
-		t.Fatalf("members(%s) = %q, want %q", raw, got, want)
+		t.Fatalf("Members(%s) = %q, want %q", raw, got, want)
 	}
 	for k, v := range want {
 		if !bytes.Equal(got[k], v) {
-			t.Fatalf("members(%s)[%q] = %s, want %s", raw, k, got[k], v)
+			t.Fatalf("Members(%s)[%q] = %s, want %s", raw, k, got[k], v)
 		}
 		var ws string
 		wok := json.Unmarshal(v, &ws) == nil && ws != ""
-		if gs, gok := stringMember(got, k); gs != ws || gok != wok {
-			t.Fatalf("stringMember(%s, %q) = %q, %v; want %q, %v", raw, k, gs, gok, ws, wok)
+		if gs, gok := StringMember(got, k); gs != ws || gok != wok {
+			t.Fatalf("StringMember(%s, %q) = %q, %v; want %q, %v", raw, k, gs, gok, ws, wok)
 		}
 	}
 }
 
-// TestDecodeMessage holds decodeMessage to json.Unmarshal on random
+// TestDecodeMessage holds Decode to json.Unmarshal on random
 // messages: envelope members and others, names in other cases or escaped,
 // repeated members, values of every type.
 func TestDecodeMessage(t *testing.T) {
@@ -79,7 +79,7 @@ func TestDecodeMessage(t *testing.T) {
 	fast := 0
 	for range 20000 {
 		raw := randomMessage(rng)
-		if decodePlainMessage(raw, &message{}) {
+		if decodePlainMessage(raw, &Message{}) {
 			fast++
 		}
 		checkDecodeMessage(t, raw)
@@ -89,7 +89,7 @@ func TestDecodeMessage(t *testing.T) {
 	}
 }
 
-// TestIsToolError holds isToolError to json.Unmarshal into a struct with
+// TestIsToolError holds IsToolError to json.Unmarshal into a struct with
 // an IsError field, on random results.
 func TestIsToolError(t *testing.T) {
 	t.Parallel()
@@ -114,21 +114,21 @@ func FuzzDecodeMessage(f *testing.F) {
 
 func checkDecodeMessage(t *testing.T, raw []byte) {
 	t.Helper()
-	var want, got message
+	var want, got Message
 	werr := json.Unmarshal(raw, &want)
-	gerr := decodeMessage(raw, &got)
+	gerr := Decode(raw, &got)
 	if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
-		t.Fatalf("decodeMessage(%s) error %v, want %v", raw, gerr, werr)
+		t.Fatalf("Decode(%s) error %v, want %v", raw, gerr, werr)
 	}
 	if werr == nil && !reflect.DeepEqual(got, want) {
-		t.Fatalf("decodeMessage(%s) = %+v, want %+v", raw, got, want)
+		t.Fatalf("Decode(%s) = %+v, want %+v", raw, got, want)
 	}
 	if werr == nil {
 		// What the relay sends on is compact, valid JSON.
-		enc := got.encode()
+		enc := got.Encode()
 		var c bytes.Buffer
 		if err := json.Compact(&c, enc); err != nil || !bytes.Equal(c.Bytes(), enc) {
-			t.Fatalf("decodeMessage(%s).encode() = %s, not compact JSON (%v)", raw, enc, err)
+			t.Fatalf("Decode(%s).Encode() = %s, not compact JSON (%v)", raw, enc, err)
 		}
 	}
 }
@@ -139,8 +139,8 @@ func checkIsToolError(t *testing.T, raw []byte) {
 		IsError bool `json:"isError"`
 	}
 	_ = json.Unmarshal(raw, &v)
-	if got := isToolError(raw); got != v.IsError {
-		t.Fatalf("isToolError(%s) = %v, want %v", raw, got, v.IsError)
+	if got := IsToolError(raw); got != v.IsError {
+		t.Fatalf("IsToolError(%s) = %v, want %v", raw, got, v.IsError)
 	}
 }
 
@@ -175,7 +175,7 @@ func randomObject(rng *rand.Rand, names []string) []byte {
 	return append(b, '}')
 }
 
-// TestJSONString holds jsonString to json.Marshal.
+// TestJSONString holds String to json.Marshal.
 func TestJSONString(t *testing.T) {
 	t.Parallel()
 	pieces := []string{"tools/call", "echo", "a_b-c.d", " ", "<", ">", "&", `"`, `\`, "\n", "\x00", "\x7f", "é", "\u2028", "\xff", "🙂"}
@@ -186,23 +186,23 @@ func TestJSONString(t *testing.T) {
 			s += pieces[rng.IntN(len(pieces))]
 		}
 		want, _ := json.Marshal(s)
-		if got := jsonString(s); !bytes.Equal(got, want) {
-			t.Fatalf("jsonString(%q) = %s, want %s", s, got, want)
+		if got := String(s); !bytes.Equal(got, want) {
+			t.Fatalf("String(%q) = %s, want %s", s, got, want)
 		}
 	}
 }
 
-// TestSameID holds sameID to its definition: both ids have the same
-// idKey.
+// TestSameID holds SameID to its definition: both ids have the same
+// IDKey.
 func TestSameID(t *testing.T) {
 	t.Parallel()
 	ids := []string{`"a"`, `"\u0061"`, ` "a" `, `"mandate-1"`, `"mandate-1" `, `""`, `"\n"`, "\"\xff\"", `1`, ` 1`, `01`, `1.0`, `-0`, `0`, `null`, `"1"`, `"a`, ``}
 	for _, a := range ids {
 		for _, b := range ids {
-			ka, ok := idKey(json.RawMessage(a))
-			kb, _ := idKey(json.RawMessage(b))
-			if got, want := sameID(json.RawMessage(a), json.RawMessage(b)), ok && ka == kb; got != want {
-				t.Errorf("sameID(%s, %s) = %v, want %v", a, b, got, want)
+			ka, ok := IDKey(json.RawMessage(a))
+			kb, _ := IDKey(json.RawMessage(b))
+			if got, want := SameID(json.RawMessage(a), json.RawMessage(b)), ok && ka == kb; got != want {
+				t.Errorf("SameID(%s, %s) = %v, want %v", a, b, got, want)
 			}
 		}
 	}
