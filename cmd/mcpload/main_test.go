@@ -1,3 +1,7 @@
+//go:build unix
+
+// The test checks that the run leaves no child process behind with kill -0.
+
 package main
 
 import (
