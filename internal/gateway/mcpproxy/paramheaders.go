@@ -69,11 +69,10 @@ func headerBindings(tool *mcp.Tool) []headerBinding {
 }
 
 // checkParamHeaders reports how the Mcp-Param-* headers h disagree with
-// the arguments args of a call to tool, or nil if they agree: each
-// mirrored argument that is present (and not null) has its header with
-// the same value, and no header stands for an absent one.
-func checkParamHeaders(h http.Header, tool *mcp.Tool, args json.RawMessage) error {
-	bindings := headerBindings(tool)
+// the arguments args of a call to a tool that mirrors bindings, or nil if
+// they agree: each mirrored argument that is present (and not null) has
+// its header with the same value, and no header stands for an absent one.
+func checkParamHeaders(h http.Header, bindings []headerBinding, args json.RawMessage) error {
 	if len(bindings) == 0 {
 		return nil
 	}

@@ -26,7 +26,7 @@ func FuzzParamHeaders(f *testing.F) {
 		if header != "" {
 			h.Set("Mcp-Param-Region", header)
 		}
-		err := checkParamHeaders(h, tool, json.RawMessage(args))
+		err := checkParamHeaders(h, headerBindings(tool), json.RawMessage(args))
 		var obj map[string]json.RawMessage
 		if json.Unmarshal([]byte(args), &obj) != nil {
 			return

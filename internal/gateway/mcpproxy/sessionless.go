@@ -100,7 +100,7 @@ func (s *session) checkHeaders(r *http.Request, body []byte) error {
 	if err != nil || e == nil {
 		return nil
 	}
-	return checkParamHeaders(r.Header, e.tool, params["arguments"])
+	return checkParamHeaders(r.Header, e.headers, params["arguments"])
 }
 
 // requestID is the id of the JSON-RPC request in body, or nil.

@@ -25,6 +25,9 @@ type toolEntry struct {
 	ann    json.RawMessage // the tool's annotations as JSON, or nil
 	// resource names the tool in decisions: "<upstream>/<tool name>".
 	resource string
+	// headers are the arguments it mirrors into Mcp-Param-* headers
+	// (paramheaders.go).
+	headers []headerBinding
 }
 
 // refreshTools lists every upstream's tools and hands each upstream's
@@ -63,7 +66,7 @@ func (s *session) refreshTools(ctx context.Context) (map[string]*toolEntry, erro
 			if t.Annotations != nil {
 				ann, _ = json.Marshal(t.Annotations)
 			}
-			out[name] = &toolEntry{up: u, tool: t, digest: digests[i], status: status[i], ann: ann, resource: u.cfg.Name + "/" + t.Name}
+			out[name] = &toolEntry{up: u, tool: t, digest: digests[i], status: status[i], ann: ann, resource: u.cfg.Name + "/" + t.Name, headers: headerBindings(t)}
 			bare[t.Name] = append(bare[t.Name], u.cfg.Name)
 		}
 	}
