@@ -361,3 +361,66 @@ func postSessionless(t *testing.T, e *env, tok, body, tool string) (int, string)
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestTaskSessions: sessionless clients of one task share the task's
+// upstream process; another task, even of the same agent, gets its own;
+// an oversized sessionless request is refused before anything is decided.
+func TestTaskSessions(t *testing.T) {
+	e := newEnv(t, []mcpproxy.Upstream{stdioUpstream(t, "local")}, func(c *mcpproxy.Config) { c.Limits.MaxMessageBytes = 4 << 10 })
+	ctx := t.Context()
+	ag, err := e.auth.Register(ctx, "agent", identity.TierAutonomous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := func(tok string) string {
+		t.Helper()
+		c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+		cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/local", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, p, _ := strings.Cut(text(res), " pid ")
+		return p
+	}
+	task := func() string {
+		tok, err := e.auth.TaskToken(ctx, ag, "tool.call:local/echo", "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	a, b := task(), task()
+	pa := pid(a)
+	if again := pid(a); again != pa {
+		t.Errorf("the same task's second client got process %s, the first %s; want one process per task", again, pa)
+	}
+	if pb := pid(b); pb == pa {
+		t.Errorf("two tasks share upstream process %s", pa)
+	}
+
+	decided := len(e.rec.events(audit.TypeMCPCall))
+	big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"` + strings.Repeat("x", 8<<10) + `"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp/local", strings.NewReader(big))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/call")
+	req.Header.Set("Mcp-Name", "echo")
+	resp, err := bearerClient(a).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "exceeds the gateway's limit") {
+		t.Errorf("oversized request = %d %s, want 413", resp.StatusCode, body)
+	}
+	if n := len(e.rec.events(audit.TypeMCPCall)); n != decided {
+		t.Errorf("an oversized request was decided (%d mcp.call events, %d before)", n, decided)
+	}
+}
