@@ -137,6 +137,7 @@ type Gateway struct {
 	// per-request copying; the relay needs no redirects or cookies.)
 	relayers map[string]http.RoundTripper
 	relaySeq atomic.Uint64
+	stateKey [32]byte // binds requestStates to their task and call (requeststate.go)
 	proto    *mcp.Server // answers the SDK's per-request questions (see routes)
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -209,6 +210,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg: cfg, log: cfg.Logger, ups: map[string]*Upstream{}, relayers: map[string]http.RoundTripper{},
 		sessions: map[*session]struct{}{}, byID: map[string]*session{}, byTask: map[string]*session{}, idle: make(chan func()),
 	}
+	_, _ = rand.Read(g.stateKey[:]) // crypto/rand.Read never fails (Go 1.24+)
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
 		if err := u.Validate(); err != nil {

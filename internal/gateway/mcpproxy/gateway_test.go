@@ -52,6 +52,7 @@ func stdioServer(mode string) {
 	mcp.AddTool(s, &mcp.Tool{Name: "hang", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(ctx context.Context, _ *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
 		select {} // ignores cancellation, like a stuck server
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, deployTool(nil))
 	_ = s.Run(context.Background(), &mcp.StdioTransport{})
 }
 

@@ -91,6 +91,10 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	if a == nil {
 		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
 	}
+	state, ok := s.openRetry(req.Params.RequestState, "prompts/get", req.Params.Name)
+	if !ok {
+		return nil, s.badState(ctx, a, "prompts/get", req.Params.Name)
+	}
 	u, name, done, err := s.admitPrompt(ctx, a, req.Params.Name, req.Params.Arguments)
 	if err != nil {
 		return nil, err
@@ -101,7 +105,7 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	p := upstreamParams(u, req.Params)
-	p.Name = name
+	p.Name, p.RequestState = name, state
 	var res *mcp.GetPromptResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
 		res, err = cs.GetPrompt(ctx, p)
@@ -110,5 +114,6 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
+	res.RequestState = s.sealRetry(res.RequestState, "prompts/get", req.Params.Name)
 	return res, done(ctx, false, s.gw.checkSize(res))
 }

@@ -81,6 +81,11 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	for _, k := range strippedMembers {
 		delete(fields, k)
 	}
+	if s.stateless {
+		if err := s.openStateMember(ctx, a, m.Method, fields); err != nil {
+			return fail(err)
+		}
+	}
 	var (
 		u    *upConn
 		done outcomeFunc
@@ -212,6 +217,9 @@ func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m
 	}
 	if m.Method == "tools/call" {
 		toolError = wire.IsToolError(res.Result)
+	}
+	if s.stateless {
+		res.Result = s.sealStateMember(m.Method, m.Params, res.Result)
 	}
 	out.final(res)
 	return toolError, nil

@@ -148,6 +148,10 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	if a == nil {
 		return nil, rpcError(CodeUnauthenticated, "no credential", errorData{})
 	}
+	state, ok := s.openRetry(req.Params.RequestState, "resources/read", req.Params.URI)
+	if !ok {
+		return nil, s.badState(ctx, a, "resources/read", req.Params.URI)
+	}
 	u, done, err := s.admitResource(ctx, a, req.Params.URI)
 	if err != nil {
 		return nil, err
@@ -158,6 +162,7 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
 	p := upstreamParams(u, req.Params)
+	p.RequestState = state
 	var res *mcp.ReadResourceResult
 	err = u.call(ctx, cs, func(ctx context.Context) (err error) {
 		res, err = cs.ReadResource(ctx, p)
@@ -166,5 +171,6 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, u.cfg.Name))
 	}
+	res.RequestState = s.sealRetry(res.RequestState, "resources/read", req.Params.URI)
 	return res, done(ctx, false, s.gw.checkSize(res))
 }

@@ -132,17 +132,7 @@ func TestProtocolRevisionsStdio(t *testing.T) {
 func TestInputRequired(t *testing.T) {
 	s := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "1"}, nil)
 	var attempts atomic.Int64
-	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
-		attempts.Add(1)
-		resp, ok := req.Params.InputResponses["confirm"].(*mcp.ElicitResult)
-		if !ok {
-			return &mcp.CallToolResult{
-				InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{Message: "Deploy?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)}},
-				RequestState:  "deploy-1",
-			}, nil, nil
-		}
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: resp.Action + " " + req.Params.RequestState}}}, nil, nil
-	})
+	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, deployTool(&attempts))
 	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(srv.Close)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}}, nil)
@@ -422,5 +412,99 @@ func TestTaskSessions(t *testing.T) {
 	}
 	if n := len(e.rec.events(audit.TypeMCPCall)); n != decided {
 		t.Errorf("an oversized request was decided (%d mcp.call events, %d before)", n, decided)
+	}
+}
+
+// deployTool asks for a confirmation (input_required, requestState
+// "deploy-1") and, given one, answers "<action> <state>"; it counts its
+// calls in attempts, if set.
+func deployTool(attempts *atomic.Int64) mcp.ToolHandlerFor[any, any] {
+	return func(_ context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		if attempts != nil {
+			attempts.Add(1)
+		}
+		resp, ok := req.Params.InputResponses["confirm"].(*mcp.ElicitResult)
+		if !ok {
+			return &mcp.CallToolResult{
+				InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{Message: "Deploy?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)}},
+				RequestState:  "deploy-1",
+			}, nil, nil
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: resp.Action + " " + req.Params.RequestState}}}, nil, nil
+	}
+}
+
+// TestRequestStateBinding: the requestState a sessionless client gets
+// with an input_required result is bound to its task and call: its own
+// retry goes through (the upstream gets its own state back), while the
+// same state replayed by another task, for another tool, or a state the
+// client made up is refused before it is decided, and recorded; on HTTP
+// (the raw relay) and stdio (the SDK's client) upstreams alike.
+func TestRequestStateBinding(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "1"}, nil)
+	var attempts atomic.Int64
+	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, deployTool(&attempts))
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(srv.Close)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}, stdioUpstream(t, "local")}, nil)
+	ctx := t.Context()
+	ag, err := e.auth.Register(ctx, "agent", identity.TierAutonomous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/mcp/up", "/mcp/local"} {
+		t.Run(path, func(t *testing.T) {
+			session := func() *mcp.ClientSession {
+				tok, err := e.auth.TaskToken(ctx, ag, "tool.call:up/* tool.call:local/*", "test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true}})
+				cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + path, HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cs.Close() })
+				return cs
+			}
+			a, b := session(), session()
+			first, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "deploy"})
+			if err != nil || len(first.InputRequests) != 1 {
+				t.Fatalf("deploy = %+v, %v; want input_required", first, err)
+			}
+			state := first.RequestState
+			if !strings.HasPrefix(state, "mandate.") || !strings.HasSuffix(state, ".deploy-1") {
+				t.Fatalf("requestState %q, want the upstream's, sealed by the gateway", state)
+			}
+			answer := mcp.InputResponseMap{"confirm": &mcp.ElicitResult{Action: "accept"}}
+			for _, tc := range []struct {
+				name string
+				cs   *mcp.ClientSession
+				tool string
+				st   string
+			}{
+				{"another task's", b, "deploy", state},
+				{"for another tool", a, "echo", state},
+				{"made up", a, "deploy", "deploy-1"},
+				{"tampered", a, "deploy", strings.TrimSuffix(state, "deploy-1") + "deploy-2"},
+			} {
+				refused := len(e.rec.events(audit.TypeMCPCall))
+				_, err := tc.cs.CallTool(ctx, &mcp.CallToolParams{Name: tc.tool, Arguments: map[string]any{"text": "x"}, InputResponses: answer, RequestState: tc.st})
+				if code, msg := rpcCode(err); code != -32602 || !strings.Contains(msg, "requestState was not issued") {
+					t.Errorf("retry with %s state: %v; want it refused", tc.name, err)
+				}
+				evs := e.rec.events(audit.TypeMCPCall)[refused:]
+				if len(evs) != 1 || evs[0].Decision != audit.DecisionDeny || !strings.Contains(evs[0].Reason, "requestState") {
+					t.Errorf("retry with %s state recorded as %+v; want one refusal", tc.name, evs)
+				}
+			}
+			res, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "deploy", InputResponses: answer, RequestState: state})
+			if err != nil || text(res) != "accept deploy-1" {
+				t.Fatalf("the task's own retry = %+v, %v", res, err)
+			}
+		})
 	}
 }

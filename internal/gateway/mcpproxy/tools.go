@@ -222,6 +222,10 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if err != nil {
 		return nil, err
 	}
+	state, ok := s.openRetry(p.RequestState, "tools/call", p.Name)
+	if !ok {
+		return nil, s.badState(ctx, a, "tools/call", p.Name)
+	}
 	e, done, err := s.admitTool(ctx, a, p.Name, args)
 	if err != nil {
 		return nil, err
@@ -239,13 +243,14 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	err = e.up.call(ctx, cs, func(ctx context.Context) (err error) {
 		res, err = cs.CallTool(ctx, &mcp.CallToolParams{
 			Meta: e.up.upstreamMeta(p.Meta), Name: e.tool.Name, Arguments: send,
-			InputResponses: p.InputResponses, RequestState: p.RequestState,
+			InputResponses: p.InputResponses, RequestState: state,
 		})
 		return err
 	})
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, e.up.cfg.Name))
 	}
+	res.RequestState = s.sealRetry(res.RequestState, "tools/call", p.Name)
 	return res, done(ctx, res.IsError, s.gw.checkSize(res))
 }
 
