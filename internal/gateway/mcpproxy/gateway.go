@@ -137,7 +137,7 @@ type Gateway struct {
 	// per-request copying; the relay needs no redirects or cookies.)
 	relayers map[string]http.RoundTripper
 	relaySeq atomic.Uint64
-	stateKey [32]byte // binds requestStates to their task and call (requeststate.go)
+	stateKey [32]byte    // binds requestStates to their task and call (requeststate.go)
 	proto    *mcp.Server // answers the SDK's per-request questions (see routes)
 	ctx      context.Context
 	cancel   context.CancelFunc
