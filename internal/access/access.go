@@ -281,6 +281,15 @@ type Subject struct {
 	Claims *token.Claims
 }
 
+// Active reports whether a task and the agents acting in it (its agent
+// and delegators, SPIFFE IDs) are still active: not ended, revoked or
+// suspended. It reads the live revocation state only (no store), for
+// holders of what a task was given, such as the MCP gateway's sessions
+// and their upstream processes, to let go of it when the task ends.
+func (p *Pipeline) Active(taskID task.ID, agents []string) bool {
+	return !p.cfg.Revocations.Inactive(taskID, agents)
+}
+
 // Authenticate verifies cred as a task token (with its DPoP proof, which
 // is single-use: authenticate once per HTTP request, then decide any
 // number of actions with DecideAs). A failure is recorded as a denied

@@ -92,6 +92,15 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, cred Credential) (*Principal, error)
 }
 
+// A Liveness (implemented by an Authenticator, optionally) reports
+// whether the task a principal acts in is still active. The gateway then
+// closes the sessions of tasks that ended or were revoked, and so their
+// upstream sessions and processes, within a minute, rather than when they
+// fall idle.
+type Liveness interface {
+	Live(p *Principal) bool
+}
+
 // Request is one attempted MCP action, as the gateway hands it to the
 // decision pipeline.
 type Request struct {

@@ -249,7 +249,8 @@ func New(cfg Config) (*Gateway, error) {
 }
 
 // closeIdle closes sessions that have had no request for longer than the
-// session timeout, until the gateway closes. (The gateway keeps time
+// session timeout, and those of tasks that ended (see Liveness), until
+// the gateway closes. (The gateway keeps time
 // itself: calls on the raw relay never reach the SDK's handler, whose own
 // idle timer would close sessions in the middle of their work.)
 func (g *Gateway) closeIdle() {
@@ -264,14 +265,22 @@ func (g *Gateway) closeIdle() {
 		case now := <-t.C:
 			g.mu.Lock()
 			var idle []*session
+			var ended []*session
 			for s := range g.sessions {
-				if s.idle(now, d) {
+				switch {
+				case s.idle(now, d):
 					idle = append(idle, s)
+				case s.ended():
+					ended = append(ended, s)
 				}
 			}
 			g.mu.Unlock()
 			for _, s := range idle {
 				g.log.Debug("closing idle MCP session", "endpoint", s.endpoint)
+				s.close()
+			}
+			for _, s := range ended {
+				g.log.Info("closing the MCP session of an ended task", "endpoint", s.endpoint)
 				s.close()
 			}
 		}

@@ -69,6 +69,12 @@ func (a *Pipeline) Authenticate(ctx context.Context, c Credential) (*Principal, 
 	return p, nil
 }
 
+// Live reports whether p's task, its agent and delegators are still
+// active (access.Pipeline.Active).
+func (a *Pipeline) Live(p *Principal) bool {
+	return a.p.Active(task.ID(p.Task), append(slices.Clip(p.Chain), p.Agent))
+}
+
 // authError keeps a refusal a refusal (401) only when it was recorded:
 // a refusal the ledger could not take, or a check that could not be
 // made, is the gateway's 503.

@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/identity"
+	"github.com/mandatehq/mandate/internal/task"
 )
 
 // versionUpstream is an HTTP MCP server with one read-only "echo" tool
@@ -506,5 +507,68 @@ func TestRequestStateBinding(t *testing.T) {
 				t.Fatalf("the task's own retry = %+v, %v", res, err)
 			}
 		})
+	}
+}
+
+// TestEndedTaskSessions: when a task is revoked, the gateway closes its
+// sessions, of either revision, and with them their upstream sessions,
+// without waiting for them to fall idle; another task's session stays.
+func TestEndedTaskSessions(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	var deletes atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			deletes.Add(1)
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}}, func(c *mcpproxy.Config) { c.Limits.SessionTimeout = 4 * time.Second })
+	ctx := t.Context()
+	ag, err := e.auth.Register(ctx, "agent", identity.TierAutonomous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(tok, rev string) {
+		t.Helper()
+		c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+		cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Left open: the gateway, not the client, must end it.
+		t.Cleanup(func() { cs.Close() })
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoked, err := e.auth.TaskToken(ctx, ag, "tool.call:up/echo", "revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(revoked, "2025-11-25")
+	connect(revoked, "2026-07-28")
+	evs := e.rec.events(audit.TypeMCPCall)
+	taskID := evs[len(evs)-1].Task
+	other, err := e.auth.TaskToken(ctx, ag, "tool.call:up/echo", "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(other, "2026-07-28")
+	if n := deletes.Load(); n != 0 {
+		t.Fatalf("%d upstream sessions ended before the revocation", n)
+	}
+	e.auth.Tokens.Revocations().RevokeTasks(task.ID(taskID))
+	deadline := time.Now().Add(3 * time.Second) // within the session timeout
+	for deletes.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := deletes.Load(); n != 2 {
+		t.Errorf("%d upstream sessions ended after the task was revoked; want its 2 (and not the other task's)", n)
 	}
 }

@@ -33,6 +33,7 @@ type session struct {
 	// the negotiated protocol version, and the principal (task and agent)
 	// the session belongs to.
 	id, version, owner string
+	principal          *Principal // who opened it (its task is the owner's)
 	// stateless marks a task session (sessionless.go): it serves one
 	// principal's sessionless requests, each on an mcp.ServerSession of its
 	// own, under taskKey.
@@ -158,8 +159,9 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	}
 	r := res.(*mcp.InitializeResult)
 	var owner string
+	var principal *Principal
 	if a := principalFrom(req.GetExtra()); a != nil {
-		owner = a.p.owner()
+		owner, principal = a.p.owner(), a.p
 	}
 	var info *mcp.Implementation
 	r.Capabilities, r.Instructions, info = s.advertised(inits)
@@ -174,7 +176,7 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	}
 	s.gw.sessions[s] = struct{}{}
 	s.mu.Lock()
-	s.id, s.version, s.owner = ss.ID(), r.ProtocolVersion, owner
+	s.id, s.version, s.owner, s.principal = ss.ID(), r.ProtocolVersion, owner, principal
 	s.mu.Unlock()
 	s.lastUsed.Store(time.Now().UnixNano())
 	if s.id != "" {
@@ -324,6 +326,16 @@ func (s *session) begin() { s.busy.Add(1) }
 func (s *session) end() {
 	s.lastUsed.Store(time.Now().UnixNano())
 	s.busy.Add(-1)
+}
+
+// ended reports whether the task the session belongs to has ended or was
+// revoked, as the Authenticator's Liveness sees it.
+func (s *session) ended() bool {
+	l, ok := s.gw.cfg.Authenticator.(Liveness)
+	s.mu.Lock()
+	p := s.principal
+	s.mu.Unlock()
+	return ok && p != nil && !l.Live(p)
 }
 
 // idle reports whether the session has had no request for longer than d.

@@ -131,7 +131,7 @@ func (g *Gateway) taskSession(endpoint, upstream string, p *Principal) *session 
 		return s
 	}
 	s := g.newSession(upstream, endpoint)
-	s.stateless, s.taskKey, s.owner, s.version = true, key, p.owner(), revision20260728
+	s.stateless, s.taskKey, s.owner, s.principal, s.version = true, key, p.owner(), p, revision20260728
 	s.lastUsed.Store(time.Now().UnixNano())
 	g.sessions[s] = struct{}{}
 	g.byTask[key] = s
