@@ -61,8 +61,9 @@ func newGateway(t *testing.T) *gateway {
 	return &gateway{auth: a, endpoint: base + "/mcp/go"}
 }
 
-// TestRun: a stdio-only client reaches the gateway through Run (what
-// `mandate mcp stdio` runs) with a Bearer or a DPoP-bound task token, is
+// TestRun: a stdio-only client of either protocol revision reaches the
+// gateway through Run (what `mandate mcp stdio` runs) with a Bearer or a
+// DPoP-bound task token, speaks its revision with the gateway, is
 // governed the same way as a Streamable HTTP client, and Run returns nil
 // once the client goes away.
 func TestRun(t *testing.T) {
@@ -72,11 +73,14 @@ func TestRun(t *testing.T) {
 		name     string
 		scope    string
 		dpop     bool
+		rev      string
 		wantCode int64 // 0: the echo is answered
 	}{
-		{name: "bearer", scope: "tool.call:go/echo"},
-		{name: "dpop", scope: "tool.call:go/echo", dpop: true},
-		{name: "outside the scope", scope: "tool.call:go/other", wantCode: mcpproxy.CodeDenied},
+		{name: "bearer", scope: "tool.call:go/echo", rev: "2025-11-25"},
+		{name: "bearer sessionless", scope: "tool.call:go/echo", rev: "2026-07-28"},
+		{name: "dpop", scope: "tool.call:go/echo", dpop: true, rev: "2025-11-25"},
+		{name: "dpop sessionless", scope: "tool.call:go/echo", dpop: true, rev: "2026-07-28"},
+		{name: "outside the scope", scope: "tool.call:go/other", rev: "2026-07-28", wantCode: mcpproxy.CodeDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -95,7 +99,10 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cs, done := connect(t, cfg)
+			cs, done := connect(t, cfg, tc.rev)
+			if got := cs.InitializeResult().ProtocolVersion; got != tc.rev {
+				t.Errorf("negotiated %s through the bridge, want %s", got, tc.rev)
+			}
 			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "over stdio"}})
 			if tc.wantCode == 0 {
 				if err != nil || text(res) != "over stdio" {
@@ -133,7 +140,7 @@ func TestRunBoundTokenWithoutKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil)
-	cs, done := connectClient(t, c, mcpbridge.Config{Endpoint: g.endpoint, Token: tok})
+	cs, done := connectClient(t, c, mcpbridge.Config{Endpoint: g.endpoint, Token: tok}, "")
 	if cs != nil {
 		cs.Close()
 		t.Fatal("a client connected through the bridge with a bound token and no key")
@@ -150,19 +157,20 @@ func TestRunBoundTokenWithoutKey(t *testing.T) {
 
 // connect starts Run with cfg between in-memory pipes and connects an MCP
 // client to its stdio side; done receives Run's result.
-func connect(t *testing.T, cfg mcpbridge.Config) (*mcp.ClientSession, <-chan error) {
+func connect(t *testing.T, cfg mcpbridge.Config, rev string) (*mcp.ClientSession, <-chan error) {
 	t.Helper()
 	c := mcp.NewClient(&mcp.Implementation{Name: "desktop", Version: "1"}, nil)
-	cs, done := connectClient(t, c, cfg)
+	cs, done := connectClient(t, c, cfg, rev)
 	if cs == nil {
 		t.Fatalf("connect through the bridge failed: Run = %v", <-done)
 	}
 	return cs, done
 }
 
-// connectClient is connect for client c; it returns a nil session if the
-// client could not initialize.
-func connectClient(t *testing.T, c *mcp.Client, cfg mcpbridge.Config) (*mcp.ClientSession, <-chan error) {
+// connectClient is connect for client c speaking revision rev (the SDK's
+// latest if ""); it returns a nil session if the client could not
+// initialize.
+func connectClient(t *testing.T, c *mcp.Client, cfg mcpbridge.Config, rev string) (*mcp.ClientSession, <-chan error) {
 	t.Helper()
 	cr, bw := io.Pipe() // bridge → client
 	br, cw := io.Pipe() // client → bridge
@@ -176,7 +184,7 @@ func connectClient(t *testing.T, c *mcp.Client, cfg mcpbridge.Config) (*mcp.Clie
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.IOTransport{Reader: cr, Writer: cw}, nil)
+	cs, err := c.Connect(ctx, &mcp.IOTransport{Reader: cr, Writer: cw}, &mcp.ClientSessionOptions{ProtocolVersion: rev})
 	if err != nil {
 		cw.Close()
 		return nil, done
