@@ -22,6 +22,7 @@ import (
 type downstream struct {
 	w           http.ResponseWriter
 	sessionless bool
+	parked      *parkedCall // set for a call that may park (parked.go)
 	streaming   bool
 	wrote       bool
 }

@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -100,6 +101,8 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 		out.Details = mapsClone(ev.Details)
 		out.Details["duration_us"] = strconv.FormatInt(time.Since(start).Microseconds(), 10)
 		switch {
+		case errors.Is(err, errInputRequired):
+			out.Details["outcome"] = "input_required"
 		case err != nil:
 			out.Details["outcome"] = "error"
 			out.Reason = err.Error()

@@ -81,8 +81,23 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	for _, k := range strippedMembers {
 		delete(fields, k)
 	}
+	var resumed *parkedCall // the parked call this retry continues
 	if s.stateless {
-		if err := s.openStateMember(ctx, a, m.Method, fields); err != nil {
+		pc, err := s.takeParked(ctx, a, m.Method, fields)
+		if err != nil {
+			return fail(err)
+		}
+		if pc != nil {
+			resumed = pc
+			// Unless it goes on below, the call ends here: a retry that is
+			// refused or denied cancels it.
+			defer func() {
+				if resumed != nil {
+					pc.cancel()
+				}
+			}()
+			delete(fields, "requestState")
+		} else if err := s.openStateMember(ctx, a, m.Method, fields); err != nil {
 			return fail(err)
 		}
 	}
@@ -155,6 +170,13 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		// upstreamMeta).
 		fields["_meta"] = sessionMeta(meta)
 	}
+	if resumed != nil {
+		pc := resumed
+		resumed = nil
+		toolError, err := s.resume(ctx, w, u, m, pc, fields)
+		s.recordOutcome(ctx, w, toolError, err, done)
+		return true
+	}
 	params, _ := json.Marshal(fields)
 	s.relayCall(ctx, w, u, m, params, s.sessionlessHeaders(r.Header, u, m.Method, fields), done)
 	return true
@@ -185,6 +207,11 @@ var strippedMembers = []string{"task"}
 // rather than costing one of its own.
 func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, done outcomeFunc) {
 	toolError, err := s.relay(ctx, w, u, m, params, h)
+	s.recordOutcome(ctx, w, toolError, err, done)
+}
+
+// recordOutcome records an answered call's outcome with done.
+func (s *session) recordOutcome(ctx context.Context, w http.ResponseWriter, toolError bool, err error, done outcomeFunc) {
 	// The client has its answer before the outcome's bookkeeping
 	// (a goroutine's wake-up, on a busy machine a thread's) begins.
 	_ = http.NewResponseController(w).Flush()
@@ -194,8 +221,17 @@ func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upCon
 
 // relay runs the exchange and writes its answer; it returns the outcome.
 func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (toolError bool, err error) {
+	if s.stateless && !u.sessionless() {
+		return s.relayParkable(ctx, w, u, m, params, h)
+	}
 	out := s.downstream(w)
 	res, err := s.exchange(ctx, u, m, params, h, out)
+	return s.answerCall(out, u, m, res, err)
+}
+
+// answerCall writes the end of exchange m (its response res, or err) to
+// out and returns the outcome.
+func (s *session) answerCall(out *downstream, u *upConn, m *wire.Message, res *wire.Message, err error) (toolError bool, _ error) {
 	if err != nil {
 		if errors.Is(err, errClientCancelled) {
 			out.end()
@@ -333,9 +369,23 @@ func (s *session) exchange(ctx context.Context, u *upConn, m *wire.Message, para
 			}
 			continue
 		case in.IsRequest() && s.stateless:
-			// A sessionless client cannot be asked in the middle of a call
-			// (2026-07-28 asks with input_required results instead).
-			s.refuseUpstreamRequest(c, &in)
+			// A sessionless client cannot be asked in the middle of a call:
+			// a parkable call asks it with an input_required result
+			// (parked.go); others refuse.
+			if out.parked == nil || inputMethods[in.Method] == "" {
+				s.refuseUpstreamRequest(c, &in)
+				continue
+			}
+			s.asking()
+			answer, err := out.parked.ask(cctx, &in, d)
+			s.answered()
+			if err != nil {
+				return nil, s.failed(ctx, cctx, c, d, err)
+			}
+			answer.ID = in.ID
+			if err := s.gw.sendUpstream(cctx, u, cs, answer); err != nil {
+				return nil, s.failed(ctx, cctx, c, d, err)
+			}
 			continue
 		case in.IsRequest():
 			in.ID = s.relayRequest(c, in.ID)

@@ -3,6 +3,7 @@ package mcpproxy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -283,20 +284,13 @@ func TestSubscriptionsListen(t *testing.T) {
 
 // TestSessionlessRawRelay: a sessionless client's calls to an HTTP
 // upstream of the session revision travel on the raw relay (under the
-// gateway's relay ids, on the task's upstream session); an upstream's
-// request in the middle of such a call is refused, since the client
-// cannot be asked; and two requests of the task may use the same id at
-// once, each on its own POST.
+// gateway's relay ids, on the task's upstream session), and two requests
+// of the task may use the same id at once, each on its own POST.
 func TestSessionlessRawRelay(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
 	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
-		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			t.Error("a sessionless client was asked during a call")
-			return &mcp.ElicitResult{Action: "decline"}, nil
-		},
-	})
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
 	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
 	if err != nil {
 		t.Fatal(err)
@@ -313,11 +307,6 @@ func TestSessionlessRawRelay(t *testing.T) {
 	}
 	if last := up.lastCall(); strings.Contains(last, "io.modelcontextprotocol/protocolVersion") {
 		t.Errorf("the 2025-11-25 upstream got the sessionless _meta: %s", last)
-	}
-
-	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
-	if code, msg := rpcCode(err); err == nil && !res.IsError || err != nil && !strings.Contains(msg, "cannot be asked") {
-		t.Fatalf("ask = %v, %v (%d %s); want the upstream's elicitation refused", res, err, code, msg)
 	}
 
 	var wg sync.WaitGroup
@@ -570,5 +559,121 @@ func TestEndedTaskSessions(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := deletes.Load(); n != 2 {
 		t.Errorf("%d upstream sessions ended after the task was revoked; want its 2 (and not the other task's)", n)
+	}
+}
+
+// TestParkedCalls: a 2025-11-25 upstream's elicitation in the middle of a
+// sessionless client's call reaches the client as an input_required
+// result; the client's retry carries the answer upstream and gets the
+// result. Each attempt is decided and recorded (the first with the
+// outcome input_required); the upstream sees one call. A retry must be
+// the same task's, for the same call and arguments.
+func TestParkedCalls(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
+	ctx := t.Context()
+	ag, err := e.auth.Register(ctx, "agent", identity.TierAutonomous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(opts *mcp.ClientOptions) *mcp.ClientSession {
+		t.Helper()
+		tok, err := e.auth.TaskToken(ctx, ag, "tool.call:up/*", "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs
+	}
+
+	t.Run("the client answers", func(t *testing.T) {
+		var asked atomic.Int64
+		cs := client(&mcp.ClientOptions{ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked.Add(1)
+			if r.Params.Message != "Who are you?" {
+				t.Errorf("asked %q", r.Params.Message)
+			}
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+		}})
+		calls, results := len(e.rec.events(audit.TypeMCPCall)), len(e.rec.events(audit.TypeMCPResult))
+		upCalls := len(up.callIDs())
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
+		if err != nil || text(res) != "accept alice" {
+			t.Fatalf("ask = %v, %v; want the upstream's answer to alice", res, err)
+		}
+		if asked.Load() != 1 || len(up.callIDs()) != upCalls+1 {
+			t.Errorf("the client was asked %d times, the upstream called %d times; want 1 and 1", asked.Load(), len(up.callIDs())-upCalls)
+		}
+		decided := e.rec.events(audit.TypeMCPCall)[calls:]
+		outcomes := e.rec.waitEvents(audit.TypeMCPResult, results+2)[results:]
+		if len(decided) != 2 || len(outcomes) != 2 {
+			t.Fatalf("%d decisions and %d outcomes; want 2 of each", len(decided), len(outcomes))
+		}
+		for i, want := range []string{"input_required", "ok"} {
+			if decided[i].Decision != audit.DecisionAllow || outcomes[i].Details["outcome"] != want {
+				t.Errorf("attempt %d: %s, outcome %s; want allow, %s", i+1, decided[i].Decision, outcomes[i].Details["outcome"], want)
+			}
+		}
+	})
+
+	t.Run("retries are bound", func(t *testing.T) {
+		// Declares elicitation; answers by hand.
+		manual := &mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) { return nil, errors.New("unused") }}
+		a, b := client(manual), client(manual)
+		first, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "ask", Arguments: map[string]any{}})
+		if err != nil || len(first.InputRequests) != 1 {
+			t.Fatalf("ask = %+v, %v; want input_required", first, err)
+		}
+		var key string
+		for k, q := range first.InputRequests {
+			if p, ok := q.(*mcp.ElicitParams); !ok || p.Message != "Who are you?" {
+				t.Fatalf("input request %s = %#v", k, q)
+			}
+			key = k
+		}
+		answer := mcp.InputResponseMap{key: &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "bob"}}}
+		for _, tc := range []struct {
+			name string
+			cs   *mcp.ClientSession
+			args map[string]any
+		}{
+			{"by another task", b, map[string]any{}},
+			{"with other arguments", a, map[string]any{"linger": true}},
+		} {
+			_, err := tc.cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask", Arguments: tc.args, InputResponses: answer, RequestState: first.RequestState})
+			if code, _ := rpcCode(err); code != -32602 {
+				t.Errorf("retry %s: %v; want it refused", tc.name, err)
+			}
+		}
+		res, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "ask", Arguments: map[string]any{}, InputResponses: answer, RequestState: first.RequestState})
+		if err != nil || text(res) != "accept bob" {
+			t.Fatalf("the task's retry = %+v, %v", res, err)
+		}
+		if _, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "ask", Arguments: map[string]any{}, InputResponses: answer, RequestState: first.RequestState}); err == nil {
+			t.Error("a second retry of a call that ended was accepted")
+		}
+	})
+}
+
+// TestParkedCallsNeedTheCapability: an upstream's request for input that
+// the sessionless client did not declare it could answer is refused, not
+// passed on.
+func TestParkedCallsNeedTheCapability(t *testing.T) {
+	up := newRelayUpstream(t)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil).Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"})
+	if err != nil || !res.IsError || len(res.InputRequests) != 0 || !strings.Contains(text(res), "did not declare the elicitation capability") {
+		t.Fatalf("ask = %+v (%s), %v; want the upstream's elicitation refused for want of the capability", res, text(res), err)
 	}
 }

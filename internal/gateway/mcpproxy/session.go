@@ -57,6 +57,7 @@ type session struct {
 	resources  map[string]*upConn
 	raw        map[string]*rawCall        // raw-relayed calls by downstream id
 	relayed    map[string]*relayedRequest // upstream requests relayed downstream, by relay id
+	parked     map[string]*parkedCall     // calls waiting for a sessionless client's retry, by token
 }
 
 type inflight struct {
@@ -276,7 +277,12 @@ func (s *session) close() {
 	}
 	s.closed = true
 	ss := s.ss
+	parked := s.parked
+	s.parked = nil
 	s.mu.Unlock()
+	for _, pc := range parked {
+		pc.cancel()
+	}
 	for _, u := range s.ups {
 		u.close()
 	}

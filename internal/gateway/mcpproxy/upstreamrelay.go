@@ -46,6 +46,10 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		// each decided, come back (see callTool).
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: s.stateless},
 	}
+	if s.stateless && u.http() {
+		parkable(o)
+		return o
+	}
 	s.mu.Lock()
 	caps := s.clientCaps
 	s.mu.Unlock()
