@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -18,8 +19,9 @@ import (
 )
 
 // FuzzSessionless posts arbitrary 2026-07-28 requests (body, the Mcp-Name
-// header and a Mcp-Param-* header) to both endpoints of a gateway in
-// front of a sessionless upstream, for a task that may call only "echo":
+// header and a Mcp-Param-* header) to every endpoint of a gateway in
+// front of a sessionless upstream and a 2025-11-25 one (whose "ask"
+// parks calls), for a task that may call only "echo" and old's "ask":
 // whatever arrives, the gateway answers without a server error, the
 // upstream's "wipe" never runs (no encoding of a call gets past the
 // decision), and the gateway keeps serving.
@@ -35,6 +37,9 @@ func FuzzSessionless(f *testing.F) {
 		{`{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","inputResponses":{"x":{}},"requestState":"s","_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}`, "echo", ""},
 		{`[{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"wipe"}}]`, "wipe", ""},
 		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"wipe","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, "wipe", ""},
+		{`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"ask","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`, "ask", ""},
+		{`{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"ask","requestState":"mandate.AAAA.parked","inputResponses":{"upstream-n1":{"action":"accept"}},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, "ask", ""},
+		{`{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"wipe","requestState":"mandate.x.y","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, "wipe", ""},
 		{`{`, "", ""}, {``, "", ""}, {`null`, "", ""},
 	} {
 		f.Add([]byte(s.body), s.name, s.region)
@@ -50,14 +55,25 @@ func FuzzSessionless(f *testing.F) {
 		wiped.Add(1)
 		return &mcp.CallToolResult{}, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "ask", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "Sure?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{}}`)})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action}}}, nil, nil
+	})
 	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	f.Cleanup(srv.Close)
-	e := newEnv(f, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}}, nil)
+	// The same tools on a 2025-11-25 upstream ("old"), whose requests for
+	// input park the call.
+	old := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	f.Cleanup(old.Close)
+	e := newEnv(f, []mcpproxy.Upstream{{Name: "up", URL: srv.URL}, {Name: "old", URL: old.URL, Timeout: 2 * time.Second}}, nil)
 	ag, err := e.auth.Register(f.Context(), "fuzz", identity.TierAutonomous)
 	if err != nil {
 		f.Fatal(err)
 	}
-	tok, err := e.auth.TaskToken(f.Context(), ag, "tool.call:up/echo", "fuzz")
+	tok, err := e.auth.TaskToken(f.Context(), ag, "tool.call:up/echo tool.call:old/echo tool.call:old/ask", "fuzz")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -89,7 +105,7 @@ func FuzzSessionless(f *testing.F) {
 				return // not a header value net/http sends
 			}
 		}
-		for _, path := range []string{"/mcp/up", "/mcp"} {
+		for _, path := range []string{"/mcp/up", "/mcp/old", "/mcp"} {
 			if code, out := post(t, path, body, name, region); code >= 500 {
 				t.Fatalf("POST %s %q (Mcp-Name %q, Mcp-Param-Region %q) = %d %s", path, body, name, region, code, out)
 			}
