@@ -2,6 +2,7 @@ package mcpproxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,10 +39,16 @@ type echoIn struct {
 	Text string `json:"text"`
 }
 
-// stdioServer serves "echo", "crash" (exits mid-call) and "hang" over
-// stdio.
+// stdioServer serves "echo", "crash" (exits mid-call), "hang", "deploy"
+// and "ask" (elicitations of both kinds) over stdio; in mode
+// "2025-11-25", that revision only.
 func stdioServer(mode string) {
-	s := mcp.NewServer(&mcp.Implementation{Name: "stdio-test", Version: "1"}, nil)
+	var opts *mcp.ServerOptions
+	if mode == "2025-11-25" {
+		// A server of the session revision only.
+		opts = &mcp.ServerOptions{SupportedProtocolVersions: []string{mode}}
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "stdio-test", Version: "1"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text + " pid " + fmt.Sprint(os.Getpid())}}}, nil, nil
 	})
@@ -53,6 +60,13 @@ func stdioServer(mode string) {
 		select {} // ignores cancellation, like a stuck server
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "deploy", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, deployTool(nil))
+	mcp.AddTool(s, &mcp.Tool{Name: "ask", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(ctx context.Context, req *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "Who are you?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}}}`)})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", res.Action, res.Content["name"])}}}, nil, nil
+	})
 	_ = s.Run(context.Background(), &mcp.StdioTransport{})
 }
 

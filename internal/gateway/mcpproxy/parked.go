@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -36,22 +37,30 @@ import (
 // capability each needs.
 var inputMethods = map[string]string{"elicitation/create": "elicitation", "sampling/createMessage": "sampling"}
 
-// parkable declares, on a task session's client for an HTTP upstream of
-// the session revision, the capabilities its calls may ask sessionless
-// clients for (the upstream learns them once, at its handshake; each
-// client's own are checked when the upstream asks: parkedCall.ask). The
-// handlers answer what the upstream asks outside a raw-relayed call (on
-// its own stream, say): no one can be asked there.
-func parkable(o *mcp.ClientOptions) {
+// parkable declares, on a task session's client, the capabilities its
+// calls may ask sessionless clients for (an upstream of the session
+// revision learns them once, at its handshake; each client's own are
+// checked when the upstream asks: parkedCall.ask), with handlers that
+// hand what the upstream asks to the session's running parked call (the
+// SDK path's, askRunning), and refuse it when there is none.
+func (s *session) parkable(o *mcp.ClientOptions, u *upConn) {
 	o.Capabilities = &mcp.ClientCapabilities{
 		Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}},
 		Sampling:    &mcp.SamplingCapabilities{},
 	}
-	o.ElicitationHandler = func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-		return nil, errNoOneToAsk
+	o.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		var res mcp.ElicitResult
+		if err := s.askRunning(ctx, u, "elicitation/create", r.Params, &res); err != nil {
+			return nil, err
+		}
+		return &res, nil
 	}
-	o.CreateMessageHandler = func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-		return nil, errNoOneToAsk
+	o.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+		var res mcp.CreateMessageResult
+		if err := s.askRunning(ctx, u, "sampling/createMessage", r.Params, &res); err != nil {
+			return nil, err
+		}
+		return &res, nil
 	}
 }
 
@@ -67,7 +76,7 @@ type parkedCall struct {
 	method string                     // the call, as the client named it
 	name   string                     //
 	args   json.RawMessage            // its canonical arguments
-	caps   map[string]json.RawMessage // the client's capabilities, from the first attempt's _meta
+	caps   map[string]json.RawMessage // the client's capabilities, from its first attempt's _meta
 	cancel context.CancelFunc
 	asks   chan *wire.Message   // the upstream's requests for input
 	answer chan *wire.Message   // the client's answer to the one asked
@@ -77,8 +86,9 @@ type parkedCall struct {
 }
 
 type exchangeOutcome struct {
-	res *wire.Message
-	err error
+	res   *wire.Message       // the raw relay's
+	typed *mcp.CallToolResult // the SDK path's
+	err   error
 }
 
 // errInputRequired is the outcome of an attempt answered with
@@ -94,27 +104,52 @@ func (s *session) relayParkable(ctx context.Context, w http.ResponseWriter, u *u
 	}
 	fields := wire.Members(m.Params)
 	args, _ := canonicalArguments(fields["arguments"])
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(s.gw.ctx, cancel)
-	pc := &parkedCall{
-		token: fmt.Sprintf("%x", b), method: m.Method, name: callName(m.Method, fields), args: args, cancel: cancel,
-		caps: wire.Members(wire.Members(fields["_meta"])[mcp.MetaKeyClientCapabilities]),
-		asks: make(chan *wire.Message, 1), answer: make(chan *wire.Message, 1), done: make(chan exchangeOutcome, 1),
-	}
+	pc, pctx := s.newParked(ctx, m.Method, callName(m.Method, fields), args, wire.Members(fields["_meta"])[mcp.MetaKeyClientCapabilities])
 	go func() {
 		defer s.gw.wg.Done()
-		defer stop()
-		defer cancel()
+		defer pc.cancel()
 		out := &downstream{w: discard{}, sessionless: true, parked: pc}
 		res, err := s.exchange(pctx, u, m, params, h, out)
-		pc.done <- exchangeOutcome{res, err}
+		pc.done <- exchangeOutcome{res: res, err: err}
 		s.mu.Lock()
 		delete(s.parked, pc.token)
 		s.mu.Unlock()
 	}()
 	return s.await(ctx, w, u, m, pc)
+}
+
+// newParked starts the bookkeeping of a call that may park (method and
+// name as the client named it, its canonical arguments, the client's
+// capabilities from its request's _meta), and returns it with the
+// context its upstream call runs under: the gateway's lifetime, not the
+// request's, until pc.cancel.
+func (s *session) newParked(ctx context.Context, method, name string, args, caps json.RawMessage) (*parkedCall, context.Context) {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(s.gw.ctx, cancel)
+	return &parkedCall{
+		token: fmt.Sprintf("%x", b), method: method, name: name, args: args, caps: wire.Members(caps),
+		cancel: func() { stop(); cancel() },
+		asks:   make(chan *wire.Message, 1), answer: make(chan *wire.Message, 1), done: make(chan exchangeOutcome, 1),
+	}, pctx
+}
+
+// park registers pc, whose upstream asked q, for the client's retry;
+// false if the session has closed meanwhile.
+func (s *session) park(pc *parkedCall, q *wire.Message) bool {
+	pc.asked = q
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.parked == nil {
+		s.parked = map[string]*parkedCall{}
+	}
+	s.parked[pc.token] = pc
+	pc.taken.Store(false)
+	return true
 }
 
 // ask hands the upstream's request q to the client and waits, at most
@@ -145,20 +180,11 @@ func (s *session) await(ctx context.Context, w http.ResponseWriter, u *upConn, m
 	out := s.downstream(w)
 	select {
 	case q := <-pc.asks:
-		pc.asked = q
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.park(pc, q) {
 			pc.cancel()
 			o := <-pc.done
 			return s.answerCall(out, u, m, o.res, o.err)
 		}
-		if s.parked == nil {
-			s.parked = map[string]*parkedCall{}
-		}
-		s.parked[pc.token] = pc
-		s.mu.Unlock()
-		pc.taken.Store(false)
 		out.final(&wire.Message{ID: m.ID, Result: s.inputRequired(pc, q)})
 		return false, errInputRequired
 	case o := <-pc.done:
@@ -252,3 +278,122 @@ type discard struct{}
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 func (discard) WriteHeader(int)             {}
+
+// The SDK path (a stdio upstream of the session revision) parks a call
+// the same way: the call runs on its own; the upstream's request for
+// input reaches the gateway's client handlers (parkable), which hand it
+// to the running call most recently started on the session and wait for
+// the client's answer.
+
+// callParkable runs a tools/call of tool e (named so by the client, with
+// _meta meta and canonical arguments args) on cs for a sessionless
+// client, parking it if the upstream asks for input, and returns what
+// comes first.
+func (s *session) callParkable(ctx context.Context, e *toolEntry, cs *mcp.ClientSession, name string, meta mcp.Meta, args json.RawMessage) (*mcp.CallToolResult, error) {
+	if !s.gw.enter() {
+		return nil, rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5})
+	}
+	pc, pctx := s.newParked(ctx, "tools/call", name, args, wire.Members(mustJSON(meta))[mcp.MetaKeyClientCapabilities])
+	send := any(args)
+	if args == nil {
+		send = map[string]any{}
+	}
+	s.mu.Lock()
+	s.running = append(s.running, pc)
+	s.mu.Unlock()
+	go func() {
+		defer s.gw.wg.Done()
+		defer pc.cancel()
+		var res *mcp.CallToolResult
+		err := e.up.call(pctx, cs, func(ctx context.Context) (err error) {
+			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Meta: e.up.upstreamMeta(meta), Name: e.tool.Name, Arguments: send})
+			return err
+		})
+		pc.done <- exchangeOutcome{typed: res, err: err}
+		s.mu.Lock()
+		delete(s.parked, pc.token)
+		s.running = slices.DeleteFunc(s.running, func(x *parkedCall) bool { return x == pc })
+		s.mu.Unlock()
+	}()
+	return s.awaitTyped(ctx, e, pc)
+}
+
+// awaitTyped is await for the SDK path.
+func (s *session) awaitTyped(ctx context.Context, e *toolEntry, pc *parkedCall) (*mcp.CallToolResult, error) {
+	select {
+	case q := <-pc.asks:
+		if !s.park(pc, q) {
+			pc.cancel()
+			o := <-pc.done
+			return nil, s.gw.errorFor(orErr(o.err, errUpstreamDown), e.up.cfg.Name)
+		}
+		var res mcp.CallToolResult
+		if err := json.Unmarshal(s.inputRequired(pc, q), &res); err != nil {
+			pc.cancel()
+			return nil, err
+		}
+		res.Content = []mcp.Content{}
+		return &res, errInputRequired
+	case o := <-pc.done:
+		if o.err != nil {
+			return nil, s.gw.errorFor(o.err, e.up.cfg.Name)
+		}
+		return o.typed, nil
+	case <-ctx.Done():
+		pc.cancel()
+		<-pc.done
+		return nil, ctx.Err()
+	}
+}
+
+// resumeTyped is resume for the SDK path: answers, the client's
+// inputResponses, continue parked call pc.
+func (s *session) resumeTyped(ctx context.Context, e *toolEntry, pc *parkedCall, answers mcp.InputResponseMap) (*mcp.CallToolResult, error) {
+	if a, ok := answers[inputKey(pc.asked)]; ok {
+		b, err := json.Marshal(a)
+		if err != nil {
+			pc.cancel()
+			return nil, err
+		}
+		pc.answer <- &wire.Message{JSONRPC: "2.0", Result: b}
+	} else {
+		pc.asks <- pc.asked // not answered: ask again
+	}
+	return s.awaitTyped(ctx, e, pc)
+}
+
+// askRunning hands an upstream's request for input, which reached the
+// task session's client outside the raw relay, to the session's most
+// recently started running parked call, and returns the client's answer
+// decoded into result.
+func (s *session) askRunning(ctx context.Context, u *upConn, method string, params any, result any) error {
+	s.mu.Lock()
+	var pc *parkedCall
+	if n := len(s.running); n > 0 {
+		pc = s.running[n-1]
+	}
+	s.mu.Unlock()
+	if pc == nil {
+		return errNoOneToAsk
+	}
+	q := &wire.Message{JSONRPC: "2.0", ID: s.gw.relayID(), Method: method, Params: mustJSON(params)}
+	s.asking()
+	a, err := pc.ask(ctx, q, u.timeout())
+	s.answered()
+	if err != nil {
+		return err
+	}
+	if a.Error != nil {
+		var je jsonrpc.Error
+		_ = json.Unmarshal(a.Error, &je)
+		return &je
+	}
+	return json.Unmarshal(a.Result, result)
+}
+
+func orErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}

@@ -81,6 +81,11 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	for _, k := range strippedMembers {
 		delete(fields, k)
 	}
+	if raw, err := s.rawRoute(ctx, m.Method, fields); err != nil {
+		return fail(err)
+	} else if !raw {
+		return false
+	}
 	var resumed *parkedCall // the parked call this retry continues
 	if s.stateless {
 		pc, err := s.takeParked(ctx, a, m.Method, fields)
@@ -112,13 +117,6 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("tools/call needs params with a tool name"))
 		}
-		// Routed by the tool's upstream: an aggregated name's first "__"
-		// need not end the upstream's name.
-		if e, err := s.tool(ctx, name); err != nil {
-			return fail(err)
-		} else if e != nil && !e.up.raw() {
-			return false
-		}
 		args, err := canonicalArguments(fields["arguments"])
 		if err != nil {
 			return fail(err)
@@ -137,9 +135,6 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		if !ok {
 			return fail(invalidParams("resources/read needs params with a uri"))
 		}
-		if up, uerr := s.resourceUpstream(ctx, uri); uerr == nil && !up.raw() {
-			return false
-		}
 		if u, done, err = s.admitResource(ctx, a, uri); err != nil {
 			return fail(err)
 		}
@@ -151,9 +146,6 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		}
 		if !ok {
 			return fail(invalidParams("prompts/get needs params with a prompt name and string arguments"))
-		}
-		if up, _, ok := s.split(name); ok && !up.raw() {
-			return false
 		}
 		var upName string
 		if u, upName, done, err = s.admitPrompt(ctx, a, name, args); err != nil {
@@ -180,6 +172,31 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	params, _ := json.Marshal(fields)
 	s.relayCall(ctx, w, u, m, params, s.sessionlessHeaders(r.Header, u, m.Method, fields), done)
 	return true
+}
+
+// rawRoute reports whether the call in fields goes to an upstream the raw
+// relay serves (false: the SDK path takes it), or the error to answer
+// with. A tool is routed by its upstream: an aggregated name's first
+// "__" need not end the upstream's name.
+func (s *session) rawRoute(ctx context.Context, method string, fields map[string]json.RawMessage) (bool, error) {
+	switch method {
+	case "tools/call":
+		name, _ := wire.StringMember(fields, "name")
+		e, err := s.tool(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		return e == nil || e.up.raw(), nil
+	case "resources/read":
+		uri, _ := wire.StringMember(fields, "uri")
+		up, err := s.resourceUpstream(ctx, uri)
+		return err != nil || up.raw(), nil
+	case "prompts/get":
+		name, _ := wire.StringMember(fields, "name")
+		up, _, ok := s.split(name)
+		return !ok || up.raw(), nil
+	}
+	return true, nil
 }
 
 // decidedMembers are the params members of each governed method that the

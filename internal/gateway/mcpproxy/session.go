@@ -58,6 +58,7 @@ type session struct {
 	raw        map[string]*rawCall        // raw-relayed calls by downstream id
 	relayed    map[string]*relayedRequest // upstream requests relayed downstream, by relay id
 	parked     map[string]*parkedCall     // calls waiting for a sessionless client's retry, by token
+	running    []*parkedCall              // the SDK path's parkable calls in flight, oldest first
 }
 
 type inflight struct {

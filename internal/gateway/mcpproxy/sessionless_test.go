@@ -314,19 +314,21 @@ func TestRequestStateBinding(t *testing.T) {
 // the same task's, for the same call and arguments.
 func TestParkedCalls(t *testing.T) {
 	up := newRelayUpstream(t)
-	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
+	local := stdioUpstream(t, "local")
+	local.Timeout, local.Env = 5*time.Second, []string{"MCPPROXY_TEST_STDIO=2025-11-25"}
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}, local}, nil)
 	ctx := t.Context()
 	ag, err := e.auth.Register(ctx, "agent", identity.TierAutonomous)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := func(opts *mcp.ClientOptions) *mcp.ClientSession {
+	client := func(opts *mcp.ClientOptions, path string) *mcp.ClientSession {
 		t.Helper()
-		tok, err := e.auth.TaskToken(ctx, ag, "tool.call:up/*", "test")
+		tok, err := e.auth.TaskToken(ctx, ag, "tool.call:up/* tool.call:local/*", "test")
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.srv.URL + path, HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,41 +336,46 @@ func TestParkedCalls(t *testing.T) {
 		return cs
 	}
 
-	t.Run("the client answers", func(t *testing.T) {
-		var asked atomic.Int64
-		cs := client(&mcp.ClientOptions{ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			asked.Add(1)
-			if r.Params.Message != "Who are you?" {
-				t.Errorf("asked %q", r.Params.Message)
+	for _, path := range []string{"/mcp/up", "/mcp/local"} {
+		t.Run("the client answers on "+path, func(t *testing.T) {
+			var asked atomic.Int64
+			cs := client(&mcp.ClientOptions{ElicitationHandler: func(_ context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				asked.Add(1)
+				if r.Params.Message != "Who are you?" {
+					t.Errorf("asked %q", r.Params.Message)
+				}
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+			}}, path)
+			calls, results := len(e.rec.events(audit.TypeMCPCall)), len(e.rec.events(audit.TypeMCPResult))
+			upCalls := len(up.callIDs())
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
+			if err != nil || text(res) != "accept alice" {
+				t.Fatalf("ask = %v, %v; want the upstream's answer to alice", res, err)
 			}
-			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
-		}})
-		calls, results := len(e.rec.events(audit.TypeMCPCall)), len(e.rec.events(audit.TypeMCPResult))
-		upCalls := len(up.callIDs())
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
-		if err != nil || text(res) != "accept alice" {
-			t.Fatalf("ask = %v, %v; want the upstream's answer to alice", res, err)
-		}
-		if asked.Load() != 1 || len(up.callIDs()) != upCalls+1 {
-			t.Errorf("the client was asked %d times, the upstream called %d times; want 1 and 1", asked.Load(), len(up.callIDs())-upCalls)
-		}
-		decided := e.rec.events(audit.TypeMCPCall)[calls:]
-		outcomes := e.rec.waitEvents(audit.TypeMCPResult, results+2)[results:]
-		if len(decided) != 2 || len(outcomes) != 2 {
-			t.Fatalf("%d decisions and %d outcomes; want 2 of each", len(decided), len(outcomes))
-		}
-		for i, want := range []string{"input_required", "ok"} {
-			if decided[i].Decision != audit.DecisionAllow || outcomes[i].Details["outcome"] != want {
-				t.Errorf("attempt %d: %s, outcome %s; want allow, %s", i+1, decided[i].Decision, outcomes[i].Details["outcome"], want)
+			if asked.Load() != 1 {
+				t.Errorf("the client was asked %d times, want 1", asked.Load())
 			}
-		}
-	})
+			if path == "/mcp/up" && len(up.callIDs()) != upCalls+1 {
+				t.Errorf("the upstream was called %d times, want 1", len(up.callIDs())-upCalls)
+			}
+			decided := e.rec.events(audit.TypeMCPCall)[calls:]
+			outcomes := e.rec.waitEvents(audit.TypeMCPResult, results+2)[results:]
+			if len(decided) != 2 || len(outcomes) != 2 {
+				t.Fatalf("%d decisions and %d outcomes; want 2 of each", len(decided), len(outcomes))
+			}
+			for i, want := range []string{"input_required", "ok"} {
+				if decided[i].Decision != audit.DecisionAllow || outcomes[i].Details["outcome"] != want {
+					t.Errorf("attempt %d: %s, outcome %s; want allow, %s", i+1, decided[i].Decision, outcomes[i].Details["outcome"], want)
+				}
+			}
+		})
+	}
 
 	t.Run("retries are bound", func(t *testing.T) {
 		// Declares elicitation; answers by hand.
 		manual := &mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) { return nil, errors.New("unused") }}
-		a, b := client(manual), client(manual)
+		a, b := client(manual, "/mcp/up"), client(manual, "/mcp/up")
 		first, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "ask", Arguments: map[string]any{}})
 		if err != nil || len(first.InputRequests) != 1 {
 			t.Fatalf("ask = %+v, %v; want input_required", first, err)

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/gateway/mcpproxy/internal/wire"
 	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
@@ -222,18 +224,45 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if err != nil {
 		return nil, err
 	}
-	state, ok := s.openRetry(p.RequestState, "tools/call", p.Name)
-	if !ok {
-		return nil, s.badState(ctx, a, "tools/call", p.Name)
+	var resumed *parkedCall // the parked call this retry continues (parked.go)
+	state := p.RequestState
+	if s.stateless {
+		fields := map[string]json.RawMessage{"name": wire.String(p.Name), "arguments": args, "requestState": wire.String(p.RequestState)}
+		pc, err := s.takeParked(ctx, a, "tools/call", fields)
+		if err != nil {
+			return nil, err
+		}
+		if pc != nil {
+			resumed = pc
+			defer func() {
+				if resumed != nil { // refused or denied: the call ends
+					pc.cancel()
+				}
+			}()
+		}
+	}
+	if resumed == nil {
+		var ok bool
+		if state, ok = s.openRetry(p.RequestState, "tools/call", p.Name); !ok {
+			return nil, s.badState(ctx, a, "tools/call", p.Name)
+		}
 	}
 	e, done, err := s.admitTool(ctx, a, p.Name, args)
 	if err != nil {
 		return nil, err
 	}
 	defer s.track(ctx, req.Session, progressToken(p.Meta))()
+	if resumed != nil {
+		pc := resumed
+		resumed = nil
+		return parkedOutcome(ctx, done)(s.resumeTyped(ctx, e, pc, p.InputResponses))
+	}
 	cs, err := e.up.get(ctx)
 	if err != nil {
 		return nil, done(ctx, false, s.gw.errorFor(err, e.up.cfg.Name))
+	}
+	if s.stateless && !e.up.http() && !e.up.sessionless() {
+		return parkedOutcome(ctx, done)(s.callParkable(ctx, e, cs, p.Name, p.Meta, args))
 	}
 	send := any(args)
 	if args == nil {
@@ -252,6 +281,22 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	}
 	res.RequestState = s.sealRetry(res.RequestState, "tools/call", p.Name)
 	return res, done(ctx, res.IsError, s.gw.checkSize(res))
+}
+
+// parkedOutcome records the outcome of a parkable call's attempt with
+// done and returns what the client gets: an input_required result is an
+// answer, not an error.
+func parkedOutcome(ctx context.Context, done outcomeFunc) func(*mcp.CallToolResult, error) (mcp.Result, error) {
+	return func(res *mcp.CallToolResult, err error) (mcp.Result, error) {
+		if errors.Is(err, errInputRequired) {
+			_ = done(ctx, false, err)
+			return res, nil
+		}
+		if err != nil {
+			return nil, done(ctx, false, err)
+		}
+		return res, done(ctx, res.IsError, nil)
+	}
 }
 
 // quarantineReason says why e is not approved: a rename (a pin with no

@@ -46,8 +46,8 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		// each decided, come back (see callTool).
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: s.stateless},
 	}
-	if s.stateless && u.http() {
-		parkable(o)
+	if s.stateless {
+		s.parkable(o, u)
 		return o
 	}
 	s.mu.Lock()
@@ -78,7 +78,8 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 func (s *session) relayRequests(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		rctx, ss := s.relayTarget(ctx, nil)
-		if ss == nil {
+		if ss == nil || s.stateless {
+			// A sessionless client is asked by the handlers (parkable).
 			return next(ctx, method, req)
 		}
 		// While the client answers, the session's calls stop counting
