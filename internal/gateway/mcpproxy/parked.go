@@ -135,21 +135,29 @@ func (s *session) newParked(ctx context.Context, method, name string, args, caps
 	}, pctx
 }
 
-// park registers pc, whose upstream asked q, for the client's retry;
-// false if the session has closed meanwhile.
-func (s *session) park(pc *parkedCall, q *wire.Message) bool {
+// maxParked bounds the calls of one task session that wait for their
+// client's retry: each holds an upstream call open.
+const maxParked = 64
+
+// park registers pc, whose upstream asked q, for the client's retry; or
+// returns why it cannot wait (the session closed, or too many of its calls
+// wait already), and the call ends.
+func (s *session) park(pc *parkedCall, q *wire.Message) error {
 	pc.asked = q
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	switch {
+	case s.closed:
+		return fmt.Errorf("%w: the session ended", errUpstreamDown)
+	case len(s.parked) >= maxParked:
+		return rpcError(CodeRateLimited, fmt.Sprintf("%d calls of this task already wait for its answers; answer them first", maxParked), errorData{RetryAfter: 1})
 	}
 	if s.parked == nil {
 		s.parked = map[string]*parkedCall{}
 	}
 	s.parked[pc.token] = pc
 	pc.taken.Store(false)
-	return true
+	return nil
 }
 
 // ask hands the upstream's request q to the client and waits, at most
@@ -180,10 +188,10 @@ func (s *session) await(ctx context.Context, w http.ResponseWriter, u *upConn, m
 	out := s.downstream(w)
 	select {
 	case q := <-pc.asks:
-		if !s.park(pc, q) {
+		if err := s.park(pc, q); err != nil {
 			pc.cancel()
-			o := <-pc.done
-			return s.answerCall(out, u, m, o.res, o.err)
+			<-pc.done
+			return s.answerCall(out, u, m, nil, err)
 		}
 		out.final(&wire.Message{ID: m.ID, Result: s.inputRequired(pc, q)})
 		return false, errInputRequired
@@ -322,10 +330,10 @@ func (s *session) callParkable(ctx context.Context, e *toolEntry, cs *mcp.Client
 func (s *session) awaitTyped(ctx context.Context, e *toolEntry, pc *parkedCall) (*mcp.CallToolResult, error) {
 	select {
 	case q := <-pc.asks:
-		if !s.park(pc, q) {
+		if err := s.park(pc, q); err != nil {
 			pc.cancel()
-			o := <-pc.done
-			return nil, s.gw.errorFor(orErr(o.err, errUpstreamDown), e.up.cfg.Name)
+			<-pc.done
+			return nil, s.gw.errorFor(err, e.up.cfg.Name)
 		}
 		var res mcp.CallToolResult
 		if err := json.Unmarshal(s.inputRequired(pc, q), &res); err != nil {
@@ -389,11 +397,4 @@ func (s *session) askRunning(ctx context.Context, u *upConn, method string, para
 		return &je
 	}
 	return json.Unmarshal(a.Result, result)
-}
-
-func orErr(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
 }

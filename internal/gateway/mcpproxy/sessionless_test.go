@@ -409,6 +409,20 @@ func TestParkedCalls(t *testing.T) {
 			t.Error("a second retry of a call that ended was accepted")
 		}
 	})
+
+	t.Run("a task's waiting calls are bounded", func(t *testing.T) {
+		cs := client(&mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) { return nil, errors.New("unused") }}, "/mcp/up")
+		for i := range 64 {
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"}); err != nil || len(res.InputRequests) != 1 {
+				t.Fatalf("call %d = %+v, %v; want it waiting for input", i, res, err)
+			}
+		}
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ask"})
+		if code, msg := rpcCode(err); code != mcpproxy.CodeRateLimited || !strings.Contains(msg, "already wait") {
+			t.Fatalf("the 65th waiting call: %v; want CodeRateLimited", err)
+		}
+	})
 }
 
 // TestParkedCallsNeedTheCapability: an upstream's request for input that
