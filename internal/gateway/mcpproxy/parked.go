@@ -38,29 +38,37 @@ import (
 var inputMethods = map[string]string{"elicitation/create": "elicitation", "sampling/createMessage": "sampling"}
 
 // parkable declares, on a task session's client, the capabilities its
-// calls may ask sessionless clients for (an upstream of the session
-// revision learns them once, at its handshake; each client's own are
-// checked when the upstream asks: parkedCall.ask), with handlers that
-// hand what the upstream asks to the session's running parked call (the
-// SDK path's, askRunning), and refuse it when there is none.
+// calls may ask sessionless clients for: elicitation (form) and sampling
+// as far as the task's first request declared them (an upstream of the
+// session revision learns them once, at its handshake; each client's own
+// are checked again when the upstream asks: parkedCall.ask), with
+// handlers that hand what the upstream asks to the session's running
+// parked call (the SDK path's, askRunning), and refuse it when there is
+// none.
 func (s *session) parkable(o *mcp.ClientOptions, u *upConn) {
-	o.Capabilities = &mcp.ClientCapabilities{
-		Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}},
-		Sampling:    &mcp.SamplingCapabilities{},
-	}
-	o.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-		var res mcp.ElicitResult
-		if err := s.askRunning(ctx, u, "elicitation/create", r.Params, &res); err != nil {
-			return nil, err
+	s.mu.Lock()
+	askable := s.askable
+	s.mu.Unlock()
+	o.Capabilities = &mcp.ClientCapabilities{}
+	if askable["elicitation"] {
+		o.Capabilities.Elicitation = &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}}
+		o.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			var res mcp.ElicitResult
+			if err := s.askRunning(ctx, u, "elicitation/create", r.Params, &res); err != nil {
+				return nil, err
+			}
+			return &res, nil
 		}
-		return &res, nil
 	}
-	o.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-		var res mcp.CreateMessageResult
-		if err := s.askRunning(ctx, u, "sampling/createMessage", r.Params, &res); err != nil {
-			return nil, err
+	if askable["sampling"] {
+		o.Capabilities.Sampling = &mcp.SamplingCapabilities{}
+		o.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			var res mcp.CreateMessageResult
+			if err := s.askRunning(ctx, u, "sampling/createMessage", r.Params, &res); err != nil {
+				return nil, err
+			}
+			return &res, nil
 		}
-		return &res, nil
 	}
 }
 

@@ -50,6 +50,7 @@ type session struct {
 	mu         sync.Mutex
 	ss         *mcp.ServerSession
 	clientCaps *mcp.ClientCapabilities // the downstream client's, mirrored upstream
+	askable    map[string]bool         // a task session's: the capabilities its first request declared
 	closed     bool
 	inflight   []*inflight
 	tools      map[string]*toolEntry

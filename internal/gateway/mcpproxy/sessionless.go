@@ -72,6 +72,7 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 			writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(requestID(body), &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
 			return
 		}
+		s.noteCapabilities(body)
 		if s.serveFast(w, r, a, body) {
 			return
 		}
@@ -290,4 +291,30 @@ func (s *session) refuseUpstreamRequest(c *rawCall, in *wire.Message) {
 	s.gw.background(func(ctx context.Context) {
 		_ = s.gw.sendUpstream(ctx, c.u, c.cs, res)
 	})
+}
+
+// noteCapabilities keeps the capabilities the task's first sessionless
+// request declares (in its _meta) for the task session's upstream
+// handshakes: what a 2025-11-25 upstream learns it may ask for (see
+// parkable), as a session's client's are mirrored to its upstreams.
+func (s *session) noteCapabilities(body []byte) {
+	s.mu.Lock()
+	known := s.askable != nil
+	s.mu.Unlock()
+	if known {
+		return
+	}
+	caps := wire.Members(wire.Members(wire.Members(wire.Members(body)["params"])["_meta"])[mcp.MetaKeyClientCapabilities])
+	if caps == nil {
+		return
+	}
+	askable := map[string]bool{}
+	for k := range caps {
+		askable[k] = true
+	}
+	s.mu.Lock()
+	if s.askable == nil {
+		s.askable = askable
+	}
+	s.mu.Unlock()
 }

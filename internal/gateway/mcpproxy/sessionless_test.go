@@ -425,20 +425,37 @@ func TestParkedCalls(t *testing.T) {
 	})
 }
 
-// TestParkedCallsNeedTheCapability: an upstream's request for input that
-// the sessionless client did not declare it could answer is refused, not
-// passed on.
+// TestParkedCallsNeedTheCapability: a task whose client does not declare
+// elicitation gets an upstream session that does not either, so the
+// upstream does not ask; and when another client of a task whose first
+// one declared it does not, the gateway refuses the upstream's request
+// rather than ask a client that cannot answer.
 func TestParkedCallsNeedTheCapability(t *testing.T) {
 	up := newRelayUpstream(t)
 	e := newEnv(t, []mcpproxy.Upstream{{Name: "up", URL: up.url, Timeout: 5 * time.Second}}, nil)
-	tok := taskToken(t, e, "agent", identity.TierAutonomous, "tool.call:up/*")
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil).Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
-	if err != nil {
-		t.Fatal(err)
+	connect := func(tok string, opts *mcp.ClientOptions) *mcp.ClientSession {
+		t.Helper()
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, opts).Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/up", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs
 	}
-	defer cs.Close()
-	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"})
+	res, err := connect(taskToken(t, e, "plain", identity.TierAutonomous, "tool.call:up/*"), nil).CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"})
+	if err != nil || !res.IsError || len(res.InputRequests) != 0 || !strings.Contains(text(res), "does not support elicitation") {
+		t.Fatalf("ask = %+v (%s), %v; want the upstream told that the client cannot be asked", res, text(res), err)
+	}
+
+	tok := taskToken(t, e, "mixed", identity.TierAutonomous, "tool.call:up/*")
+	asker := connect(tok, &mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "alice"}}, nil
+	}})
+	if res, err := asker.CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"}); err != nil || text(res) != "accept alice" {
+		t.Fatalf("ask by the client that can answer = %v, %v", res, err)
+	}
+	res, err = connect(tok, nil).CallTool(t.Context(), &mcp.CallToolParams{Name: "ask"})
 	if err != nil || !res.IsError || len(res.InputRequests) != 0 || !strings.Contains(text(res), "did not declare the elicitation capability") {
-		t.Fatalf("ask = %+v (%s), %v; want the upstream's elicitation refused for want of the capability", res, text(res), err)
+		t.Fatalf("ask by the task's other client = %+v (%s), %v; want the upstream's elicitation refused", res, text(res), err)
 	}
 }
