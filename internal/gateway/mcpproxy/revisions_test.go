@@ -273,3 +273,53 @@ func TestEndedTaskSessions(t *testing.T) {
 		t.Errorf("%d upstream sessions ended after the task was revoked; want its 2 (and not the other task's)", n)
 	}
 }
+
+// TestResourceSubscriptions: a resource subscription, on either
+// revision (resources/subscribe on a session; a subscriptions/listen
+// stream sessionless), reaches the 2025-11-25 upstream serving the
+// resource, and its updates come back to the client.
+func TestResourceSubscriptions(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "files", Version: "1"}, &mcp.ServerOptions{
+		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+	})
+	s.AddResource(&mcp.Resource{Name: "notes", URI: "file:///notes.txt"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "file:///notes.txt", Text: "hello"}}}, nil
+	})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(srv.Close)
+	e := newEnv(t, []mcpproxy.Upstream{{Name: "files", URL: srv.URL}}, nil)
+	tok := taskToken(t, e, "agent", identity.TierAutonomous, "resource.read:file:///**")
+	for _, rev := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(rev, func(t *testing.T) {
+			updated := make(chan string, 4)
+			c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
+				ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updated <- r.Params.URI },
+			})
+			cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp/files", HTTPClient: bearerClient(tok), MaxRetries: -1}, &mcp.ClientSessionOptions{ProtocolVersion: rev})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			if err := cs.Subscribe(t.Context(), &mcp.SubscribeParams{URI: "file:///notes.txt"}); err != nil {
+				t.Fatalf("Subscribe: %v", err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				// The upstream's subscription may still be on its way.
+				_ = s.ResourceUpdated(t.Context(), &mcp.ResourceUpdatedNotificationParams{URI: "file:///notes.txt"})
+				select {
+				case uri := <-updated:
+					if uri != "file:///notes.txt" {
+						t.Fatalf("update for %s", uri)
+					}
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no resources/updated reached the client")
+				}
+			}
+		})
+	}
+}
