@@ -20,11 +20,12 @@ import (
 )
 
 // A 2025-11-25 upstream asks for input with a request in the middle of a
-// call (elicitation, sampling, roots), and waits for the answer; a
-// sessionless (2026-07-28) client can be asked only with an
-// input_required result, which it answers by retrying the call. So on a
-// task session a call to such an upstream over HTTP runs on its own,
-// parked when the upstream asks, while its client comes and goes: the
+// call (elicitation, sampling), and waits for the answer; a sessionless
+// (2026-07-28) client can be asked only with an input_required result,
+// which it answers by retrying the call. So on a task session a call to
+// such an upstream (any governed call on the raw relay, a tool call on
+// the SDK path) runs on its own, parked when the upstream asks, while its
+// client comes and goes: the
 // upstream's request reaches the client as an input_required result whose
 // requestState names the parked call (sealed for the task, the call and
 // its arguments); the client's retry, decided and recorded like any call,
@@ -80,17 +81,16 @@ const parkedState = "parked "
 
 // A parkedCall is a call that may park.
 type parkedCall struct {
-	token  string                     // names it in the client's requestState
-	method string                     // the call, as the client named it
-	name   string                     //
-	args   json.RawMessage            // its canonical arguments
-	caps   map[string]json.RawMessage // the client's capabilities, from its first attempt's _meta
-	cancel context.CancelFunc
-	asks   chan *wire.Message   // the upstream's requests for input
-	answer chan *wire.Message   // the client's answer to the one asked
-	done   chan exchangeOutcome // the exchange's end
-	asked  *wire.Message        // the request the client was asked, if any
-	taken  atomic.Bool          // a retry holds it
+	token        string                     // names it in the client's requestState
+	method, name string                     // the call, as the client named it
+	args         json.RawMessage            // its canonical arguments
+	caps         map[string]json.RawMessage // the client's capabilities, from its first attempt's _meta
+	cancel       context.CancelFunc
+	asks         chan *wire.Message   // the upstream's requests for input
+	answer       chan *wire.Message   // the client's answer to the one asked
+	done         chan exchangeOutcome // the exchange's end
+	asked        *wire.Message        // the request the client was asked, if any
+	taken        atomic.Bool          // a retry holds it
 }
 
 type exchangeOutcome struct {
