@@ -262,13 +262,13 @@ func (s *session) takeParked(ctx context.Context, a *authed, method string, fiel
 	pc := s.parked[token]
 	s.mu.Unlock()
 	if pc == nil || !pc.taken.CompareAndSwap(false, true) {
-		s.gw.refused(ctx, s, Request{Principal: a.p, Action: actionOf[method], Name: name, Resource: name}, "the call this retry continues has ended, or is being continued by another")
-		return nil, invalidParams("%s: the call this requestState continues has ended or is in progress; start it again", method)
+		return nil, s.refuseRetry(ctx, a, method, name, "the call this retry continues has ended, or is being continued by another",
+			"the call this requestState continues has ended or is in progress; start it again")
 	}
 	if args, err := canonicalArguments(fields["arguments"]); err != nil || string(args) != string(pc.args) {
 		pc.taken.Store(false)
-		s.gw.refused(ctx, s, Request{Principal: a.p, Action: actionOf[method], Name: name, Resource: name}, "a retry must carry the arguments of the call it continues")
-		return nil, invalidParams("%s: a retry must carry the arguments of the call it continues", method)
+		const why = "a retry must carry the arguments of the call it continues"
+		return nil, s.refuseRetry(ctx, a, method, name, why, why)
 	}
 	return pc, nil
 }

@@ -179,20 +179,18 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 // with. A tool is routed by its upstream: an aggregated name's first
 // "__" need not end the upstream's name.
 func (s *session) rawRoute(ctx context.Context, method string, fields map[string]json.RawMessage) (bool, error) {
+	name := callName(method, fields)
 	switch method {
 	case "tools/call":
-		name, _ := wire.StringMember(fields, "name")
 		e, err := s.tool(ctx, name)
 		if err != nil {
 			return false, err
 		}
 		return e == nil || e.up.raw(), nil
 	case "resources/read":
-		uri, _ := wire.StringMember(fields, "uri")
-		up, err := s.resourceUpstream(ctx, uri)
+		up, err := s.resourceUpstream(ctx, name)
 		return err != nil || up.raw(), nil
 	case "prompts/get":
-		name, _ := wire.StringMember(fields, "name")
 		up, _, ok := s.split(name)
 		return !ok || up.raw(), nil
 	}

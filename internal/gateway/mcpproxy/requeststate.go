@@ -118,8 +118,16 @@ func callName(method string, fields map[string]json.RawMessage) string {
 // badState records a retry whose requestState the gateway did not seal
 // for it, and returns the error to answer with.
 func (s *session) badState(ctx context.Context, a *authed, method, name string) error {
-	s.gw.refused(ctx, s, Request{Principal: a.p, Action: actionOf[method], Name: name, Resource: name}, "requestState was not issued for this task and call")
-	return invalidParams("%s: requestState was not issued by this gateway for this task and call", method)
+	return s.refuseRetry(ctx, a, method, name, "requestState was not issued for this task and call",
+		"requestState was not issued by this gateway for this task and call")
+}
+
+// refuseRetry records a retry of call method/name refused before its
+// decision, for reason, and returns the error (invalid params) telling
+// the client why.
+func (s *session) refuseRetry(ctx context.Context, a *authed, method, name, reason, msg string) error {
+	s.gw.refused(ctx, s, Request{Principal: a.p, Action: actionOf[method], Name: name, Resource: name}, reason)
+	return invalidParams("%s: %s", method, msg)
 }
 
 // actionOf names each governed method's action.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,11 +69,13 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 			tooLargeOrUnreadable(w, err)
 			return
 		}
-		if err := s.checkHeaders(r, body); err != nil {
-			writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(requestID(body), &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
+		env := wire.Members(body) // read as the SDK reads it: names exactly as written
+		params := wire.Members(env["params"])
+		if err := s.checkHeaders(r, env, params); err != nil {
+			writeMessage(w, http.StatusBadRequest, wire.ErrorMessage(env["id"], &jsonrpc.Error{Code: mcp.CodeHeaderMismatch, Message: "header mismatch: " + err.Error()}))
 			return
 		}
-		s.noteCapabilities(body)
+		s.noteCapabilities(params)
 		if s.serveFast(w, r, a, body) {
 			return
 		}
@@ -83,17 +86,16 @@ func (g *Gateway) serveSessionless(w http.ResponseWriter, r *http.Request, a *au
 }
 
 // checkHeaders checks a tools/call's Mcp-Param-* headers against its body
-// (paramheaders.go), reading the body as the SDK does: member names
-// exactly as written (its decoder does not fold case). Anything else, and
-// a call to a tool the session does not know (or cannot list now), is
-// left to the SDK and the middleware, which answer it.
-func (s *session) checkHeaders(r *http.Request, body []byte) error {
-	env := wire.Members(body)
+// (paramheaders.go), the request's members env and its params' members,
+// read as the SDK reads them: names exactly as written (its decoder does
+// not fold case). Anything else, and a call to a tool the session does
+// not know (or cannot list now), is left to the SDK and the middleware,
+// which answer it.
+func (s *session) checkHeaders(r *http.Request, env, params map[string]json.RawMessage) error {
 	var method, name string
 	if json.Unmarshal(env["method"], &method) != nil || method != "tools/call" {
 		return nil
 	}
-	params := wire.Members(env["params"])
 	if json.Unmarshal(params["name"], &name) != nil {
 		return nil
 	}
@@ -102,11 +104,6 @@ func (s *session) checkHeaders(r *http.Request, body []byte) error {
 		return nil
 	}
 	return checkParamHeaders(r.Header, e.headers, params["arguments"])
-}
-
-// requestID is the id of the JSON-RPC request in body, or nil.
-func requestID(body []byte) json.RawMessage {
-	return wire.Members(body)["id"]
 }
 
 // sessionlessServer is the stateless handler's choice of server: the one
@@ -146,23 +143,27 @@ func (g *Gateway) taskSession(endpoint, upstream string, p *Principal) *session 
 // whether it may ask for input), go on to such an upstream, and to no
 // other: a 2025-11-25 upstream has them from the handshake.
 func (u *upConn) upstreamMeta(m mcp.Meta) mcp.Meta {
-	_, v := m[mcp.MetaKeyProtocolVersion]
-	_, i := m[mcp.MetaKeyClientInfo]
-	_, c := m[mcp.MetaKeyClientCapabilities]
-	//lint:ignore SA1019 deprecated, still sent by 2026-07-28 clients
-	_, l := m[mcp.MetaKeyLogLevel]
-	if !v && !i && !c && !l {
+	if !slices.ContainsFunc(requestMetaKeys, func(k string) bool { _, ok := m[k]; return ok }) {
 		return m
 	}
 	out := maps.Clone(m)
 	delete(out, mcp.MetaKeyProtocolVersion)
 	if !u.sessionless() {
-		delete(out, mcp.MetaKeyClientInfo)
-		delete(out, mcp.MetaKeyClientCapabilities)
-		delete(out, mcp.MetaKeyLogLevel) //lint:ignore SA1019 as above
+		for _, k := range clientMetaKeys {
+			delete(out, k)
+		}
 	}
 	return out
 }
+
+// clientMetaKeys are the _meta members in which each sessionless request
+// says who its client is and what it can do; requestMetaKeys, those and
+// the request's protocol revision.
+var (
+	//lint:ignore SA1019 deprecated, still sent by 2026-07-28 clients
+	clientMetaKeys  = []string{mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities, mcp.MetaKeyLogLevel}
+	requestMetaKeys = append([]string{mcp.MetaKeyProtocolVersion}, clientMetaKeys...)
+)
 
 // sessionless reports whether the upstream's session negotiated a
 // sessionless revision. The raw relay speaks only the session-based
@@ -272,8 +273,7 @@ func sessionMeta(raw json.RawMessage) json.RawMessage {
 	if m == nil {
 		return raw
 	}
-	//lint:ignore SA1019 deprecated, still sent by 2026-07-28 clients
-	for _, k := range []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities, mcp.MetaKeyLogLevel} {
+	for _, k := range requestMetaKeys {
 		delete(m, k)
 	}
 	b, err := json.Marshal(m)
@@ -294,27 +294,21 @@ func (s *session) refuseUpstreamRequest(c *rawCall, in *wire.Message) {
 }
 
 // noteCapabilities keeps the capabilities the task's first sessionless
-// request declares (in its _meta) for the task session's upstream
+// request (whose params' members are params) declares in its _meta for the task session's upstream
 // handshakes: what a 2025-11-25 upstream learns it may ask for (see
 // parkable), as a session's client's are mirrored to its upstreams.
-func (s *session) noteCapabilities(body []byte) {
+func (s *session) noteCapabilities(params map[string]json.RawMessage) {
 	s.mu.Lock()
-	known := s.askable != nil
-	s.mu.Unlock()
-	if known {
+	defer s.mu.Unlock()
+	if s.askable != nil {
 		return
 	}
-	caps := wire.Members(wire.Members(wire.Members(wire.Members(body)["params"])["_meta"])[mcp.MetaKeyClientCapabilities])
+	caps := wire.Members(wire.Members(params["_meta"])[mcp.MetaKeyClientCapabilities])
 	if caps == nil {
 		return
 	}
-	askable := map[string]bool{}
+	s.askable = map[string]bool{}
 	for k := range caps {
-		askable[k] = true
+		s.askable[k] = true
 	}
-	s.mu.Lock()
-	if s.askable == nil {
-		s.askable = askable
-	}
-	s.mu.Unlock()
 }
