@@ -40,14 +40,20 @@
 // Mcp-Name headers); both measures one and then the other, each with a
 // fresh upstream and gateway.
 //
-// Phases: warm-up (both paths); latency (direct and gateway calls
+// Besides the direct path and the gateway's, a third path goes through a
+// pass-through proxy (net/http's reverse proxy, in a process of its own:
+// passthrough.go) that relays and does nothing else: what it adds is what
+// one more Go HTTP hop costs on this machine, the floor under the
+// gateway's figures, and the report shows the gateway's also over it.
+//
+// Phases: warm-up (every path); latency (direct, proxy and gateway calls
 // interleaved on one schedule at -rate calls/s per path, so that noise
-// hits both alike: p50/p90/p99 of each and the gateway's added p50/p99);
-// throughput (-conns loops calling back to back, direct then gateway:
-// calls/s, errors, and the CPU per call of each process: the clients'
-// from getrusage, the upstream's and the gateway's from /proc/<pid>/stat;
-// and from the gateway's an estimate of what it alone could serve on
-// cores of its own). -phases runs only one of the last two.
+// hits all alike: p50/p90/p99 of each and the added p50/p99 of the proxy
+// and the gateway); throughput (-conns loops calling back to back, one
+// path after the other: calls/s, errors, and the CPU per call of each
+// process: the clients' from getrusage, the others' from
+// /proc/<pid>/stat; and from the gateway's an estimate of what it alone
+// could serve on cores of its own). -phases runs only one of the last two.
 //
 // What the gateway costs without policy evaluation or the durable ledger
 // (the relay alone) is BenchmarkCall in internal/gateway/mcpproxy; to
@@ -185,7 +191,12 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 		return err
 	}
 	defer up.close()
-	gw, err := startGateway(ctx, c.mandate, up.url, c.warmup+3*c.duration+2*c.timeout, c.serve)
+	px, err := startProxy(ctx, up.url, protocol, c.floor)
+	if err != nil {
+		return err
+	}
+	defer px.close()
+	gw, err := startGateway(ctx, c.mandate, up.url, c.warmup+4*c.duration+3*c.timeout, c.serve)
 	if err != nil {
 		return err
 	}
@@ -200,39 +211,53 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 		return fmt.Errorf("direct: %w", err)
 	}
 	defer closeAll(ctx, direct)
+	proxied, err := clients(ctx, tr, px.url, "", protocol, c.conns)
+	if err != nil {
+		return fmt.Errorf("pass-through proxy: %w", err)
+	}
+	defer closeAll(ctx, proxied)
 	via, err := clients(ctx, tr, gw.url, gw.token, protocol, c.conns)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer closeAll(ctx, via)
 
-	fmt.Fprintf(w, "mcpload: protocol=%s GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s (pid %d) gateway=mandate serve (pid %d, GOMAXPROCS %d)\n",
-		via[0].ProtocolVersion(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, up.cmd.Process.Pid, gw.Pid(), childProcs())
+	fmt.Fprintf(w, "mcpload: protocol=%s GOMAXPROCS=%d NumCPU=%d GOGC=%s heap-floor=%dMiB conns=%d upstream=%s (pid %d) proxy=pass-through (pid %d) gateway=mandate serve (pid %d, GOMAXPROCS %d)\n",
+		via[0].ProtocolVersion(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cmp.Or(c.gogc, "100"), c.floor>>20, c.conns, c.upstream, up.cmd.Process.Pid, px.cmd.Process.Pid, gw.Pid(), childProcs())
 
 	if c.warmup > 0 {
-		if _, err := throughput(ctx, direct, up.cpu, nil, c.warmup/2, c.timeout); err != nil {
-			return err
-		}
-		if _, err := throughput(ctx, via, up.cpu, gw.CPU, c.warmup/2, c.timeout); err != nil {
-			return err
+		for _, p := range []struct {
+			cs  []*mcpproxytest.LeanClient
+			cpu processCPU
+		}{{direct, nil}, {proxied, px.cpu}, {via, gw.CPU}} {
+			if _, err := throughput(ctx, p.cs, up.cpu, p.cpu, c.warmup/3, c.timeout); err != nil {
+				return err
+			}
 		}
 	}
 
 	if c.phases != "throughput" {
-		d, g, ticks, late := interleaved(ctx, direct, via, c.rate, c.duration, c.timeout)
+		l, ticks, late := interleaved(ctx, [][]*mcpproxytest.LeanClient{direct, proxied, via}, c.rate, c.duration, c.timeout)
+		d, p, g := l[0], l[1], l[2]
 		fmt.Fprintf(w, "latency at %d calls/s on each path, interleaved, for %s:\n", c.rate, c.duration)
 		if late*100 > ticks {
 			fmt.Fprintf(w, "  warning: %d of %d ticks started over an interval late: the paths did not keep up, so these latencies include queueing\n", late, ticks)
 		}
 		fmt.Fprintf(w, "  direct:  %s\n", d)
+		fmt.Fprintf(w, "  proxy:   %s\n", p)
 		fmt.Fprintf(w, "  gateway: %s\n", g)
-		fmt.Fprintf(w, "  added:   p50=%v p99=%v\n", d.added(g, 50), d.added(g, 99))
+		fmt.Fprintf(w, "  added by the pass-through proxy: p50=%v p99=%v\n", d.added(p, 50), d.added(p, 99))
+		fmt.Fprintf(w, "  added by the gateway:            p50=%v p99=%v (over the proxy: p50=%v p99=%v)\n", d.added(g, 50), d.added(g, 99), p.added(g, 50), p.added(g, 99))
 	}
 	if c.phases == "latency" || ctx.Err() != nil {
 		return ctx.Err()
 	}
 
 	dt, err := throughput(ctx, direct, up.cpu, nil, c.duration, c.timeout)
+	if err != nil {
+		return err
+	}
+	pt, err := throughput(ctx, proxied, up.cpu, px.cpu, c.duration, c.timeout)
 	if err != nil {
 		return err
 	}
@@ -245,13 +270,17 @@ func measure(ctx context.Context, w io.Writer, c config, protocol string) error 
 	}
 	fmt.Fprintf(w, "throughput over %s with %d loops:\n", c.duration, c.conns)
 	fmt.Fprintf(w, "  direct:  %s\n", dt)
-	fmt.Fprintf(w, "  gateway: %s\n", gt)
+	fmt.Fprintf(w, "  proxy:   %s\n", pt.with("proxy"))
+	fmt.Fprintf(w, "  gateway: %s\n", gt.with("gateway"))
 	// The measured gateway rate shares the cores with the clients and the
 	// upstream; what the gateway's own CPU per call would allow on cores
 	// of its own is an estimate, and printed as one.
-	if perCall := gt.perCall(gt.gatewayCPU); perCall > 0 {
+	if perCall := gt.perCall(gt.hopCPU); perCall > 0 {
 		procs := childProcs()
 		fmt.Fprintf(w, "  estimate for the gateway alone on %d cores (from its CPU per call): %.0f calls/s\n", procs, float64(procs)*1e6/perCall)
+		if proxy := pt.perCall(pt.hopCPU); proxy > 0 {
+			fmt.Fprintf(w, "  the gateway's CPU per call over the pass-through proxy's: %.1f µs\n", perCall-proxy)
+		}
 	}
 	return nil
 }
@@ -315,18 +344,22 @@ func (l latencies) String() string {
 }
 
 // interleaved calls each path rate times a second for d, spread over the
-// session pairs: each pair's loop calls both paths on every tick of its
-// schedule, alternating which goes first. Latency is measured from the
-// start of each call. It also returns how many ticks there were and how
-// many started over an interval late: then the schedule slipped (the
-// paths could not keep up) and the latencies are not those at rate.
-func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int, d, timeout time.Duration) (_, _ latencies, ticks, late int) {
+// client tuples (the i-th client of every path): each tuple's loop calls
+// every path on each tick of its schedule, in an order that rotates from
+// tick to tick, so that noise hits all paths alike. Latency is measured
+// from the start of each call. It also returns how many ticks there were
+// and how many started over an interval late: then the schedule slipped
+// (the paths could not keep up) and the latencies are not those at rate.
+func interleaved(ctx context.Context, paths [][]*mcpproxytest.LeanClient, rate int, d, timeout time.Duration) (_ []latencies, ticks, late int) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
-	n := min(len(a), len(b))
+	n := len(paths[0])
+	for _, p := range paths {
+		n = min(n, len(p))
+	}
 	interval := max(time.Duration(float64(time.Second)*float64(n)/float64(rate)), time.Microsecond)
 	var mu sync.Mutex
-	var ra, rb latencies
+	results := make([]latencies, len(paths))
 	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
@@ -334,8 +367,10 @@ func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int,
 		wg.Go(func() {
 			// Each loop's results, merged at the end.
 			capacity := min(int(d/interval)+2, 1<<20)
-			la := latencies{d: make([]time.Duration, 0, capacity)}
-			lb := latencies{d: make([]time.Duration, 0, capacity)}
+			own := make([]latencies, len(paths))
+			for j := range own {
+				own[j].d = make([]time.Duration, 0, capacity)
+			}
 			next := start.Add(interval * time.Duration(i) / time.Duration(n))
 			k, lateN := 0, 0
 			for ; next.Before(end) && ctx.Err() == nil; k++ {
@@ -344,26 +379,26 @@ func interleaved(ctx context.Context, a, b []*mcpproxytest.LeanClient, rate int,
 				} else if -w > interval {
 					lateN++
 				}
-				first, second, lf, ls := a[i], b[i], &la, &lb
-				if k%2 == 1 {
-					first, second, lf, ls = b[i], a[i], &lb, &la
+				for j := range paths {
+					p := (j + k) % len(paths)
+					timeCall(ctx, paths[p][i], &own[p])
 				}
-				timeCall(ctx, first, lf)
-				timeCall(ctx, second, ls)
 				next = next.Add(interval)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			merge(&ra, la)
-			merge(&rb, lb)
+			for j := range results {
+				merge(&results[j], own[j])
+			}
 			ticks += k
 			late += lateN
 		})
 	}
 	wg.Wait()
-	slices.Sort(ra.d)
-	slices.Sort(rb.d)
-	return ra, rb, ticks, late
+	for j := range results {
+		slices.Sort(results[j].d)
+	}
+	return results, ticks, late
 }
 
 func timeCall(ctx context.Context, s *mcpproxytest.LeanClient, l *latencies) {
@@ -393,9 +428,13 @@ type rate struct {
 	elapsed     time.Duration
 	clientCPU   time.Duration // mcpload's (user+system) over the phase
 	upstreamCPU time.Duration // the upstream process's
-	gatewayCPU  time.Duration // the gateway's, on the gateway's path
-	viaGateway  bool
+	hopCPU      time.Duration // the process between the clients and the upstream, if any
+	hop         string        // its name in the report (with)
 }
+
+// with names the process between the clients and the upstream, whose CPU
+// the report shows.
+func (r rate) with(hop string) rate { r.hop = hop; return r }
 
 // perCall is cpu per call in µs.
 func (r rate) perCall(cpu time.Duration) float64 {
@@ -408,8 +447,8 @@ func (r rate) String() string {
 	}
 	s := fmt.Sprintf("%.0f calls/s (n=%d errors=%d) CPU: clients %s, upstream %s",
 		float64(r.calls)/r.elapsed.Seconds(), r.calls, r.errs, cost(r.clientCPU), cost(r.upstreamCPU))
-	if r.viaGateway {
-		s += ", gateway " + cost(r.gatewayCPU)
+	if r.hop != "" {
+		s += ", " + r.hop + " " + cost(r.hopCPU)
 	}
 	if r.first != nil {
 		s += fmt.Sprintf(" (first error: %v)", r.first)
@@ -421,12 +460,12 @@ func (r rate) String() string {
 type processCPU func() (time.Duration, error)
 
 // throughput calls back to back on every client for d. gw, if not nil,
-// reads the CPU of the gateway the calls go through; up reads the
-// upstream's.
+// reads the CPU of the process (gateway or proxy) the calls go through;
+// up reads the upstream's.
 func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw processCPU, d, timeout time.Duration) (rate, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+timeout)
 	defer cancel()
-	r := rate{viaGateway: gw != nil}
+	var r rate
 	if gw == nil {
 		gw = func() (time.Duration, error) { return 0, nil }
 	}
@@ -436,7 +475,7 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw proce
 	}
 	gw0, err := gw()
 	if err != nil {
-		return r, fmt.Errorf("gateway CPU: %w", err)
+		return r, fmt.Errorf("CPU of the hop: %w", err)
 	}
 	var calls, errs atomic.Int64
 	var firstErr atomic.Pointer[error]
@@ -469,8 +508,8 @@ func throughput(ctx context.Context, ss []*mcpproxytest.LeanClient, up, gw proce
 	}
 	gw1, err := gw()
 	if err != nil {
-		return r, fmt.Errorf("gateway CPU: %w", err)
+		return r, fmt.Errorf("CPU of the hop: %w", err)
 	}
-	r.upstreamCPU, r.gatewayCPU = up1-up0, gw1-gw0
+	r.upstreamCPU, r.hopCPU = up1-up0, gw1-gw0
 	return r, nil
 }

@@ -19,8 +19,10 @@ import (
 	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
-// upstreamEnv, set to "<kind> <protocol> <heap floor>", makes mcpload run
-// as the upstream process instead (see startUpstream).
+// upstreamEnv, set to "<kind> <protocol> <heap floor> [<target>]", makes
+// mcpload run as the upstream process instead (see startUpstream), or as
+// the pass-through proxy in front of the upstream at <target> (kind
+// "proxy").
 const upstreamEnv = "MCPLOAD_UPSTREAM"
 
 // upstream is the MCP server the load calls, directly and through the
@@ -29,7 +31,10 @@ const upstreamEnv = "MCPLOAD_UPSTREAM"
 // 2026-07-28, as a current server would, so that the gateway's hop to it
 // speaks the revision measured as well; the SDK's is stateful for
 // 2025-11-25 and stateless for 2026-07-28.
-func upstream(kind, protocol string) (http.Handler, error) {
+func upstream(kind, protocol, target string) (http.Handler, error) {
+	if kind == "proxy" {
+		return passThrough(target)
+	}
 	if protocol != mcpproxytest.Version20251125 && protocol != mcpproxytest.Version20260728 {
 		return nil, fmt.Errorf("unknown protocol revision %q", protocol)
 	}
@@ -64,12 +69,23 @@ type upstreamProc struct {
 // own and its extra hop's. The child serves until its stdin closes, so it
 // cannot outlive mcpload.
 func startUpstream(ctx context.Context, kind, protocol string, heapFloor int) (_ *upstreamProc, err error) {
+	return startChild(ctx, fmt.Sprintf("%s %s %d", kind, protocol, heapFloor))
+}
+
+// startProxy runs the pass-through proxy (passThrough) in front of the
+// upstream at target, in a process of its own as the upstream's.
+func startProxy(ctx context.Context, target, protocol string, heapFloor int) (*upstreamProc, error) {
+	return startChild(ctx, fmt.Sprintf("proxy %s %d %s", protocol, heapFloor, target))
+}
+
+// startChild runs this program again with upstreamEnv set to spec.
+func startChild(ctx context.Context, spec string) (_ *upstreamProc, err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", upstreamEnv, kind, protocol, heapFloor))
+	cmd.Env = append(os.Environ(), upstreamEnv+"="+spec)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -145,14 +161,15 @@ func asUpstream() bool {
 // stdout, and exits when stdin closes.
 func upstreamMain(spec string) error {
 	f := strings.Fields(spec)
-	if len(f) != 3 {
-		return fmt.Errorf("%s=%q: want <kind> <protocol> <heap floor>", upstreamEnv, spec)
+	if len(f) != 3 && (len(f) != 4 || f[0] != "proxy") {
+		return fmt.Errorf("%s=%q: want <kind> <protocol> <heap floor>, or proxy <protocol> <heap floor> <target>", upstreamEnv, spec)
 	}
+	f = append(f, "")
 	floor, err := strconv.ParseUint(f[2], 10, 64)
 	if err != nil {
 		return fmt.Errorf("%s=%q: heap floor: %v", upstreamEnv, spec, err)
 	}
-	h, err := upstream(f[0], f[1])
+	h, err := upstream(f[0], f[1], f[3])
 	if err != nil {
 		return err
 	}
