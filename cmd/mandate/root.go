@@ -34,6 +34,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil {
 		return 0
 	}
+	if code, ok := silentExit(err); ok { // a hook: its reason is on stderr already
+		return code
+	}
 	fmt.Fprintf(stderr, "mandate: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -65,6 +68,7 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 	root.AddCommand(a.auditCmd())
 	root.AddCommand(a.policyCmd())
 	root.AddCommand(a.toolCmd(), a.mcpCmd())
+	root.AddCommand(a.hookCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -204,6 +204,7 @@ func (a *accessLayer) mount(mux, sockMux *http.ServeMux, publicURL string, token
 		Pipeline: a.pipeline, PublicURL: publicURL, PointAuth: a.pointAuth,
 		Logger: log.With("component", "authzen"),
 	}).Register(mux)
+	httpapi.NewOutcomes(httpapi.OutcomesConfig{Pipeline: a.pipeline, PublicURL: publicURL, Logger: log.With("component", "outcomes")}).Register(mux)
 	pa := httpapi.NewPolicyAdmin(httpapi.PolicyAdminConfig{
 		Engine: a.engine, Loader: a.loader, Store: a.apiStore, Recorder: a.recorder,
 		Logger: log.With("component", "policyapi"),

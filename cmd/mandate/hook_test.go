@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestHookInstallMerges: installing into an existing settings file keeps
+// its other keys and hooks (members mandate does not know included),
+// replaces an earlier mandate hook instead of adding a second, and
+// refuses a file that is not valid JSON without touching it.
+func TestHookInstallMerges(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".claude", "settings.json")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const existing = `{"model": "opus", "permissions": {"allow": ["Bash(ls)"]},
+	  "hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "./lint.sh", "onFailure": "block"}]}]}}`
+	if err := os.WriteFile(path, []byte(existing), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	install := func() (int, string) {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), []string{"hook", "install", "claude-code", "--project", "--dir", dir, "--command", "/opt/mandate hook claude-code"}, &out, &errb, func(string) string { return "" })
+		return code, out.String() + errb.String()
+	}
+	for range 2 { // twice: the second install replaces the first
+		if code, out := install(); code != 0 {
+			t.Fatalf("install: %d %s", code, out)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	var got struct {
+		Model       string         `json:"model"`
+		Permissions map[string]any `json:"permissions"`
+		Hooks       map[string][]struct {
+			Matcher string           `json:"matcher"`
+			Hooks   []map[string]any `json:"hooks"`
+		} `json:"hooks"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Model != "opus" || got.Permissions == nil {
+		t.Errorf("other keys lost: %s", b)
+	}
+	pre := got.Hooks["PreToolUse"]
+	if len(pre) != 2 || pre[0].Hooks[0]["command"] != "./lint.sh" || pre[0].Hooks[0]["onFailure"] != "block" {
+		t.Errorf("the existing PreToolUse hook was not kept as it was: %s", b)
+	}
+	for _, ev := range []string{"PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionStart", "SessionEnd"} {
+		n := 0
+		for _, g := range got.Hooks[ev] {
+			for _, h := range g.Hooks {
+				if h["command"] == "/opt/mandate hook claude-code" {
+					n++
+					if h["timeout"] != float64(hookTimeout) || h["type"] != "command" {
+						t.Errorf("%s hook = %v", ev, h)
+					}
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d mandate hooks, want 1: %s", ev, n, b)
+		}
+	}
+
+	if err := os.WriteFile(path, []byte(`{"hooks": {`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := install(); code != 1 || !strings.Contains(out, "not valid JSON") {
+		t.Errorf("malformed settings: %d %s, want a refusal", code, out)
+	}
+	if b, _ := os.ReadFile(path); string(b) != `{"hooks": {` {
+		t.Errorf("malformed settings were overwritten: %s", b)
+	}
+}

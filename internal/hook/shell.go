@@ -1,0 +1,584 @@
+package hook
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"mvdan.cc/sh/v3/expand"
+	"mvdan.cc/sh/v3/syntax"
+
+	"github.com/mandatehq/mandate/internal/resource"
+)
+
+// Shell reading limits.
+const (
+	// MaxShellLine is the longest command line read; a longer one is
+	// opaque.
+	MaxShellLine = 64 << 10
+	// MaxShellCommands bounds the simple commands (and redirections) of
+	// one command line that are decided; a line with more is opaque.
+	MaxShellCommands = 48
+	// maxShellDepth bounds nested `sh -c` strings.
+	maxShellDepth = 4
+)
+
+// ShellReading is what ReadShell makes of a command line: every program
+// it would start and every file its redirections touch, or, when it
+// cannot be read safely, why.
+type ShellReading struct {
+	Commands []ShellCommand
+	// Writes and Reads are the redirection targets, as written (a
+	// relative path is relative to the shell's working directory).
+	Writes, Reads []string
+	// Opaque, if set, says why the line cannot be read safely; the line
+	// is then denied as a whole and the other fields are empty.
+	Opaque string
+}
+
+// ShellCommand is one simple command of a line.
+type ShellCommand struct {
+	// Program is argv[0] with its quoting removed: a bare name or a path
+	// (relative to the working directory unless absolute).
+	Program string
+	// Text is the simple command's source text.
+	Text string
+}
+
+// errOpaque marks a line that cannot be read safely.
+type errOpaque string
+
+func (e errOpaque) Error() string { return string(e) }
+
+// shells are the programs whose command strings ReadShell reads itself.
+var shells = map[string]bool{
+	"sh": true, "bash": true, "dash": true, "zsh": true, "ksh": true, "mksh": true,
+	"ash": true, "fish": true, "csh": true, "tcsh": true, "busybox": true,
+}
+
+// opaqueBuiltins run a string or change what later names mean: the
+// command they run cannot be read from the line.
+var opaqueBuiltins = map[string]string{
+	"eval": "eval runs a string built at run time", "trap": "trap runs a string later",
+	"alias": "aliases change what later command names mean", "enable": "enable loads builtins",
+	"hash": "hash changes where command names are found", "fc": "fc runs commands from history",
+	"bind": "bind runs strings on key presses", "mapfile": "mapfile may run a callback",
+	"readarray": "readarray may run a callback",
+}
+
+// dangerousVars change how the shell finds or starts programs.
+func dangerousVar(name string) bool {
+	switch name {
+	case "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+		"BASH_LOADABLES_PATH", "EXECIGNORE", "BASH_XTRACEFD":
+		return true
+	}
+	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "BASH_FUNC_")
+}
+
+// ReadShell reads a bash command line as the shell would and returns the
+// programs it starts: every simple command of its pipelines, lists,
+// subshells, blocks, loops, functions and literal `sh -c` strings, the
+// programs wrappers such as sudo, env, xargs, timeout or find -exec start,
+// and the files its redirections write or read.
+//
+// What cannot be read safely makes the whole line opaque (see
+// docs/coding-agents.md): command and process substitution, eval and the
+// other string-running builtins, a shell reading commands from stdin (a
+// pipe, a here-document, a redirection), `sh -c` with a string that is not
+// a literal, a command name built from variables, globs, braces or
+// tildes, arithmetic (which can run commands through array subscripts),
+// indirect expansion, assignments to PATH, IFS, LD_* and the like, bash's
+// /dev/tcp redirections, a relative path after a cd, and anything that
+// does not parse.
+func ReadShell(line string) ShellReading {
+	if len(line) > MaxShellLine {
+		return ShellReading{Opaque: fmt.Sprintf("the command line is longer than %d bytes", MaxShellLine)}
+	}
+	r := &shellReader{}
+	if err := r.read(line, 0); err != nil {
+		return ShellReading{Opaque: err.Error()}
+	}
+	if r.changesDir {
+		for _, p := range append(append(r.programs(), r.out.Writes...), r.out.Reads...) {
+			if strings.Contains(p, "/") && !strings.HasPrefix(p, "/") {
+				return ShellReading{Opaque: "the command line changes directory and then uses the relative path " + resource.Quote(p)}
+			}
+		}
+	}
+	if n := len(r.out.Commands) + len(r.out.Writes) + len(r.out.Reads); n > MaxShellCommands {
+		return ShellReading{Opaque: fmt.Sprintf("the command line runs more than %d commands and redirections", MaxShellCommands)}
+	}
+	return r.out
+}
+
+type shellReader struct {
+	out        ShellReading
+	changesDir bool
+}
+
+func (r *shellReader) programs() []string {
+	ps := make([]string, len(r.out.Commands))
+	for i, c := range r.out.Commands {
+		ps[i] = c.Program
+	}
+	return ps
+}
+
+func (r *shellReader) read(line string, depth int) error {
+	if depth > maxShellDepth {
+		return errOpaque("shell command strings are nested too deep")
+	}
+	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(line), "")
+	if err != nil {
+		return errOpaque("the command line does not parse as bash: " + err.Error())
+	}
+	var werr error
+	syntax.Walk(f, func(n syntax.Node) bool {
+		if werr != nil {
+			return false
+		}
+		werr = r.node(n, line, depth)
+		return werr == nil
+	})
+	return werr
+}
+
+// node checks one syntax node; simple commands and redirections are
+// recorded.
+func (r *shellReader) node(n syntax.Node, src string, depth int) error {
+	switch n := n.(type) {
+	case *syntax.CmdSubst:
+		return errOpaque("command substitution runs a command whose output the line uses")
+	case *syntax.ProcSubst:
+		return errOpaque("process substitution runs a hidden command")
+	case *syntax.ArithmExp, *syntax.ArithmCmd, *syntax.LetClause, *syntax.CStyleLoop:
+		return errOpaque("arithmetic evaluation can run commands through array subscripts")
+	case *syntax.ExtGlob:
+		return errOpaque("extended globs are not read")
+	case *syntax.TestDecl:
+		return errOpaque("test declarations are not read")
+	case *syntax.ParamExp:
+		if n.Excl || n.Index != nil || n.Slice != nil || n.Names != 0 || n.NestedParam != nil || n.Flags != nil {
+			return errOpaque("indirect, indexed or sliced parameter expansion can run commands")
+		}
+	case *syntax.TestClause:
+		return testExpr(n.X)
+	case *syntax.Assign:
+		if n.Index != nil {
+			return errOpaque("an indexed assignment evaluates arithmetic")
+		}
+		if n.Name != nil && dangerousVar(n.Name.Value) {
+			return errOpaque("assigning " + n.Name.Value + " changes how programs are found or started")
+		}
+		if n.Naked && n.Name == nil {
+			return errOpaque("a declaration built at run time")
+		}
+	case *syntax.DeclClause:
+		for _, a := range n.Args {
+			if a.Naked && a.Name == nil && a.Value != nil {
+				if v, ok := literal(a.Value); ok && strings.HasPrefix(v, "-") && strings.ContainsAny(v, "inf") {
+					return errOpaque(n.Variant.Value + " " + v + " makes later assignments evaluate or redirect")
+				}
+			}
+		}
+	case *syntax.Stmt:
+		for _, rd := range n.Redirs {
+			if err := r.redirect(rd); err != nil {
+				return err
+			}
+		}
+	case *syntax.CallExpr:
+		return r.call(n, src, depth)
+	}
+	return nil
+}
+
+// testExpr refuses [[ ]] operators that evaluate their operands as
+// arithmetic or variable names.
+func testExpr(x syntax.TestExpr) error {
+	switch x := x.(type) {
+	case *syntax.BinaryTest:
+		switch x.Op {
+		case syntax.TsEql, syntax.TsNeq, syntax.TsLss, syntax.TsLeq, syntax.TsGtr, syntax.TsGeq:
+			return errOpaque("[[ ]] arithmetic comparisons evaluate their operands")
+		}
+		if err := testExpr(x.X); err != nil {
+			return err
+		}
+		return testExpr(x.Y)
+	case *syntax.UnaryTest:
+		if x.Op == syntax.TsVarSet || x.Op == syntax.TsRefVar {
+			return errOpaque("[[ -v ]] evaluates a subscript")
+		}
+		return testExpr(x.X)
+	case *syntax.ParenTest:
+		return testExpr(x.X)
+	}
+	return nil
+}
+
+// redirect records the file a redirection writes or reads.
+func (r *shellReader) redirect(rd *syntax.Redirect) error {
+	var write, read bool
+	switch rd.Op {
+	case syntax.RdrOut, syntax.AppOut, syntax.RdrClob, syntax.AppClob, syntax.RdrAll, syntax.AppAll, syntax.RdrAllClob, syntax.AppAllClob:
+		write = true
+	case syntax.RdrInOut:
+		write, read = true, true
+	case syntax.RdrIn:
+		read = true
+	case syntax.DplIn, syntax.DplOut:
+		v, ok := literal(rd.Word)
+		if !ok {
+			return errOpaque("a redirection to a target that is not a literal")
+		}
+		if v == "-" || strings.Trim(v, "0123456789") == "" || strings.TrimSuffix(v, "-") != v && strings.Trim(strings.TrimSuffix(v, "-"), "0123456789") == "" {
+			return nil // a file descriptor
+		}
+		write = true // >&file: stdout and stderr to a file
+	default:
+		return nil // here-documents and here-strings feed the command
+	}
+	target, ok := literal(rd.Word)
+	if !ok {
+		return errOpaque("a redirection to a target that is not a literal")
+	}
+	switch {
+	case target == "/dev/null" || target == "/dev/stdout" || target == "/dev/stderr" || target == "/dev/stdin" || target == "/dev/tty" || strings.HasPrefix(target, "/dev/fd/"):
+		return nil
+	case strings.HasPrefix(target, "/dev/tcp/") || strings.HasPrefix(target, "/dev/udp/"):
+		return errOpaque("a /dev/tcp or /dev/udp redirection opens a network connection")
+	}
+	if write {
+		r.out.Writes = append(r.out.Writes, target)
+	}
+	if read {
+		r.out.Reads = append(r.out.Reads, target)
+	}
+	return nil
+}
+
+// call records the programs a simple command starts.
+func (r *shellReader) call(c *syntax.CallExpr, src string, depth int) error {
+	if len(c.Args) == 0 {
+		return nil // assignments only (checked as nodes)
+	}
+	text := src[c.Pos().Offset():c.End().Offset()]
+	args := c.Args
+	for len(args) > 0 {
+		prog, ok := literal(args[0])
+		if !ok || prog == "" {
+			return errOpaque("the command name " + resource.Quote(wordText(src, args[0])) + " is not a literal word (it uses " + notLiteral(args[0]) + ", variables, globs, braces or a tilde)")
+		}
+		switch prog { // spellings of builtins that are not names
+		case "[":
+			prog = "test"
+		case ":":
+			prog = "true"
+		case ".":
+			prog = "source"
+		}
+		r.out.Commands = append(r.out.Commands, ShellCommand{Program: prog, Text: text})
+		base := path.Base(prog)
+		if why, ok := opaqueBuiltins[base]; ok {
+			return errOpaque(why)
+		}
+		if base == "cd" || base == "pushd" || base == "popd" {
+			r.changesDir = true
+		}
+		if shells[base] {
+			return r.shell(args[1:], src, depth)
+		}
+		next, err := wrapped(base, args[1:], src)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			return nil
+		}
+		if next.shellString != "" {
+			return r.read(next.shellString, depth+1)
+		}
+		args = next.args
+	}
+	return nil
+}
+
+// shell reads the arguments of a shell: a literal -c string is read
+// like the line itself; a shell reading commands from stdin is opaque.
+func (r *shellReader) shell(args []*syntax.Word, src string, depth int) error {
+	withC := false
+	for i := 0; i < len(args); i++ {
+		a, ok := literal(args[i])
+		if !ok {
+			if withC {
+				return errOpaque("sh -c with a command string that is " + notLiteral(args[i]))
+			}
+			return errOpaque("a shell argument that is " + notLiteral(args[i]))
+		}
+		switch {
+		case a == "--":
+			continue
+		case a == "-o" || a == "+o" || a == "-O" || a == "+O" || a == "--rcfile" || a == "--init-file":
+			i++ // takes a value
+			continue
+		case a == "-s" || a == "-i" || strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.ContainsAny(a, "si"):
+			return errOpaque("a shell reading commands from stdin or interactively")
+		case strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.Contains(a, "c"):
+			withC = true
+			continue
+		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "+"):
+			continue
+		}
+		if withC {
+			return r.read(a, depth+1)
+		}
+		if a == "-" || a == "/dev/stdin" || strings.HasPrefix(a, "/dev/fd/") || strings.HasPrefix(a, "/proc/") {
+			return errOpaque("a shell reading its script from stdin")
+		}
+		return nil // a script file: decided as the shell
+	}
+	if withC {
+		return errOpaque("sh -c without a command string")
+	}
+	return errOpaque("a shell reading commands from stdin (a pipe, a here-document or a redirection)")
+}
+
+// next is what a wrapper runs: the words of the wrapped command, or a
+// shell string.
+type next struct {
+	args        []*syntax.Word
+	shellString string
+}
+
+// wrapperValues are the options of each wrapper that take a separate
+// value; positional is how many operands come before the command.
+var wrappers = map[string]struct {
+	values     string // space-separated options taking a value
+	positional int
+}{
+	"sudo":       {"-u -g -h -p -C -U -r -t -D -R -T --user --group --host --prompt --close-from --other-user --role --type --chdir --chroot --command-timeout", 0},
+	"doas":       {"-u -C", 0},
+	"env":        {"-u -C --unset --chdir", 0},
+	"nice":       {"-n --adjustment", 0},
+	"nohup":      {"", 0},
+	"time":       {"-f -o --format --output", 0},
+	"timeout":    {"-s -k --signal --kill-after", 1},
+	"stdbuf":     {"-i -o -e", 0},
+	"setsid":     {"", 0},
+	"command":    {"", 0},
+	"builtin":    {"", 0},
+	"exec":       {"-a", 0},
+	"xargs":      {"-I -n -P -L -d -E -s -a --max-args --max-procs --max-lines --delimiter --eof --max-chars --arg-file --replace", 0},
+	"ionice":     {"-c -n -t --class --classdata", 0},
+	"taskset":    {"", 1},
+	"chroot":     {"--userspec --groups", 1},
+	"unbuffer":   {"", 0},
+	"caffeinate": {"-t -w", 0},
+}
+
+// wrapped returns what a wrapper command runs, nil if nothing (or it is
+// not a wrapper).
+func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
+	switch base {
+	case "find":
+		for i, w := range args {
+			if v, ok := literal(w); ok && (v == "-exec" || v == "-execdir" || v == "-ok" || v == "-okdir") {
+				if i+1 >= len(args) {
+					return nil, nil
+				}
+				return &next{args: args[i+1:]}, nil
+			}
+		}
+		return nil, nil
+	case "watch", "su", "flock", "script":
+		return shellStringOf(base, args, src)
+	}
+	w, ok := wrappers[base]
+	if !ok {
+		return nil, nil
+	}
+	values := strings.Fields(w.values)
+	positional := w.positional
+	for i := 0; i < len(args); i++ {
+		a, ok := literal(args[i])
+		if !ok {
+			return nil, errOpaque(base + " runs a command that is not a literal")
+		}
+		switch {
+		case a == "--":
+			if i+1+positional < len(args) {
+				return &next{args: args[i+1+positional:]}, nil
+			}
+			return nil, nil
+		case base == "env" && (a == "-S" || strings.HasPrefix(a, "--split-string") || strings.HasPrefix(a, "-S")):
+			return nil, errOpaque("env -S splits a string into a command")
+		case base == "env" && strings.Contains(a, "=") && !strings.HasPrefix(a, "-"):
+			if name, _, _ := strings.Cut(a, "="); dangerousVar(name) {
+				return nil, errOpaque("env " + name + "= changes how programs are found or started")
+			}
+			continue
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			for _, v := range values {
+				if a == v {
+					i++
+					break
+				}
+			}
+			continue
+		}
+		if positional > 0 {
+			positional--
+			continue
+		}
+		return &next{args: args[i:]}, nil
+	}
+	return nil, nil
+}
+
+// shellStringOf handles the wrappers that hand a string to sh -c: watch
+// (its operands joined), su -c, flock -c and script -c.
+func shellStringOf(base string, args []*syntax.Word, src string) (*next, error) {
+	var lits []string
+	for _, w := range args {
+		v, ok := literal(w)
+		if !ok {
+			return nil, errOpaque(base + " runs a command string that is not a literal")
+		}
+		lits = append(lits, v)
+	}
+	if base == "watch" {
+		var ops []string
+		for i := 0; i < len(lits); i++ {
+			switch a := lits[i]; {
+			case a == "-n" || a == "--interval":
+				i++
+			case strings.HasPrefix(a, "-") && len(ops) == 0:
+			default:
+				ops = append(ops, a)
+			}
+		}
+		if len(ops) == 0 {
+			return nil, nil
+		}
+		return &next{shellString: strings.Join(ops, " ")}, nil
+	}
+	for i, a := range lits {
+		if a == "-c" || a == "--command" {
+			if i+1 < len(lits) {
+				return &next{shellString: lits[i+1]}, nil
+			}
+			return nil, errOpaque(base + " -c without a command string")
+		}
+	}
+	if base == "su" || base == "script" {
+		return nil, nil // su starts a login shell; script a recorded one
+	}
+	// flock FILE COMMAND...
+	if len(args) >= 2 {
+		return &next{args: args[1:]}, nil
+	}
+	return nil, nil
+}
+
+// literal returns the value of a word that the shell takes literally:
+// unquoted text without globs, braces or a leading tilde (backslash
+// escapes removed), single- and ANSI-C-quoted strings, and double-quoted
+// strings without expansions.
+func literal(w *syntax.Word) (string, bool) {
+	if w == nil {
+		return "", false
+	}
+	var b strings.Builder
+	for i, p := range w.Parts {
+		switch p := p.(type) {
+		case *syntax.Lit:
+			if p.Value == "[" && len(w.Parts) == 1 {
+				return "[", true // the test builtin: an unclosed "[" is no glob
+			}
+			v, ok := unescape(p.Value, i == 0, false)
+			if !ok {
+				return "", false
+			}
+			b.WriteString(v)
+		case *syntax.SglQuoted:
+			if !p.Dollar {
+				b.WriteString(p.Value)
+				continue
+			}
+			v, err := expand.Literal(nil, &syntax.Word{Parts: []syntax.WordPart{p}})
+			if err != nil {
+				return "", false
+			}
+			b.WriteString(v)
+		case *syntax.DblQuoted:
+			if p.Dollar {
+				return "", false // $"..." is translated at run time
+			}
+			for _, q := range p.Parts {
+				l, ok := q.(*syntax.Lit)
+				if !ok {
+					return "", false
+				}
+				v, _ := unescape(l.Value, false, true)
+				b.WriteString(v)
+			}
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// unescape removes the backslash escapes of unquoted (or, with inDbl,
+// double-quoted) text. Unquoted, an unescaped glob or brace character,
+// or a leading tilde (first), makes it not literal.
+func unescape(s string, first, inDbl bool) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s):
+			n := s[i+1]
+			if inDbl && !strings.ContainsRune("$`\"\\\n", rune(n)) {
+				b.WriteByte(c)
+				continue
+			}
+			i++
+			if n != '\n' {
+				b.WriteByte(n)
+			}
+			continue
+		case !inDbl && strings.IndexByte("*?[{", c) >= 0:
+			return "", false
+		case !inDbl && first && i == 0 && c == '~':
+			return "", false
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), true
+}
+
+// notLiteral says why a word is not a literal.
+func notLiteral(w *syntax.Word) string {
+	why := "not a literal"
+	syntax.Walk(w, func(n syntax.Node) bool {
+		switch n.(type) {
+		case *syntax.CmdSubst:
+			why = "command substitution"
+		case *syntax.ProcSubst:
+			why = "process substitution"
+		}
+		return true
+	})
+	return why
+}
+
+func wordText(src string, w *syntax.Word) string {
+	s, e := int(w.Pos().Offset()), int(w.End().Offset())
+	if s < 0 || e > len(src) || s > e {
+		return ""
+	}
+	return src[s:e]
+}
