@@ -11,6 +11,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/secrets"
+	"github.com/mandatehq/mandate/internal/secrets/postgres"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -37,6 +38,7 @@ func (s *Server) newSecrets(ctx context.Context, hook *leaseHook, pipeline *acce
 	b, err := secrets.New(secrets.Config{
 		Store: s.backend, Tasks: s.backend, Sealer: s.sealer, Decider: pipeline, Recorder: recorder,
 		Digester: s.ledger.Redactor(),
+		Backends: map[secrets.Kind]secrets.Backend{secrets.KindPostgres: postgres.New(postgres.Config{})},
 		Logger:   log,
 	})
 	if err != nil {
