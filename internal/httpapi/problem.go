@@ -18,6 +18,7 @@ import (
 	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/secrets"
 	"github.com/mandatehq/mandate/internal/task"
 )
 
@@ -57,13 +58,16 @@ func errorStatus(err error) (int, string) {
 		errors.Is(err, task.ErrInvalid), errors.Is(err, task.ErrNotNarrower),
 		errors.Is(err, admin.ErrNothingToUpdate),
 		errors.Is(err, audit.ErrInvalid),
-		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy):
+		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy),
+		errors.Is(err, secrets.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrKeyNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound):
+	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrKeyNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound),
+		errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrLeaseNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, identity.ErrExists), errors.Is(err, identity.ErrKeyExists), errors.Is(err, identity.ErrFederationTaken),
 		errors.Is(err, identity.ErrInactive), errors.Is(err, task.ErrExists),
-		errors.Is(err, task.ErrNotActive), errors.Is(err, admin.ErrTransition):
+		errors.Is(err, task.ErrNotActive), errors.Is(err, admin.ErrTransition),
+		errors.Is(err, secrets.ErrExists), errors.Is(err, secrets.ErrChanged), errors.Is(err, secrets.ErrInUse), errors.Is(err, secrets.ErrUnusable):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, audit.ErrUnavailable):
 		return http.StatusServiceUnavailable, "the audit log is unavailable; the change was refused"

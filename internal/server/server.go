@@ -156,7 +156,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// One task lifecycle for the token server and the admin API: one order
 	// of operations for starting and stopping tasks, one retry queue.
-	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, Logger: log.With("component", "tasks")})
+	leases := &leaseHook{} // secrets.go: the broker, once built
+	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, Leases: leases, Logger: log.With("component", "tasks")})
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +197,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.acc = acc
+	broker, err := s.newSecrets(ctx, leases, acc.pipeline, recorder, log.With("component", "secrets"))
+	if err != nil {
+		return nil, err
+	}
 	s.background = append(s.background,
 		acc.run, // policy directory polling
 		func(ctx context.Context) error { return acc.pipeline.RunUsageFlush(ctx, 0) }, // budget usage to the store
@@ -212,6 +217,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.metrics.MustRegister(m.Collectors()...) // the SQLite ledger journal's
 	}
 	s.metrics.MustRegister(acc.collectors()...)
+	s.metrics.MustRegister(broker.Collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
 	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
 	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
@@ -238,6 +244,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
+	mountSecrets(broker, mux, sockMux, tokens, log.With("component", "secretsapi"))
 	if err := s.mountMCP(mux, sockMux, recorder, tokens); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/secrets"
 	"github.com/mandatehq/mandate/internal/task"
 	"github.com/mandatehq/mandate/internal/token"
 	"github.com/mandatehq/mandate/internal/toolpin"
@@ -26,6 +27,8 @@ type Backend interface {
 	// policy.SourceStore keeps the API-managed policy documents, so that
 	// every replica on the store decides with the same set.
 	policy.SourceStore
+	// secrets.Store keeps secrets (sealed) and their leases.
+	secrets.Store
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.
