@@ -12,6 +12,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/secrets"
 	"github.com/mandatehq/mandate/internal/toolpin"
 )
 
@@ -56,7 +57,7 @@ func (u MCPUpstream) upstream() mcpproxy.Upstream {
 
 // mountMCP builds the MCP gateway when upstreams are configured and mounts
 // it (at /mcp, with its RFC 9728 metadata) and the tool pin admin API.
-func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, tokens adminTokens) error {
+func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, tokens adminTokens, broker *secrets.Broker, stops *stopHook) error {
 	c := s.cfg.MCP
 	if len(c.Upstreams) == 0 {
 		return nil
@@ -76,6 +77,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		Authenticator:        auth,
 		Decider:              decider,
 		Audit:                rec,
+		Credentials:          gatewayCredentials{broker},
 		Redactor:             s.ledger.Redactor(), // keyed digests; audit.redact_fields applies
 		Pins:                 pins,
 		PublicURL:            s.publicURL,
@@ -89,6 +91,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		return err
 	}
 	s.mcp = gw
+	stops.gw.Store(gw) // a stopped task's sessions close at once
 	for _, p := range []string{"/mcp", "/mcp/", "/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource/mcp/"} {
 		mux.Handle(p, gw)
 	}

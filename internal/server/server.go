@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// One task lifecycle for the token server and the admin API: one order
 	// of operations for starting and stopping tasks, one retry queue.
-	leases := &leaseHook{} // secrets.go: the broker, once built
+	leases := &stopHook{} // secrets.go: the gateway and the broker, once built
 	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, Leases: leases, Logger: log.With("component", "tasks")})
 	if err != nil {
 		return nil, err
@@ -245,7 +245,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 	mountSecrets(broker, mux, sockMux, tokens, log.With("component", "secretsapi"))
-	if err := s.mountMCP(mux, sockMux, recorder, tokens); err != nil {
+	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
 		return nil, err
 	}
 

@@ -23,12 +23,31 @@ type downstream struct {
 	w           http.ResponseWriter
 	sessionless bool
 	parked      *parkedCall // set for a call that may park (parked.go)
+	scrub       *scrubber   // the session's delivered secrets (secrets.go)
 	streaming   bool
 	wrote       bool
 }
 
 func (s *session) downstream(w http.ResponseWriter) *downstream {
-	return &downstream{w: w, sessionless: s.stateless}
+	return &downstream{w: w, sessionless: s.stateless, scrub: &s.scrub}
+}
+
+// encode returns m as it goes to the client: without the session's
+// secret values. A message that cannot be cleaned is not relayed: a
+// response becomes an error saying why, anything else is dropped (nil).
+func (d *downstream) encode(m *wire.Message) []byte {
+	b := m.Encode()
+	if !d.scrub.active() {
+		return b
+	}
+	if clean, ok := d.scrub.json(b); ok {
+		return clean
+	}
+	if !m.IsResponse() {
+		return nil
+	}
+	return wire.ErrorMessage(m.ID, &jsonrpc.Error{Code: jsonrpc.CodeInternalError,
+		Message: "the upstream's answer held a secret delivered to it, which the gateway could not remove: withheld"}).Encode()
 }
 
 // errorStatus is the HTTP status of a sessionless client's response m:
@@ -58,7 +77,10 @@ func (d *downstream) send(m *wire.Message) error {
 		d.w.WriteHeader(http.StatusOK)
 		d.streaming, d.wrote = true, true
 	}
-	b := m.Encode()
+	b := d.encode(m)
+	if b == nil {
+		return nil
+	}
 	buf := make([]byte, 0, len(b)+24)
 	buf = append(buf, "event: message\ndata: "...)
 	buf = append(buf, b...)
@@ -76,7 +98,7 @@ func (d *downstream) final(m *wire.Message) {
 		return
 	}
 	d.wrote = true
-	writeMessage(d.w, d.errorStatus(m), m)
+	writeEncoded(d.w, d.errorStatus(m), d.encode(m))
 }
 
 // fail ends the call with err (nothing is written for a client that is

@@ -211,7 +211,11 @@ func mediaType(v string) string {
 
 // writeMessage writes one JSON-RPC message as an application/json response.
 func writeMessage(w http.ResponseWriter, status int, m *wire.Message) {
-	b := m.Encode()
+	writeEncoded(w, status, m.Encode())
+}
+
+// writeEncoded writes the encoded message b as application/json.
+func writeEncoded(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))

@@ -83,6 +83,9 @@ type Config struct {
 	// Approvals holds approval_required calls; nil denies them with
 	// "approval required".
 	Approvals ApprovalWaiter
+	// Credentials, if set, supply the secrets leased to a session's task
+	// for each upstream it connects (secrets.go); nil delivers none.
+	Credentials Credentials
 	// Audit records every call, outcome and pinning change; required.
 	Audit audit.Recorder
 	// Redactor turns a call's arguments into what the ledger keeps: their
@@ -284,6 +287,28 @@ func (g *Gateway) closeIdle() {
 				s.close()
 			}
 		}
+	}
+}
+
+// EndTasks closes at once the sessions of the tasks ids, which have
+// stopped (ended, revoked, expired): their upstream processes and
+// connections, which may hold the tasks' leased credentials, go with them
+// (closeIdle would find them within a minute; Liveness).
+func (g *Gateway) EndTasks(ids []string) {
+	g.mu.Lock()
+	var ended []*session
+	for s := range g.sessions {
+		s.mu.Lock()
+		p := s.principal
+		s.mu.Unlock()
+		if p != nil && slices.Contains(ids, p.Task) {
+			ended = append(ended, s)
+		}
+	}
+	g.mu.Unlock()
+	for _, s := range ended {
+		g.log.Info("closing the MCP session of a stopped task", "endpoint", s.endpoint, "task", s.principal.Task)
+		s.close()
 	}
 }
 

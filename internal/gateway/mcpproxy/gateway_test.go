@@ -2,6 +2,7 @@ package mcpproxy_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,7 +40,8 @@ type echoIn struct {
 	Text string `json:"text"`
 }
 
-// stdioServer serves "echo", "crash" (exits mid-call), "hang", "deploy"
+// stdioServer serves "echo", "getenv" (a variable's SHA-256 and value),
+// "crash" (exits mid-call), "hang", "deploy"
 // and "ask" (elicitations of both kinds) over stdio; in mode
 // "2025-11-25", that revision only.
 func stdioServer(mode string) {
@@ -51,6 +53,10 @@ func stdioServer(mode string) {
 	s := mcp.NewServer(&mcp.Implementation{Name: "stdio-test", Version: "1"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text + " pid " + fmt.Sprint(os.Getpid())}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "getenv", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		v := os.Getenv(in.Text)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("sha256=%x value=%s pid=%d", sha256.Sum256([]byte(v)), v, os.Getpid())}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "crash", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
 		os.Exit(3)

@@ -46,6 +46,9 @@ type session struct {
 	lastUsed atomic.Int64
 
 	clocks clocks // of the calls in flight
+	// scrub holds the secret values delivered to the session's upstreams,
+	// which nothing relayed to the client may carry (secrets.go).
+	scrub scrubber
 
 	mu         sync.Mutex
 	ss         *mcp.ServerSession
@@ -106,6 +109,14 @@ func (g *Gateway) newSession(upstream, endpoint string) *session {
 // rest (ping, cancellation, subscriptions, completion through the
 // handlers above) go to the SDK.
 func (s *session) middleware(next mcp.MethodHandler) mcp.MethodHandler {
+	route := s.route(next)
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		return s.scrub.scrubbed(route(ctx, method, req))
+	}
+}
+
+// route sends each method to the gateway's handler for it, or to next.
+func (s *session) route(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		switch method {
 		case "initialize":
@@ -148,6 +159,9 @@ func (s *session) initialize(ctx context.Context, next mcp.MethodHandler, method
 	s.ss = ss
 	if ip != nil {
 		s.clientCaps = ip.Capabilities
+	}
+	if a := principalFrom(req.GetExtra()); a != nil {
+		s.principal = a.p // whose credentials the upstreams get (secrets.go)
 	}
 	s.mu.Unlock()
 	inits, err := s.connectAll(ctx)

@@ -89,6 +89,9 @@ type upConn struct {
 	failures int
 	nextTry  time.Time
 	closed   bool
+	// headers are the credentials delivered in an HTTP upstream's
+	// requests (secrets.go), which the raw relay's requests carry too.
+	headers map[string]string
 }
 
 // errUpstreamDown marks failures to reach an upstream.
@@ -108,7 +111,7 @@ func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
 	if now.Before(u.nextTry) {
 		return nil, &retryError{err: fmt.Errorf("%w: upstream %q is restarting", errUpstreamDown, u.cfg.Name), after: u.nextTry.Sub(now)}
 	}
-	cs, err := u.connect(ctx)
+	cs, until, err := u.connect(ctx)
 	if err != nil {
 		u.failures++
 		d := min(maxBackoff, minBackoff<<min(u.failures-1, 16))
@@ -121,6 +124,7 @@ func (u *upConn) get(ctx context.Context) (*mcp.ClientSession, error) {
 	connectedAt := time.Now()
 	u.cs = cs
 	u.init = cs.InitializeResult()
+	u.expireAt(cs, until)
 	u.s.gw.wg.Add(1)
 	go func() {
 		defer u.s.gw.wg.Done()
@@ -172,10 +176,17 @@ func (u *upConn) supervise() {
 	}
 }
 
-func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
+// connect opens a client session to the upstream, with the credentials
+// leased for the session's task (secrets.go), and returns it with when
+// those leases end.
+func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, time.Time, error) {
 	if u.client == nil {
 		u.client = mcp.NewClient(&mcp.Implementation{Name: "mandate-gateway", Version: "1"}, u.s.clientOptions(u))
 		u.client.AddReceivingMiddleware(u.s.relayRequests)
+	}
+	inj, err := u.inject(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
 	var t mcp.Transport
 	if u.cfg.Command != "" {
@@ -184,11 +195,12 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		if cmd.Env == nil {
 			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 		}
+		cmd.Env = withEnv(cmd.Env, inj.Env)
 		cmd.Dir = u.cfg.Dir
 		cmd.Stderr = &logWriter{log: u.s.gw.log, upstream: u.cfg.Name}
 		pt, err := startProcess(cmd, &u.order)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		t = pt
 	} else {
@@ -197,6 +209,10 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		if base == nil {
 			base = http.DefaultTransport
 		}
+		if len(inj.Headers) > 0 {
+			base = &headerTransport{base: base, headers: inj.Headers}
+		}
+		u.headers = inj.Headers
 		hc.Transport = &countingTransport{base: base, c: &u.order}
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &hc, MaxRetries: -1}
 	}
@@ -214,9 +230,9 @@ func (u *upConn) connect(ctx context.Context) (*mcp.ClientSession, error) {
 		if pt, ok := t.(*process); ok {
 			pt.stop()
 		}
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return cs, nil
+	return cs, inj.Until, nil
 }
 
 // process is a spawned stdio server: an IOTransport over its pipes, whose

@@ -51,6 +51,11 @@ func (g *Gateway) upstreamRoundTrip(ctx context.Context, u *upConn, cs *mcp.Clie
 	if err != nil {
 		return nil, err
 	}
+	u.mu.Lock()
+	for k, v := range u.headers {
+		h.Set(k, v)
+	}
+	u.mu.Unlock()
 	if id := cs.ID(); id != "" {
 		h.Set("Mcp-Session-Id", id)
 	}

@@ -31,13 +31,17 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		LoggingMessageHandler: func(ctx context.Context, r *mcp.LoggingMessageRequest) {
 			defer u.order.handled.Add(1)
 			if rctx, ss := s.relayTarget(ctx, nil); ss != nil {
-				_ = ss.Log(rctx, r.Params)
+				if p, ok := cleanParams(&s.scrub, r.Params); ok {
+					_ = ss.Log(rctx, p)
+				}
 			}
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
 			defer u.order.handled.Add(1)
 			if rctx, ss := s.relayTarget(ctx, r.Params.ProgressToken); ss != nil {
-				_ = ss.NotifyProgress(rctx, r.Params)
+				if p, ok := cleanParams(&s.scrub, r.Params); ok {
+					_ = ss.NotifyProgress(rctx, p)
+				}
 			}
 		},
 		Capabilities: &mcp.ClientCapabilities{},
@@ -59,13 +63,21 @@ func (s *session) clientOptions(u *upConn) *mcp.ClientOptions {
 		if caps.Sampling != nil {
 			o.CreateMessageHandler = func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 				rctx, ss := s.relayTarget(ctx, nil)
-				return ss.CreateMessage(rctx, r.Params)
+				p, ok := cleanParams(&s.scrub, r.Params)
+				if !ok {
+					return nil, errWithheld
+				}
+				return ss.CreateMessage(rctx, p)
 			}
 		}
 		if caps.Elicitation != nil {
 			o.ElicitationHandler = func(ctx context.Context, r *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 				rctx, ss := s.relayTarget(ctx, nil)
-				return ss.Elicit(rctx, r.Params)
+				p, ok := cleanParams(&s.scrub, r.Params)
+				if !ok {
+					return nil, errWithheld
+				}
+				return ss.Elicit(rctx, p)
 			}
 		}
 	}
