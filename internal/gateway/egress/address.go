@@ -79,33 +79,36 @@ type addressPolicy struct {
 	allow []netip.Prefix
 }
 
-// check reports why the proxy must not connect to a, or nil.
-func (p *addressPolicy) check(a netip.Addr) error {
+// check reports why the proxy must not connect to a, or nil; private
+// reports whether a is an address of the blocked ranges that AllowPrivate
+// opened.
+func (p *addressPolicy) check(a netip.Addr) (private bool, err error) {
 	a = a.Unmap()
 	if a.Zone() != "" {
-		return fmt.Errorf("%w: %s has a zone", errAddressRefused, a)
+		return false, fmt.Errorf("%w: %s has a zone", errAddressRefused, a)
 	}
 	for _, m := range metadata {
 		if a == m {
 			for _, pr := range p.allow {
 				if pr.IsSingleIP() && pr.Addr().Unmap() == a {
-					return nil
+					return true, nil
 				}
 			}
-			return fmt.Errorf("%w: %s is a cloud metadata address", errAddressRefused, a)
-		}
-	}
-	for _, pr := range p.allow {
-		if pr.Contains(a) {
-			return nil
+			return true, fmt.Errorf("%w: %s is a cloud metadata address", errAddressRefused, a)
 		}
 	}
 	for _, pr := range blocked {
-		if pr.Contains(a) {
-			return fmt.Errorf("%w: %s is a private, loopback, link-local, multicast or reserved address (%s); egress.allow_private can allow it", errAddressRefused, a, pr)
+		if !pr.Contains(a) {
+			continue
 		}
+		for _, allow := range p.allow {
+			if allow.Contains(a) {
+				return true, nil
+			}
+		}
+		return true, fmt.Errorf("%w: %s is a private, loopback, link-local, multicast or reserved address (%s); egress.allow_private can allow it", errAddressRefused, a, pr)
 	}
-	return nil
+	return false, nil
 }
 
 // resolve returns the addresses of t's host, every one of them checked:
@@ -126,14 +129,23 @@ func (g *Gateway) resolve(ctx context.Context, t *target) ([]netip.Addr, error) 
 			return nil, fmt.Errorf("resolve %s: no addresses", t.host)
 		}
 	}
+	var public, private bool
 	for i, a := range addrs {
-		if err := g.addrs.check(a); err != nil {
-			if a.String() != t.host && trimBrackets(t.host) != a.String() {
+		priv, err := g.addrs.check(a)
+		if err != nil {
+			if trimBrackets(t.host) != a.String() {
 				err = fmt.Errorf("%s resolves to %w", t.host, err)
 			}
 			return nil, err
 		}
+		public, private = public || !priv, private || priv
 		addrs[i] = a.Unmap()
+	}
+	if public && private {
+		// Even when the private address is allowed: the policy decided on
+		// a name that also points outside, and which answer a client gets
+		// is the name owner's choice.
+		return nil, fmt.Errorf("%w: %s resolves to both public and private addresses", errAddressRefused, t.host)
 	}
 	if len(addrs) > maxAddresses {
 		addrs = addrs[:maxAddresses]

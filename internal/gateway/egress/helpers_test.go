@@ -287,4 +287,3 @@ func oneDecision(t testing.TB, evs []audit.Event, want string) audit.Event {
 	}
 	return d
 }
-

@@ -1,10 +1,13 @@
 package egress_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -51,7 +54,7 @@ func TestAllowedHostReached(t *testing.T) {
 		t.Errorf("upstream saw Host %q target %q, want %q and the origin-form target", last.Host, last.RequestURI, up.addr())
 	}
 
-	evs := e.rec.since(before)
+	evs := e.waitOutcome(t, before)
 	d := oneDecision(t, evs, audit.DecisionAllow)
 	if d.Resource != "host:"+up.addr() || d.Details["destination"] != "POST "+up.addr()+"/v1/items" {
 		t.Errorf("decision = %+v, want resource host:%s and destination POST %s/v1/items (no query)", d, up.addr(), up.addr())
@@ -230,4 +233,34 @@ func TestCredentialRefused(t *testing.T) {
 		t.Errorf("Bearer: status %d, want 200", resp.StatusCode)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
+}
+
+// A tunnel lives no longer than its task: ending the task closes it, and
+// its outcome says so.
+func TestTunnelEndsWithTask(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, true)
+	e := newEnv(t, envOpts{allowPrivate: loopback, connectPorts: []uint16{up.port()}})
+	tok := e.taskToken(t, "long", identity.TierAutonomous, "http.request:"+up.addr())
+	c, err := net.DialTimeout("tcp", e.proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	before := e.rec.len()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n", up.addr(), up.addr(), basic(tok))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v, want 200", resp, err)
+	}
+	e.auth.Tokens.Revocations().RevokeTasks(task.ID(e.claims(t, tok).TaskID))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read from the tunnel after the task ended: %v, want EOF", err)
+	}
+	o := eventsOf(e.waitOutcome(t, before), audit.TypeActionCompleted)[0]
+	if o.Outcome.Status != "closed" || !strings.Contains(o.Outcome.Error, "no longer active") {
+		t.Errorf("outcome %+v, want closed because the task is no longer active", o.Outcome)
+	}
 }

@@ -89,15 +89,18 @@ func parseAbsolute(method, raw string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	path, query, _ := strings.Cut(pathQuery, "?")
-	if err := checkPath(path); err != nil {
-		return nil, err
-	}
-	if err := checkQuery(query); err != nil {
-		return nil, err
+	for i := 0; i < len(pathQuery); i++ {
+		if c := pathQuery[i]; c <= ' ' || c >= 0x7f {
+			return nil, fmt.Errorf("%w: %s: a space, control or non-ASCII byte in the path or query", errMalformed, resource.Quote(raw))
+		}
 	}
 	if t.url, err = upstreamURL(t, pathQuery); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errMalformed, resource.Quote(raw), err)
+	}
+	// The path decided is the path sent.
+	path := t.url.EscapedPath()
+	if err := checkPath(path); err != nil {
+		return nil, err
 	}
 	t.dest = policy.Destination{Host: t.resource, Method: method, Path: path}
 	return t, nil
@@ -184,12 +187,15 @@ func parseAuthority(raw string, defaultPort uint16) (*target, error) {
 // IPv4-mapped IPv6 address and the octal, hex, short and single-number
 // IPv4 forms are refused.
 func canonicalHost(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("%w: no host", errMalformed)
+	}
 	if inner, ok := strings.CutPrefix(name, "["); ok {
 		inner = strings.TrimSuffix(inner, "]")
 		if strings.Contains(inner, "%") {
 			return "", fmt.Errorf("%w: host %s: an IPv6 zone is not a host", errNotCanonical, resource.Quote(name))
 		}
-		if _, err := netip.ParseAddr(inner); err != nil {
+		if a, err := netip.ParseAddr(inner); err != nil || !a.Is6() {
 			return "", fmt.Errorf("%w: host %s: not an IPv6 address", errMalformed, resource.Quote(name))
 		}
 	}
@@ -236,14 +242,3 @@ func checkPath(p string) error {
 }
 
 func badPathRune(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }
-
-// checkQuery refuses control characters and spaces in the query: net/http
-// lets some through, and an upstream would split the request line there.
-func checkQuery(q string) error {
-	for i := 0; i < len(q); i++ {
-		if c := q[i]; c <= ' ' || c == 0x7f {
-			return fmt.Errorf("%w: query has a space or control character", errMalformed)
-		}
-	}
-	return nil
-}
