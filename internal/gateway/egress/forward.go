@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/access"
@@ -168,3 +169,16 @@ func upstreamURL(t *target, pathQuery string) (*url.URL, error) {
 	}
 	return &url.URL{Scheme: "http", Host: t.authority(httpPort), Path: pu.Path, RawPath: pu.RawPath, RawQuery: pu.RawQuery}, nil
 }
+
+// bufferPool reuses the forwarder's copy buffers (32 KiB each, otherwise
+// allocated per request).
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

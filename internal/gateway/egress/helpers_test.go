@@ -47,6 +47,10 @@ func (r *recorder) Record(ctx context.Context, ev audit.Event) error {
 	return nil
 }
 
+type discard struct{}
+
+func (discard) Record(context.Context, audit.Event) error { return nil }
+
 // since returns the events recorded at index n and after.
 func (r *recorder) since(n int) []audit.Event {
 	r.mu.Lock()
@@ -75,6 +79,9 @@ type envOpts struct {
 	connectPorts []uint16
 	resolver     egress.Resolver
 	classifier   policy.ClassifierConfig
+	// noLedger records in memory only (benchmarks that separate the
+	// proxy's cost from the durable ledger's).
+	noLedger bool
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -86,6 +93,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	t.Cleanup(func() { a.Close() })
 	rec := &recorder{next: a.Audit}
+	if o.noLedger {
+		rec.next = discard{}
+	}
 	cls, err := policy.NewClassifier(o.classifier)
 	if err != nil {
 		t.Fatal(err)

@@ -125,7 +125,7 @@ func New(cfg Config) (*Gateway, error) {
 		DisableCompression:     true, // bodies pass through as they are
 		MaxResponseHeaderBytes: 1 << 20,
 	}
-	g.forwarder = &httputil.ReverseProxy{Rewrite: rewrite, Transport: g.transport, ErrorHandler: g.forwardError,
+	g.forwarder = &httputil.ReverseProxy{Rewrite: rewrite, Transport: g.transport, ErrorHandler: g.forwardError, BufferPool: &bufferPool{},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	g.srv = &http.Server{
 		Handler:           g,
