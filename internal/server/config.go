@@ -55,6 +55,7 @@ type Config struct {
 	Policy              PolicyConfig
 	Access              AccessConfig
 	MCP                 MCPConfig
+	Egress              EgressConfig
 	GC                  GCConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
@@ -232,6 +233,9 @@ func (c *Config) Validate() error {
 	}
 
 	if err := checkMCP(&c.MCP); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkEgress(&c.Egress, c.TLS.Enabled(), c.AllowInsecureListen); err != nil {
 		errs = append(errs, err)
 	}
 

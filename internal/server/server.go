@@ -74,6 +74,7 @@ type Server struct {
 	authz   *token.Server     // the OAuth authorization server
 	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
+	egress  *egressProxy      // the egress proxy, when egress.listen is set
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
 	// lostLedger is the ledger, for the store's OnLost hook, which may run
@@ -258,6 +259,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.httpSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
+	if err := s.startEgress(recorder); err != nil {
+		return nil, err
+	}
 
 	if host, _, _ := net.SplitHostPort(cfg.Listen); !cfg.TLS.Enabled() && !isLoopback(host) {
 		log.Warn("INSECURE: serving plain HTTP on a non-loopback address because allow_insecure_listen is set; "+
@@ -312,6 +316,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(s.serveEgress)
 	// Background work (usage flushing, checkpoints, retention, sinks)
 	// outlives the listeners: it stops only once every request has been
 	// answered and the MCP gateway has recorded its last outcomes, so that
@@ -330,11 +335,12 @@ func (s *Server) Run(ctx context.Context) error {
 		// The MCP gateway ends its sessions as their calls finish, which
 		// also ends their long-lived streams, which the HTTP servers'
 		// Shutdown would otherwise wait out.
-		var mcpErr error
+		var mcpErr, egressErr error
 		var wg sync.WaitGroup
 		if s.mcp != nil {
 			wg.Go(func() { mcpErr = s.mcp.Shutdown(sctx) })
 		}
+		wg.Go(func() { egressErr = s.shutdownEgress(sctx) })
 		var errs []error
 		for _, srv := range []*http.Server{s.httpSrv, s.sockSrv} {
 			if err := srv.Shutdown(sctx); err != nil {
@@ -342,7 +348,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 		wg.Wait()
-		return errors.Join(append(errs, mcpErr)...)
+		return errors.Join(append(errs, mcpErr, egressErr)...)
 	})
 	s.log.Info("mandate serving", "listen", s.tcp.Addr().String(), "public_url", s.publicURL,
 		"admin_socket", s.SocketPath(), "store", redactDSN(s.cfg.Store), "trust_domain", s.cfg.TrustDomain,
@@ -361,7 +367,11 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		for _, c := range []io.Closer{s.tcp, s.sock} {
+		closers := []io.Closer{s.tcp, s.sock}
+		if s.egress != nil {
+			closers = append(closers, s.egress.ln)
+		}
+		for _, c := range closers {
 			if c != nil {
 				if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 					errs = append(errs, err)

@@ -1,0 +1,184 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/audit"
+)
+
+// exchange is one allowed plain HTTP request on its way through the
+// forwarder (in its context).
+type exchange struct {
+	t   *target
+	err error // what the forwarder failed with, if it did
+}
+
+type exchangeKey struct{}
+
+// forward relays an allowed plain HTTP request to its upstream with
+// net/http/httputil.ReverseProxy (hop-by-hop headers, Proxy-Authorization
+// among them, and X-Forwarded-* are not passed on) and records its
+// outcome once the response is flushed to the client.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, subj access.Subject, act access.Action, t *target, start time.Time) {
+	x := &exchange{t: t}
+	cw := &countingWriter{ResponseWriter: w}
+	var body *countingReader
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingReader{r: r.Body}
+		r.Body = body
+	}
+	g.forwarder.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	_ = http.NewResponseController(w).Flush()
+
+	out := audit.Outcome{Status: outcomeOK, Bytes: cw.n, Duration: time.Since(start)}
+	switch {
+	case errors.Is(x.err, errAddressRefused):
+		out.Status, out.Error = outcomeRefused, x.err.Error()
+	case x.err != nil:
+		out.Status, out.Error = outcomeError, x.err.Error()
+	}
+	details := map[string]string{"status": strconv.Itoa(cw.statusCode())}
+	if body != nil {
+		details["bytes_sent"] = strconv.FormatInt(body.n, 10)
+	}
+	g.recordOutcome(r.Context(), subj, act, out, details)
+}
+
+// rewrite makes the upstream request from the canonical target alone:
+// its URL and Host are the host that was decided, never the client's
+// spelling or its Host header.
+func rewrite(pr *httputil.ProxyRequest) {
+	x := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	u := *x.t.url
+	pr.Out.URL = &u
+	pr.Out.Host = ""
+}
+
+// forwardError answers a request the forwarder could not relay: 403 for
+// a refused address, 502 otherwise.
+func (g *Gateway) forwardError(w http.ResponseWriter, r *http.Request, err error) {
+	x := r.Context().Value(exchangeKey{}).(*exchange)
+	x.err = err
+	var refused *refusedError
+	if errors.As(err, &refused) {
+		x.err = refused.err
+		problem(w, http.StatusForbidden, "destination address refused", refused.err.Error())
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	problem(w, http.StatusBadGateway, "upstream unreachable", err.Error())
+}
+
+// refusedError carries an address refusal through net/http's transport,
+// which wraps dial errors.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// dialForward is the forwarder's transport's dialer: addr is the
+// canonical host and port the request was decided for (rewrite); it is
+// resolved once, every address checked, and a checked address dialed.
+func (g *Gateway) dialForward(ctx context.Context, _, addr string) (net.Conn, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{host: host, port: uint16(port)}
+	addrs, err := g.resolve(ctx, t)
+	if err != nil {
+		if errors.Is(err, errAddressRefused) {
+			return nil, &refusedError{err}
+		}
+		return nil, err
+	}
+	c, _, err := g.dialChecked(ctx, addrs, t.port)
+	return c, err
+}
+
+// countingWriter counts the response bytes written and remembers the
+// status.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.status == 0 || c.status < 200 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) statusCode() int {
+	if c.status == 0 {
+		return http.StatusOK
+	}
+	return c.status
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// countingReader counts the request body bytes read.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+// upstreamURL is the URL a plain HTTP request goes to: the canonical
+// authority and the path and query as received.
+func upstreamURL(t *target, pathQuery string) (*url.URL, error) {
+	pu, err := url.ParseRequestURI(pathQuery)
+	if err != nil {
+		return nil, err
+	}
+	return &url.URL{Scheme: "http", Host: t.authority(httpPort), Path: pu.Path, RawPath: pu.RawPath, RawQuery: pu.RawQuery}, nil
+}
+
+// bufferPool reuses the forwarder's copy buffers (32 KiB each, otherwise
+// allocated per request).
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
