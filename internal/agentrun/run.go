@@ -154,11 +154,12 @@ func newRunner(cfg Config) (*runner, error) {
 	if hc == nil {
 		hc = &http.Client{}
 	}
+	stderr := &lockedWriter{w: cfg.Stderr}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(cfg.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	r := &runner{cfg: cfg, log: log, stderr: cfg.Stderr,
+	r := &runner{cfg: cfg, log: log, stderr: stderr,
 		oc: &oauthClient{hc: hc, cred: cfg.Credential, timeout: cfg.Timeout}}
 	if cfg.DPoP {
 		_, k, err := ed25519.GenerateKey(rand.Reader)
@@ -359,7 +360,10 @@ func (r *runner) runCommand(ctx context.Context) (int, error) {
 	}
 	cmd := exec.Command(r.cfg.Command[0], r.cfg.Command[1:]...)
 	cmd.Env = r.environ(fwd)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.cfg.Stdin, r.cfg.Stdout, r.cfg.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.cfg.Stdin, r.cfg.Stdout, r.stderr
+	if f, ok := r.cfg.Stderr.(*os.File); ok {
+		cmd.Stderr = f // the command gets the descriptor itself (a terminal stays one)
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
@@ -442,6 +446,19 @@ func (r *runner) renewLoop(ctx context.Context) string {
 			wait, backoff = backoff, min(2*backoff, 30*time.Second)
 		}
 	}
+}
+
+// lockedWriter serializes writes: mandate run's messages and the
+// command's stderr share one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // endAttempts is how often ending the task is tried before Run reports
