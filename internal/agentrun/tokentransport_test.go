@@ -72,3 +72,8 @@ func boolStr(b bool) string {
 	}
 	return "false"
 }
+
+func edKey() ed25519.PrivateKey {
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	return k
+}
