@@ -154,9 +154,9 @@ func (h *OAuth) caller(r *http.Request, form url.Values) (token.Caller, error) {
 }
 
 // tokenRequest reads the form of an introspection or revocation request,
-// authenticates its caller and returns the token it names. It writes the
-// OAuth error itself and returns ok=false on any failure.
-func (h *OAuth) tokenRequest(w http.ResponseWriter, r *http.Request) (caller token.Caller, raw string, ok bool) {
+// authenticates its caller and returns the token it names and the form.
+// It writes the OAuth error itself and returns ok=false on any failure.
+func (h *OAuth) tokenRequest(w http.ResponseWriter, r *http.Request) (caller token.Caller, raw string, form url.Values, ok bool) {
 	form, err := readForm(w, r)
 	if err == nil {
 		err = token.CheckParams(form)
@@ -169,22 +169,41 @@ func (h *OAuth) tokenRequest(w http.ResponseWriter, r *http.Request) (caller tok
 	}
 	if err != nil {
 		h.writeOAuthError(w, r, err)
-		return token.Caller{}, "", false
+		return token.Caller{}, "", nil, false
 	}
-	return caller, form.Get("token"), true
+	return caller, form.Get("token"), form, true
 }
 
 func (h *OAuth) introspect(w http.ResponseWriter, r *http.Request) {
-	caller, raw, ok := h.tokenRequest(w, r)
+	caller, raw, _, ok := h.tokenRequest(w, r)
 	if !ok {
 		return
 	}
 	writeOAuthJSON(w, http.StatusOK, h.srv.Introspect(r.Context(), caller, raw))
 }
 
+// revoke serves RFC 7009 revocation. With the extension parameter
+// end_task=true (and an optional reason) the task a task token is for
+// ends too (token.Server.EndTask), and the answer is a JSON object
+// saying so — a server without the extension answers an empty 200,
+// which a client asking to end its task must not take for an ending.
 func (h *OAuth) revoke(w http.ResponseWriter, r *http.Request) {
-	caller, raw, ok := h.tokenRequest(w, r)
+	caller, raw, form, ok := h.tokenRequest(w, r)
 	if !ok {
+		return
+	}
+	switch end := form.Get("end_task"); {
+	case end == "true":
+		ended, err := h.srv.EndTask(r.Context(), caller, raw, form.Get("reason"))
+		if err != nil {
+			h.writeOAuthError(w, r, err)
+			return
+		}
+		writeOAuthJSON(w, http.StatusOK, ended)
+		return
+	case end != "" || form.Has("end_task") || form.Has("reason"):
+		h.writeOAuthError(w, r, &token.Error{Code: token.CodeInvalidRequest, Status: http.StatusBadRequest,
+			Description: "end_task must be \"true\" (and reason is given only with it)"})
 		return
 	}
 	if err := h.srv.Revoke(r.Context(), caller, raw); err != nil {

@@ -488,4 +488,50 @@ func TestOAuthRevokeEndpoint(t *testing.T) {
 	}
 }
 
+// TestOAuthRevokeEndTask: end_task=true on the revocation endpoint ends
+// the task a task token is for, and answers what happened as JSON; any
+// other value of end_task, or a reason without it, is refused and leaves
+// the task as it was.
+func TestOAuthRevokeEndTask(t *testing.T) {
+	e := newEnv(t)
+	alpha, beta := e.register("alpha", false), e.register("beta", false)
+	tok := e.token(exchangeForm(e.agentToken(alpha, nil), "purpose", "p", "scope", "file.read:/r/**"), nil)
+	revokeURL := e.http.URL + httpapi.PathOAuthRevoke
+	for _, tc := range []struct {
+		name  string
+		as    identity.ID
+		extra url.Values
+		want  int
+		code  string
+	}{
+		{"end_task not true", alpha, url.Values{"end_task": {"1"}}, 400, "invalid_request"},
+		{"end_task empty", alpha, url.Values{"end_task": {""}}, 400, "invalid_request"},
+		{"reason without end_task", alpha, url.Values{"reason": {"x"}}, 400, "invalid_request"},
+		{"another agent", beta, url.Values{"end_task": {"true"}}, 400, "unauthorized_client"},
+	} {
+		f := e.clientAuth(tc.as, revokeURL)
+		f.Set("token", tok)
+		for k, v := range tc.extra {
+			f[k] = v
+		}
+		if status, m, _ := e.post(httpapi.PathOAuthRevoke, f, nil); status != tc.want || m["error"] != tc.code {
+			t.Errorf("%s: revoke = %d %v, want %d %s", tc.name, status, m, tc.want, tc.code)
+		}
+	}
+	if in := e.introspect(tok, adminHdr, nil); in["active"] != true {
+		t.Fatalf("a refused end_task changed the token: %v", in)
+	}
+	f := e.clientAuth(alpha, revokeURL)
+	f.Set("token", tok)
+	f.Set("end_task", "true")
+	f.Set("reason", "work done")
+	status, m, _ := e.post(httpapi.PathOAuthRevoke, f, nil)
+	if status != 200 || m["status"] != "ended" || m["task_id"] == nil {
+		t.Fatalf("end_task = %d %v, want 200 and status ended", status, m)
+	}
+	if in := e.introspect(tok, adminHdr, nil); in["active"] != false {
+		t.Errorf("introspect after end_task = %v", in)
+	}
+}
+
 var cryptoSHA256 = crypto.SHA256
