@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -264,6 +265,9 @@ func (v *Verifier) parseClaims(ctx context.Context, raw string) (*Claims, string
 	if len(raw) > MaxTokenSize {
 		return fail("token too large")
 	}
+	if !canonicalCompact(raw) {
+		return fail("malformed token: not three canonical base64url segments")
+	}
 	tok, err := jwt.ParseSigned(raw, SignatureAlgorithms)
 	if err != nil {
 		return fail("malformed token or disallowed algorithm")
@@ -290,6 +294,25 @@ func (v *Verifier) parseClaims(ctx context.Context, raw string) (*Claims, string
 		return fail("token signature or claims invalid")
 	}
 	return &c, h.KeyID, retired, nil
+}
+
+// canonicalCompact reports whether raw is a JWS in compact form whose
+// three segments are base64url as its issuer wrote them: unpadded, and
+// with the unused bits of the last character zero. A decoder that ignores
+// those bits reads other strings as the same token; mandate refuses them,
+// so that a token has one spelling (its cache key, a DPoP proof's ath).
+func canonicalCompact(raw string) bool {
+	segs := strings.Split(raw, ".")
+	if len(segs) != 3 {
+		return false
+	}
+	enc := base64.RawURLEncoding.Strict()
+	for _, seg := range segs {
+		if _, err := enc.DecodeString(seg); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func isAccessTokenType(typ any) bool {

@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,6 +108,8 @@ func TestVerify(t *testing.T) {
 		{"empty", VerifyRequest{}, CodeInvalidToken},
 		{"malformed", VerifyRequest{Token: "not.a.jwt"}, CodeInvalidToken},
 		{"garbage", VerifyRequest{Token: "%%%"}, CodeInvalidToken},
+		{"signature respelled in its padding bits", VerifyRequest{Token: respell(f.sign(t, f.taskClaims()))}, CodeInvalidToken},
+		{"padded segment", VerifyRequest{Token: f.sign(t, f.taskClaims()) + "=="}, CodeInvalidToken},
 		{"too large", VerifyRequest{Token: string(make([]byte, MaxTokenSize+1))}, CodeInvalidToken},
 		{"alg none", VerifyRequest{Token: unsignedJWT(t, map[string]string{"alg": "none", "typ": "at+jwt", "kid": kid}, f.taskClaims())}, CodeInvalidToken},
 		{"HS256", VerifyRequest{Token: signJWT(t, jose.HS256, []byte("0123456789abcdef0123456789abcdef"), hdr("at+jwt"), f.taskClaims())}, CodeInvalidToken},
@@ -330,4 +333,16 @@ func TestRotationDoesNotStallSigning(t *testing.T) {
 		}
 	}
 	<-done
+}
+
+// respell changes the unused low bits of a compact JWS's last character:
+// the same signature bytes to a lax decoder, another string to mandate.
+func respell(tok string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	b := []byte(tok)
+	i := strings.IndexByte(alphabet, b[len(b)-1])
+	// An Ed25519 signature (64 bytes) ends in a character that carries 2
+	// bits: the low 4 are padding.
+	b[len(b)-1] = alphabet[i|1]
+	return string(b)
 }
