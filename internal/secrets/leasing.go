@@ -60,21 +60,37 @@ func (e *DecisionError) Unwrap() error { return e.Cause }
 // still active), recorded, and, for a dynamic secret, its credential is
 // created. An error after the decision issues no lease.
 func (b *Broker) Lease(ctx context.Context, taskID task.ID, secret string, ttl time.Duration) (*Lease, error) {
-	name, err := ParseName(secret)
+	name, t, d, err := b.decide(ctx, taskID, secret, ttl)
 	if err != nil {
 		return nil, err
 	}
+	return b.issue(ctx, t, name, ttl, d)
+}
+
+// decide asks the Decider for the secret.use decision of secret for task
+// taskID: a deny or a hold is a *DecisionError.
+func (b *Broker) decide(ctx context.Context, taskID task.ID, secret string, ttl time.Duration) (Name, *task.Task, policy.Decision, error) {
+	name, err := ParseName(secret)
+	if err != nil {
+		return "", nil, policy.Decision{}, err
+	}
 	if ttl < 0 {
-		return nil, fmt.Errorf("%w: a negative lease ttl", ErrInvalid)
+		return "", nil, policy.Decision{}, fmt.Errorf("%w: a negative lease ttl", ErrInvalid)
 	}
 	t, err := b.cfg.Tasks.GetTask(ctx, taskID)
 	if err != nil {
-		return nil, err
+		return "", nil, policy.Decision{}, err
 	}
 	d, err := b.cfg.Decider.DecideSecretUse(ctx, taskID, t.Agent.String(), string(name))
 	if err != nil || !d.Allowed() {
-		return nil, &DecisionError{Decision: d, Cause: err}
+		return "", nil, d, &DecisionError{Decision: d, Cause: err}
 	}
+	return name, t, d, nil
+}
+
+// issue issues the lease of secret name to task t that decision d allowed.
+func (b *Broker) issue(ctx context.Context, t *task.Task, name Name, ttl time.Duration, d policy.Decision) (*Lease, error) {
+	taskID := t.ID
 	s, sealed, err := b.cfg.Store.GetSecret(ctx, name)
 	if err != nil {
 		return nil, err

@@ -23,16 +23,13 @@ func (b *Broker) LeaseForUpstream(ctx context.Context, taskID task.ID, upstream 
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
 	for _, s := range all {
 		if !deliversTo(s, upstream) {
 			continue
 		}
-		active, err := b.cfg.Store.ListLeases(ctx, LeaseFilter{Task: taskID, Secret: s.Name, Statuses: []LeaseStatus{LeaseActive}, Limit: 1})
-		if err != nil {
+		if l, err := b.activeLease(ctx, taskID, s.Name); err != nil {
 			return nil, err
-		}
-		if len(active) == 1 && active[0].ExpiresAt.After(now.Add(renewBefore)) {
+		} else if l != nil {
 			continue
 		}
 		if _, err := b.Lease(ctx, taskID, string(s.Name), 0); err != nil {
