@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,6 +359,23 @@ func TestRunEndToEndGoverned(t *testing.T) {
 	if st := mcpStatus(t, e.s.PublicURL()+"/mcp", tok); st != http.StatusUnauthorized {
 		t.Errorf("the gateway with the token after the run = %d, want 401", st)
 	}
+	if st := egressStatus(t, e.s.EgressAddr().String(), tok, "http://"+allowedHost+"/after"); st != http.StatusProxyAuthRequired {
+		t.Errorf("the egress proxy with the token after the run = %d, want 407", st)
+	}
+	if n := allowedAccepts.n.Load(); n != 1 {
+		t.Errorf("the allowed host accepted %d connections after the run, want the one during it", n)
+	}
+	// The upstream process that held the secret went with the task's session.
+	var pid int
+	if i := strings.LastIndex(rep["mcp"], "pid="); i >= 0 {
+		fmt.Sscanf(rep["mcp"][i:], "pid=%d", &pid)
+	}
+	for end := time.Now().Add(5 * time.Second); pid > 0 && processAlive(pid); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Errorf("the upstream process %d that held the secret still runs after the task ended", pid)
+			break
+		}
+	}
 	if got := e.task(t, taskID); got["status"] != "ended" || got["status_reason"] != "mandate run: the command exited with status 0" {
 		t.Errorf("task = %v %v, want ended with the exit status", got["status"], got["status_reason"])
 	}
@@ -453,13 +471,17 @@ func runSteps(tb testing.TB, ledger []byte, taskID, file, allowedHost, deniedHos
 		{"egress deny", decided("egress", "http.request", "host:"+deniedHost, "deny")},
 		{"egress outcome", completed("egress", "http.request", "host:"+allowedHost)},
 		{"secret.use allow", decided("secrets", "secret.use", "secret:db_password", "allow")},
-		{"lease issued", func(ev audit.Event) bool { return ev.Type == secrets.TypeLeaseIssued && ev.Resource == "secret:db_password" }},
+		{"lease issued", func(ev audit.Event) bool {
+			return ev.Type == secrets.TypeLeaseIssued && ev.Resource == "secret:db_password"
+		}},
 		{"tool allow", decided("mcp", "tool.call", "tool:db/getenv", "allow")},
 		// The gateway's outcome names the tool untyped, as its mcp.call does.
 		{"tool outcome", func(ev audit.Event) bool {
 			return ev.Type == audit.TypeMCPResult && ev.Action == "tool.call" && ev.Resource == "db/getenv" && ev.Details["outcome"] == "ok"
 		}},
-		{"lease revoked", func(ev audit.Event) bool { return ev.Type == secrets.TypeLeaseRevoked && ev.Resource == "secret:db_password" }},
+		{"lease revoked", func(ev audit.Event) bool {
+			return ev.Type == secrets.TypeLeaseRevoked && ev.Resource == "secret:db_password"
+		}},
 		{"task ended", func(ev audit.Event) bool { return ev.Type == audit.TypeTaskEnded }},
 	}
 	seqs := map[string]int64{}
@@ -483,6 +505,30 @@ func runSteps(tb testing.TB, ledger []byte, taskID, file, allowedHost, deniedHos
 		missing = append(missing, "(the task's events:"+b.String()+")")
 	}
 	return seqs, missing
+}
+
+// egressStatus is the egress proxy's status for a GET of target with
+// tok as the proxy password.
+func egressStatus(tb testing.TB, proxyAddr, tok, target string) int {
+	tb.Helper()
+	proxy := &url.URL{Scheme: "http", Host: proxyAddr, User: url.UserPassword(ProxyUser, tok)}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
+	resp, err := hc.Get(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// processAlive reports whether process pid still runs (where a process
+// cannot be signalled with 0, as on Windows, it reports false).
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	return p.Signal(syscall.Signal(0)) == nil
 }
 
 // mcpStatus is the gateway's status for an initialize with tok.
