@@ -20,8 +20,13 @@ import (
 
 // TestMain runs this test binary as the command under mandate run when
 // its arguments say so (helperCommand): a Go program, so the same
-// script runs on every platform.
+// script runs on every platform; or as the stdio MCP server of the
+// end-to-end test's gateway (stdioUpstream).
 func TestMain(m *testing.M) {
+	if os.Getenv(stdioUpstreamEnv) != "" {
+		stdioUpstream()
+		return
+	}
 	if i := indexOf(os.Args, "helper"); i > 0 && os.Args[i-1] == "--" && len(os.Args) == i+3 {
 		os.Exit(helper(os.Args[i+1], os.Args[i+2]))
 	}
@@ -48,6 +53,7 @@ func indexOf(xs []string, x string) int {
 //	watch:    reads the token file every 50ms for AGENTRUN_WATCH, reports
 //	          the distinct tokens seen, then runs the hook once
 //	wait:     reports, then waits for the file AGENTRUN_GO and exits 0
+//	e2e:      a governed agent's steps (e2eScript), exits 0
 func helper(mode, out string) int {
 	rep := map[string]string{}
 	write := func() {
@@ -84,7 +90,7 @@ func helper(mode, out string) int {
 	}
 	switch mode {
 	case "script":
-		rep["hook_exit"], rep["hook_out"] = runHook()
+		rep["hook_exit"], rep["hook_out"] = runHook(os.Getenv("AGENTRUN_PAYLOAD"))
 		rep["get"] = proxyGet(os.Getenv("AGENTRUN_TARGET"))
 		rep["connect"] = proxyConnect()
 		write()
@@ -108,7 +114,7 @@ func helper(mode, out string) int {
 			}
 		}
 		rep["seen"] = strings.Join(seen, " ")
-		rep["hook_exit"], rep["hook_out"] = runHook()
+		rep["hook_exit"], rep["hook_out"] = runHook(os.Getenv("AGENTRUN_PAYLOAD"))
 		write()
 		return 0
 	case "wait":
@@ -119,18 +125,22 @@ func helper(mode, out string) int {
 			}
 		}
 		return 98
+	case "e2e":
+		e2eScript(rep)
+		write()
+		return 0
 	}
 	return 97
 }
 
-// runHook feeds AGENTRUN_PAYLOAD to `mandate hook claude-code`.
-func runHook() (string, string) {
+// runHook feeds payload to `$AGENTRUN_MANDATE hook claude-code`.
+func runHook(payload string) (string, string) {
 	bin := os.Getenv("AGENTRUN_MANDATE")
 	if bin == "" {
 		return "", ""
 	}
 	cmd := exec.Command(bin, "hook", "claude-code")
-	cmd.Stdin = strings.NewReader(os.Getenv("AGENTRUN_PAYLOAD"))
+	cmd.Stdin = strings.NewReader(payload)
 	var outb, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &outb, &errb
 	err := cmd.Run()
