@@ -60,6 +60,7 @@ func Run(t *testing.T, open OpenFunc) {
 	t.Run("ReplaceLedgerKey", func(t *testing.T) { t.Parallel(); testReplaceLedgerKey(t, open) })
 	t.Run("ToolPins", func(t *testing.T) { t.Parallel(); testToolPins(t, open) })
 	t.Run("PolicySources", func(t *testing.T) { t.Parallel(); testPolicySources(t, open) })
+	t.Run("Approvals", func(t *testing.T) { t.Parallel(); testApprovals(t, open) })
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		if err := open(t).Ping(t.Context()); err != nil {
