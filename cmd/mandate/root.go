@@ -65,6 +65,7 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 	root.AddCommand(a.auditCmd())
 	root.AddCommand(a.policyCmd())
 	root.AddCommand(a.toolCmd(), a.mcpCmd())
+	root.AddCommand(a.approvalCmd(), a.ownerCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -61,6 +61,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Audit:       AuditConfig{CheckpointInterval: time.Minute, SinkBuffer: 4096, FileSinkMaxMB: 100, FileSinkBackups: 5},
 		Policy:      PolicyConfig{Defaults: true, PollInterval: 2 * time.Second},
 		MCP:         MCPConfig{CallTimeout: time.Minute, MaxMessageBytes: 4 << 20},
+		Approvals:   ApprovalsConfig{WaitTimeout: 50 * time.Second, ExpireAfter: 15 * time.Minute, EscalateAfter: 10 * time.Minute, RequestsPerMinute: 10},
 		GC:          GCConfig{HeapFloorBytes: 64 << 20},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {

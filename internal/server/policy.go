@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/policy"
@@ -62,7 +63,7 @@ type accessLayer struct {
 
 // newAccessLayer loads the policies (a bad policy set stops the start:
 // there is no last good set yet) and builds the pipeline.
-func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, log *slog.Logger) (*accessLayer, error) {
+func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, approvals *approval.Service, log *slog.Logger) (*accessLayer, error) {
 	a := &accessLayer{recorder: recorder, apiStore: backend}
 	if err := importPolicyFiles(ctx, filepath.Join(cfg.DataDir, "policies"), backend, recorder, log); err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
 		MaxDelegationDepth: cfg.Tasks.MaxDepth, AgentTaintWindow: cfg.Tasks.AgentTaintWindow,
-		Limits: mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
+		Limits: mcpLimits(cfg.MCP), ApprovalService: approvals, Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err

@@ -73,6 +73,8 @@ type Server struct {
 	metrics *prometheus.Registry
 	authz   *token.Server     // the OAuth authorization server
 	acc     *accessLayer      // policies and the decision pipeline
+	// approvals holds actions for people's approval (approvals.go).
+	approvals *approvalsLayer
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
@@ -191,11 +193,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, log)
+	approvals, err := newApprovals(ctx, cfg.Approvals, s, recorder)
+	if err != nil {
+		return nil, err
+	}
+	s.approvals = approvals
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, approvals.svc, log)
 	if err != nil {
 		return nil, err
 	}
 	s.acc = acc
+	approvals.engine.Store(acc.engine)
 	s.background = append(s.background,
 		acc.run, // policy directory polling
 		func(ctx context.Context) error { return acc.pipeline.RunUsageFlush(ctx, 0) }, // budget usage to the store
@@ -214,7 +222,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.MustRegister(acc.collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
 	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
-	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
+	tokens, err := parseAdminTokens(cfg.Admin.TokenHashes)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +230,6 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	s.mountHealth(mux)
 	mux.Handle("GET /metrics", metricsHandler(s.metrics))
-	tokens := adminTokens{hashes: hashes}
 	mux.Handle("/admin/", requireAdminToken(tokens, log, adminAPI))
 	httpapi.NewOAuth(httpapi.OAuthConfig{
 		Server: authz,
@@ -238,6 +245,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
+	approvals.mount(mux, sockMux, tokens, acc, adminSvc, s)
 	if err := s.mountMCP(mux, sockMux, recorder, tokens); err != nil {
 		return nil, err
 	}
