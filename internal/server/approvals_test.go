@@ -28,6 +28,9 @@ type approvalEnv struct {
 	base    string
 	deploys atomic.Int64 // calls the upstream ran
 	token   func(onBehalfOf string) string
+	// tokenAt is token for an admin-started task, for resource ("" is
+	// the issuer: the AuthZEN API).
+	tokenAt func(onBehalfOf, resource string) string
 }
 
 func newApprovalEnv(t *testing.T, tune func(*Config)) *approvalEnv {
@@ -67,7 +70,8 @@ func newApprovalEnv(t *testing.T, tune func(*Config)) *approvalEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.token = func(onBehalfOf string) string {
+	e.token = func(onBehalfOf string) string { return e.tokenAt(onBehalfOf, e.base+"/mcp/up") }
+	e.tokenAt = func(onBehalfOf, resource string) string {
 		agentToken, err := ag.Token(ctx, http.DefaultClient, tokenURL)
 		if err != nil {
 			t.Fatal(err)
@@ -90,11 +94,14 @@ func newApprovalEnv(t *testing.T, tune func(*Config)) *approvalEnv {
 		}, &started); code != 201 {
 			t.Fatalf("start task = %d %s", code, body)
 		}
-		resp, err := http.PostForm(tokenURL, map[string][]string{
+		form := map[string][]string{
 			"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {agentToken},
 			"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "task_id": {started.ID},
-			"resource": {e.base + "/mcp/up"},
-		})
+		}
+		if resource != "" {
+			form["resource"] = []string{resource}
+		}
+		resp, err := http.PostForm(tokenURL, form)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -59,12 +59,15 @@ type accessLayer struct {
 	points   adminTokens
 	apiStore policy.SourceStore
 	recorder audit.Recorder
+	// approvals serves ARAP on the AuthZEN API (approvals.go).
+	approvals     *approval.Service
+	callbackHosts []string
 }
 
 // newAccessLayer loads the policies (a bad policy set stops the start:
 // there is no last good set yet) and builds the pipeline.
 func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, approvals *approval.Service, log *slog.Logger) (*accessLayer, error) {
-	a := &accessLayer{recorder: recorder, apiStore: backend}
+	a := &accessLayer{recorder: recorder, apiStore: backend, approvals: approvals, callbackHosts: cfg.Approvals.CallbackHosts}
 	if err := importPolicyFiles(ctx, filepath.Join(cfg.DataDir, "policies"), backend, recorder, log); err != nil {
 		return nil, err
 	}
@@ -203,6 +206,7 @@ func (s *Server) ReloadPolicies(ctx context.Context) error {
 func (a *accessLayer) mount(mux, sockMux *http.ServeMux, publicURL string, tokens adminTokens, log *slog.Logger) {
 	httpapi.NewAuthZEN(httpapi.AuthZENConfig{
 		Pipeline: a.pipeline, PublicURL: publicURL, PointAuth: a.pointAuth,
+		Approvals: a.approvals, CallbackHosts: a.callbackHosts,
 		Logger: log.With("component", "authzen"),
 	}).Register(mux)
 	pa := httpapi.NewPolicyAdmin(httpapi.PolicyAdminConfig{
