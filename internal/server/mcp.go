@@ -78,8 +78,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		Audit:                rec,
 		Redactor:             s.ledger.Redactor(), // keyed digests; audit.redact_fields applies
 		Pins:                 pins,
-		// approval_required calls wait for their approval (approvals.go).
-		Approvals: &approvalWaiter{svc: s.approvals.svc, decider: decider, timeout: s.cfg.Approvals.WaitTimeout},
+		Approvals:            &approvalWaiter{svc: s.approvals.svc, decider: decider, timeout: s.cfg.Approvals.WaitTimeout}, // approvals.go
 		PublicURL:            s.publicURL,
 		AuthorizationServers: []string{s.publicURL},
 		Issuer:               s.publicURL,

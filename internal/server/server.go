@@ -73,14 +73,14 @@ type Server struct {
 	metrics *prometheus.Registry
 	authz   *token.Server     // the OAuth authorization server
 	acc     *accessLayer      // policies and the decision pipeline
-	// approvals holds actions for people's approval (approvals.go).
-	approvals *approvalsLayer
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
 	// lostLedger is the ledger, for the store's OnLost hook, which may run
 	// on the store's watcher before New has finished.
 	lostLedger atomic.Pointer[audit.Ledger]
+
+	approvals *approvalsLayer // held actions and their approvals (approvals.go)
 
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
