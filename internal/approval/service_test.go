@@ -98,7 +98,7 @@ func deploy(env string) approval.OpenRequest {
 
 func allow(context.Context, *approval.Request) error { return nil }
 
-func (f *fixture) approve(t *testing.T, id approval.ID, reach approval.Reach) {
+func (f *fixture) approve(t testing.TB, id approval.ID, reach approval.Reach) {
 	t.Helper()
 	if _, err := f.svc.Decide(context.Background(), approval.Decision{ID: id, Approver: approval.Approver{Person: "alice@example.org"}, Approve: true, Reach: reach, Authorize: allow}); err != nil {
 		t.Fatalf("Decide(approve %s) = %v", id, err)
