@@ -32,8 +32,10 @@ approval requests of their agents are cancelled; and every agent that needs
 a new owner is listed. Each change is its own audit event (agent.suspended,
 task.revoked, approval.cancelled). Running it again changes nothing more.
 
-Give each listed agent a new owner ('mandate agent update NAME --owner …')
-before resuming it ('mandate agent resume NAME').`,
+The listed agents stay suspended until someone takes them over: mandate has
+no ownership transfer yet, so register a replacement under its new owner
+('mandate agent register'), or resume one ('mandate agent resume NAME') only
+once its owner of record may answer for it.`,
 		Example: `  mandate owner offboard alice@example.com --reason 'left the company'
   mandate owner offboard alice@example.com -o json | jq -r '.need_new_owner[]'`,
 		Args: exactArgs("PERSON"),
