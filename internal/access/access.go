@@ -22,6 +22,7 @@ package access
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
@@ -103,6 +105,9 @@ type Action struct {
 	// an enforcement point; used only when Trusted (an agent cannot
 	// approve its own actions). The pipeline also asks Config.Approvals.
 	Approvals []string
+	// Arguments are the action's arguments (canonical JSON), if the
+	// enforcement point has them: an approval is bound to their digest.
+	Arguments json.RawMessage
 	// Point names the enforcement point (mcp, egress, hook, authzen);
 	// Caller identifies which instance asked (an enforcement point's
 	// token name), if any; RequestID correlates the event.
@@ -125,6 +130,11 @@ type Decision struct {
 	Risk string `json:"risk,omitempty"`
 	// RetryAfter, on a mandate:rate-limit denial, is when to try again.
 	RetryAfter time.Duration `json:"-"`
+	// ApprovalID, on approval_required, is the approval request the
+	// decision opened or found (Config.ApprovalService); ApprovalRefused
+	// says why none could be opened.
+	ApprovalID      string `json:"approval_request,omitempty"`
+	ApprovalRefused string `json:"approval_refused,omitempty"`
 }
 
 // Verifier authenticates task tokens (token.Verifier).
@@ -167,6 +177,10 @@ type Config struct {
 	// Approvals, if set, is asked for the approvals granted to each
 	// action (held and approved requests bound to its arguments).
 	Approvals ApprovalChecker
+	// ApprovalService, if set, opens (or finds) an approval request for
+	// every approval_required decision, and is the ApprovalChecker when
+	// Approvals is nil (see approval.go).
+	ApprovalService *approval.Service
 	// Shadow, if set, is a candidate policy set evaluated beside Engine
 	// without being enforced.
 	Shadow     *policy.Engine
@@ -259,6 +273,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Approvals == nil && cfg.ApprovalService != nil {
+		cfg.Approvals = serviceChecker{cfg.ApprovalService}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -489,6 +506,10 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 			st.unreserve(class.Risk)
 		}
 		return p.refuse(ctx, taskID, agent, act, err)
+	}
+
+	if d.Effect == policy.ApprovalRequired && p.cfg.ApprovalService != nil {
+		d.ApprovalID, d.ApprovalRefused = p.openApproval(ctx, t, ag, act, d)
 	}
 
 	var shadow *policy.Decision
@@ -754,8 +775,11 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	ev := audit.Event{
 		Type: TypeDecided, Actor: d.Agent, Agent: d.Agent, Task: string(d.Task),
 		Action: act.Kind, Resource: typedResource(act), Decision: string(d.Effect), Reason: text,
-		RequestID: act.RequestID, Point: act.Point,
+		RequestID: act.RequestID, Point: act.Point, ApprovalID: d.ApprovalID,
 		Details: map[string]string{},
+	}
+	if d.ApprovalRefused != "" {
+		ev.Details["approval_refused"] = d.ApprovalRefused
 	}
 	for _, r := range d.Reasons {
 		ev.Reasons = append(ev.Reasons, audit.PolicyReason{Policy: r.Policy, Message: r.Message})

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
@@ -62,7 +63,12 @@ type AuthZENConfig struct {
 	// and names the point. Nil means no enforcement points: only task
 	// tokens are accepted.
 	PointAuth func(r *http.Request) (point string, ok bool)
-	Logger    *slog.Logger
+	// Approvals, if set, serves the Access Request and Approval Profile
+	// (arap.go): approval_required decisions are requestable denials.
+	Approvals *approval.Service
+	// CallbackHosts are the host:port values ARAP callbacks may go to.
+	CallbackHosts []string
+	Logger        *slog.Logger
 }
 
 // AuthZEN serves the OpenID AuthZEN Authorization API 1.0 (docs/authzen.md):
@@ -88,6 +94,9 @@ func (h *AuthZEN) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/authzen-configuration", h.metadata)
 	mux.HandleFunc("POST /access/v1/evaluation", h.evaluation)
 	mux.HandleFunc("POST /access/v1/evaluations", h.evaluations)
+	if h.cfg.Approvals != nil {
+		h.registerARAP(mux)
+	}
 }
 
 // AuthZENMetadata is the PDP metadata document.
@@ -95,14 +104,21 @@ type AuthZENMetadata struct {
 	PolicyDecisionPoint       string `json:"policy_decision_point"`
 	AccessEvaluationEndpoint  string `json:"access_evaluation_endpoint"`
 	AccessEvaluationsEndpoint string `json:"access_evaluations_endpoint"`
+	// ARAP (arap.go), when approvals are served.
+	AccessRequestEndpoint string   `json:"access_request_endpoint,omitempty"`
+	Capabilities          []string `json:"capabilities,omitempty"`
 }
 
 func (h *AuthZEN) metadata(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, AuthZENMetadata{
+	md := AuthZENMetadata{
 		PolicyDecisionPoint:       h.cfg.PublicURL,
 		AccessEvaluationEndpoint:  h.cfg.PublicURL + "/access/v1/evaluation",
 		AccessEvaluationsEndpoint: h.cfg.PublicURL + "/access/v1/evaluations",
-	})
+	}
+	if h.cfg.Approvals != nil {
+		md.AccessRequestEndpoint, md.Capabilities = h.cfg.PublicURL+arapRequests, []string{CapabilityAccessRequest}
+	}
+	writeJSON(w, http.StatusOK, md)
 }
 
 // AuthZEN information model. Properties and context are open objects in
@@ -152,6 +168,9 @@ type AZResourceProperty struct {
 type AZContext struct {
 	Destination policy.Destination `json:"destination,omitzero"`
 	Command     string             `json:"command,omitempty"`
+	// Arguments are the action's arguments (a JSON object): an approval
+	// is bound to their digest.
+	Arguments json.RawMessage `json:"arguments,omitempty"`
 }
 
 // AZEvaluation is one evaluation request.
@@ -224,6 +243,11 @@ type AZRespCtx struct {
 	// Approvals would lift an approval_required.
 	Approvals []string `json:"approvals,omitempty"`
 	Error     *AZError `json:"error,omitempty"`
+	// EvaluationID and AccessRequest make an approval_required a
+	// requestable denial (ARAP, arap.go).
+	EvaluationID  string           `json:"evaluation_id,omitempty"`
+	EvaluatedAt   string           `json:"evaluated_at,omitempty"`
+	AccessRequest *ARAPRequestable `json:"access_request,omitempty"`
 }
 
 // AZError is a per-evaluation error.
@@ -530,7 +554,7 @@ func ToAction(ev AZEvaluation) (access.Action, error) {
 		Approvals: ev.Action.Properties.Approvals,
 	}
 	if ev.Context != nil {
-		act.Destination, act.Command = ev.Context.Destination, ev.Context.Command
+		act.Destination, act.Command, act.Arguments = ev.Context.Destination, ev.Context.Command, ev.Context.Arguments
 	}
 	return act, nil
 }
@@ -588,7 +612,9 @@ func (h *AuthZEN) evaluate(ctx context.Context, c *caller, ev AZEvaluation, reqI
 			return AZResponse{}, err
 		}
 	}
-	return toResponse(d), nil
+	resp := toResponse(d)
+	h.requestable(ctx, &resp, d)
+	return resp, nil
 }
 
 func toResponse(d access.Decision) AZResponse {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/admin"
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/identity"
@@ -51,24 +52,28 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, err.Error()
 	case errors.Is(err, errUnauthenticated), errors.Is(err, access.ErrUnauthenticated):
 		return http.StatusUnauthorized, err.Error()
-	case errors.Is(err, errForbidden), errors.Is(err, task.ErrNotEntitled):
+	case errors.Is(err, errForbidden), errors.Is(err, task.ErrNotEntitled), errors.Is(err, approval.ErrForbidden):
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, errBadRequest),
 		errors.Is(err, identity.ErrInvalid), errors.Is(err, identity.ErrInvalidID),
 		errors.Is(err, task.ErrInvalid), errors.Is(err, task.ErrNotNarrower),
 		errors.Is(err, admin.ErrNothingToUpdate),
-		errors.Is(err, audit.ErrInvalid),
+		errors.Is(err, audit.ErrInvalid), errors.Is(err, approval.ErrInvalid),
 		errors.Is(err, access.ErrInvalidAction), errors.Is(err, policy.ErrInvalidRequest), errors.Is(err, policy.ErrInvalidPolicy),
 		errors.Is(err, secrets.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrKeyNotFound), errors.Is(err, task.ErrNotFound), errors.Is(err, audit.ErrNotFound),
-		errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrLeaseNotFound):
+		errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrLeaseNotFound), errors.Is(err, approval.ErrNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, identity.ErrExists), errors.Is(err, identity.ErrKeyExists), errors.Is(err, identity.ErrFederationTaken),
 		errors.Is(err, identity.ErrInactive), errors.Is(err, task.ErrExists),
 		errors.Is(err, task.ErrNotActive), errors.Is(err, admin.ErrTransition),
-		errors.Is(err, secrets.ErrExists), errors.Is(err, secrets.ErrChanged), errors.Is(err, secrets.ErrInUse), errors.Is(err, secrets.ErrUnusable):
+		errors.Is(err, secrets.ErrExists), errors.Is(err, secrets.ErrChanged), errors.Is(err, secrets.ErrInUse), errors.Is(err, secrets.ErrUnusable),
+		errors.Is(err, approval.ErrDecided), errors.Is(err, approval.ErrExpired), errors.Is(err, approval.ErrDigestMismatch),
+		errors.Is(err, approval.ErrPolicyChanged):
 		return http.StatusConflict, err.Error()
+	case errors.Is(err, approval.ErrRateLimited):
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, audit.ErrUnavailable):
 		return http.StatusServiceUnavailable, "the audit log is unavailable; the change was refused"
 	case errors.Is(err, fault.ErrUnavailable):

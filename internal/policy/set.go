@@ -135,10 +135,13 @@ type pinned struct {
 // Set is a compiled, validated, indexed policy set. It is immutable and
 // safe for concurrent use.
 type Set struct {
-	byAction [9]bucket // indexed like Actions
+	byAction [10]bucket // indexed by actionIndex
 	byID     map[string]*compiled
 	ordered  []*compiled
 	sources  []string
+	// approvalVersions fingerprints, per approval name, the forbids that
+	// ask for it (see ApprovalVersion).
+	approvalVersions map[string]string
 }
 
 var parsePosRE = regexp.MustCompile(`<input>:(\d+):(\d+)`)
@@ -168,7 +171,7 @@ type parsedSource struct {
 }
 
 // parse parses and validates one source (or returns the cached result).
-func (c *Compiler) parse(v *validate.Validator, src Source) *parsedSource {
+func (c *Compiler) parse(v, av *validate.Validator, src Source) *parsedSource {
 	sum := sha256.Sum256(src.Text)
 	c.mu.Lock()
 	ps := c.cache[src.Name]
@@ -189,7 +192,13 @@ func (c *Compiler) parse(v *validate.Validator, src Source) *parsedSource {
 			ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id,
 				Msg: "use the context's attributes (context.task, context.risk, ...), not the context as a whole value"})
 		}
-		if err := v.Policy(id, (*xast.Policy)(p.AST())); err != nil {
+		pv := v
+		if approvalScoped((*xast.Policy)(p.AST())) {
+			// approval.decide has a principal and context of its own
+			// (approval.cedarschema): its policies are validated there.
+			pv = av
+		}
+		if err := pv.Policy(id, (*xast.Policy)(p.AST())); err != nil {
 			for _, msg := range dedupe(strings.Split(err.Error(), "\n")) {
 				ps.probs = append(ps.probs, Problem{File: src.Name, Line: pos.Line, Column: pos.Column, Policy: id, Msg: msg})
 			}
@@ -211,6 +220,10 @@ func (c *Compiler) Compile(sources []Source) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	av, err := newApprovalValidator()
+	if err != nil {
+		return nil, err
+	}
 	s := &Set{byID: make(map[string]*compiled)}
 	var probs []Problem
 	seen := make(map[string]bool, len(sources))
@@ -221,7 +234,7 @@ func (c *Compiler) Compile(sources []Source) (*Set, error) {
 			probs = append(probs, Problem{File: src.Name, Line: 1, Column: 1, Msg: fmt.Sprintf("source is larger than %d bytes", MaxSourceSize)})
 			continue
 		}
-		ps := c.parse(v, src)
+		ps := c.parse(v, av, src)
 		probs = append(probs, ps.probs...)
 		for i, p := range ps.list {
 			if _, perr := s.add(src.Name, i, p); perr != nil {
@@ -246,6 +259,7 @@ func (c *Compiler) Compile(sources []Source) (*Set, error) {
 	for _, cp := range s.ordered {
 		s.index(cp)
 	}
+	s.approvalVersions = approvalVersions(s.ordered)
 	return s, nil
 }
 
@@ -349,15 +363,24 @@ func (s *Set) add(file string, i int, p *cedar.Policy) (*compiled, *Problem) {
 // scopeActions maps an action entity to the action kinds it names. The
 // validator rejects unknown actions; this is only the index.
 func scopeActions(e types.EntityUID) []string {
-	if e.Type == typeAction && slices.Contains(Actions, string(e.ID)) {
+	if e.Type == typeAction && actionIndex(string(e.ID)) >= 0 {
 		return []string{string(e.ID)}
 	}
 	return nil
 }
 
+// actionIndex is the index of action's bucket: its place in Actions, or
+// the one after them for approval.decide; -1 for an unknown action.
+func actionIndex(action string) int {
+	if action == ActionApprovalDecide {
+		return len(Actions)
+	}
+	return slices.Index(Actions, action)
+}
+
 func (s *Set) index(c *compiled) {
 	for _, a := range c.Actions {
-		b := &s.byAction[slices.Index(Actions, a)]
+		b := &s.byAction[actionIndex(a)]
 		if c.pinned {
 			b.byResource = addPinned(b.byResource, c)
 			if c.pinIn {
@@ -409,7 +432,7 @@ func (s *Set) Policies() []Info {
 // resource (whose parent is server, if hasServer): the action's unpinned
 // policies, those pinned to resource, and those pinned "in" server.
 func (s *Set) candidates(action string, resource, server types.EntityUID, hasServer bool) (forbids, permits [3][]*compiled) {
-	i := slices.Index(Actions, action)
+	i := actionIndex(action)
 	if i < 0 {
 		return
 	}

@@ -56,6 +56,7 @@ type Config struct {
 	Access              AccessConfig
 	MCP                 MCPConfig
 	Egress              EgressConfig
+	Approvals           ApprovalsConfig
 	GC                  GCConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
@@ -295,7 +296,7 @@ func (c *Config) Validate() error {
 	}
 
 	for i, h := range c.Admin.TokenHashes {
-		if _, err := parseTokenHash(h); err != nil {
+		if _, _, err := parseAdminTokenEntry(h); err != nil {
 			bad(fmt.Sprintf("admin.token_hashes[%d]", i), "%v", err)
 		}
 	}
@@ -333,6 +334,7 @@ func (c *Config) Validate() error {
 	}
 	c.Audit.validate(bad)
 	c.Seal.validate(bad)
+	c.Approvals.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -62,6 +62,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Policy:      PolicyConfig{Defaults: true, PollInterval: 2 * time.Second},
 		MCP:         MCPConfig{CallTimeout: time.Minute, MaxMessageBytes: 4 << 20},
 		Egress:      EgressConfig{ConnectPorts: []string{"443"}},
+		Approvals:   ApprovalsConfig{WaitTimeout: 50 * time.Second, ExpireAfter: 15 * time.Minute, EscalateAfter: 10 * time.Minute, RequestsPerMinute: 10},
 		GC:          GCConfig{HeapFloorBytes: 64 << 20},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {

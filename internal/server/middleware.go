@@ -150,7 +150,12 @@ func parseTokenHashes(hs []string) ([][]byte, error) {
 const maxAdminTokenLen = 512
 
 // adminTokens checks admin bearer tokens against their SHA-256 digests.
-type adminTokens struct{ hashes [][]byte }
+type adminTokens struct {
+	hashes [][]byte
+	// persons names the person a token's holder is, by the token's
+	// SHA-256, for the tokens configured with person= (approvals.go).
+	persons map[[32]byte]string
+}
 
 // check reports whether r carries "Authorization: Bearer <token>" whose
 // SHA-256 is one of the hashes, and returns the actor recorded for it:

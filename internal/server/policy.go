@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mandatehq/mandate/internal/access"
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/httpapi"
 	"github.com/mandatehq/mandate/internal/policy"
@@ -58,12 +59,15 @@ type accessLayer struct {
 	points   adminTokens
 	apiStore policy.SourceStore
 	recorder audit.Recorder
+	// approvals serves ARAP on the AuthZEN API (approvals.go).
+	approvals     *approval.Service
+	callbackHosts []string
 }
 
 // newAccessLayer loads the policies (a bad policy set stops the start:
 // there is no last good set yet) and builds the pipeline.
-func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, log *slog.Logger) (*accessLayer, error) {
-	a := &accessLayer{recorder: recorder, apiStore: backend}
+func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, approvals *approval.Service, log *slog.Logger) (*accessLayer, error) {
+	a := &accessLayer{recorder: recorder, apiStore: backend, approvals: approvals, callbackHosts: cfg.Approvals.CallbackHosts}
 	if err := importPolicyFiles(ctx, filepath.Join(cfg.DataDir, "policies"), backend, recorder, log); err != nil {
 		return nil, err
 	}
@@ -100,7 +104,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
 		MaxDelegationDepth: cfg.Tasks.MaxDepth, AgentTaintWindow: cfg.Tasks.AgentTaintWindow,
-		Limits: mcpLimits(cfg.MCP), Logger: log.With("component", "access"),
+		Limits: mcpLimits(cfg.MCP), ApprovalService: approvals, Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err
@@ -202,6 +206,7 @@ func (s *Server) ReloadPolicies(ctx context.Context) error {
 func (a *accessLayer) mount(mux, sockMux *http.ServeMux, publicURL string, tokens adminTokens, log *slog.Logger) {
 	httpapi.NewAuthZEN(httpapi.AuthZENConfig{
 		Pipeline: a.pipeline, PublicURL: publicURL, PointAuth: a.pointAuth,
+		Approvals: a.approvals, CallbackHosts: a.callbackHosts,
 		Logger: log.With("component", "authzen"),
 	}).Register(mux)
 	httpapi.NewOutcomes(httpapi.OutcomesConfig{Pipeline: a.pipeline, PublicURL: publicURL, Logger: log.With("component", "outcomes")}).Register(mux)

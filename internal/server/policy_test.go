@@ -114,7 +114,7 @@ func TestAuthZENEndToEnd(t *testing.T) {
 	// Metrics.
 	_, metrics := get(t, http.DefaultClient, base+"/metrics")
 	for _, want := range []string{`mandate_access_decisions_total{decision="allow"} 1`, `mandate_access_decisions_total{decision="deny"} 3`,
-		`mandate_policy_policies{set="live"} 15`, `mandate_policy_reloads_total{result="ok",set="live"} 1`} {
+		`mandate_policy_policies{set="live"} 19`, `mandate_policy_reloads_total{result="ok",set="live"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}

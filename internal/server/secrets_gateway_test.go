@@ -79,7 +79,7 @@ func TestSecretInjectedIntoStdioUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
-	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: s.PublicURL() + "/mcp/db", HTTPClient: bearer(tok), MaxRetries: -1}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: s.PublicURL() + "/mcp/db", HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: bearer{tok}}, MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,19 +134,6 @@ func TestSecretInjectedIntoStdioUpstream(t *testing.T) {
 			t.Errorf("the ledger lacks %s", want)
 		}
 	}
-}
-
-// bearer is a client that sends tok as its bearer token.
-func bearer(tok string) *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: bearerTransport(tok)}
-}
-
-type bearerTransport string
-
-func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+string(b))
-	return http.DefaultTransport.RoundTrip(r)
 }
 
 // processAlive reports whether process pid still runs (on Unix; where a

@@ -81,6 +81,8 @@ type Server struct {
 	// on the store's watcher before New has finished.
 	lostLedger atomic.Pointer[audit.Ledger]
 
+	approvals *approvalsLayer // held actions and their approvals (approvals.go)
+
 	// background are the subsystems that run beside the listeners under
 	// Run's group; each returns when its context ends.
 	background []func(context.Context) error
@@ -193,11 +195,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, log)
+	approvals, err := newApprovals(ctx, cfg.Approvals, s, recorder)
+	if err != nil {
+		return nil, err
+	}
+	s.approvals = approvals
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, approvals.svc, log)
 	if err != nil {
 		return nil, err
 	}
 	s.acc = acc
+	approvals.engine.Store(acc.engine)
 	broker, err := s.newSecrets(ctx, leases, acc.pipeline, recorder, log.With("component", "secrets"))
 	if err != nil {
 		return nil, err
@@ -221,7 +229,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.MustRegister(broker.Collectors()...)
 	reqMetrics := newHTTPMetrics(s.metrics)
 	adminAPI := httpapi.NewAdmin(httpapi.AdminConfig{Service: adminSvc, Ledger: ledger, Logger: log.With("component", "adminapi")})
-	hashes, err := parseTokenHashes(cfg.Admin.TokenHashes)
+	tokens, err := parseAdminTokens(cfg.Admin.TokenHashes)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +237,6 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	s.mountHealth(mux)
 	mux.Handle("GET /metrics", metricsHandler(s.metrics))
-	tokens := adminTokens{hashes: hashes}
 	mux.Handle("/admin/", requireAdminToken(tokens, log, adminAPI))
 	httpapi.NewOAuth(httpapi.OAuthConfig{
 		Server: authz,
@@ -246,6 +253,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 	mountSecrets(broker, mux, sockMux, tokens, log.With("component", "secretsapi"))
+	approvals.mount(mux, sockMux, tokens, acc, adminSvc, s)
 	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 
+	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
@@ -24,6 +25,8 @@ type Backend interface {
 	token.Store
 	audit.Store
 	toolpin.Store
+	// approval.Store keeps the held actions and their approvals.
+	approval.Store
 	// policy.SourceStore keeps the API-managed policy documents, so that
 	// every replica on the store decides with the same set.
 	policy.SourceStore

@@ -116,7 +116,7 @@ func (a *Pipeline) Decide(ctx context.Context, r Request) (Decision, error) {
 	}
 	// The tool's annotations come from the upstream the gateway is
 	// configured with, not from the agent: they are trusted hints.
-	act := access.Action{Kind: r.Action, Resource: r.Resource, Server: r.Upstream, Point: Point, Trusted: true}
+	act := access.Action{Kind: r.Action, Resource: r.Resource, Server: r.Upstream, Point: Point, Trusted: true, Arguments: r.Arguments}
 	if len(r.Annotations) > 0 {
 		act.Annotations = a.toolAnnotations(r.Annotations)
 	}

@@ -84,6 +84,8 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	// Back to schema 4: the same rows in the table as 0002 created it.
 	raw := rawOpen(t, path)
 	for _, q := range []string{
+		// Before 0011 (approval requests)...
+		`DROP TABLE approval_requests`,
 		// Before 0010 (secrets)...
 		`DROP TABLE secret_leases`,
 		`DROP TABLE secrets`,
