@@ -71,13 +71,15 @@ func (s *Server) newSecrets(ctx context.Context, hook *stopHook, pipeline *acces
 	return b, nil
 }
 
-// mountSecrets adds the secrets admin API to both listeners.
-func mountSecrets(b *secrets.Broker, mux, sockMux *http.ServeMux, tokens adminTokens, log *slog.Logger) {
+// mountSecrets adds the secrets admin API to both listeners, and the
+// agents' reveal endpoint to the TCP one.
+func mountSecrets(b *secrets.Broker, pipeline *access.Pipeline, publicURL string, mux, sockMux *http.ServeMux, tokens adminTokens, log *slog.Logger) {
 	h := httpapi.NewSecretsAdmin(httpapi.SecretsAdminConfig{Broker: b, Logger: log})
 	for _, p := range h.Patterns() {
 		mux.Handle(p, requireAdminToken(tokens, log, h))
 		sockMux.Handle(p, localAdmin(h))
 	}
+	httpapi.NewReveal(httpapi.RevealConfig{Pipeline: pipeline, Broker: b, PublicURL: publicURL, Logger: log}).Register(mux)
 }
 
 // gatewayCredentials are the MCP gateway's Credentials: the secrets the

@@ -252,7 +252,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.mountHealth(sockMux)
 	sockMux.Handle("/admin/", localAdmin(adminAPI))
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
-	mountSecrets(broker, mux, sockMux, tokens, log.With("component", "secretsapi"))
+	mountSecrets(broker, acc.pipeline, s.publicURL, mux, sockMux, tokens, log.With("component", "secretsapi"))
 	approvals.mount(mux, sockMux, tokens, acc, adminSvc, s)
 	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
 		return nil, err
