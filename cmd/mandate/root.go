@@ -70,6 +70,7 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 	root.AddCommand(a.toolCmd(), a.mcpCmd())
 	root.AddCommand(a.secretCmd())
 	root.AddCommand(a.hookCmd())
+	root.AddCommand(a.egressCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }
