@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -125,6 +126,12 @@ func (it *interceptedTunnel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := g.cfg.Pipeline.DecideAs(r.Context(), subj, act)
+	if errors.Is(err, access.ErrUnauthenticated) && !errors.Is(err, audit.ErrUnavailable) {
+		// Inside the tunnel a 407 would read as the origin's: the task
+		// authenticated at the CONNECT and has ended since.
+		problem(w, http.StatusForbidden, "denied", "the task is no longer active")
+		return
+	}
 	if !g.enforce(w, r, d, err) {
 		return
 	}
