@@ -71,6 +71,7 @@ over its local socket (or --server URL --token TOKEN for a remote one).`,
 	root.AddCommand(a.secretCmd())
 	root.AddCommand(a.hookCmd(), a.runCmd())
 	root.AddCommand(a.approvalCmd(), a.ownerCmd())
+	root.AddCommand(a.egressCmd())
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

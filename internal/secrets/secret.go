@@ -75,6 +75,9 @@ var (
 	ErrUnusable = errors.New("secret value is unusable")
 	// ErrInUse: the secret has leases that could not be revoked yet.
 	ErrInUse = errors.New("secret has leases not yet revoked")
+	// ErrNotDeliverable: the secret is not delivered where it was asked
+	// for (no such target, or no such secret).
+	ErrNotDeliverable = errors.New("secret not delivered there")
 	// ErrBackend: a dynamic backend (PostgreSQL) could not issue the
 	// credential; the lease was not issued.
 	ErrBackend = errors.New("secret backend failed")

@@ -2,6 +2,8 @@ package secrets
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/task"
@@ -55,6 +57,67 @@ func (b *Broker) LeaseForUpstream(ctx context.Context, taskID task.ID, upstream 
 func deliversTo(s *Secret, upstream string) bool {
 	for _, t := range s.Deliver {
 		if t.Upstream == upstream && t.Host == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// LeaseForHost leases to task taskID each secret of names for a request
+// to host through the egress proxy (host as the proxy decides it: the
+// canonical host, with its port unless it is the scheme's) — reusing the
+// task's active lease of a secret, else asking for a new one (a
+// secret.use decision each: Lease) — and returns one Delivery per secret,
+// its latest lease's. Every secret must deliver to host ("egress:HOST"),
+// checked for all before anything is leased: one that does not (or does
+// not exist) fails the whole with ErrNotDeliverable, so that a value is
+// never leased for a request that names it to another host.
+func (b *Broker) LeaseForHost(ctx context.Context, taskID task.ID, host string, names []Name) ([]Delivery, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	want := map[Name]bool{}
+	for _, n := range names {
+		s, _, err := b.cfg.Store.GetSecret(ctx, n)
+		if errors.Is(err, ErrNotFound) || err == nil && !deliversToHost(s, host) {
+			return nil, fmt.Errorf("%w: secret %s is not delivered to %s", ErrNotDeliverable, n, host)
+		}
+		if err != nil {
+			return nil, err
+		}
+		want[n] = true
+	}
+	now := b.now()
+	for n := range want {
+		active, err := b.cfg.Store.ListLeases(ctx, LeaseFilter{Task: taskID, Secret: n, Statuses: []LeaseStatus{LeaseActive}, Limit: 1})
+		if err != nil {
+			return nil, err
+		}
+		if len(active) == 1 && active[0].ExpiresAt.After(now.Add(renewBefore)) {
+			continue
+		}
+		if _, err := b.Lease(ctx, taskID, string(n), 0); err != nil {
+			return nil, err
+		}
+	}
+	ds, err := b.ForHost(ctx, taskID, host)
+	if err != nil {
+		return nil, err
+	}
+	// The newest lease of each secret wins (ListLeases is newest first).
+	out := ds[:0]
+	for _, d := range ds {
+		if want[d.Lease.Secret] {
+			delete(want, d.Lease.Secret)
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func deliversToHost(s *Secret, host string) bool {
+	for _, t := range s.Deliver {
+		if t.Host != "" && t.Host == host {
 			return true
 		}
 	}

@@ -257,6 +257,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
 		return nil, err
 	}
+	s.mountEgressCA(mux, sockMux, tokens)
 
 	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
 	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))
@@ -267,7 +268,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.httpSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
-	if err := s.startEgress(recorder); err != nil {
+	if err := s.startEgress(recorder, broker); err != nil {
 		return nil, err
 	}
 

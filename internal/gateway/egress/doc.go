@@ -27,7 +27,19 @@
 //  5. outcome      — status, bytes and duration are recorded as an
 //     action.completed event
 //
-// What the proxy sees of HTTPS is the CONNECT: host, port and method. TLS
-// interception (paths and headers of HTTPS requests) is not part of this
-// package yet. See docs/egress.md.
+// What the proxy sees of HTTPS is the CONNECT: host, port and method —
+// unless the host is intercepted (Config.Intercept): the tunnel's TLS is
+// then terminated with a leaf of mandate's own CA (CA, LoadCA: ECDSA
+// P-256, name-constrained to the intercepted hosts, its key sealed at
+// rest) and each request inside is decided by method and path like a
+// plain HTTP one, then sent over verified TLS to an address checked when
+// the CONNECT was allowed.
+//
+// A request header may carry a secret's placeholder "[secret:NAME]": if
+// the secret is delivered to the request's host, it is leased to the
+// task (Secrets, the broker's secret.use decision), the injection
+// recorded with the value's HMAC, and the placeholder replaced; a
+// placeholder for any other host is refused and recorded. Every response
+// to a task with injected values is scrubbed of them (headers, trailers,
+// the streamed body). See docs/egress.md.
 package egress

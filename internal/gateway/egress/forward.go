@@ -3,12 +3,13 @@ package egress
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,33 +17,39 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 )
 
-// exchange is one allowed plain HTTP request on its way through the
-// forwarder (in its context).
+// exchange is one allowed request (plain HTTP, or inside an intercepted
+// tunnel) on its way through a forwarder (in its context).
 type exchange struct {
-	t   *target
-	err error // what the forwarder failed with, if it did
+	t     *target
+	scrub *scrubber // the task's injected values, if any
+	err   error     // what the forwarder failed with, if it did
 }
 
 type exchangeKey struct{}
 
-// forward relays an allowed plain HTTP request to its upstream with
-// net/http/httputil.ReverseProxy (hop-by-hop headers, Proxy-Authorization
-// among them, and X-Forwarded-* are not passed on) and records its
-// outcome once the response is flushed to the client.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, subj access.Subject, act access.Action, t *target, start time.Time) {
-	x := &exchange{t: t}
-	cw := &countingWriter{ResponseWriter: w}
+// forward relays an allowed request to its upstream with fw, a
+// net/http/httputil.ReverseProxy (hop-by-hop headers, Proxy-* among
+// them, and X-Forwarded-* are not passed on), after replacing the
+// placeholders of secrets delivered to its host (inject); the response
+// is scrubbed of every value injected for the task. The outcome is
+// recorded once the response is flushed to the client.
+func (g *Gateway) forward(fw *httputil.ReverseProxy, w http.ResponseWriter, r *http.Request, subj access.Subject, act access.Action, t *target, start time.Time) {
+	if !g.inject(w, r, subj, act, t) {
+		return
+	}
+	x := &exchange{t: t, scrub: g.scrubs.of(subj.Task)}
+	cw := &countingWriter{ResponseWriter: w, scrub: x.scrub}
 	var body *countingReader
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countingReader{r: r.Body}
 		r.Body = body
 	}
-	g.forwarder.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	fw.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 	_ = http.NewResponseController(w).Flush()
 
 	out := audit.Outcome{Status: outcomeOK, Bytes: cw.n, Duration: time.Since(start)}
 	switch {
-	case errors.Is(x.err, errAddressRefused):
+	case errors.Is(x.err, errAddressRefused), errors.Is(x.err, errUnscrubbable):
 		out.Status, out.Error = outcomeRefused, x.err.Error()
 	case x.err != nil:
 		out.Status, out.Error = outcomeError, x.err.Error()
@@ -56,12 +63,40 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, subj access.Su
 
 // rewrite makes the upstream request from the canonical target alone:
 // its URL and Host are the host that was decided, never the client's
-// spelling or its Host header.
+// spelling or its Host header. No Proxy-* header is passed on; while
+// the task has injected values, the response is asked for unencoded
+// (identity), so that it can be scrubbed.
 func rewrite(pr *httputil.ProxyRequest) {
 	x := pr.In.Context().Value(exchangeKey{}).(*exchange)
 	u := *x.t.url
 	pr.Out.URL = &u
 	pr.Out.Host = ""
+	for k := range pr.Out.Header {
+		if strings.HasPrefix(k, "Proxy-") {
+			delete(pr.Out.Header, k)
+		}
+	}
+	if x.scrub != nil {
+		pr.Out.Header.Set("Accept-Encoding", "identity")
+	}
+}
+
+// modifyResponse scrubs a response while the task has injected values:
+// its body as it streams (its length then unknown in advance) and its
+// trailers; its headers are scrubbed by countingWriter. A response whose
+// body is encoded (compressed) cannot be searched and is cut.
+func modifyResponse(resp *http.Response) error {
+	x := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	if x.scrub == nil {
+		return nil
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return fmt.Errorf("%w (Content-Encoding: %s)", errUnscrubbable, truncate(ce, 32))
+	}
+	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer)
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return nil
 }
 
 // forwardError answers a request the forwarder could not relay: 403 for
@@ -69,6 +104,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 func (g *Gateway) forwardError(w http.ResponseWriter, r *http.Request, err error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
 	x.err = err
+	if errors.Is(err, errUnscrubbable) {
+		problem(w, http.StatusBadGateway, "response withheld", err.Error())
+		return
+	}
 	var refused *refusedError
 	if errors.As(err, &refused) {
 		x.err = refused.err
@@ -113,9 +152,11 @@ func (g *Gateway) dialForward(ctx context.Context, _, addr string) (net.Conn, er
 }
 
 // countingWriter counts the response bytes written and remembers the
-// status.
+// status; with scrub it scrubs the headers of every response head
+// (informational ones included) as it is written.
 type countingWriter struct {
 	http.ResponseWriter
+	scrub  *scrubber
 	status int
 	n      int64
 }
@@ -124,12 +165,15 @@ func (c *countingWriter) WriteHeader(code int) {
 	if c.status == 0 || c.status < 200 {
 		c.status = code
 	}
+	if c.scrub != nil {
+		c.scrub.header(c.ResponseWriter.Header())
+	}
 	c.ResponseWriter.WriteHeader(code)
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
-		c.status = http.StatusOK
+		c.WriteHeader(http.StatusOK)
 	}
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
@@ -159,16 +203,6 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 func (c *countingReader) Close() error { return c.r.Close() }
-
-// upstreamURL is the URL a plain HTTP request goes to: the canonical
-// authority and the path and query as received.
-func upstreamURL(t *target, pathQuery string) (*url.URL, error) {
-	pu, err := url.ParseRequestURI(pathQuery)
-	if err != nil {
-		return nil, err
-	}
-	return &url.URL{Scheme: "http", Host: t.authority(httpPort), Path: pu.Path, RawPath: pu.RawPath, RawQuery: pu.RawQuery}, nil
-}
 
 // bufferPool reuses the forwarder's copy buffers (32 KiB each, otherwise
 // allocated per request).

@@ -3,6 +3,8 @@ package egress_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -27,6 +29,8 @@ import (
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/mcpproxytest"
 	"github.com/mandatehq/mandate/internal/policy"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
+	"github.com/mandatehq/mandate/internal/secrets"
 	"github.com/mandatehq/mandate/internal/token"
 )
 
@@ -67,11 +71,13 @@ func (r *recorder) len() int {
 // env is a proxy over a real authorization server, pipeline (the shipped
 // default policies) and ledger.
 type env struct {
-	auth  *mcpproxytest.Authority
-	rec   *recorder
-	pipe  *access.Pipeline
-	gw    *egress.Gateway
-	proxy string // host:port of the proxy
+	auth   *mcpproxytest.Authority
+	rec    *recorder
+	pipe   *access.Pipeline
+	gw     *egress.Gateway
+	proxy  string // host:port of the proxy
+	ca     *egress.CA
+	broker *secrets.Broker
 }
 
 type envOpts struct {
@@ -82,6 +88,14 @@ type envOpts struct {
 	// noLedger records in memory only (benchmarks that separate the
 	// proxy's cost from the durable ledger's).
 	noLedger bool
+	// intercept are egress.intercept's patterns; the CA is made in a
+	// temporary directory. upstreamRoots verify intercepted hosts.
+	intercept     []string
+	upstreamRoots *x509.CertPool
+	// policy is Cedar added to the shipped default policies.
+	policy string
+	// secrets wires a secrets broker over the authority's store.
+	secrets bool
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -100,7 +114,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := a.Pipeline(access.Config{Recorder: rec, Classifier: cls})
+	acfg := access.Config{Recorder: rec, Classifier: cls}
+	if o.policy != "" {
+		set, err := policy.Compile(append(policy.DefaultSources(), policy.Source{Name: "test.cedar", Text: []byte(o.policy)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acfg.Engine = policy.NewEngine(set, nil)
+	}
+	p, err := a.Pipeline(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +130,27 @@ func newEnv(t testing.TB, o envOpts) *env {
 	for _, s := range o.allowPrivate {
 		allow = append(allow, netip.MustParsePrefix(s))
 	}
-	gw, err := egress.New(egress.Config{Pipeline: p, Audit: rec, Resolver: o.resolver, AllowPrivate: allow, ConnectPorts: o.connectPorts})
+	cfg := egress.Config{Pipeline: p, Audit: rec, Resolver: o.resolver, AllowPrivate: allow, ConnectPorts: o.connectPorts, UpstreamRoots: o.upstreamRoots}
+	var ca *egress.CA
+	if len(o.intercept) > 0 {
+		if cfg.Intercept, err = egress.ParseInterceptPatterns(o.intercept); err != nil {
+			t.Fatal(err)
+		}
+		if ca, _, err = egress.LoadCA(t.TempDir(), sealtest.Keyring(), cfg.Intercept.Constraints(), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.CA = ca
+	}
+	var broker *secrets.Broker
+	if o.secrets {
+		broker, err = secrets.New(secrets.Config{Store: a.Backend, Tasks: a.Backend, Sealer: sealtest.Keyring(), Decider: p,
+			Recorder: rec, Digester: a.Audit.Redactor()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Secrets, cfg.Digester = broker, a.Audit.Redactor()
+	}
+	gw, err := egress.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +170,26 @@ func newEnv(t testing.TB, o envOpts) *env {
 			t.Errorf("Serve = %v, want http.ErrServerClosed", err)
 		}
 	})
-	return &env{auth: a, rec: rec, pipe: p, gw: gw, proxy: ln.Addr().String()}
+	return &env{auth: a, rec: rec, pipe: p, gw: gw, proxy: ln.Addr().String(), ca: ca, broker: broker}
+}
+
+// tlsClient is a client through the proxy with tok that trusts roots
+// (mandate's CA, for intercepted hosts), one connection per request.
+func (e *env) tlsClient(tok string, roots *x509.CertPool) *http.Client {
+	c := e.client(tok)
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots}
+	return c
+}
+
+// caPool is a pool of mandate's CA, as a client trusting `mandate egress
+// ca` has it.
+func (e *env) caPool(t testing.TB) *x509.CertPool {
+	t.Helper()
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(e.ca.CertPEM()) {
+		t.Fatal("the CA's PEM does not parse")
+	}
+	return p
 }
 
 // taskToken registers an agent of tier and starts a task with scope.

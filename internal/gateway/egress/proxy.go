@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,22 @@ type Config struct {
 	// ConnectPorts are the ports CONNECT may reach; nil is
 	// DefaultConnectPorts.
 	ConnectPorts []uint16
+	// Intercept are the hosts whose CONNECT tunnels the proxy terminates
+	// with a certificate of CA, deciding each request inside by method
+	// and path; nil intercepts nothing (tunnels are opaque).
+	Intercept *InterceptPatterns
+	// CA issues the intercepted hosts' certificates (required when
+	// Intercept is not empty).
+	CA *CA
+	// UpstreamRoots verify the certificates of intercepted hosts; nil is
+	// the system's roots.
+	UpstreamRoots *x509.CertPool
+	// Secrets leases the secrets that requests name by placeholder
+	// ("[secret:NAME]" in a header); nil refuses every placeholder.
+	Secrets Secrets
+	// Digester is the ledger's HMAC of injected values (required with
+	// Secrets).
+	Digester Digester
 	// Logger receives the proxy's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -95,12 +112,23 @@ type Gateway struct {
 	seq      atomic.Uint64
 
 	tunnels tunnels
+	// scrubs are the values injected for each task, scrubbed from every
+	// response to it.
+	scrubs scrubs
+	// sessions resumes TLS sessions with intercepted hosts.
+	sessions tls.ClientSessionCache
 }
 
 // New returns a Gateway.
 func New(cfg Config) (*Gateway, error) {
 	if cfg.Pipeline == nil || cfg.Audit == nil {
 		return nil, errors.New("egress: a pipeline and an audit recorder are required")
+	}
+	if !cfg.Intercept.Empty() && cfg.CA == nil {
+		return nil, errors.New("egress: interception needs a CA")
+	}
+	if cfg.Secrets != nil && cfg.Digester == nil {
+		return nil, errors.New("egress: secret injection needs the ledger's digester")
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
@@ -113,7 +141,8 @@ func New(cfg Config) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, log: log, addrs: addressPolicy{allow: cfg.AllowPrivate},
-		dialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, idPrefix: rand.Text()[:10]}
+		dialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, idPrefix: rand.Text()[:10],
+		sessions: tls.NewLRUClientSessionCache(256)}
 	g.transport = &http.Transport{
 		// Never another proxy from the environment: the proxy connects
 		// to the addresses it checked.
@@ -126,7 +155,8 @@ func New(cfg Config) (*Gateway, error) {
 		MaxResponseHeaderBytes: 1 << 20,
 	}
 	g.forwarder = &httputil.ReverseProxy{Rewrite: rewrite, Transport: g.transport, ErrorHandler: g.forwardError, BufferPool: &bufferPool{},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		ModifyResponse: modifyResponse,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	g.srv = &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -203,19 +233,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.enforce(w, r, d, err) {
 		return
 	}
-	if len(d.Obligations) > 0 {
-		// An allow the proxy cannot honour as the policy asks is not
-		// carried out (fail closed).
-		reason := fmt.Sprintf("the policy's obligations %v are not supported by the egress proxy", d.Obligations)
-		g.recordOutcome(r.Context(), subj, act, audit.Outcome{Status: outcomeRefused, Error: reason, Duration: time.Since(start)}, nil)
-		problem(w, http.StatusForbidden, "denied", reason)
+	if !g.noObligations(w, r, subj, act, d, start) {
 		return
 	}
 	if r.Method == http.MethodConnect {
 		g.tunnel(w, r, subj, act, t, start)
 		return
 	}
-	g.forward(w, r, subj, act, t, start)
+	g.forward(g.forwarder, w, r, subj, act, t, start)
+}
+
+// noObligations refuses (and records) an allow that comes with
+// obligations: one the proxy cannot honour as the policy asks is not
+// carried out (fail closed).
+func (g *Gateway) noObligations(w http.ResponseWriter, r *http.Request, subj access.Subject, act access.Action, d access.Decision, start time.Time) bool {
+	if len(d.Obligations) == 0 {
+		return true
+	}
+	reason := fmt.Sprintf("the policy's obligations %v are not supported by the egress proxy", d.Obligations)
+	g.recordOutcome(r.Context(), subj, act, audit.Outcome{Status: outcomeRefused, Error: reason, Duration: time.Since(start)}, nil)
+	problem(w, http.StatusForbidden, "denied", reason)
+	return false
 }
 
 // parseRequest reads the target of r, if it can.

@@ -3,6 +3,7 @@ package egress
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -89,21 +90,57 @@ func parseAbsolute(method, raw string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := 0; i < len(pathQuery); i++ {
-		if c := pathQuery[i]; c <= ' ' || c >= 0x7f {
-			return nil, fmt.Errorf("%w: %s: a space, control or non-ASCII byte in the path or query", errMalformed, resource.Quote(raw))
-		}
-	}
-	if t.url, err = upstreamURL(t, pathQuery); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errMalformed, resource.Quote(raw), err)
-	}
-	// The path decided is the path sent.
-	path := t.url.EscapedPath()
-	if err := checkPath(path); err != nil {
+	if err := t.setPath("http", httpPort, method, raw, pathQuery); err != nil {
 		return nil, err
 	}
-	t.dest = policy.Destination{Host: t.resource, Method: method, Path: path}
 	return t, nil
+}
+
+// setPath sets t's upstream URL (scheme, the canonical authority, the
+// path and query of pathQuery as received) and its destination. raw is
+// the request target, for errors. The path decided is the path sent.
+func (t *target) setPath(scheme string, defaultPort uint16, method, raw, pathQuery string) error {
+	for i := 0; i < len(pathQuery); i++ {
+		if c := pathQuery[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return fmt.Errorf("%w: %s: a space, control or non-ASCII byte, or a fragment, in the path or query", errMalformed, resource.Quote(raw))
+		}
+	}
+	pu, err := url.ParseRequestURI(pathQuery)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", errMalformed, resource.Quote(raw), err)
+	}
+	t.url = &url.URL{Scheme: scheme, Host: t.authority(defaultPort), Path: pu.Path, RawPath: pu.RawPath, RawQuery: pu.RawQuery}
+	path := t.url.EscapedPath()
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	t.dest = policy.Destination{Host: t.resource, Method: method, Path: path}
+	return nil
+}
+
+// inTunnel reads the target of a request inside an intercepted tunnel
+// to t: origin form ("/path?query"; RFC 9112 §3.2.1), and a Host header,
+// if any, naming t's host and port. It answers the status to refuse a
+// target with: 400, 414, or 421 for another host.
+func (t *target) inTunnel(r *http.Request) (*target, int, error) {
+	raw := r.RequestURI
+	if len(raw) > MaxRequestTarget {
+		return nil, http.StatusRequestURITooLong, fmt.Errorf("%w: longer than %d bytes", errTooLong, MaxRequestTarget)
+	}
+	if !strings.HasPrefix(raw, "/") {
+		return nil, http.StatusBadRequest, fmt.Errorf("%w: %s: inside an intercepted tunnel a request target is a path (origin form)", errMalformed, resource.Quote(raw))
+	}
+	if r.Host != "" {
+		h, err := parseAuthority(r.Host, connectPort)
+		if err != nil || h.host != t.host || h.port != t.port {
+			return nil, http.StatusMisdirectedRequest, fmt.Errorf("%w: Host %s is not the tunnel's %s", errMalformed, resource.Quote(r.Host), t.authority(connectPort))
+		}
+	}
+	in := &target{host: t.host, port: t.port, resource: t.resource}
+	if err := in.setPath("https", connectPort, r.Method, raw, raw); err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	return in, 0, nil
 }
 
 // parseConnect reads the target of a CONNECT: authority form

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -32,20 +33,32 @@ func (g *Gateway) tunnel(w http.ResponseWriter, r *http.Request, subj access.Sub
 		problem(w, status, title, err.Error())
 		return
 	}
-	up, ap, err := g.dialChecked(ctx, addrs, t.port)
-	if err != nil {
-		g.recordOutcome(ctx, subj, act, audit.Outcome{Status: outcomeError, Error: err.Error(), Duration: time.Since(start)}, nil)
-		problem(w, http.StatusBadGateway, "upstream unreachable", err.Error())
-		return
+	intercept := g.cfg.Intercept.Match(t.host)
+	var up net.Conn
+	var ap netip.AddrPort
+	if !intercept {
+		// An intercepted tunnel connects when its first request is
+		// allowed: a denied one never reaches the host.
+		if up, ap, err = g.dialChecked(ctx, addrs, t.port); err != nil {
+			g.recordOutcome(ctx, subj, act, audit.Outcome{Status: outcomeError, Error: err.Error(), Duration: time.Since(start)}, nil)
+			problem(w, http.StatusBadGateway, "upstream unreachable", err.Error())
+			return
+		}
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		_ = up.Close()
+		if up != nil {
+			_ = up.Close()
+		}
 		g.recordOutcome(ctx, subj, act, audit.Outcome{Status: outcomeError, Error: err.Error(), Duration: time.Since(start)}, nil)
 		problem(w, http.StatusInternalServerError, "tunnel failed", "the connection cannot be taken over")
 		return
 	}
 	_ = client.SetDeadline(time.Time{}) // the server's header deadline
+	if intercept {
+		g.intercept(client, brw, subj, act, t, addrs, start)
+		return
+	}
 	tc := &tunnelConn{client: client, upstream: up, task: subj.Task, agents: agentsOf(subj)}
 	if !g.tunnels.add(tc) {
 		_ = client.Close()
@@ -150,7 +163,9 @@ func (c *tunnelConn) close(reason string) {
 	}
 	c.mu.Unlock()
 	_ = c.client.Close()
-	_ = c.upstream.Close()
+	if c.upstream != nil { // nil for an intercepted tunnel
+		_ = c.upstream.Close()
+	}
 }
 
 func (c *tunnelConn) closedBy() string {
@@ -219,5 +234,6 @@ func (g *Gateway) watchTunnels(stop <-chan struct{}) {
 		for _, c := range ended {
 			c.close("the task is no longer active")
 		}
+		g.scrubs.prune(g.cfg.Pipeline.Active)
 	}
 }
