@@ -240,7 +240,7 @@ func (w *approvalWaiter) Wait(ctx context.Context, r mcpproxy.Request, d mcpprox
 		if err != nil {
 			return deny("approval required, but no approval request could be opened for this call (too many from this task?): " + strings.Join(d.Reasons, "; ")), nil
 		}
-		got, err := w.svc.Wait(wctx, req.ID)
+		got, err := w.wait(wctx, r, req)
 		if err != nil && (got == nil || got.Status == approval.StatusPending) {
 			if ctx.Err() != nil {
 				return deny("the client went away while the call waited for approval " + string(req.ID)), nil
@@ -269,6 +269,30 @@ func (w *approvalWaiter) Wait(ctx context.Context, r mcpproxy.Request, d mcpprox
 		if wctx.Err() != nil {
 			return deny("approval " + string(got.ID) + " no longer applies and the wait is over: " + strings.Join(d.Reasons, "; ")), nil
 		}
+	}
+}
+
+// progressEvery is how often a held call tells its client it still waits.
+const progressEvery = 10 * time.Second
+
+// wait waits for request req's decision within ctx, telling the client
+// (r.Progress: progress notifications, where it asked for them) what the
+// call waits for, and every progressEvery that it still does.
+func (w *approvalWaiter) wait(ctx context.Context, r mcpproxy.Request, req *approval.Request) (*approval.Request, error) {
+	notify := func(string) {}
+	if r.Progress != nil {
+		notify = r.Progress
+	}
+	start := time.Now()
+	notify(fmt.Sprintf("waiting for approval %s: ask %s to approve it (mandate approval approve %s)", req.ID, req.AgentOwner, req.ID))
+	for {
+		sctx, cancel := context.WithTimeout(ctx, progressEvery)
+		got, err := w.svc.Wait(sctx, req.ID)
+		cancel()
+		if err == nil || ctx.Err() != nil || (got != nil && got.Status != approval.StatusPending) {
+			return got, err
+		}
+		notify(fmt.Sprintf("still waiting for approval %s (%s)", req.ID, time.Since(start).Round(time.Second)))
 	}
 }
 

@@ -131,6 +131,11 @@ type Request struct {
 	// the decider must not record it, count it against budgets or open an
 	// approval. A tool is listed unless the answer is deny.
 	Preview bool
+	// Progress, if not nil, tells the client what the call is waiting for
+	// (an ApprovalWaiter's approval): a progress notification, when the
+	// client asked for progress. Call it from the goroutine that decides
+	// the call, before the decision returns.
+	Progress func(message string)
 }
 
 // Decision is the pipeline's answer.

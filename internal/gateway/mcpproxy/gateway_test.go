@@ -40,7 +40,8 @@ type echoIn struct {
 	Text string `json:"text"`
 }
 
-// stdioServer serves "echo", "getenv" (a variable's SHA-256 and value),
+// stdioServer serves "echo", "note" (unannotated, so destructive),
+// "getenv" (a variable's SHA-256 and value),
 // "crash" (exits mid-call), "hang", "deploy"
 // and "ask" (elicitations of both kinds) over stdio; in mode
 // "2025-11-25", that revision only.
@@ -53,6 +54,9 @@ func stdioServer(mode string) {
 	s := mcp.NewServer(&mcp.Implementation{Name: "stdio-test", Version: "1"}, opts)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text + " pid " + fmt.Sprint(os.Getpid())}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "note"}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "noted " + in.Text}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "getenv", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
 		v := os.Getenv(in.Text)

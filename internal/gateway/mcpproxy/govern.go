@@ -52,6 +52,7 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 			}
 			return nil, rpcError(CodeApprovalRequired, "approval required: "+orDefault(ev.Reason, "this call needs a human approval")+" (no approver is configured)", errorData{Reasons: dec.Reasons})
 		}
+		r.Progress = progressFrom(ctx)
 		dec, err = g.cfg.Approvals.Wait(ctx, r, dec)
 		if err != nil {
 			dec = Decision{Effect: Deny, Reasons: []string{"approval not obtained: " + err.Error()}}

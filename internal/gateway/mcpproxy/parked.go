@@ -106,7 +106,7 @@ var errInputRequired = errors.New("input required")
 // relayParkable runs call m on its own, so that it can outlive this
 // request if the upstream asks for input, and answers with what comes
 // first (await).
-func (s *session) relayParkable(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (bool, error) {
+func (s *session) relayParkable(ctx context.Context, out *downstream, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (bool, error) {
 	if !s.gw.enter() {
 		return false, rpcError(CodeUpstreamUnavailable, "the gateway is shutting down", errorData{RetryAfter: 5})
 	}
@@ -116,14 +116,14 @@ func (s *session) relayParkable(ctx context.Context, w http.ResponseWriter, u *u
 	go func() {
 		defer s.gw.wg.Done()
 		defer pc.cancel()
-		out := &downstream{w: discard{}, sessionless: true, parked: pc}
-		res, err := s.exchange(pctx, u, m, params, h, out)
+		up := &downstream{w: discard{}, sessionless: true, parked: pc, scrub: &s.scrub}
+		res, err := s.exchange(pctx, u, m, params, h, up)
 		pc.done <- exchangeOutcome{res: res, err: err}
 		s.mu.Lock()
 		delete(s.parked, pc.token)
 		s.mu.Unlock()
 	}()
-	return s.await(ctx, w, u, m, pc)
+	return s.await(ctx, out, u, m, pc)
 }
 
 // newParked starts the bookkeeping of a call that may park (method and
@@ -192,8 +192,7 @@ func (pc *parkedCall) ask(ctx context.Context, q *wire.Message, timeout time.Dur
 // await answers attempt m of call pc with what comes first: the
 // upstream's next request for input (an input_required result; the call
 // stays parked for the retry) or the call's end.
-func (s *session) await(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, pc *parkedCall) (bool, error) {
-	out := s.downstream(w)
+func (s *session) await(ctx context.Context, out *downstream, u *upConn, m *wire.Message, pc *parkedCall) (bool, error) {
 	select {
 	case q := <-pc.asks:
 		if err := s.park(pc, q); err != nil {
@@ -275,15 +274,15 @@ func (s *session) takeParked(ctx context.Context, a *authed, method string, fiel
 
 // resume continues parked call pc with the client's answer, in retry m
 // (admitted), and answers with what comes next.
-func (s *session) resume(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, pc *parkedCall, fields map[string]json.RawMessage) (bool, error) {
+func (s *session) resume(ctx context.Context, out *downstream, u *upConn, m *wire.Message, pc *parkedCall, fields map[string]json.RawMessage) (bool, error) {
 	answer, ok := wire.Members(fields["inputResponses"])[inputKey(pc.asked)]
 	if !ok {
 		// Not answered: ask again.
 		pc.asks <- pc.asked
-		return s.await(ctx, w, u, m, pc)
+		return s.await(ctx, out, u, m, pc)
 	}
 	pc.answer <- &wire.Message{JSONRPC: "2.0", Result: answer}
-	return s.await(ctx, w, u, m, pc)
+	return s.await(ctx, out, u, m, pc)
 }
 
 // discard is the ResponseWriter of a parked call's exchange: what the

@@ -95,7 +95,11 @@ func (s *session) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (mcp
 	if !ok {
 		return nil, s.badState(ctx, a, "prompts/get", req.Params.Name)
 	}
-	u, name, done, err := s.admitPrompt(ctx, a, req.Params.Name, req.Params.Arguments)
+	admitCtx := ctx
+	if notify := sdkProgress(ctx, req.Session, req.Params.Meta); notify != nil {
+		admitCtx = withProgress(ctx, notify) // for a prompt held for approval
+	}
+	u, name, done, err := s.admitPrompt(admitCtx, a, req.Params.Name, req.Params.Arguments)
 	if err != nil {
 		return nil, err
 	}

@@ -52,8 +52,12 @@ type rawCall struct {
 // Streamable HTTP. It reports false, leaving the call to the SDK path,
 // when the upstream is a stdio server.
 func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m *wire.Message) bool {
+	// One writer for everything the call sends back, from a held call's
+	// progress to its response: it turns into a stream at the first
+	// message that comes before the response.
+	out := s.downstream(w)
 	fail := func(err error) bool {
-		s.downstream(w).fail(m.ID, err)
+		out.fail(m.ID, err)
 		return true
 	}
 	// Close waits for the call, and cancels it: its outcome is recorded
@@ -105,6 +109,9 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		} else if err := s.openStateMember(ctx, a, m.Method, fields); err != nil {
 			return fail(err)
 		}
+	}
+	if notify := rawProgress(out, fields); notify != nil {
+		ctx = withProgress(ctx, notify) // for a call held for approval
 	}
 	var (
 		u    *upConn
@@ -165,12 +172,12 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	if resumed != nil {
 		pc := resumed
 		resumed = nil
-		toolError, err := s.resume(ctx, w, u, m, pc, fields)
-		s.recordOutcome(ctx, w, toolError, err, done)
+		toolError, err := s.resume(ctx, out, u, m, pc, fields)
+		s.recordOutcome(ctx, out, toolError, err, done)
 		return true
 	}
 	params, _ := json.Marshal(fields)
-	s.relayCall(ctx, w, u, m, params, s.sessionlessHeaders(r.Header, u, m.Method, fields), done)
+	s.relayCall(ctx, out, u, m, params, s.sessionlessHeaders(r.Header, u, m.Method, fields), done)
 	return true
 }
 
@@ -220,26 +227,25 @@ var strippedMembers = []string{"task"}
 // client does not wait for the ledger a second time, and unhurried: it
 // rides along with the next commit (the next call's decision, typically)
 // rather than costing one of its own.
-func (s *session) relayCall(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, done outcomeFunc) {
-	toolError, err := s.relay(ctx, w, u, m, params, h)
-	s.recordOutcome(ctx, w, toolError, err, done)
+func (s *session) relayCall(ctx context.Context, out *downstream, u *upConn, m *wire.Message, params json.RawMessage, h http.Header, done outcomeFunc) {
+	toolError, err := s.relay(ctx, out, u, m, params, h)
+	s.recordOutcome(ctx, out, toolError, err, done)
 }
 
 // recordOutcome records an answered call's outcome with done.
-func (s *session) recordOutcome(ctx context.Context, w http.ResponseWriter, toolError bool, err error, done outcomeFunc) {
+func (s *session) recordOutcome(ctx context.Context, out *downstream, toolError bool, err error, done outcomeFunc) {
 	// The client has its answer before the outcome's bookkeeping
 	// (a goroutine's wake-up, on a busy machine a thread's) begins.
-	_ = http.NewResponseController(w).Flush()
+	_ = http.NewResponseController(out.w).Flush()
 	rctx := audit.Unhurried(ctx)
 	s.gw.async(func() { _ = done(rctx, toolError, err) })
 }
 
 // relay runs the exchange and writes its answer; it returns the outcome.
-func (s *session) relay(ctx context.Context, w http.ResponseWriter, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (toolError bool, err error) {
+func (s *session) relay(ctx context.Context, out *downstream, u *upConn, m *wire.Message, params json.RawMessage, h http.Header) (toolError bool, err error) {
 	if s.stateless && !u.sessionless() {
-		return s.relayParkable(ctx, w, u, m, params, h)
+		return s.relayParkable(ctx, out, u, m, params, h)
 	}
-	out := s.downstream(w)
 	res, err := s.exchange(ctx, u, m, params, h, out)
 	return s.answerCall(out, u, m, res, err)
 }

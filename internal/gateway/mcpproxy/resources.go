@@ -152,7 +152,11 @@ func (s *session) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	if !ok {
 		return nil, s.badState(ctx, a, "resources/read", req.Params.URI)
 	}
-	u, done, err := s.admitResource(ctx, a, req.Params.URI)
+	admitCtx := ctx
+	if notify := sdkProgress(ctx, req.Session, req.Params.Meta); notify != nil {
+		admitCtx = withProgress(ctx, notify) // for a read held for approval
+	}
+	u, done, err := s.admitResource(admitCtx, a, req.Params.URI)
 	if err != nil {
 		return nil, err
 	}

@@ -144,6 +144,9 @@ func (sc *scrubber) add(secrets map[string]string) {
 }
 
 func (sc *scrubber) active() bool {
+	if sc == nil {
+		return false
+	}
 	sc.mu.RLock()
 	defer sc.mu.RUnlock()
 	return len(sc.forms) > 0

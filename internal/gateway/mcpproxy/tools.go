@@ -247,7 +247,11 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 			return nil, s.badState(ctx, a, "tools/call", p.Name)
 		}
 	}
-	e, done, err := s.admitTool(ctx, a, p.Name, args)
+	admitCtx := ctx
+	if notify := sdkProgress(ctx, req.Session, p.Meta); notify != nil {
+		admitCtx = withProgress(ctx, notify) // for a call held for approval
+	}
+	e, done, err := s.admitTool(admitCtx, a, p.Name, args)
 	if err != nil {
 		return nil, err
 	}
