@@ -84,7 +84,12 @@ func TestMigrateLedgerHashesSize(t *testing.T) {
 	// Back to schema 4: the same rows in the table as 0002 created it.
 	raw := rawOpen(t, path)
 	for _, q := range []string{
-		// Before 0010 (secrets)...
+		// Before 0012 (people)...
+		`DROP TABLE oauth_clients`,
+		`DROP TABLE oauth_grants`,
+		`DROP TABLE web_sessions`,
+		`DROP TABLE humans`,
+		// ...0010 (secrets)...
 		`DROP TABLE secret_leases`,
 		`DROP TABLE secrets`,
 		// ...0009 (policy sources)...
