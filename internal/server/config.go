@@ -57,6 +57,8 @@ type Config struct {
 	MCP                 MCPConfig
 	Egress              EgressConfig
 	GC                  GCConfig
+	OAuth               OAuthConfig
+	People              PeopleConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from

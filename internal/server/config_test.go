@@ -63,6 +63,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MCP:         MCPConfig{CallTimeout: time.Minute, MaxMessageBytes: 4 << 20},
 		Egress:      EgressConfig{ConnectPorts: []string{"443"}},
 		GC:          GCConfig{HeapFloorBytes: 64 << 20},
+		People:      PeopleConfig{SessionTTL: 12 * time.Hour, LocalPrincipal: "admin"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("LoadConfig() mismatch (-want +got):\n%s", diff)

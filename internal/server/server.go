@@ -37,6 +37,7 @@ import (
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/task/lifecycle"
 	"github.com/mandatehq/mandate/internal/token"
+	"github.com/mandatehq/mandate/internal/web"
 )
 
 // Timeouts and limits of the HTTP servers.
@@ -75,6 +76,7 @@ type Server struct {
 	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	egress  *egressProxy      // the egress proxy, when egress.listen is set
+	pages   *web.Server       // sign-in, consent and /me
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
 	// lostLedger is the ledger, for the store's OnLost hook, which may run
@@ -166,7 +168,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	clients, err := clientRules(cfg.OAuth.Clients)
+	if err != nil {
+		return nil, err
+	}
 	authz, err := token.NewServer(ctx, token.Config{
+		Grants: s.backend, Clients: clients, Registration: cfg.OAuth.Registration,
+		MetadataFetch:   token.MetadataFetch{AllowPrivate: cfg.OAuth.MetadataAllowPrivate},
 		Issuer:          s.publicURL,
 		Audiences:       mcpAudiences(&cfg.MCP, s.publicURL),
 		TrustDomain:     cfg.TrustDomain,
@@ -247,6 +255,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 	mountSecrets(broker, mux, sockMux, tokens, log.With("component", "secretsapi"))
 	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
+		return nil, err
+	}
+	if err := s.mountPeople(mux, sockMux, recorder, adminSvc); err != nil {
 		return nil, err
 	}
 
