@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 
 	"github.com/spf13/cobra"
 )
@@ -74,6 +75,42 @@ Then: mandate agent list --server https://<host>:<port> --token <token>
 	}
 	gen.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	tok.AddCommand(gen)
-	cmd.AddCommand(tok)
+	cmd.AddCommand(tok, a.loginLinkCmd())
+	return cmd
+}
+
+func (a *app) loginLinkCmd() *cobra.Command {
+	cf := &clientFlags{}
+	cmd := &cobra.Command{
+		Use:   "login-link",
+		Short: "Make a one-time sign-in link for the local administrator",
+		Long: `Make a one-time sign-in link for the local administrator of the zero-
+configuration start: opening it in a browser signs in to mandate's pages
+(consent for MCP clients, /me) as the local administrator, with no identity
+provider. The link works once, for 15 minutes. It is made over the local
+admin socket only: whoever can use the socket is a local admin already.`,
+		Example: `  mandate admin login-link
+  mandate admin login-link -o json | jq -r .url`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cf.server != "" {
+				return usageError{fmt.Errorf("--server: login links are made over the local admin socket only")}
+			}
+			c, err := a.newClient(cf)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				URL       string `json:"url"`
+				ExpiresIn string `json:"expires_in"`
+			}
+			if printed, err := c.fetch(cmd.Context(), http.MethodPost, "/admin/v1/login-links", nil, nil, &resp); err != nil || printed {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s\n(one-time, valid %s)\n", resp.URL, resp.ExpiresIn)
+			return err
+		},
+	}
+	a.addClientFlags(cmd, cf)
 	return cmd
 }

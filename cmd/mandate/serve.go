@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/heapfloor"
 	"github.com/mandatehq/mandate/internal/server"
+	"github.com/mandatehq/mandate/internal/web"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -76,6 +78,11 @@ See docs/configuration.md for every key.`,
 					}
 				}
 			}()
+			if !s.HasIdPs() {
+				if link, err := s.LoginLink(); err == nil {
+					fmt.Fprintf(a.stdout, "Sign in as the local administrator (one-time link, valid %s; another: mandate admin login-link):\n\n  %s\n\n", web.DefaultLinkTTL, link)
+				}
+			}
 			defer heapfloor.Start(uint64(cfg.GC.HeapFloorBytes)).Stop()
 			return s.Run(cmd.Context())
 		},

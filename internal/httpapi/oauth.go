@@ -23,6 +23,7 @@ const (
 	PathOAuthToken      = "/oauth/token"
 	PathOAuthIntrospect = "/oauth/introspect"
 	PathOAuthRevoke     = "/oauth/revoke"
+	PathOAuthRegister   = "/oauth/register"
 )
 
 // OAuthConfig configures the OAuth endpoints.
@@ -65,6 +66,35 @@ func (h *OAuth) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathOAuthToken, h.guard(h.token))
 	mux.HandleFunc("POST "+PathOAuthIntrospect, h.guard(h.introspect))
 	mux.HandleFunc("POST "+PathOAuthRevoke, h.guard(h.revoke))
+	mux.HandleFunc("POST "+PathOAuthRegister, h.guard(h.register))
+}
+
+// register serves RFC 7591 dynamic client registration: a JSON body of
+// at most token.MaxRegistrationLen bytes; 201 with the client's metadata
+// and its new client_id, or an RFC 7591 §3.2.2 error.
+func (h *OAuth) register(w http.ResponseWriter, r *http.Request) {
+	writeErr := func(e *token.RegistrationError) {
+		if e.Status >= 500 {
+			h.log.ErrorContext(r.Context(), "client registration failed", "err", e.Unwrap())
+			w.Header().Set("Retry-After", fault.RetryAfter)
+		}
+		writeOAuthJSON(w, e.Status, oauthErrorBody{Error: e.Code, Description: e.Description})
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeErr(&token.RegistrationError{Code: "invalid_client_metadata", Description: "the request body must be application/json", Status: http.StatusBadRequest})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, token.MaxRegistrationLen))
+	if err != nil {
+		writeErr(&token.RegistrationError{Code: "invalid_client_metadata", Description: "the request body is too large or unreadable", Status: http.StatusRequestEntityTooLarge})
+		return
+	}
+	md, err := h.srv.RegisterClient(r.Context(), body)
+	if err != nil {
+		writeErr(token.AsRegistrationError(err))
+		return
+	}
+	writeOAuthJSON(w, http.StatusCreated, md)
 }
 
 // guard turns a panic into an OAuth error instead of a dropped connection

@@ -58,6 +58,8 @@ type Config struct {
 	Egress              EgressConfig
 	Approvals           ApprovalsConfig
 	GC                  GCConfig
+	OAuth               OAuthConfig
+	People              PeopleConfig
 
 	// Logger receives the server's logs; nil discards them. It is not a
 	// configuration key: the command that runs the server builds it from

@@ -64,6 +64,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Egress:      EgressConfig{ConnectPorts: []string{"443"}},
 		Approvals:   ApprovalsConfig{WaitTimeout: 50 * time.Second, ExpireAfter: 15 * time.Minute, EscalateAfter: 10 * time.Minute, RequestsPerMinute: 10},
 		GC:          GCConfig{HeapFloorBytes: 64 << 20},
+		People:      PeopleConfig{SessionTTL: 12 * time.Hour, LocalPrincipal: "admin"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("LoadConfig() mismatch (-want +got):\n%s", diff)

@@ -28,6 +28,11 @@ const (
 	// KindUpstreams is the MCP upstream list: a YAML sequence of mappings,
 	// or a JSON array in the environment and flags.
 	KindUpstreams Kind = "upstreams"
+	// KindClients is the OAuth client rule list and KindIdPs the identity
+	// provider list: YAML sequences of mappings, or JSON arrays in the
+	// environment and flags.
+	KindClients Kind = "clients"
+	KindIdPs    Kind = "idps"
 )
 
 // Key is one configuration key. Its flag and environment variable names
@@ -198,6 +203,24 @@ var keys = []Key{
 	{Path: "access.point_token_hashes", Kind: KindList,
 		Help:  "\"sha256:<hex>\" digests of enforcement-point tokens allowed to ask for decisions on behalf of agents (AuthZEN API)",
 		field: func(c *Config) any { return &c.Access.PointTokenHashes }},
+	{Path: "oauth.clients", Kind: KindClients,
+		Help:  "which OAuth clients (MCP clients) may ask people for a mandate: a list of {client_id, agent} (a registered agent), {client_id_pattern, tier, owner, entitlement} (matching clients get an agent of that tier, default assist, with that entitlement {scope, max_sensitivity, max_task_ttl}) or {registered: true, …} (dynamically registered clients); JSON in flags and environment",
+		field: func(c *Config) any { return &c.OAuth.Clients }},
+	{Path: "oauth.registration", Kind: KindBool, Default: "false",
+		Help:  "serve RFC 7591 dynamic client registration at /oauth/register",
+		field: func(c *Config) any { return &c.OAuth.Registration }},
+	{Path: "oauth.metadata_allow_private", Kind: KindBool, Default: "false",
+		Help:  "fetch Client ID Metadata Documents from loopback and private addresses too, and over http from loopback (tests and labs only)",
+		field: func(c *Config) any { return &c.OAuth.MetadataAllowPrivate }},
+	{Path: "people.idps", Kind: KindIdPs,
+		Help:  "OpenID Connect providers people sign in at: a list of {name, display, issuer, client_id, client_secret, scopes, principal_claim (email or sub), groups_claim, admin_groups}; none: the local administrator's one-time link; JSON in flags and environment",
+		field: func(c *Config) any { return &c.People.IdPs }},
+	{Path: "people.session_ttl", Kind: KindDuration, Default: "12h",
+		Help:  "how long a person's sign-in lasts",
+		field: func(c *Config) any { return &c.People.SessionTTL }},
+	{Path: "people.local_principal", Kind: KindString, Default: "admin",
+		Help:  "how tasks name the local administrator who signs in with the one-time link",
+		field: func(c *Config) any { return &c.People.LocalPrincipal }},
 	{Path: "mcp.upstreams", Kind: KindUpstreams,
 		Help:  "MCP servers behind the gateway: a list of {name, command, args, env, dir} (stdio) or {name, url, headers} (Streamable HTTP); JSON in flags and environment; none disables the gateway",
 		field: func(c *Config) any { return &c.MCP.Upstreams }},
@@ -360,6 +383,10 @@ func parseValue(kind Kind, raw string) (any, error) {
 			return nil, fmt.Errorf("invalid JSON list of issuers: trailing data")
 		}
 		return out, nil
+	case KindClients:
+		return decodeJSONList[OAuthClient](raw, "clients", `[{"client_id_pattern":…,"entitlement":{"scope":[…]}}]`)
+	case KindIdPs:
+		return decodeJSONList[PeopleIdP](raw, "identity providers", `[{"name":…,"issuer":…,"client_id":…}]`)
 	case KindUpstreams:
 		var out []MCPUpstream
 		if strings.TrimSpace(raw) == "" {

@@ -62,7 +62,7 @@ func (f *rawFlag) Type() string {
 	switch f.kind {
 	case KindList:
 		return "strings"
-	case KindIssuers, KindUpstreams:
+	case KindIssuers, KindUpstreams, KindClients, KindIdPs:
 		return "json"
 	case KindBool:
 		return "bool"
@@ -262,6 +262,10 @@ func nodeValue(k Key, n ast.Node) (any, error) {
 			return nil, err
 		}
 		return out, nil
+	case KindClients:
+		return yamlList[OAuthClient](n)
+	case KindIdPs:
+		return yamlList[PeopleIdP](n)
 	case KindUpstreams:
 		var out []MCPUpstream
 		if err := yaml.NodeToValue(n, &out, yaml.Strict()); err != nil {
@@ -375,4 +379,17 @@ func readLimited(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxConfigFileSize)
 	}
 	return data, nil
+}
+
+// yamlList decodes a YAML sequence of mappings strictly.
+func yamlList[T any](n ast.Node) ([]T, error) {
+	var out []T
+	if err := yaml.NodeToValue(n, &out, yaml.Strict()); err != nil {
+		var ye yaml.Error
+		if errors.As(err, &ye) {
+			return nil, &lineError{line: line(ye.GetToken()), msg: ye.GetMessage()}
+		}
+		return nil, err
+	}
+	return out, nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/mandatehq/mandate/internal/store"
 	"github.com/mandatehq/mandate/internal/task/lifecycle"
 	"github.com/mandatehq/mandate/internal/token"
+	"github.com/mandatehq/mandate/internal/web"
 )
 
 // Timeouts and limits of the HTTP servers.
@@ -75,6 +76,7 @@ type Server struct {
 	acc     *accessLayer      // policies and the decision pipeline
 	mcp     *mcpproxy.Gateway // the MCP gateway, when upstreams are configured
 	egress  *egressProxy      // the egress proxy, when egress.listen is set
+	pages   *web.Server       // sign-in, consent and /me
 	ledger  *audit.Ledger
 	sealer  *seal.Keyring // seals the keys kept in the store
 	// lostLedger is the ledger, for the store's OnLost hook, which may run
@@ -168,7 +170,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	clients, err := clientRules(cfg.OAuth.Clients)
+	if err != nil {
+		return nil, err
+	}
 	authz, err := token.NewServer(ctx, token.Config{
+		Grants: s.backend, Clients: clients, Registration: cfg.OAuth.Registration,
+		MetadataFetch:   token.MetadataFetch{AllowPrivate: cfg.OAuth.MetadataAllowPrivate},
 		Issuer:          s.publicURL,
 		Audiences:       mcpAudiences(&cfg.MCP, s.publicURL),
 		TrustDomain:     cfg.TrustDomain,
@@ -258,6 +266,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.mountEgressCA(mux, sockMux, tokens)
+	if err := s.mountPeople(mux, sockMux, recorder, adminSvc); err != nil {
+		return nil, err
+	}
 
 	s.httpSrv = s.newHTTPServer(reqMetrics.wrap("tcp", mux))
 	s.sockSrv = s.newHTTPServer(reqMetrics.wrap("socket", sockMux))

@@ -32,6 +32,11 @@ type Backend interface {
 	policy.SourceStore
 	// secrets.Store keeps secrets (sealed) and their leases.
 	secrets.Store
+	// identity.PeopleStore keeps people and their web sessions.
+	identity.PeopleStore
+	// token.GrantStore keeps authorization codes, refresh tokens and
+	// dynamically registered clients.
+	token.GrantStore
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.

@@ -244,7 +244,9 @@ type Filter struct {
 	Agent  identity.ID
 	Status Status
 	Parent ID
-	Limit  int
+	// OnBehalfOf selects the tasks run for one principal.
+	OnBehalfOf string
+	Limit      int
 }
 
 // Store persists tasks. Implementations are safe for concurrent use.

@@ -61,6 +61,12 @@ type TokenRequest struct {
 	MaxWrites  string
 	TaskID     string
 
+	// Authorization code and refresh grants (OAuth 2.1 §4.1.3, §4.3).
+	Code         string
+	RedirectURI  string
+	CodeVerifier string
+	RefreshToken string
+
 	// DPoPProof is the DPoP request header, if any.
 	DPoPProof string
 }
@@ -92,6 +98,10 @@ func ParseTokenRequest(form url.Values) (*TokenRequest, error) {
 		"max_actions":           &r.MaxActions,
 		"max_writes":            &r.MaxWrites,
 		"task_id":               &r.TaskID,
+		"code":                  &r.Code,
+		"redirect_uri":          &r.RedirectURI,
+		"code_verifier":         &r.CodeVerifier,
+		"refresh_token":         &r.RefreshToken,
 	}
 	if err := CheckParams(form); err != nil {
 		return nil, err
@@ -162,6 +172,7 @@ type TokenResponse struct {
 	TokenType       string `json:"token_type"`
 	ExpiresIn       int64  `json:"expires_in"`
 	Scope           string `json:"scope,omitempty"`
+	RefreshToken    string `json:"refresh_token,omitempty"`
 }
 
 // Introspection is an RFC 7662 introspection response.
@@ -201,4 +212,9 @@ type Metadata struct {
 	RevocationEndpointAuthSigningAlgValues     []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
 	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
+	AuthorizationEndpoint                      string   `json:"authorization_endpoint,omitempty"`
+	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported,omitempty"`
+	ClientIDMetadataDocumentSupported          bool     `json:"client_id_metadata_document_supported,omitempty"`
+	AuthorizationResponseISSParameterSupported bool     `json:"authorization_response_iss_parameter_supported,omitempty"`
 }

@@ -61,6 +61,25 @@ type Config struct {
 	RotateEvery     time.Duration
 	Skew            time.Duration
 
+	// AuthorizationEndpoint is where people are sent to consent (default
+	// Issuer + /oauth/authorize); it is advertised only when Grants is
+	// set. RegistrationEndpoint (default Issuer + /oauth/register) is
+	// advertised when Registration is on.
+	AuthorizationEndpoint string
+	RegistrationEndpoint  string
+	// Grants keeps authorization codes, refresh tokens and registered
+	// clients; without it the authorization code flow is off.
+	Grants GrantStore
+	// Clients are the administrators' rules of which OAuth clients may
+	// ask people for a mandate (ClientRule); none: no client may.
+	Clients []ClientRule
+	// Registration turns on RFC 7591 dynamic client registration.
+	Registration bool
+	// MetadataFetch configures fetching Client ID Metadata Documents.
+	MetadataFetch MetadataFetch
+	// CodeTTL is how long an authorization code lives (DefaultCodeTTL).
+	CodeTTL time.Duration
+
 	// Federation lists the trusted external issuers for the jwt-bearer grant.
 	Federation []FederatedIssuer
 
@@ -104,6 +123,7 @@ type Server struct {
 	ownLifecycle bool
 	verifier     *Verifier
 	fed          map[string]*jwksSource
+	cimd         *cimdFetcher
 }
 
 // Caller is the authenticated party calling introspection or revocation:
@@ -137,6 +157,16 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	def(&cfg.JWKSURI, base+"/oauth/jwks")
 	def(&cfg.IntrospectionEndpoint, base+"/oauth/introspect")
 	def(&cfg.RevocationEndpoint, base+"/oauth/revoke")
+	def(&cfg.AuthorizationEndpoint, base+"/oauth/authorize")
+	def(&cfg.RegistrationEndpoint, base+"/oauth/register")
+	for i := range cfg.Clients {
+		if err := cfg.Clients[i].Validate(); err != nil {
+			return nil, fmt.Errorf("token: clients[%d]: %w", i, err)
+		}
+	}
+	if cfg.Grants == nil && (len(cfg.Clients) > 0 || cfg.Registration) {
+		return nil, errors.New("token: client rules and registration need a grant store")
+	}
 	if len(cfg.Audiences) == 0 {
 		cfg.Audiences = []string{cfg.Issuer}
 	}
@@ -161,6 +191,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	defDur(&cfg.MaxTaskLifetime, DefaultMaxTaskLifetime)
 	defDur(&cfg.DefaultTaskTTL, DefaultTaskTTL)
 	defDur(&cfg.Skew, DefaultSkew)
+	defDur(&cfg.CodeTTL, DefaultCodeTTL)
 	cfg.DefaultTaskTTL = min(cfg.DefaultTaskTTL, cfg.MaxTaskLifetime)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -174,6 +205,13 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		}}
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, fed: make(map[string]*jwksSource)}
+	s.cimd = newCIMDFetcher(cfg.MetadataFetch, cfg.Now, func(ctx context.Context, clientID string, err error) {
+		ev := audit.Event{Type: audit.TypeClientRefused, Decision: audit.DecisionDeny, Reason: audit.Clip(err.Error(), 512),
+			Details: map[string]string{"client_id": audit.Clip(clientID, 256)}}
+		if rerr := s.record(ctx, ev); rerr != nil {
+			s.log.ErrorContext(ctx, "recording a refused client metadata document failed", "err", rerr)
+		}
+	})
 	for _, f := range cfg.Federation {
 		src, err := newJWKSSource(f, cfg.HTTPClient, cfg.Now)
 		if err != nil {
@@ -246,6 +284,13 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.cfg.Tokens.PruneUsed(ctx, now); err != nil {
 				s.log.ErrorContext(ctx, "pruning used identifiers failed", "err", err)
 			}
+			if s.cfg.Grants != nil {
+				// Spent grants are kept until they expire, so a replay is
+				// still recognised as one.
+				if err := s.cfg.Grants.PruneGrants(ctx, now); err != nil {
+					s.log.ErrorContext(ctx, "pruning grants failed", "err", err)
+				}
+			}
 			s.rev.Prune(now, s.cfg.MaxTaskLifetime+s.cfg.TaskTokenTTL+s.cfg.Skew)
 			if s.ownLifecycle {
 				s.lifecycle.Retry(ctx)
@@ -258,7 +303,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Metadata() Metadata {
 	algs := []string{"EdDSA", "ES256"}
 	auth := []string{"private_key_jwt"}
-	return Metadata{
+	md := Metadata{
 		Issuer:                            s.cfg.Issuer,
 		TokenEndpoint:                     s.cfg.TokenEndpoint,
 		JWKSURI:                           s.cfg.JWKSURI,
@@ -274,6 +319,19 @@ func (s *Server) Metadata() Metadata {
 		RevocationEndpointAuthSigningAlgValues:     algs,
 		DPoPSigningAlgValuesSupported:              algs,
 	}
+	if s.cfg.Grants != nil {
+		md.AuthorizationEndpoint = s.cfg.AuthorizationEndpoint
+		md.ResponseTypesSupported = []string{"code"}
+		md.GrantTypesSupported = append(md.GrantTypesSupported, GrantAuthorizationCode, GrantRefreshToken)
+		md.TokenEndpointAuthMethodsSupported = append(md.TokenEndpointAuthMethodsSupported, "none")
+		md.CodeChallengeMethodsSupported = []string{PKCEMethodS256}
+		md.ClientIDMetadataDocumentSupported = true
+		md.AuthorizationResponseISSParameterSupported = true
+		if s.cfg.Registration {
+			md.RegistrationEndpoint = s.cfg.RegistrationEndpoint
+		}
+	}
+	return md
 }
 
 // reqInfo accumulates what is known about a token request, for its audit
@@ -302,6 +360,14 @@ func (s *Server) Token(ctx context.Context, r *TokenRequest) (*TokenResponse, er
 		resp, err = s.jwtBearer(ctx, r, info)
 	case GrantTokenExchange:
 		resp, err = s.tokenExchange(ctx, r, info)
+	case GrantAuthorizationCode, GrantRefreshToken:
+		if s.cfg.Grants == nil {
+			err = newError(CodeUnsupportedGrantType, http.StatusBadRequest, nil, "grant type is not supported")
+		} else if r.GrantType == GrantAuthorizationCode {
+			resp, err = s.authorizationCode(ctx, r, info)
+		} else {
+			resp, err = s.refreshToken(ctx, r, info)
+		}
 	case "":
 		err = errInvalidRequest("grant_type is required")
 	default:

@@ -225,6 +225,9 @@ func (db *DB) ListTasks(ctx context.Context, f task.Filter) ([]*task.Task, error
 	if f.Parent != "" {
 		where, args = append(where, "parent_id = ?"), append(args, string(f.Parent))
 	}
+	if f.OnBehalfOf != "" {
+		where, args = append(where, "on_behalf_of = ?"), append(args, f.OnBehalfOf)
+	}
 	q := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")

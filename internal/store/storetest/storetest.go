@@ -63,6 +63,8 @@ func Run(t *testing.T, open OpenFunc) {
 	t.Run("Secrets", func(t *testing.T) { t.Parallel(); testSecrets(t, open) })
 	t.Run("Leases", func(t *testing.T) { t.Parallel(); testLeases(t, open) })
 	t.Run("Approvals", func(t *testing.T) { t.Parallel(); testApprovals(t, open) })
+	t.Run("People", func(t *testing.T) { t.Parallel(); testPeople(t, open) })
+	t.Run("Grants", func(t *testing.T) { t.Parallel(); testGrants(t, open) })
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		if err := open(t).Ping(t.Context()); err != nil {
