@@ -835,28 +835,8 @@ func (p *Pipeline) record(ctx context.Context, d Decision, act Action, req *poli
 	return nil
 }
 
-// typedResource names the resource as the ledger does: its type, a
-// colon, its id ("file:/repo/main.go", "tool:github/create_issue").
-func typedResource(act Action) string {
-	t := policy.ResourceType(act.Kind)
-	if t == "" || act.Resource == "" {
-		return act.Resource
-	}
-	// One allocation, not one for the lower-case type and one for the
-	// result: resource types are ASCII.
-	var b strings.Builder
-	b.Grow(len(t) + 1 + len(act.Resource))
-	for i := range len(t) {
-		c := t[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b.WriteByte(c)
-	}
-	b.WriteByte(':')
-	b.WriteString(act.Resource)
-	return b.String()
-}
+// typedResource names the resource as the ledger does (policy.TypedResource).
+func typedResource(act Action) string { return policy.TypedResource(act.Kind, act.Resource) }
 
 // recordShadow records that the candidate set would have decided
 // differently. It is best effort: the live decision stands either way.

@@ -58,6 +58,30 @@ func ResourceType(action string) string {
 	return ""
 }
 
+// TypedResource names resource id of action as the ledger does: its
+// type in lower case, a colon, the id ("file:/repo/main.go",
+// "tool:github/create_issue"); id alone for an unknown action or an empty id.
+func TypedResource(action, id string) string {
+	t := ResourceType(action)
+	if t == "" || id == "" {
+		return id
+	}
+	// One allocation, not one for the lower-case type and one for the
+	// result: resource types are ASCII.
+	var b strings.Builder
+	b.Grow(len(t) + 1 + len(id))
+	for i := range len(t) {
+		c := t[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte(':')
+	b.WriteString(id)
+	return b.String()
+}
+
 // Risk classes of an action.
 const (
 	RiskRead        = "read"

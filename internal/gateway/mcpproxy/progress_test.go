@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -77,6 +78,15 @@ func TestHeldCallProgress(t *testing.T) {
 			res, err := cs.CallTool(t.Context(), p)
 			if err != nil || text(res) != tc.want {
 				t.Fatalf("held call with a progress token: %v, %v", res, err)
+			}
+			// The client hands notifications to its handler on their own.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				mu.Lock()
+				n := len(got)
+				mu.Unlock()
+				if n >= 2 || time.Now().After(deadline) {
+					break
+				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
