@@ -477,7 +477,7 @@ func runSteps(tb testing.TB, ledger []byte, taskID, file, allowedHost, deniedHos
 		{"tool allow", decided("mcp", "tool.call", "tool:db/getenv", "allow")},
 		// The gateway's outcome names the tool untyped, as its mcp.call does.
 		{"tool outcome", func(ev audit.Event) bool {
-			return ev.Type == audit.TypeMCPResult && ev.Action == "tool.call" && ev.Resource == "db/getenv" && ev.Details["outcome"] == "ok"
+			return ev.Type == audit.TypeMCPResult && ev.Action == "tool.call" && ev.Resource == "tool:db/getenv" && ev.Details["outcome"] == "ok"
 		}},
 		{"lease revoked", func(ev audit.Event) bool {
 			return ev.Type == secrets.TypeLeaseRevoked && ev.Resource == "secret:db_password"

@@ -213,8 +213,8 @@ func TestFilesystemServer(t *testing.T) {
 			allow++
 		case audit.DecisionDeny:
 			deny++
-			if !(ev.Resource == "fs/write_file" && strings.Contains(ev.Reason, "assist")) &&
-				!(ev.Resource == "fs/read_text_file" && strings.Contains(ev.Reason, "quarantined")) {
+			if !(ev.Resource == "tool:fs/write_file" && strings.Contains(ev.Reason, "assist")) &&
+				!(ev.Resource == "tool:fs/read_text_file" && strings.Contains(ev.Reason, "quarantined")) {
 				t.Errorf("deny event %+v", ev)
 			}
 		}

@@ -210,8 +210,8 @@ func TestCalls(t *testing.T) {
 			denied = append(denied, ev.Resource)
 		}
 	}
-	if !slices.Equal(denied, []string{"nope", "go/delete_all"}) {
-		t.Errorf("denied events for %v, want [nope go/delete_all]", denied)
+	if !slices.Equal(denied, []string{"tool:nope", "tool:go/delete_all"}) {
+		t.Errorf("denied events for %v, want [tool:nope tool:go/delete_all]", denied)
 	}
 	results := e.rec.waitEvents(audit.TypeMCPResult, 2)
 	if len(results) != 2 || results[0].Details["outcome"] != "ok" || results[1].Details["outcome"] != "error" {
@@ -513,7 +513,7 @@ func TestAggregatedResourcesAndPrompts(t *testing.T) {
 	for _, ev := range e.rec.events(audit.TypeMCPCall) {
 		actions = append(actions, ev.Action+" "+ev.Resource+" "+ev.Decision)
 	}
-	want := []string{"resource.read test://a/readme allow", "prompt.get b/greet allow", "prompt.get greet deny", "tool.call a/echo deny"}
+	want := []string{"resource.read file:test://a/readme allow", "prompt.get tool:b/greet allow", "prompt.get tool:greet deny", "tool.call tool:a/echo deny"}
 	if !slices.Equal(actions, want) {
 		t.Errorf("mcp.call events = %q, want %q", actions, want)
 	}

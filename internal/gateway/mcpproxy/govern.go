@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 // Governing a call: the decision (and any approval it needs), the ledger
@@ -150,7 +151,7 @@ func (g *Gateway) event(s *session, r Request) audit.Event {
 	p := r.Principal
 	ev := audit.Event{
 		Type: audit.TypeMCPCall, Actor: p.Agent, Agent: p.Agent, Chain: p.Chain, OnBehalfOf: p.OnBehalfOf,
-		Task: p.Task, Action: r.Action, Resource: r.Resource, Point: "mcp",
+		Task: p.Task, Action: r.Action, Resource: policy.TypedResource(r.Action, r.Resource), Point: "mcp",
 		Details: map[string]string{"upstream": r.Upstream, "name": r.Name, "endpoint": s.resource},
 	}
 	if r.Arguments != nil {

@@ -181,7 +181,7 @@ func TestOneRisk(t *testing.T) {
 		}
 	}
 	for _, ev := range e.rec.waitEvents(audit.TypeMCPResult, 1) {
-		if ev.Resource == "go/post" {
+		if ev.Resource == "tool:go/post" {
 			result = append(result, ev.Details["risk"])
 		}
 	}

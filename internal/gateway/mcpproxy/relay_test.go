@@ -278,7 +278,7 @@ func TestRawRelay(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the upstream's call was not cancelled")
 		}
-		waitResult(t, e, "up/block", "error")
+		waitResult(t, e, "tool:up/block", "error")
 	})
 
 	t.Run("a lost upstream session is reopened", func(t *testing.T) {
@@ -308,8 +308,8 @@ func TestRawRelay(t *testing.T) {
 			t.Fatalf("upstream received %s; want one name (echo) and one text (last)", last)
 		}
 		evs := e.rec.events(audit.TypeMCPCall)
-		if ev := evs[len(evs)-1]; ev.Resource != "up/echo" {
-			t.Fatalf("decided on %s, want up/echo", ev.Resource)
+		if ev := evs[len(evs)-1]; ev.Resource != "tool:up/echo" {
+			t.Fatalf("decided on %s, want tool:up/echo", ev.Resource)
 		}
 	})
 
@@ -365,7 +365,7 @@ func TestRawRelayLimits(t *testing.T) {
 	if err != nil || text(res) != "ok" {
 		t.Fatalf("echo after limits = %v, %v", res, err)
 	}
-	waitResult(t, e, "up/big", "error")
+	waitResult(t, e, "tool:up/big", "error")
 }
 
 // TestSessionIdleTimeout: a session in use stays open however long it
@@ -426,7 +426,7 @@ func TestRawRelayClientGone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream's call was not cancelled after the client went away")
 	}
-	waitResult(t, e, "up/block", "error")
+	waitResult(t, e, "tool:up/block", "error")
 
 	cs.Close()
 	e.srv.CloseClientConnections()
@@ -479,7 +479,7 @@ func TestShutdown(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Shutdown took %v; idle sessions should not hold it up", d)
 	}
-	waitResult(t, e, "up/slow", "ok")
+	waitResult(t, e, "tool:up/slow", "ok")
 }
 
 // TestRawRelayFoldedMembers: the raw relay refuses params with a member
@@ -543,7 +543,7 @@ func TestCloseWaitsForCalls(t *testing.T) {
 	}
 	var outcome string
 	for _, ev := range e.rec.events(audit.TypeMCPResult) {
-		if ev.Resource == "up/block" {
+		if ev.Resource == "tool:up/block" {
 			outcome = ev.Details["outcome"]
 		}
 	}

@@ -71,7 +71,7 @@ func TestInputRequired(t *testing.T) {
 				t.Fatalf("%d mcp.call events, want %d: %+v", len(decided), want, decided)
 			}
 			for _, ev := range decided {
-				if ev.Decision != audit.DecisionAllow || ev.Resource != "up/deploy" {
+				if ev.Decision != audit.DecisionAllow || ev.Resource != "tool:up/deploy" {
 					t.Errorf("decision %+v", ev)
 				}
 			}
