@@ -475,7 +475,7 @@ func runSteps(tb testing.TB, ledger []byte, taskID, file, allowedHost, deniedHos
 			return ev.Type == secrets.TypeLeaseIssued && ev.Resource == "secret:db_password"
 		}},
 		{"tool allow", decided("mcp", "tool.call", "tool:db/getenv", "allow")},
-		// The gateway's outcome names the tool untyped, as its mcp.call does.
+		// The gateway's outcome names the tool as the decision does.
 		{"tool outcome", func(ev audit.Event) bool {
 			return ev.Type == audit.TypeMCPResult && ev.Action == "tool.call" && ev.Resource == "tool:db/getenv" && ev.Details["outcome"] == "ok"
 		}},
