@@ -278,38 +278,14 @@ func (h *AuthZEN) authenticate(r *http.Request) (caller, error) {
 			return caller{point: point}, nil
 		}
 	}
-	pres, err := token.FromHeader(r.Header)
-	if err != nil {
-		if !errors.Is(err, token.ErrNoCredential) {
-			// A credential that cannot even be read is an attempt: it is
-			// recorded like any refused one (no credential at all is not).
-			act := access.Action{Point: authzenPoint}
-			if rerr := h.cfg.Pipeline.RefuseCredential(r.Context(), act, err); errors.Is(rerr, audit.ErrUnavailable) {
-				return caller{pres: pres}, rerr
-			}
-		}
-		return caller{pres: pres}, fmt.Errorf("%w: send Authorization: Bearer <task token or enforcement point token>, or DPoP <task token> with its DPoP proof: %w", access.ErrUnauthenticated, err)
-	}
-	return caller{pres: pres, cred: access.Credential{
-		Token: pres.Token, DPoPProof: pres.DPoPProof, Scheme: pres.Scheme, Method: r.Method, URL: h.cfg.PublicURL + r.URL.Path,
-	}}, nil
+	pres, cred, err := taskCredential(r, h.cfg.Pipeline, access.Action{Point: authzenPoint}, h.cfg.PublicURL, "<task token or enforcement point token>")
+	return caller{pres: pres, cred: cred}, err
 }
 
 // decodeAuthZEN strictly decodes the body (unknown top-level members,
 // trailing data, over-deep nesting and oversized bodies are errors).
 func decodeAuthZEN(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		return fmt.Errorf("%w: Content-Type must be application/json", errBadRequest)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxAuthZENBody))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return fmt.Errorf("%w: limit is %d bytes", errTooLarge, MaxAuthZENBody)
-		}
-		return fmt.Errorf("%w: reading the body: %v", errBadRequest, err)
-	}
-	return DecodeAuthZEN(body, dst)
+	return decodeBody(w, r, MaxAuthZENBody, dst)
 }
 
 // DecodeAuthZEN strictly decodes an AuthZEN request body into dst. A body

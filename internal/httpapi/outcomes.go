@@ -106,27 +106,13 @@ func (h *Outcomes) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	act := access.Action{Point: outcomesPoint, RequestID: reqID}
-	pres, err := token.FromHeader(r.Header)
+	pres, cred, err := taskCredential(r, h.cfg.Pipeline, act, h.cfg.PublicURL, "<task token>")
 	if err != nil {
-		if !errors.Is(err, token.ErrNoCredential) {
-			if rerr := h.cfg.Pipeline.RefuseCredential(r.Context(), act, err); errors.Is(rerr, audit.ErrUnavailable) {
-				h.fail(w, r, pres, rerr)
-				return
-			}
-		}
-		h.fail(w, r, pres, fmt.Errorf("%w: send Authorization: Bearer <task token>, or DPoP <task token> with its DPoP proof: %w", access.ErrUnauthenticated, err))
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		h.fail(w, r, pres, fmt.Errorf("%w: Content-Type must be application/json", errBadRequest))
+		h.fail(w, r, pres, err)
 		return
 	}
 	var req OutcomeRequest
-	body, err := readLimited(w, r, MaxOutcomeBody)
-	if err == nil {
-		err = DecodeAuthZEN(body, &req)
-	}
-	if err != nil {
+	if err := decodeBody(w, r, MaxOutcomeBody, &req); err != nil {
 		h.fail(w, r, pres, err)
 		return
 	}
@@ -136,10 +122,8 @@ func (h *Outcomes) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.RequestID, o.Point = reqID, outcomesPoint
-	subj, err := h.cfg.Pipeline.Authenticate(r.Context(), access.Credential{
-		Token: pres.Token, DPoPProof: pres.DPoPProof, Scheme: pres.Scheme, Method: r.Method,
-		URL: h.cfg.PublicURL + r.URL.Path, Agent: req.Subject.ID,
-	}, act)
+	cred.Agent = req.Subject.ID
+	subj, err := h.cfg.Pipeline.Authenticate(r.Context(), cred, act)
 	if err != nil {
 		h.fail(w, r, pres, err)
 		return

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/internal/access"
-	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/secrets"
 	"github.com/mandatehq/mandate/internal/task"
@@ -90,26 +89,13 @@ func (h *Reveal) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	act := access.Action{Kind: policy.ActionSecretUse, Point: secrets.Point, RequestID: reqID}
-	pres, err := token.FromHeader(r.Header)
+	pres, cred, err := taskCredential(r, h.cfg.Pipeline, act, h.cfg.PublicURL, "<task token>")
 	if err != nil {
-		if !errors.Is(err, token.ErrNoCredential) {
-			if rerr := h.cfg.Pipeline.RefuseCredential(r.Context(), act, err); errors.Is(rerr, audit.ErrUnavailable) {
-				h.fail(w, r, pres, rerr)
-				return
-			}
-		}
-		h.fail(w, r, pres, fmt.Errorf("%w: send Authorization: Bearer <task token>, or DPoP <task token> with its DPoP proof: %w", access.ErrUnauthenticated, err))
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		h.fail(w, r, pres, fmt.Errorf("%w: Content-Type must be application/json", errBadRequest))
+		h.fail(w, r, pres, err)
 		return
 	}
 	var req RevealRequest
-	body, err := readLimited(w, r, MaxRevealBody)
-	if err == nil {
-		err = DecodeAuthZEN(body, &req)
-	}
+	err = decodeBody(w, r, MaxRevealBody, &req)
 	if err == nil && (req.Subject == nil || req.Subject.Type != "agent" || req.Subject.ID == "" || req.Secret == "") {
 		err = fmt.Errorf("%w: subject (type \"agent\", id) and secret are required", errBadRequest)
 	}
@@ -118,10 +104,8 @@ func (h *Reveal) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	act.Resource = req.Secret
-	subj, err := h.cfg.Pipeline.Authenticate(r.Context(), access.Credential{
-		Token: pres.Token, DPoPProof: pres.DPoPProof, Scheme: pres.Scheme, Method: r.Method,
-		URL: h.cfg.PublicURL + r.URL.Path, Agent: req.Subject.ID,
-	}, act)
+	cred.Agent = req.Subject.ID
+	subj, err := h.cfg.Pipeline.Authenticate(r.Context(), cred, act)
 	if err != nil {
 		h.fail(w, r, pres, err)
 		return
