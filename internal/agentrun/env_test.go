@@ -7,13 +7,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/serveproc"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -172,36 +172,8 @@ func (e *testEnv) decide(tok string) int {
 	return resp.StatusCode
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// mandateBinary builds the mandate command once per test binary.
-func mandateBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mandate-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mandate")
-		if runtime.GOOS == "windows" {
-			binPath += ".exe"
-		}
-		out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/mandate").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("go build ./cmd/mandate: %v\n%s", buildErr, binPath)
-	}
-	return binPath
-}
+// mandateBinary is the mandate command, built once per test binary.
+func mandateBinary(tb testing.TB) string { return serveproc.Binary(tb) }
 
 // helperCommand is this test binary run as the helper in mode (see
 // TestMain), with its report written to out.

@@ -4,45 +4,16 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/serveproc"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// mandateBinary builds the mandate command once per test binary.
-func mandateBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mandate-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mandate")
-		if runtime.GOOS == "windows" {
-			binPath += ".exe"
-		}
-		out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/mandate").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("go build ./cmd/mandate: %v\n%s", buildErr, binPath)
-	}
-	return binPath
-}
+// mandateBinary is the mandate command, built once per test binary.
+func mandateBinary(tb testing.TB) string { return serveproc.Binary(tb) }
 
 // runBinary runs `mandate hook claude-code` with in on stdin.
 func runBinary(tb testing.TB, bin string, in []byte, env ...string) (int, string, string) {

@@ -18,9 +18,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -69,11 +72,38 @@ type Server struct {
 // the go command, so it works from inside the module's source tree.
 func Build(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "mandate")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
 	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/mandatehq/mandate/cmd/mandate").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build mandate: %v\n%s", err, out)
 	}
 	return bin, nil
+}
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// Binary builds the mandate command once per process, into a temporary
+// directory, and returns its path: for tests that run it as its users do.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mandate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built, buildErr = Build(context.Background(), dir)
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return built
 }
 
 // Start runs o.Bin serve on a loopback port with a fresh data directory

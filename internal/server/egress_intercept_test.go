@@ -74,26 +74,8 @@ func TestEgressInterceptionServed(t *testing.T) {
 		t.Errorf("%s is not the CA the server serves", egress.CACertFile)
 	}
 
-	a, err := harness.RegisterAgent(t.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
-		Name: "builder", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierSupervised),
-		Entitle: []string{"http.request:*", "secret.use:gh_token"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second}
-	tokenURL, err := harness.TokenEndpoint(t.Context(), hc, s.PublicURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := a.Token(t.Context(), hc, tokenURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := harness.StartTask(t.Context(), hc, tokenURL, at, harness.Task{Scope: "http.request:" + host + " secret.use:gh_token", Purpose: "build", OnBehalfOf: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tok := agentTask(t, s, harness.Registration{Name: "builder", Tier: string(identity.TierSupervised), Entitle: []string{"http.request:*", "secret.use:gh_token"}},
+		harness.Task{Scope: "http.request:" + host + " secret.use:gh_token", Purpose: "build"})
 	pu := &url.URL{Scheme: "http", Host: s.EgressAddr().String(), User: url.UserPassword("agent", tok)}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	req, _ = http.NewRequest("GET", up.URL+"/user", nil)

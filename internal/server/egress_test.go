@@ -59,26 +59,8 @@ func TestEgressProxyServed(t *testing.T) {
 		t.Fatal("no egress listener")
 	}
 
-	a, err := harness.RegisterAgent(t.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
-		Name: "curl", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierAutonomous),
-		Entitle: []string{"http.request:*"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second}
-	tokenURL, err := harness.TokenEndpoint(t.Context(), hc, s.PublicURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := a.Token(t.Context(), hc, tokenURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := harness.StartTask(t.Context(), hc, tokenURL, at, harness.Task{Scope: "http.request:" + allowedHost, Purpose: "fetch", OnBehalfOf: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tok := agentTask(t, s, harness.Registration{Name: "curl", Tier: string(identity.TierAutonomous), Entitle: []string{"http.request:*"}},
+		harness.Task{Scope: "http.request:" + allowedHost, Purpose: "fetch"})
 	proxy := &url.URL{Scheme: "http", Host: s.EgressAddr().String(), User: url.UserPassword("agent", tok)}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
 

@@ -58,26 +58,8 @@ func TestSecretInjectedIntoStdioUpstream(t *testing.T) {
 	}
 	call("PUT", "/admin/v1/secrets/db_password", `{"value":"`+value+`","deliver":[{"upstream":"db","env":"DB_PASSWORD"}]}`, 201)
 
-	a, err := harness.RegisterAgent(t.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
-		Name: "reporter", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierSupervised),
-		Entitle: []string{"tool.call:db/*", "secret.use:db_password"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second}
-	tokenURL, err := harness.TokenEndpoint(t.Context(), hc, s.PublicURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := a.Token(t.Context(), hc, tokenURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := harness.StartTask(t.Context(), hc, tokenURL, at, harness.Task{Scope: "tool.call:db/* secret.use:db_password", Purpose: "report", OnBehalfOf: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tok := agentTask(t, s, harness.Registration{Name: "reporter", Tier: string(identity.TierSupervised), Entitle: []string{"tool.call:db/*", "secret.use:db_password"}},
+		harness.Task{Scope: "tool.call:db/* secret.use:db_password", Purpose: "report"})
 	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
 	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: s.PublicURL() + "/mcp/db", HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: bearer{tok}}, MaxRetries: -1}, nil)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mandatehq/mandate/internal/harness"
 	"github.com/mandatehq/mandate/internal/identity"
@@ -32,26 +31,8 @@ func TestSecretReveal(t *testing.T) {
 			t.Fatalf("put %s: %d %s", name, code, body)
 		}
 	}
-	a, err := harness.RegisterAgent(t.Context(), harness.AdminClient(s.SocketPath()), harness.Registration{
-		Name: "ci", Owner: "alice@example.com", Escalation: "oncall@example.com", Tier: string(identity.TierSupervised),
-		Entitle: []string{"secret.use:*"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second}
-	tokenURL, err := harness.TokenEndpoint(t.Context(), hc, s.PublicURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := a.Token(t.Context(), hc, tokenURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := harness.StartTask(t.Context(), hc, tokenURL, at, harness.Task{Scope: "secret.use:npm_token", Purpose: "publish", OnBehalfOf: "alice@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, tok := agentTask(t, s, harness.Registration{Name: "ci", Tier: string(identity.TierSupervised), Entitle: []string{"secret.use:*"}},
+		harness.Task{Scope: "secret.use:npm_token", Purpose: "publish"})
 	var answers []string
 	reveal := func(auth, secret string, want int) string {
 		t.Helper()
