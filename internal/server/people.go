@@ -28,6 +28,9 @@ type OAuthConfig struct {
 	// MetadataAllowPrivate lets Client ID Metadata Documents be fetched
 	// from loopback and private addresses (tests, labs; never production).
 	MetadataAllowPrivate bool
+	// metadataTransport, set by tests, fetches the documents (one that
+	// trusts the test's CA for its https metadata server on loopback).
+	metadataTransport http.RoundTripper
 }
 
 // OAuthClient is one client rule (token.ClientRule).
