@@ -224,6 +224,14 @@ func TestBrowserLocalLink(t *testing.T) {
 		c.OAuth.Clients = []OAuthClient{{Registered: true, Tier: "assist", Entitlement: fsEntitlement}}
 	})
 	f.run(t, "admin", "", func(authorize string) {
+		// Not signed in: the sign-in page says where the link is.
+		if err := chromedp.Do(f.chrome, chromedp.Navigate(authorize), chromedp.WaitVisible(chromedp.CSS(`code`))); err != nil {
+			t.Fatalf("sign-in page: %v", err)
+		}
+		if page, _ := chromedp.Run(f.chrome, chromedp.Text(chromedp.CSS("body"))); !strings.Contains(page, "mandate admin login-link") {
+			t.Errorf("the sign-in page with no IdP does not tell how to sign in:\n%s", page)
+		}
+		screenshot(t, f.chrome, "signin-local.png")
 		link, err := f.s.LoginLink()
 		if err != nil {
 			t.Fatal(err)
