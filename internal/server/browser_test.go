@@ -127,6 +127,8 @@ func (f *browserFixture) run(t *testing.T, person, metadataURL string, signIn fu
 		t.Errorf("token.issued events for the task = %d, want the code's and the refresh's", seen["token.issued"])
 	}
 
+	refusedBefore := f.count(t, audit.TypeTokenRefused)
+
 	// End the task on /me; the client's next call fails with 401.
 	if err := chromedp.Do(f.chrome, chromedp.Navigate(f.base+"/me"),
 		chromedp.WaitVisible(chromedp.CSS(`form[action="/me/tasks/end"] button`))); err != nil {
@@ -164,6 +166,24 @@ func (f *browserFixture) run(t *testing.T, person, metadataURL string, signIn fu
 	if ev := client.next(t, "sdk-after-end"); ev.OK || !ev.Unauthorized {
 		t.Errorf("the SDK's call after the task ended = %+v, want UnauthorizedError", ev)
 	}
+	if n := f.count(t, audit.TypeTokenRefused); n <= refusedBefore {
+		t.Errorf("token.refused events = %d after the refresh of an ended task, %d before", n, refusedBefore)
+	}
+}
+
+// count is the number of ledger events of type typ.
+func (f *browserFixture) count(t *testing.T, typ audit.Type) int {
+	evs, err := f.s.backend.ListEvents(t.Context(), audit.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
 }
 
 // TestBrowserSignInAtIdP: the TypeScript SDK's OAuth client, identified by
@@ -182,7 +202,7 @@ func TestBrowserSignInAtIdP(t *testing.T) {
 	meta := startMetadataServer(t)
 	f := newBrowserFixture(t, func(c *Config) {
 		c.OAuth.MetadataAllowPrivate = true
-		c.OAuth.metadataTransport = meta.transport()
+		c.OAuth.MetadataTransport = meta.transport()
 		c.OAuth.Clients = []OAuthClient{{ClientIDPattern: "https://127.0.0.1:*/client.json", Tier: "assist", Entitlement: fsEntitlement}}
 		c.People.IdPs = []PeopleIdP{{Name: "test", Display: "Example IdP", Issuer: "http://" + idp.Addr().String(),
 			ClientID: "mandate", ClientSecret: "browser-test-secret-0123456789"}}
@@ -210,6 +230,12 @@ func TestBrowserSignInAtIdP(t *testing.T) {
 			t.Fatalf("signing in at the IdP: %v", err)
 		}
 	}, meta.setRedirect, true)
+
+	// The person is a Human record from the ID token's claims.
+	h, err := f.s.backend.GetHuman(t.Context(), "http://"+idp.Addr().String(), "alice")
+	if err != nil || h.Principal != "alice@example.com" || h.Email != "alice@example.com" || !slices.Contains(h.Groups, "engineering") {
+		t.Errorf("the signed-in person = %+v, %v", h, err)
+	}
 }
 
 // TestBrowserLocalLink: the zero-configuration start — no IdP; the
