@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/mandatehq/mandate/internal/audit"
@@ -83,6 +85,7 @@ func (f *browserFixture) run(t *testing.T, person, metadataURL string, signIn fu
 	if ev := client.next(t, "code"); ev.ISS != f.base || ev.Error != "" {
 		t.Fatalf("authorization response iss %q error %q", ev.ISS, ev.Error)
 	}
+	f.checkSessionCookie(t)
 	if ev := client.next(t, "client"); metadataURL != "" && ev.ClientID != metadataURL || metadataURL == "" && !strings.HasPrefix(ev.ClientID, "mdc_") {
 		t.Errorf("client id = %q", ev.ClientID)
 	}
@@ -168,6 +171,29 @@ func (f *browserFixture) run(t *testing.T, person, metadataURL string, signIn fu
 	}
 	if n := f.count(t, audit.TypeTokenRefused); n <= refusedBefore {
 		t.Errorf("token.refused events = %d after the refresh of an ended task, %d before", n, refusedBefore)
+	}
+}
+
+// checkSessionCookie: the session cookie, as the browser keeps it, is
+// HttpOnly and SameSite=Lax.
+func (f *browserFixture) checkSessionCookie(t *testing.T) {
+	res, err := chromedp.Run(f.chrome, func(ctx context.Context, tg *chromedp.Target) (network.GetCookiesResult, error) {
+		return cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{f.base + "/me"}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, c := range res.Cookies {
+		if c.Name == "mandate_session" {
+			found = true
+			if !c.HTTPOnly || c.SameSite != network.CookieSameSiteLax {
+				t.Errorf("session cookie HttpOnly %v SameSite %q, want HttpOnly and Lax", c.HTTPOnly, c.SameSite)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no session cookie in the browser after sign-in: %d cookies", len(res.Cookies))
 	}
 }
 
