@@ -28,6 +28,11 @@ type OAuthConfig struct {
 	// MetadataAllowPrivate lets Client ID Metadata Documents be fetched
 	// from loopback and private addresses (tests, labs; never production).
 	MetadataAllowPrivate bool
+	// MetadataTransport, if set, fetches the documents instead of the
+	// default guarded transport (token.MetadataFetch.Transport: it must do
+	// the address checks itself). No config key: for programs embedding
+	// the server and tests (one trusting a test CA on loopback).
+	MetadataTransport http.RoundTripper `json:"-" yaml:"-"`
 }
 
 // OAuthClient is one client rule (token.ClientRule).

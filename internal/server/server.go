@@ -176,7 +176,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	authz, err := token.NewServer(ctx, token.Config{
 		Grants: s.backend, Clients: clients, Registration: cfg.OAuth.Registration,
-		MetadataFetch:   token.MetadataFetch{AllowPrivate: cfg.OAuth.MetadataAllowPrivate},
+		MetadataFetch:   token.MetadataFetch{AllowPrivate: cfg.OAuth.MetadataAllowPrivate, Transport: cfg.OAuth.MetadataTransport},
 		Issuer:          s.publicURL,
 		Audiences:       mcpAudiences(&cfg.MCP, s.publicURL),
 		TrustDomain:     cfg.TrustDomain,
