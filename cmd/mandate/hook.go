@@ -53,15 +53,21 @@ ledger. Any failure blocks the call (exit status 2). See docs/coding-agents.md.`
 }
 
 func (a *app) hookRunCmd(agent string) *cobra.Command {
-	var server, dpopKeyFile, deadline string
+	var server, dpopKeyFile, deadline, onApproval string
 	cmd := &cobra.Command{
 		Use:   agent,
 		Short: "Answer one Claude Code hook event (stdin → stdout)",
 		Long: `Reads one Claude Code hook event (PreToolUse, PostToolUse,
 PostToolUseFailure, SessionStart, SessionEnd) on stdin and answers it:
-a PreToolUse event with hookSpecificOutput.permissionDecision allow, deny or
-ask (mandate's approval_required) and the reason on stdout; the others by
-recording them in the ledger.
+a PreToolUse event with hookSpecificOutput.permissionDecision allow or deny
+and the reason on stdout; the others by recording them in the ledger.
+
+A tool use that needs a person's approval (mandate's approval_required) is
+held by default: the hook waits, within its deadline, for the approval
+request to be decided (mandate approval approve, or the approval page), then
+asks the server again; not approved in time, it is blocked with the
+approval's id. --on-approval ask answers ask instead, so that Claude Code's
+own prompt decides.
 
 The task token comes from the file $MANDATE_TASK_TOKEN_FILE (read on every
 call, so that a renewed token is used) or $MANDATE_TASK_TOKEN; a DPoP-bound
@@ -96,6 +102,11 @@ reason on stderr, which blocks the call.`,
 				}
 				cfg.Deadline = v
 			}
+			switch cfg.OnApproval = firstNonEmpty(onApproval, a.getenv("MANDATE_HOOK_ON_APPROVAL")); cfg.OnApproval {
+			case "", hook.OnApprovalHold, hook.OnApprovalAsk:
+			default:
+				return fail(fmt.Errorf("--on-approval %q: want %s or %s", cfg.OnApproval, hook.OnApprovalHold, hook.OnApprovalAsk))
+			}
 			if dpopKeyFile = firstNonEmpty(dpopKeyFile, a.getenv("MANDATE_DPOP_KEY")); dpopKeyFile != "" {
 				key, err := readPrivateJWK(dpopKeyFile)
 				if err != nil {
@@ -111,6 +122,7 @@ reason on stderr, which blocks the call.`,
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the mandate server's public URL (default $MANDATE_SERVER)")
 	cmd.Flags().StringVar(&dpopKeyFile, "dpop-key", "", "private JWK file of the key a DPoP-bound task token is bound to (default $MANDATE_DPOP_KEY)")
+	cmd.Flags().StringVar(&onApproval, "on-approval", "", "what a tool use that needs approval gets: hold (wait for mandate's approval, the default) or ask (Claude Code's prompt) (default $MANDATE_HOOK_ON_APPROVAL)")
 	cmd.Flags().StringVar(&deadline, "deadline", "", fmt.Sprintf("give up and block the call after this long; keep it under the hook's timeout (default $MANDATE_HOOK_DEADLINE, else %s)", hook.DefaultDeadline))
 	return cmd
 }

@@ -94,6 +94,9 @@ type Verdict struct {
 	// Effect is allow, deny or approval_required.
 	Effect string
 	Reason string
+	// ApprovalID is the approval request an approval_required opened
+	// (the requestable denial's evaluation_id).
+	ApprovalID string
 }
 
 // Decide asks about acts (at most httpapi.MaxEvaluations) in one batch
@@ -159,7 +162,7 @@ func verdictOf(r httpapi.AZResponse) (Verdict, error) {
 	default:
 		return Verdict{}, fmt.Errorf("the server's decision %v/%s does not hold together", r.Decision, resource.Quote(eff))
 	}
-	return Verdict{Effect: r.Context.Decision, Reason: r.Context.Reason}, nil
+	return Verdict{Effect: r.Context.Decision, Reason: r.Context.Reason, ApprovalID: r.Context.EvaluationID}, nil
 }
 
 // azType is the AuthZEN resource type of an action kind.

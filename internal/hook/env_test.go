@@ -50,6 +50,10 @@ func newTestEnv(tb testing.TB) *testEnv {
 	cfg := server.Defaults()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(dir, "data")
+	// The admin socket decides approvals as a member of the approvers
+	// group (the task runs on alice's behalf: she may not approve it).
+	cfg.Approvals.LocalPerson = "approver@example.com"
+	cfg.Approvals.Approvers = []string{"approver@example.com"}
 	s, err := server.New(tb.Context(), cfg)
 	if err != nil {
 		tb.Fatalf("server.New = %v", err)

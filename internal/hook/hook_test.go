@@ -24,6 +24,7 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 		want     string // allow, deny or ask
 		reason   string // in the reason, if set
 		resource string // a ledger resource of the decision ({{REPO}}: the real repository path)
+		ask      bool   // configured to ask rather than hold for approvals
 	}{
 		{file: "pre_bash.json", want: AnswerAllow, resource: "tool:ls"},
 		{file: "pre_bash_redirect.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test-out"},
@@ -46,11 +47,15 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 		{file: "pre_webfetch_denied.json", want: AnswerDeny, resource: "host:evil.example"},
 		{file: "pre_webfetch_octal.json", want: AnswerDeny, reason: "four decimal octets"},
 		{file: "pre_websearch.json", want: AnswerAllow, resource: "host:api.anthropic.com"},
-		{file: "pre_mcp.json", want: AnswerAsk, reason: "step-up approval", resource: "tool:github/create_issue"},
+		{file: "pre_mcp.json", want: AnswerAsk, reason: "step-up approval", resource: "tool:github/create_issue", ask: true},
 		{file: "pre_task.json", want: AnswerAllow, resource: "agent:" + e.agent},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			code, stdout, stderr := e.run(t, e.payload(t, tc.file), nil)
+			var mod func(*Config)
+			if tc.ask {
+				mod = func(c *Config) { c.OnApproval = OnApprovalAsk } // hold: TestHoldForApproval
+			}
+			code, stdout, stderr := e.run(t, e.payload(t, tc.file), mod)
 			if code != 0 {
 				t.Fatalf("exit %d, stderr %q; want 0 and a decision", code, stderr)
 			}

@@ -42,9 +42,12 @@ type Config struct {
 	Transport http.RoundTripper
 	// Deadline bounds the whole invocation (DefaultDeadline if zero).
 	Deadline time.Duration
-	Stdin    io.Reader
-	Stdout   io.Writer
-	Stderr   io.Writer
+	// OnApproval is OnApprovalHold (the default, also for "") or
+	// OnApprovalAsk: what a tool use that needs approval gets.
+	OnApproval string
+	Stdin      io.Reader
+	Stdout     io.Writer
+	Stderr     io.Writer
 }
 
 // Run handles one hook invocation: it reads one event from cfg.Stdin,
@@ -126,6 +129,11 @@ func handle(ctx context.Context, cfg Config) ([]byte, error) {
 		vs, err := c.Decide(ctx, ev.Agent, acts, ev.ToolUseID)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.OnApproval != OnApprovalAsk {
+			if vs, err = c.hold(ctx, ev.Agent, acts, vs, ev.ToolUseID); err != nil {
+				return nil, err
+			}
 		}
 		if err := cfg.Adapter.Render(&out, ev, answer(acts, vs)); err != nil {
 			return nil, err
@@ -222,7 +230,7 @@ func answer(acts []Action, vs []Verdict) Answer {
 	}
 	if len(ask) > 0 {
 		return Answer{Decision: AnswerAsk, Reason: "mandate: " + strings.Join(ask, "; ") +
-			" (mandate does not hold hook calls for its approvals yet: you are asked instead)"}
+			" (the hook is configured to ask you instead of waiting for mandate's approval)"}
 	}
 	return Answer{Decision: AnswerAllow, Reason: "mandate allowed " + fmt.Sprint(len(acts)) + " action(s)"}
 }
