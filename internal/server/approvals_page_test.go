@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
@@ -283,6 +284,80 @@ func TestApprovalPageRefusals(t *testing.T) {
 		}
 		if denied != 1 {
 			t.Errorf("%d denied approval.decide decisions recorded, want 1", denied)
+		}
+	})
+	t.Run("stale page", func(t *testing.T) {
+		// A page loaded while the request was pending, posted after it
+		// expired: refused, and the call failed closed meanwhile.
+		e := newApprovalEnv(t, func(c *Config) {
+			c.People.LocalPrincipal = "alice@example.org"
+			c.Approvals.ExpireAfter = 2 * time.Second
+		})
+		cs := e.session(t, e.token("bob@example.org"))
+		held := call(cs, "staging")
+		r := e.pending(t, "staging")
+		b := newBrowser(t)
+		signInAs(t, e.s, b)
+		_, page := b.do("GET", e.base+"/approvals/"+string(r.ID), nil)
+		if err := wait(t, held); err == nil || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("the call: %v, want expired", err)
+		}
+		resp, body := b.do("POST", e.base+"/approvals/"+string(r.ID)+"/approve", with(fields(page), "reach", "once"))
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "nothing was granted") {
+			t.Errorf("approving from a stale page = %d %s, want 409 and nothing granted", resp.StatusCode, body)
+		}
+		if _, page := b.do("GET", e.base+"/approvals/"+string(r.ID), nil); !strings.Contains(page, "expired") || strings.Contains(page, `action="/approvals/`) {
+			t.Error("the expired request's page does not say so, or still has forms")
+		}
+		if e.deploys.Load() != 0 {
+			t.Errorf("upstream ran %d calls, want 0", e.deploys.Load())
+		}
+	})
+	t.Run("two posts at once", func(t *testing.T) {
+		e := newApprovalEnv(t, func(c *Config) { c.People.LocalPrincipal = "alice@example.org" })
+		cs := e.session(t, e.token("bob@example.org"))
+		held := call(cs, "staging")
+		r := e.pending(t, "staging")
+		b := newBrowser(t)
+		signInAs(t, e.s, b)
+		_, page := b.do("GET", e.base+"/approvals/"+string(r.ID), nil)
+		f := fields(page)
+		codes := make(chan int, 3)
+		for _, post := range []struct{ verb, reach string }{{"approve", "once"}, {"approve", "task"}, {"deny", ""}} {
+			form := with(f)
+			if post.reach != "" {
+				form.Set("reach", post.reach)
+			}
+			go func() {
+				resp, err := b.c.PostForm(e.base+"/approvals/"+string(r.ID)+"/"+post.verb, form)
+				if err != nil {
+					codes <- 0
+					return
+				}
+				resp.Body.Close()
+				codes <- resp.StatusCode
+			}()
+		}
+		got := map[int]int{}
+		for range 3 {
+			got[<-codes]++
+		}
+		if got[http.StatusSeeOther] != 1 || got[http.StatusConflict] != 2 {
+			t.Fatalf("three decisions at once answered %v, want one 303 and two 409", got)
+		}
+		final, _ := e.s.approvals.svc.Get(t.Context(), r.ID)
+		err := wait(t, held)
+		if final.Status == approval.StatusApproved && (err != nil || e.deploys.Load() != 1) || final.Status == approval.StatusDenied && (err == nil || e.deploys.Load() != 0) {
+			t.Errorf("the request is %s but the call: %v, %d deploys", final.Status, err, e.deploys.Load())
+		}
+		decided := 0
+		for _, ev := range events(t, e.s) {
+			if (ev.Type == approval.TypeGranted || ev.Type == approval.TypeDenied) && ev.ApprovalID == string(r.ID) {
+				decided++
+			}
+		}
+		if decided != 1 {
+			t.Errorf("%d decisions of %s recorded, want 1", decided, r.ID)
 		}
 	})
 	t.Run("not the owner", func(t *testing.T) {

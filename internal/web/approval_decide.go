@@ -106,19 +106,24 @@ func (p *approvalPages) readDecisionForm(w http.ResponseWriter, r *http.Request,
 	return f, ""
 }
 
+const expiredText = "This request expired before it was decided; nothing was granted. If the agent still needs it, its call asks again."
+
 // decisionError turns the service's refusal into what the person reads.
 func (p *approvalPages) decisionError(ctx context.Context, id approval.ID, err error) (int, string) {
 	switch {
 	case errors.Is(err, approval.ErrNotFound):
 		return http.StatusNotFound, "There is no such approval request."
 	case errors.Is(err, approval.ErrDecided):
-		msg := "This request was already decided; your decision changed nothing."
-		if cur, gerr := p.cfg.Service.Get(ctx, id); gerr == nil && cur.Decider != "" {
-			msg = fmt.Sprintf("This request was already %s by %s at %s; your decision changed nothing.", cur.Status, cur.Decider, cur.DecidedAt.UTC().Format(time.RFC3339))
+		cur, gerr := p.cfg.Service.Get(ctx, id)
+		switch {
+		case gerr != nil || cur.Decider == "":
+			return http.StatusConflict, "This request was already decided; your decision changed nothing."
+		case cur.Status == approval.StatusExpired:
+			return http.StatusConflict, expiredText
 		}
-		return http.StatusConflict, msg
+		return http.StatusConflict, fmt.Sprintf("This request was already %s by %s at %s; your decision changed nothing.", cur.Status, cur.Decider, cur.DecidedAt.UTC().Format(time.RFC3339))
 	case errors.Is(err, approval.ErrExpired):
-		return http.StatusConflict, "This request expired before it was decided; nothing was granted. If the agent still needs it, its call asks again."
+		return http.StatusConflict, expiredText
 	case errors.Is(err, approval.ErrDigestMismatch):
 		return http.StatusConflict, "The arguments on the page you decided from are not this request's; nothing was decided. Open the request again."
 	case errors.Is(err, approval.ErrPolicyChanged):
