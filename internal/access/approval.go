@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/mandatehq/mandate/internal/approval"
 	"github.com/mandatehq/mandate/internal/audit"
@@ -61,30 +60,8 @@ func (p *Pipeline) openApproval(ctx context.Context, t *task.Task, ag *identity.
 // agent's identity is never a person's and is refused whatever the
 // policies say.
 func (p *Pipeline) DecideApproval(ctx context.Context, who approval.Approver, r *approval.Request, approve bool) (Decision, error) {
-	verdict := policy.VerdictDeny
-	if approve {
-		verdict = policy.VerdictApprove
-	}
-	reach := string(r.Reach)
-	if reach == "" {
-		reach = policy.ReachOnce
-	}
-	req := &policy.ApprovalDecision{
-		Person: who.Person, Groups: who.Groups, Request: string(r.ID),
-		Agent: r.Agent, AgentTier: r.AgentTier, AgentOwner: r.AgentOwner,
-		Task: string(r.Task), OnBehalfOf: r.OnBehalfOf, Principal: r.Principal,
-		Action: r.Action, Resource: r.Resource, Approvals: r.Approvals,
-		Verdict: verdict, Reach: reach, Time: p.cfg.Now(),
-	}
-	var d Decision
-	switch pd, err := p.cfg.Engine.DecideApproval(req); {
-	case err != nil:
-		d.Decision = pd
-	case strings.HasPrefix(who.Person, "spiffe://"):
-		d.Decision = policy.Decision{Effect: policy.Deny, Reasons: []policy.Reason{{Policy: PolicyAgentsNeverApprove, Effect: "forbid", Message: "agents never approve"}}}
-	default:
-		d.Decision = pd
-	}
+	verdict, reach := approvalVerdict(r, approve)
+	d := Decision{Decision: p.judgeApproval(who, r, verdict, reach)}
 	d.Task, d.Agent = r.Task, r.Agent
 	ids, text := reasonText(d.Decision)
 	ev := audit.Event{

@@ -58,8 +58,8 @@ type WebhookConfig struct {
 	Secret []byte
 	// Recorder records deliveries (approval.notified).
 	Recorder audit.Recorder
-	// Link, if set, turns a request into a link shown in the message
-	// (the approval page, once there is one).
+	// Link, if set, turns a request into the address of its approval
+	// page, linked from the messages of new and escalated requests.
 	Link func(id ID) string
 	// Client posts (default: a client with a 10 s timeout); Attempts and
 	// Backoff bound the retries (default 5 attempts, 1 s doubling).
@@ -172,10 +172,10 @@ func (w *Webhooks) text(n Notice) string {
 		fmt.Fprintf(&b, "\nReason: %s", r.Reason)
 	}
 	if n.Kind == "requested" || n.Kind == "escalated" {
-		fmt.Fprintf(&b, "\nReview: `mandate approval show %s`, then `mandate approval approve %s` or `deny`.", r.ID, r.ID)
 		if w.cfg.Link != nil {
-			fmt.Fprintf(&b, "\n<%s|Open the request>", w.cfg.Link(r.ID))
+			fmt.Fprintf(&b, "\n<%s|Review and decide on the approval page>", w.cfg.Link(r.ID))
 		}
+		fmt.Fprintf(&b, "\nOr: `mandate approval show %s`, then `mandate approval approve %s` or `deny`.", r.ID, r.ID)
 		fmt.Fprintf(&b, "\nExpires %s.", r.ExpiresAt.Format(time.RFC3339))
 	}
 	return b.String()

@@ -115,6 +115,7 @@ func newApprovals(ctx context.Context, cfg ApprovalsConfig, s *Server, rec audit
 		}
 		if l.webhooks, err = approval.NewWebhooks(approval.WebhookConfig{
 			URL: cfg.WebhookURL, Escalations: esc, Secret: secret, Recorder: rec,
+			Link:   func(id approval.ID) string { return approvalLink(s.publicURL, id) },
 			Logger: s.log.With("component", "approval-webhooks"),
 		}); err != nil {
 			return nil, err

@@ -139,6 +139,9 @@ func (s *Server) mountPeople(mux, sockMux *http.ServeMux, rec audit.Recorder, ta
 	}
 	s.pages = pages
 	pages.Register(mux)
+	if err := pages.RegisterApprovals(mux, s.approvalPages()); err != nil {
+		return err
+	}
 	sockMux.HandleFunc("POST /admin/v1/login-links", func(w http.ResponseWriter, r *http.Request) {
 		link, err := pages.NewLocalLink(0)
 		w.Header().Set("Content-Type", "application/json")
