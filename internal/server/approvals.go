@@ -223,6 +223,8 @@ type approvalWaiter struct {
 	svc     *approval.Service
 	decider mcpproxy.Decider
 	timeout time.Duration
+	// publicURL is the base of the approval page the client is told of.
+	publicURL string
 }
 
 var _ mcpproxy.ApprovalWaiter = (*approvalWaiter)(nil)
@@ -246,8 +248,8 @@ func (w *approvalWaiter) Wait(ctx context.Context, r mcpproxy.Request, d mcpprox
 			if ctx.Err() != nil {
 				return deny("the client went away while the call waited for approval " + string(req.ID)), nil
 			}
-			return deny(fmt.Sprintf("approval %s is still pending after %s: ask %s to approve it (mandate approval approve %s), then make the call again",
-				req.ID, w.timeout, req.AgentOwner, req.ID)), nil
+			return deny(fmt.Sprintf("approval %s is still pending after %s: ask %s to approve it at %s (or mandate approval approve %s), then make the call again",
+				req.ID, w.timeout, req.AgentOwner, approvalLink(w.publicURL, req.ID), req.ID)), nil
 		}
 		switch got.Status {
 		case approval.StatusDenied:
@@ -285,7 +287,7 @@ func (w *approvalWaiter) wait(ctx context.Context, r mcpproxy.Request, req *appr
 		notify = r.Progress
 	}
 	start := time.Now()
-	notify(fmt.Sprintf("waiting for approval %s: ask %s to approve it (mandate approval approve %s)", req.ID, req.AgentOwner, req.ID))
+	notify(fmt.Sprintf("waiting for approval %s: ask %s to approve it at %s (or mandate approval approve %s)", req.ID, req.AgentOwner, approvalLink(w.publicURL, req.ID), req.ID))
 	for {
 		sctx, cancel := context.WithTimeout(ctx, progressEvery)
 		got, err := w.svc.Wait(sctx, req.ID)

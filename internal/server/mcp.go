@@ -80,7 +80,7 @@ func (s *Server) mountMCP(mux, sockMux *http.ServeMux, rec audit.Recorder, token
 		Credentials:          gatewayCredentials{broker},
 		Redactor:             s.ledger.Redactor(), // keyed digests; audit.redact_fields applies
 		Pins:                 pins,
-		Approvals:            &approvalWaiter{svc: s.approvals.svc, decider: decider, timeout: s.cfg.Approvals.WaitTimeout}, // approvals.go
+		Approvals:            &approvalWaiter{svc: s.approvals.svc, decider: decider, timeout: s.cfg.Approvals.WaitTimeout, publicURL: s.publicURL}, // approvals.go
 		PublicURL:            s.publicURL,
 		AuthorizationServers: []string{s.publicURL},
 		Issuer:               s.publicURL,

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/mandatehq/mandate/internal/approval"
+
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/token"
@@ -126,6 +128,14 @@ func safeNext(next string) string {
 		return next
 	case strings.HasPrefix(next, "/oauth/authorize?") && !strings.ContainsAny(next, "\\\r\n") && !strings.HasPrefix(next, "//"):
 		return next
+	case next == "/approvals":
+		return next
+	case strings.HasPrefix(next, "/approvals/"):
+		// An approval page, named by a canonical request id only (a link
+		// from a notification: the person lands where it pointed).
+		if _, err := approval.ParseID(strings.TrimPrefix(next, "/approvals/")); err == nil {
+			return next
+		}
 	}
 	return "/me"
 }

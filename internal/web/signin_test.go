@@ -235,13 +235,16 @@ func TestOIDCSignIn(t *testing.T) {
 }
 
 func TestSafeNext(t *testing.T) {
-	for _, n := range []string{"https://evil.example/", "//evil.example/", "/oauth/authorize?x\r\nSet-Cookie:", "/admin/v1/agents", "javascript:alert(1)", "/oauth/authorizeX"} {
+	for _, n := range []string{"https://evil.example/", "//evil.example/", "/oauth/authorize?x\r\nSet-Cookie:", "/admin/v1/agents", "javascript:alert(1)", "/oauth/authorizeX",
+		"/approvals/", "/approvals/apr_x", "/approvals/apr_AAAAAAAAAAAAAAAAAAAAAAAAAA", "/approvals/apr_aaaaaaaaaaaaaaaaaaaaaaaaaa/../../me", "/approvals/apr_aaaaaaaaaaaaaaaaaaaaaaaaaa?x", "/approvalsX"} {
 		if got := safeNext(n); got != "/me" {
 			t.Errorf("safeNext(%q) = %q, want /me", n, got)
 		}
 	}
-	if got := safeNext("/oauth/authorize?client_id=x"); got != "/oauth/authorize?client_id=x" {
-		t.Errorf("safeNext(authorize) = %q", got)
+	for _, n := range []string{"/oauth/authorize?client_id=x", "/approvals", "/approvals/apr_aaaaaaaaaaaaaaaaaaaaaaaaaa"} {
+		if got := safeNext(n); got != n {
+			t.Errorf("safeNext(%q) = %q, want it kept", n, got)
+		}
 	}
 }
 
