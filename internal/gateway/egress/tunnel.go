@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/access"
@@ -120,6 +121,12 @@ func splice(client, up net.Conn) (sent, received int64, err error) {
 		closeWrite(client)
 	}
 	wg.Wait()
+	if upErr == nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		// The client had finished sending and closed its socket: what the
+		// upstream sent after (a TLS close_notify) found it gone. The
+		// tunnel ended as the client ended it.
+		err = nil
+	}
 	if err == nil {
 		err = upErr
 	}
