@@ -121,11 +121,14 @@ func splice(client, up net.Conn) (sent, received int64, err error) {
 		closeWrite(client)
 	}
 	wg.Wait()
-	if upErr == nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
-		// The client had finished sending and closed its socket: what the
-		// upstream sent after (a TLS close_notify) found it gone. The
-		// tunnel ended as the client ended it.
+	// One side had finished and closed its socket when the other's last
+	// bytes (a TLS close_notify, say) reached it: a reset in one direction
+	// after the other ended cleanly is the tunnel's end, not a failure.
+	switch {
+	case upErr == nil && reset(err):
 		err = nil
+	case err == nil && reset(upErr):
+		upErr = nil
 	}
 	if err == nil {
 		err = upErr
@@ -134,6 +137,11 @@ func splice(client, up net.Conn) (sent, received int64, err error) {
 		err = nil // closed by us: the other direction failed, or watchTunnels
 	}
 	return sent, received, err
+}
+
+// reset reports a connection reset or broken pipe.
+func reset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func closeWrite(c net.Conn) {
