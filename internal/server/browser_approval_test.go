@@ -124,8 +124,12 @@ func TestBrowserApproval(t *testing.T) {
 	}
 
 	// Not signed in: the page asks for a sign-in and shows nothing.
-	if err := chromedp.Do(chrome, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS(`a.button.primary[href^="/signin"]`))); err != nil {
-		t.Fatalf("the page without a session: %v", err)
+	resp, err := chromedp.RunResponse(chrome, chromedp.Navigate(link))
+	if err != nil || resp.Status != 401 {
+		t.Fatalf("the page without a session: %v, %v; want 401", resp, err)
+	}
+	if err := chromedp.Do(chrome, chromedp.WaitVisible(chromedp.CSS(`a.button.primary[href^="/signin"]`))); err != nil {
+		t.Fatalf("the page without a session has no sign-in button: %v", err)
 	}
 	body := pageText(t, chrome, "body")
 	if strings.Contains(body, "staging") || strings.Contains(body, r.ArgsDigest) {
@@ -141,6 +145,9 @@ func TestBrowserApproval(t *testing.T) {
 	next := signin.Query().Get("next")
 	if next != "/approvals/"+string(r.ID) {
 		t.Fatalf("sign-in returns to %q, want the approval page", next)
+	}
+	if body := pageText(t, chrome, "body"); !strings.Contains(body, "mandate admin login-link") {
+		t.Errorf("the sign-in page with no IdP does not tell how to sign in:\n%s", body)
 	}
 
 	// The owner signs in by the local link (no IdP) and comes back.
