@@ -227,7 +227,29 @@ type approvalWaiter struct {
 	publicURL string
 }
 
-var _ mcpproxy.ApprovalWaiter = (*approvalWaiter)(nil)
+var (
+	_ mcpproxy.ApprovalWaiter = (*approvalWaiter)(nil)
+	_ mcpproxy.InBandAsker    = (*approvalWaiter)(nil)
+)
+
+// AskInBand implements mcpproxy.InBandAsker: a sessionless client's held
+// call is answered at once with its approval request's page to show the
+// person; its retry is decided again (the approval, once granted, lifts
+// the hold).
+func (w *approvalWaiter) AskInBand(_ context.Context, r mcpproxy.Request, d mcpproxy.Decision) (mcpproxy.InBand, bool, error) {
+	if r.Principal == nil {
+		return mcpproxy.InBand{}, false, nil
+	}
+	req, err := w.svc.Find(task.ID(r.Principal.Task), r.Action, r.Resource, r.Arguments)
+	if err != nil {
+		return mcpproxy.InBand{}, false, fmt.Errorf("no approval request could be opened for this call (too many from this task?): %s", strings.Join(d.Reasons, "; "))
+	}
+	return mcpproxy.InBand{
+		URL:     approvalLink(w.publicURL, req.ID),
+		Message: fmt.Sprintf("%s needs approval to %s %s: open the approval page to review and decide, then go on", req.Agent, req.Action, req.Resource),
+		ID:      string(req.ID),
+	}, true, nil
+}
 
 // Wait implements mcpproxy.ApprovalWaiter. It fails closed: an expired,
 // denied or cancelled request, one still pending at the timeout, or none
@@ -287,7 +309,13 @@ func (w *approvalWaiter) wait(ctx context.Context, r mcpproxy.Request, req *appr
 		notify = r.Progress
 	}
 	start := time.Now()
-	notify(fmt.Sprintf("waiting for approval %s: ask %s to approve it at %s (or mandate approval approve %s)", req.ID, req.AgentOwner, approvalLink(w.publicURL, req.ID), req.ID))
+	link := approvalLink(w.publicURL, req.ID)
+	notify(fmt.Sprintf("waiting for approval %s: ask %s to approve it at %s (or mandate approval approve %s)", req.ID, req.AgentOwner, link, req.ID))
+	if r.AskPerson != nil {
+		// In band: the client shows the person the approval page; who may
+		// approve there is still approval.decide's to say.
+		r.AskPerson(link, fmt.Sprintf("%s needs approval to %s %s: open the approval page to review and decide", req.Agent, req.Action, req.Resource), string(req.ID))
+	}
 	for {
 		sctx, cancel := context.WithTimeout(ctx, progressEvery)
 		got, err := w.svc.Wait(sctx, req.ID)

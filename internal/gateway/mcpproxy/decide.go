@@ -136,6 +136,11 @@ type Request struct {
 	// client asked for progress. Call it from the goroutine that decides
 	// the call, before the decision returns.
 	Progress func(message string)
+	// AskPerson, if not nil, asks the person at the client, in band, to
+	// approve the call at url (an MCP URL-mode elicitation, id its
+	// elicitationId, on a session whose client supports them). It does not
+	// wait for the answer: the approval itself is what the call waits for.
+	AskPerson func(url, message, id string)
 }
 
 // Decision is the pipeline's answer.

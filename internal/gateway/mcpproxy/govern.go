@@ -53,7 +53,16 @@ func (g *Gateway) govern(ctx context.Context, s *session, r Request) (outcomeFun
 			}
 			return nil, rpcError(CodeApprovalRequired, "approval required: "+orDefault(ev.Reason, "this call needs a human approval")+" (no approver is configured)", errorData{Reasons: dec.Reasons})
 		}
-		r.Progress = progressFrom(ctx)
+		if asker, ok := g.cfg.Approvals.(InBandAsker); ok && s.stateless && inBandFrom(ctx) {
+			ib, asked, err := asker.AskInBand(ctx, r, dec)
+			if err != nil {
+				return nil, deny(CodeDenied, "denied: the approval could not be asked for: "+err.Error(), errorData{Reasons: dec.Reasons})
+			}
+			if asked {
+				return nil, &inBandApproval{ib}
+			}
+		}
+		r.Progress, r.AskPerson = progressFrom(ctx), s.askPerson(ctx)
 		dec, err = g.cfg.Approvals.Wait(ctx, r, dec)
 		if err != nil {
 			dec = Decision{Effect: Deny, Reasons: []string{"approval not obtained: " + err.Error()}}

@@ -12,7 +12,9 @@ import (
 // A held call (one waiting for its approval) tells its client why it
 // waits with progress notifications, where the client asked for progress
 // (the request's _meta.progressToken): Request.Progress, which govern
-// takes from the call's context.
+// takes from the call's context; and, on a 2025-11-25 session whose
+// client takes URL-mode elicitations, it can point the person at the
+// approval page in band: Request.AskPerson (askPerson).
 
 type progressKey struct{}
 
@@ -56,5 +58,28 @@ func sdkProgress(ctx context.Context, ss *mcp.ServerSession, meta mcp.Meta) func
 	return func(message string) {
 		n++
 		_ = ss.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: n, Message: message})
+	}
+}
+
+// askPerson is a session's Request.AskPerson for a call under ctx: a
+// URL-mode elicitation on the downstream session, sent without waiting
+// for its answer (the call waits for the approval, not for the client),
+// or nil where there is none to send it on (a task session's sessionless
+// clients, a client that takes no URL elicitation).
+func (s *session) askPerson(ctx context.Context) func(url, message, id string) {
+	s.mu.Lock()
+	ss, stateless := s.ss, s.stateless
+	s.mu.Unlock()
+	if stateless || ss == nil {
+		return nil
+	}
+	ip := ss.InitializeParams()
+	if ip == nil || ip.Capabilities == nil || ip.Capabilities.Elicitation == nil || ip.Capabilities.Elicitation.URL == nil {
+		return nil
+	}
+	return func(url, message, id string) {
+		go func() {
+			_, _ = ss.Elicit(ctx, &mcp.ElicitParams{Mode: "url", Message: message, URL: url, ElicitationID: id})
+		}()
 	}
 }

@@ -56,7 +56,13 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	// progress to its response: it turns into a stream at the first
 	// message that comes before the response.
 	out := s.downstream(w)
+	var fields map[string]json.RawMessage
 	fail := func(err error) bool {
+		var ib *inBandApproval
+		if errors.As(err, &ib) {
+			out.final(&wire.Message{ID: m.ID, Result: s.heldResult(m.Method, callName(m.Method, fields), ib.InBand)})
+			return true
+		}
 		out.fail(m.ID, err)
 		return true
 	}
@@ -73,7 +79,7 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 	// encoding/json reads them, whatever the upstream's parser would make
 	// of the original) and sent re-encoded, with the members the gateway
 	// decided on set to the values it decided on.
-	fields := wire.Members(m.Params)
+	fields = wire.Members(m.Params)
 	if fields == nil {
 		return fail(invalidParams("%s needs its params as an object", m.Method))
 	}
@@ -91,6 +97,16 @@ func (s *session) serveCall(w http.ResponseWriter, r *http.Request, a *authed, m
 		return false
 	}
 	var resumed *parkedCall // the parked call this retry continues
+	if s.stateless {
+		if takesURLElicitation(wire.Members(fields["_meta"])[mcp.MetaKeyClientCapabilities]) {
+			ctx = withInBand(ctx) // a held call is asked in band (inband.go)
+		}
+		if state, _ := wire.StringMember(fields, "requestState"); s.openHeld(m.Method, callName(m.Method, fields), state) {
+			// The retry of a call asked in band: decided again below.
+			delete(fields, "requestState")
+			delete(fields, "inputResponses")
+		}
+	}
 	if s.stateless {
 		pc, err := s.takeParked(ctx, a, m.Method, fields)
 		if err != nil {

@@ -225,6 +225,10 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 		return nil, err
 	}
 	var resumed *parkedCall // the parked call this retry continues (parked.go)
+	if s.openHeld("tools/call", p.Name, p.RequestState) {
+		// The retry of a call asked in band (inband.go): decided again.
+		p.RequestState, p.InputResponses = "", nil
+	}
 	state := p.RequestState
 	if s.stateless {
 		fields := map[string]json.RawMessage{"name": wire.String(p.Name), "arguments": args, "requestState": wire.String(p.RequestState)}
@@ -251,7 +255,14 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if notify := sdkProgress(ctx, req.Session, p.Meta); notify != nil {
 		admitCtx = withProgress(ctx, notify) // for a call held for approval
 	}
+	if s.stateless && takesURLElicitation(wire.Members(mustJSON(p.Meta))[mcp.MetaKeyClientCapabilities]) {
+		admitCtx = withInBand(admitCtx) // a held call is asked in band
+	}
 	e, done, err := s.admitTool(admitCtx, a, p.Name, args)
+	var ib *inBandApproval
+	if errors.As(err, &ib) {
+		return s.heldToolResult(p.Name, ib.InBand)
+	}
 	if err != nil {
 		return nil, err
 	}
