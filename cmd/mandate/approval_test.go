@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,8 +21,9 @@ import (
 	"github.com/mandatehq/mandate/internal/server"
 )
 
-// TestApprovalCommands: an autonomous agent's destructive MCP call is
-// held; its owner finds it with 'mandate approval list', reviews the exact
+// TestApprovalCommands: an autonomous agent's destructive MCP call, in a
+// task an admin started on bob's behalf, is held; the agent's owner carol
+// finds it with 'mandate approval list', reviews the exact
 // arguments with 'approval show', approves it with 'approval approve'
 // (bound to the digest shown), and the call proceeds; a second call with
 // other arguments waits again and 'approval deny' fails it with the reason.
@@ -37,8 +39,7 @@ func TestApprovalCommands(t *testing.T) {
 	t.Cleanup(us.Close)
 	dataDir, base := testServer(t, func(c *server.Config) {
 		c.MCP.Upstreams = []server.MCPUpstream{{Name: "up", URL: us.URL}}
-		c.Approvals.Approvers = []string{"carol@example.com"}
-		c.Approvals.LocalPerson = "carol@example.com"
+		c.Approvals.LocalPerson = "carol@example.com" // the admin socket's person: the owner
 		c.Approvals.WaitTimeout = 20 * time.Second
 	})
 	env := map[string]string{"MANDATE_DATA_DIR": dataDir}
@@ -46,9 +47,14 @@ func TestApprovalCommands(t *testing.T) {
 	b, _ := json.Marshal(jose.JSONWebKey{Key: pub, KeyID: "k1", Algorithm: string(jose.EdDSA), Use: "sig"})
 	keyFile := filepath.Join(t.TempDir(), "k1.jwk")
 	os.WriteFile(keyFile, b, 0o600)
-	mustRun(t, env, "agent", "register", "shipper", "--owner", "a@example.com", "--escalation", "b@example.com", "--key", keyFile,
+	mustRun(t, env, "agent", "register", "shipper", "--owner", "carol@example.com", "--escalation", "b@example.com", "--key", keyFile,
 		"--tier", "autonomous", "--entitle", "tool.call", "--max-sensitivity", "internal", "--max-task-ttl", "1h")
-	tok := taskTokenOver(t, base, "spiffe://mandate.local/agent/shipper", priv, "k1", "tool.call")
+	started := mustRun(t, env, "task", "start", "--agent", "shipper", "--on-behalf-of", "bob@example.com", "--purpose", "ship", "--scope", "tool.call:up/*", "-o", "json")
+	var task struct{ ID string }
+	if err := json.Unmarshal([]byte(started), &task); err != nil || task.ID == "" {
+		t.Fatalf("task start: %v: %s", err, started)
+	}
+	tok := exchangeOver(t, base, "spiffe://mandate.local/agent/shipper", priv, "k1", url.Values{"task_id": {task.ID}})
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(t.Context(),
 		&mcp.StreamableClientTransport{Endpoint: base + "/mcp/up", HTTPClient: &http.Client{Transport: bearerRT{tok}}}, nil)
 	if err != nil {

@@ -22,8 +22,16 @@ import (
 )
 
 // taskTokenOver gets a task token from the server's token endpoint the way
-// an agent does (private_key_jwt, then token exchange).
+// an agent does (private_key_jwt, then token exchange), starting a task
+// with scope.
 func taskTokenOver(t *testing.T, base, agentID string, key ed25519.PrivateKey, kid, scope string) string {
+	return exchangeOver(t, base, agentID, key, kid, url.Values{"scope": {scope}, "purpose": {"cli test"}})
+}
+
+// exchangeOver is taskTokenOver with the token exchange's own parameters
+// (scope and purpose to start a task, or task_id to join one an admin
+// started).
+func exchangeOver(t *testing.T, base, agentID string, key ed25519.PrivateKey, kid string, params url.Values) string {
 	t.Helper()
 	tokenURL := base + "/oauth/token"
 	sig, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
@@ -49,10 +57,14 @@ func taskTokenOver(t *testing.T, base, agentID string, key ed25519.PrivateKey, k
 		return out["access_token"].(string)
 	}
 	at := post(url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}})
-	return post(url.Values{
+	form := url.Values{
 		"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
-		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {scope}, "purpose": {"cli test"},
-	})
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+	}
+	for k, v := range params {
+		form[k] = v
+	}
+	return post(form)
 }
 
 type bearerRT struct{ tok string }

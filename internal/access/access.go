@@ -154,6 +154,12 @@ type Revocations interface {
 	ReleaseDecisions()
 }
 
+// DenialObserver is told of each denied action of a task; Denied must
+// not block.
+type DenialObserver interface {
+	Denied(taskID task.ID, agent string)
+}
+
 // ApprovalChecker finds the approvals granted for an action of a task:
 // the names of the @approval forbids they lift. The approval service
 // implements it, binding each approval to the action's exact arguments.
@@ -177,6 +183,9 @@ type Config struct {
 	// Approvals, if set, is asked for the approvals granted to each
 	// action (held and approved requests bound to its arguments).
 	Approvals ApprovalChecker
+	// Denials, if set, is told of every action the policies deny (once
+	// its decision is recorded): the watch on repeated denials.
+	Denials DenialObserver
 	// ApprovalService, if set, opens (or finds) an approval request for
 	// every approval_required decision, and is the ApprovalChecker when
 	// Approvals is nil (see approval.go).
@@ -529,6 +538,9 @@ func (p *Pipeline) decide(ctx context.Context, taskID task.ID, agent, tokenScope
 	}
 	if shadow != nil {
 		p.recordShadow(ctx, d, *shadow, act)
+	}
+	if d.Effect == policy.Deny && p.cfg.Denials != nil {
+		p.cfg.Denials.Denied(taskID, agent)
 	}
 	return d, nil
 }

@@ -117,7 +117,7 @@ func (w *Webhooks) Notify(n Notice) {
 	if w.cfg.URL != "" {
 		urls = append(urls, w.cfg.URL)
 	}
-	if n.Kind == "escalated" {
+	if n.Kind == "escalated" || n.Kind == NoticeDenials {
 		if u := w.cfg.Escalations[n.Request.Escalation]; u != "" && u != w.cfg.URL {
 			urls = append(urls, u)
 		}
@@ -156,6 +156,11 @@ func (w *Webhooks) Dropped() int64 {
 func (w *Webhooks) text(n Notice) string {
 	r := n.Request
 	var b strings.Builder
+	if n.Kind == NoticeDenials {
+		fmt.Fprintf(&b, ":no_entry: %s keeps being denied: %s in task %s; owner %s.", r.Agent, r.Reason, r.Task, r.AgentOwner)
+		fmt.Fprintf(&b, "\nReview it: `mandate audit query --task %s --decision deny`; stop it: `mandate task revoke %s`.", r.Task, r.Task)
+		return b.String()
+	}
 	switch n.Kind {
 	case "requested":
 		fmt.Fprintf(&b, ":raised_hand: Approval needed: %s wants to %s `%s`", r.Agent, r.Action, r.Resource)

@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/internal/audit"
 	"github.com/mandatehq/mandate/internal/gateway/mcpproxy"
 	"github.com/mandatehq/mandate/internal/httpapi"
+	"github.com/mandatehq/mandate/internal/identity"
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/task"
 )
@@ -46,6 +47,12 @@ type ApprovalsConfig struct {
 	// CallbackHosts are the host:port values ARAP callbacks may be sent
 	// to; none refuses callbacks.
 	CallbackHosts []string
+	// DenialsThreshold denials of one task within DenialsWindow notify
+	// the agent's owner and escalation contact (0: never), and stop the
+	// task when DenialsStop is set.
+	DenialsThreshold int
+	DenialsWindow    time.Duration
+	DenialsStop      bool
 }
 
 // maxWaitTimeout keeps a held call inside the HTTP listener's write
@@ -62,6 +69,10 @@ func (c *ApprovalsConfig) validate(bad func(key, format string, args ...any)) {
 		bad("approvals.escalate_after", "must not be negative (0 turns escalation off)")
 	case c.RequestsPerMinute <= 0:
 		bad("approvals.requests_per_minute", "must be positive (got %d)", c.RequestsPerMinute)
+	case c.DenialsThreshold < 0:
+		bad("approvals.denials_threshold", "must not be negative (0 turns the watch off)")
+	case c.DenialsThreshold > 0 && c.DenialsWindow <= 0:
+		bad("approvals.denials_window", "must be a positive duration (got %s)", c.DenialsWindow)
 	}
 	if (c.WebhookURL != "" || len(c.EscalationWebhooks) > 0) && c.WebhookSecretFile == "" {
 		bad("approvals.webhook_secret_file", "is required with approvals.webhook_url or approvals.escalation_webhooks: every delivery is signed")
@@ -93,13 +104,15 @@ type approvalsLayer struct {
 	cfg      ApprovalsConfig
 	svc      *approval.Service
 	webhooks *approval.Webhooks
+	// denials watches repeated denials (the pipeline tells it).
+	denials *approval.Denials
 	// engine is the live policy engine, once the access layer has it.
 	engine atomic.Pointer[policy.Engine]
 }
 
 // newApprovals builds the approval service (before the pipeline, whose
 // decisions open its requests).
-func newApprovals(ctx context.Context, cfg ApprovalsConfig, s *Server, rec audit.Recorder) (*approvalsLayer, error) {
+func newApprovals(ctx context.Context, cfg ApprovalsConfig, s *Server, rec audit.Recorder, admins *admin.Service) (*approvalsLayer, error) {
 	l := &approvalsLayer{cfg: cfg}
 	var notifier approval.Notifier
 	if cfg.WebhookSecretFile != "" {
@@ -141,6 +154,28 @@ func newApprovals(ctx context.Context, cfg ApprovalsConfig, s *Server, rec audit
 	if l.webhooks != nil {
 		s.background = append(s.background, l.webhooks.Run)
 	}
+	dc := approval.DenialsConfig{
+		Threshold: cfg.DenialsThreshold, Window: cfg.DenialsWindow, Recorder: rec, Notifier: notifier,
+		Agent: func(ctx context.Context, agent string) (string, string, error) {
+			id, err := identity.ParseID(agent)
+			if err != nil {
+				return "", "", err
+			}
+			a, err := s.backend.GetAgent(ctx, id)
+			if err != nil {
+				return "", "", err
+			}
+			return a.Owner, a.Escalation, nil
+		},
+		Logger: s.log.With("component", "denials"),
+	}
+	if cfg.DenialsStop {
+		dc.Stop = func(ctx context.Context, id task.ID, reason string) error {
+			_, _, err := admins.RevokeTask(ctx, string(id), reason)
+			return err
+		}
+	}
+	l.denials = approval.NewDenials(dc)
 	return l, nil
 }
 

@@ -62,7 +62,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Policy:      PolicyConfig{Defaults: true, PollInterval: 2 * time.Second},
 		MCP:         MCPConfig{CallTimeout: time.Minute, MaxMessageBytes: 4 << 20},
 		Egress:      EgressConfig{ConnectPorts: []string{"443"}},
-		Approvals:   ApprovalsConfig{WaitTimeout: 50 * time.Second, ExpireAfter: 15 * time.Minute, EscalateAfter: 10 * time.Minute, RequestsPerMinute: 10},
+		Approvals:   ApprovalsConfig{WaitTimeout: 50 * time.Second, ExpireAfter: 15 * time.Minute, EscalateAfter: 10 * time.Minute, RequestsPerMinute: 10, DenialsThreshold: 20, DenialsWindow: 10 * time.Minute},
 		GC:          GCConfig{HeapFloorBytes: 64 << 20},
 		People:      PeopleConfig{SessionTTL: 12 * time.Hour, LocalPrincipal: "admin"},
 	}

@@ -66,7 +66,7 @@ type accessLayer struct {
 
 // newAccessLayer loads the policies (a bad policy set stops the start:
 // there is no last good set yet) and builds the pipeline.
-func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, approvals *approval.Service, log *slog.Logger) (*accessLayer, error) {
+func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, authz *token.Server, recorder audit.Recorder, approvals *approval.Service, denials *approval.Denials, log *slog.Logger) (*accessLayer, error) {
 	a := &accessLayer{recorder: recorder, apiStore: backend, approvals: approvals, callbackHosts: cfg.Approvals.CallbackHosts}
 	if err := importPolicyFiles(ctx, filepath.Join(cfg.DataDir, "policies"), backend, recorder, log); err != nil {
 		return nil, err
@@ -104,7 +104,7 @@ func newAccessLayer(ctx context.Context, cfg Config, backend store.Backend, auth
 		Verifier: authz.Verifier(), Revocations: authz.Revocations(), Tasks: backend, Agents: backend,
 		Engine: a.engine, Shadow: shadow, Classifier: classes, Recorder: recorder,
 		MaxDelegationDepth: cfg.Tasks.MaxDepth, AgentTaintWindow: cfg.Tasks.AgentTaintWindow,
-		Limits: mcpLimits(cfg.MCP), ApprovalService: approvals, Logger: log.With("component", "access"),
+		Limits: mcpLimits(cfg.MCP), ApprovalService: approvals, Denials: denials, Logger: log.With("component", "access"),
 	})
 	if err != nil {
 		return nil, err

@@ -203,12 +203,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	approvals, err := newApprovals(ctx, cfg.Approvals, s, recorder)
+	approvals, err := newApprovals(ctx, cfg.Approvals, s, recorder, adminSvc)
 	if err != nil {
 		return nil, err
 	}
 	s.approvals = approvals
-	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, approvals.svc, log)
+	acc, err := newAccessLayer(ctx, cfg, s.backend, authz, recorder, approvals.svc, approvals.denials, log)
 	if err != nil {
 		return nil, err
 	}
