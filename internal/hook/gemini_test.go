@@ -208,3 +208,18 @@ func TestGeminiCLIExactArgumentNames(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGeminiCLIParseActions: the hook's own work on a BeforeTool
+// shell event, before it asks the server.
+func BenchmarkGeminiCLIParseActions(b *testing.B) {
+	raw := []byte(`{"session_id":"s","cwd":"/tmp","hook_event_name":"BeforeTool","tool_name":"run_shell_command","tool_input":{"command":"git status && ls -la | grep x > out.txt"}}`)
+	for b.Loop() {
+		ev, err := GeminiCLI{}.Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := (GeminiCLI{}).Actions(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
