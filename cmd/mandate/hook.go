@@ -32,12 +32,32 @@ func silentExit(err error) (int, bool) {
 }
 
 // hookAdapters are the coding agents `mandate hook` speaks to.
-var hookAdapters = map[string]hook.Adapter{"claude-code": hook.ClaudeCode{}}
+var hookAdapters = map[string]hook.Adapter{"claude-code": hook.ClaudeCode{}, "gemini-cli": hook.GeminiCLI{}}
+
+// hookAgentHelp is what differs, in 'mandate hook <agent> --help', from
+// one agent to another: its events and answer, what --on-approval ask
+// does, and an event to try by hand.
+type hookAgentHelp struct{ title, events, ask, event string }
+
+var hookHelp = map[string]hookAgentHelp{
+	"claude-code": {"Claude Code", `Reads one Claude Code hook event (PreToolUse, PostToolUse,
+PostToolUseFailure, SessionStart, SessionEnd) on stdin and answers it:
+a PreToolUse event with hookSpecificOutput.permissionDecision allow or deny
+and the reason on stdout; the others by recording them in the ledger.`,
+		"--on-approval ask answers ask instead, so that Claude Code's\nown prompt decides.",
+		`{"session_id":"s1","cwd":"/repo","hook_event_name":"PreToolUse","tool_name":"Bash","tool_input":{"command":"git status"},"tool_use_id":"toolu_1"}`},
+	"gemini-cli": {"Gemini CLI", `Reads one Gemini CLI hook event (BeforeTool, AfterTool, SessionStart,
+SessionEnd) on stdin and answers it: a BeforeTool event with {"decision":
+"allow"} or {"decision": "deny", "reason": ...} on stdout; the others by
+recording them in the ledger and answering {}.`,
+		"Gemini CLI's hooks cannot ask: --on-approval ask denies such a\ncall, saying it needs approval.",
+		`{"session_id":"s1","cwd":"/repo","hook_event_name":"BeforeTool","tool_name":"run_shell_command","tool_input":{"command":"git status"}}`},
+}
 
 func (a *app) hookCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hook",
-		Short: "Govern a coding agent's tool calls from inside it (Claude Code hooks)",
+		Short: "Govern a coding agent's tool calls from inside it (Claude Code and Gemini CLI hooks)",
 		Long: `A coding agent runs 'mandate hook <agent>' before and after every tool use
 and at the start and end of a session. Each tool use is mapped to mandate
 actions (a shell command to shell.exec of every program it starts, a file
@@ -48,26 +68,27 @@ ledger. Any failure blocks the call (exit status 2). See docs/coding-agents.md.`
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRun,
 	}
-	cmd.AddCommand(a.hookRunCmd("claude-code"), a.hookInstallCmd())
+	cmd.AddCommand(a.hookRunCmd("claude-code"), a.hookRunCmd("gemini-cli"), a.hookInstallCmd())
 	return cmd
 }
 
 func (a *app) hookRunCmd(agent string) *cobra.Command {
 	var server, dpopKeyFile, deadline, onApproval string
+	h := hookHelp[agent]
+	install := "see docs/coding-agents.md"
+	if agent == "claude-code" {
+		install = "see 'mandate hook install claude-code'"
+	}
 	cmd := &cobra.Command{
 		Use:   agent,
-		Short: "Answer one Claude Code hook event (stdin → stdout)",
-		Long: `Reads one Claude Code hook event (PreToolUse, PostToolUse,
-PostToolUseFailure, SessionStart, SessionEnd) on stdin and answers it:
-a PreToolUse event with hookSpecificOutput.permissionDecision allow or deny
-and the reason on stdout; the others by recording them in the ledger.
+		Short: "Answer one " + h.title + " hook event (stdin → stdout)",
+		Long: h.events + `
 
 A tool use that needs a person's approval (mandate's approval_required) is
 held by default: the hook waits, within its deadline, for the approval
 request to be decided (mandate approval approve, or the approval page), then
 asks the server again; not approved in time, it is blocked with the
-approval's id. --on-approval ask answers ask instead, so that Claude Code's
-own prompt decides.
+approval's id. ` + h.ask + `
 
 The task token comes from the file $MANDATE_TASK_TOKEN_FILE (read on every
 call, so that a renewed token is used) or $MANDATE_TASK_TOKEN; a DPoP-bound
@@ -75,12 +96,12 @@ token needs its key (--dpop-key). It fails closed: garbage, truncated or
 oversized input, an unknown event or tool, no token, an unreachable server,
 an answer that is not a decision, or the deadline exits with status 2 and the
 reason on stderr, which blocks the call.`,
-		Example: `  # what Claude Code runs (see 'mandate hook install claude-code'):
+		Example: `  # what ` + h.title + ` runs (` + install + `):
   MANDATE_SERVER=https://mandate.example.com MANDATE_TASK_TOKEN_FILE=~/.mandate/task-token \
-    mandate hook claude-code < event.json
+    mandate hook ` + agent + ` < event.json
   # try it by hand:
-  echo '{"session_id":"s1","cwd":"/repo","hook_event_name":"PreToolUse","tool_name":"Bash","tool_input":{"command":"git status"},"tool_use_id":"toolu_1"}' |
-    mandate hook claude-code --server http://127.0.0.1:8420`,
+  echo '` + h.event + `' |
+    mandate hook ` + agent + ` --server http://127.0.0.1:8420`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := hook.Config{
@@ -122,7 +143,7 @@ reason on stderr, which blocks the call.`,
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the mandate server's public URL (default $MANDATE_SERVER)")
 	cmd.Flags().StringVar(&dpopKeyFile, "dpop-key", "", "private JWK file of the key a DPoP-bound task token is bound to (default $MANDATE_DPOP_KEY)")
-	cmd.Flags().StringVar(&onApproval, "on-approval", "", "what a tool use that needs approval gets: hold (wait for mandate's approval, the default) or ask (Claude Code's prompt) (default $MANDATE_HOOK_ON_APPROVAL)")
+	cmd.Flags().StringVar(&onApproval, "on-approval", "", "what a tool use that needs approval gets: hold (wait for mandate's approval, the default) or ask (Claude Code's prompt; Gemini CLI: deny) (default $MANDATE_HOOK_ON_APPROVAL)")
 	cmd.Flags().StringVar(&deadline, "deadline", "", fmt.Sprintf("give up and block the call after this long; keep it under the hook's timeout (default $MANDATE_HOOK_DEADLINE, else %s)", hook.DefaultDeadline))
 	return cmd
 }

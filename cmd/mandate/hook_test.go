@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,5 +79,35 @@ func TestHookInstallMerges(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != `{"hooks": {` {
 		t.Errorf("malformed settings were overwritten: %s", b)
+	}
+}
+
+// TestHookGeminiCLIRegistered: 'mandate hook gemini-cli' is the Gemini
+// CLI adapter, and it fails closed (exit 2, the reason on stderr, nothing
+// on stdout) without a server or on an event of another agent.
+func TestHookGeminiCLIRegistered(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		stdin  string
+		reason string
+	}{
+		{"no server", nil, `{}`, "no server"},
+		{"a Claude Code event", map[string]string{"MANDATE_SERVER": "http://127.0.0.1:1", "MANDATE_TASK_TOKEN": "x"},
+			`{"session_id":"s","cwd":"/","hook_event_name":"PreToolUse","tool_name":"Bash","tool_input":{"command":"ls"}}`, "unknown hook event"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			a := &app{stdout: &out, stderr: &errb, getenv: func(k string) string { return tc.env[k] }}
+			root := a.rootCmd()
+			root.SetArgs([]string{"hook", "gemini-cli"})
+			root.SetIn(strings.NewReader(tc.stdin))
+			root.SetOut(&out)
+			root.SetErr(&errb)
+			var exit hookExit
+			if err := root.ExecuteContext(t.Context()); !errors.As(err, &exit) || exit.code != 2 || out.Len() != 0 || !strings.Contains(errb.String(), tc.reason) {
+				t.Errorf("exit %+v, stdout %q, stderr %q; want 2, nothing, %q", exit, out.String(), errb.String(), tc.reason)
+			}
+		})
 	}
 }

@@ -169,17 +169,7 @@ func (ClaudeCode) Actions(ev *Event) ([]Action, error) {
 			root = in.Cwd
 		}
 		if tool == "Glob" {
-			prefix, err := globRoot(*s.Pattern)
-			if err != nil {
-				return opaque(policy.ActionFileRead, *s.Pattern, err.Error()), nil
-			}
-			if prefix != "" {
-				if filepath.IsAbs(prefix) || strings.HasPrefix(prefix, "/") {
-					root = prefix
-				} else {
-					root = filepath.Join(root, prefix)
-				}
-			}
+			return globAction(in.Cwd, root, *s.Pattern), nil
 		}
 		return fileAction(policy.ActionFileRead, in.Cwd, root), nil
 	case "WebFetch":
@@ -232,6 +222,23 @@ func opaque(kind, seen, why string) []Action {
 		seen = "?"
 	}
 	return []Action{{Kind: kind, Resource: seen, Opaque: why}}
+}
+
+// globAction is the file.read of what a glob pattern can match: the
+// pattern's literal directory prefix, under root unless it is absolute.
+func globAction(cwd, root, pattern string) []Action {
+	prefix, err := globRoot(pattern)
+	if err != nil {
+		return opaque(policy.ActionFileRead, pattern, err.Error())
+	}
+	if prefix != "" {
+		if filepath.IsAbs(prefix) || strings.HasPrefix(prefix, "/") {
+			root = prefix
+		} else {
+			root = filepath.Join(root, prefix)
+		}
+	}
+	return fileAction(policy.ActionFileRead, cwd, root)
 }
 
 // globRoot returns the literal directory prefix of a glob pattern, the

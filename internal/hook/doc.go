@@ -9,8 +9,8 @@
 // to file.read or file.write of the real path (RealPath: absolute,
 // cleaned, symbolic links resolved), a fetch to http.request of the
 // canonical host, an MCP tool to tool.call, a sub-agent to task.delegate
-// — and renders the answer in the agent's format. ClaudeCode is the
-// first adapter.
+// — and renders the answer in the agent's format. ClaudeCode and
+// GeminiCLI are the adapters.
 //
 // The hook decides nothing itself. It runs in the agent's process tree,
 // so it asks the server's AuthZEN API (POST /access/v1/evaluations,

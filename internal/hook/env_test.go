@@ -36,9 +36,10 @@ type testEnv struct {
 }
 
 // testScope is the task's scope: the repository's files, git and ls,
-// one documentation host, web search, the GitHub MCP server, and
+// one documentation host, web search (Claude Code's and Gemini CLI's),
+// the GitHub MCP server, and
 // delegation to itself (added by newTestEnv).
-const testScope = "shell.exec:git shell.exec:ls shell.exec:bash http.request:docs.example.com http.request:api.anthropic.com tool.call:github/*"
+const testScope = "shell.exec:git shell.exec:ls shell.exec:bash http.request:docs.example.com http.request:api.anthropic.com http.request:generativelanguage.googleapis.com tool.call:github/*"
 
 func newTestEnv(tb testing.TB) *testEnv {
 	tb.Helper()
@@ -122,11 +123,17 @@ func newTestEnv(tb testing.TB) *testEnv {
 	return e
 }
 
-// payload reads a recorded payload with {{REPO}} replaced by the
-// repository's OS path (JSON-escaped).
+// payload reads a recorded Claude Code payload with {{REPO}} replaced by
+// the repository's OS path (JSON-escaped).
 func (e *testEnv) payload(tb testing.TB, name string) []byte {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "claude-code", name))
+	return e.payloadOf(tb, "claude-code", name)
+}
+
+// payloadOf reads the recorded payload name of the agent's adapter.
+func (e *testEnv) payloadOf(tb testing.TB, agent, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", agent, name))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -69,3 +69,41 @@ func FuzzClaudeCodeEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGeminiCLIEvent: whatever arrives on stdin, Parse and Actions
+// return (never panic); an event that parses has a kind, and every action
+// is either opaque (denied) or names a resource.
+func FuzzGeminiCLIEvent(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "gemini-cli", "*.json"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"hook_event_name":"BeforeTool","session_id":"s","cwd":"/","tool_name":"web_fetch","tool_input":{"prompt":"https://a.example https://b.example"}}`))
+	f.Add([]byte(`{"hook_event_name":"BeforeTool"`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ev, err := GeminiCLI{}.Parse(raw)
+		if err != nil {
+			return
+		}
+		if ev.Kind < BeforeTool || ev.Kind > SessionEnd {
+			t.Fatalf("parsed an event of kind %d", ev.Kind)
+		}
+		if ev.Kind != BeforeTool && ev.Kind != AfterTool {
+			return
+		}
+		acts, err := GeminiCLI{}.Actions(ev)
+		if err != nil {
+			return
+		}
+		if len(acts) == 0 {
+			t.Fatal("a tool use mapped to no action")
+		}
+		for _, a := range acts {
+			if a.Kind == "" || a.Resource == "" {
+				t.Fatalf("action without kind or resource: %+v", a)
+			}
+		}
+	})
+}

@@ -21,33 +21,6 @@ func TestHoldForApproval(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
 	payload := e.payload(t, "pre_mcp.json")
-	decide := func(verb, reason string) {
-		t.Helper()
-		var id string
-		for deadline := time.Now().Add(5 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("no pending approval request appeared")
-			}
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://mandate/admin/v1/approvals?status=pending&task="+e.taskID, nil)
-			var page struct {
-				Approvals []struct {
-					ID string `json:"id"`
-				} `json:"approvals"`
-			}
-			if err := harness.DoJSON(e.admin, req, &page); err != nil {
-				t.Fatal(err)
-			}
-			if len(page.Approvals) > 0 {
-				id = page.Approvals[0].ID
-			}
-		}
-		body, _ := json.Marshal(map[string]string{"reason": reason})
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://mandate/admin/v1/approvals/"+id+"/"+verb, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if err := harness.DoJSON(e.admin, req, nil); err != nil {
-			t.Fatalf("%s %s: %v", verb, id, err)
-		}
-	}
 	for _, tc := range []struct {
 		name, verb, reason string
 		deadline           time.Duration
@@ -68,7 +41,7 @@ func TestHoldForApproval(t *testing.T) {
 				done <- result{code, stdout, stderr}
 			}()
 			if tc.verb != "" {
-				decide(tc.verb, tc.reason)
+				approvePending(t, e, tc.verb, tc.reason)
 			}
 			r := <-done
 			if r.code != 0 {
@@ -87,5 +60,35 @@ func TestHoldForApproval(t *testing.T) {
 	}
 	if !allowed {
 		t.Error("no allow decision on tool:github/create_issue in the ledger after the approval")
+	}
+}
+
+// approvePending decides (verb: approve or deny) the first approval
+// request of e's task to appear, as the approver on the admin socket.
+func approvePending(t *testing.T, e *testEnv, verb, reason string) {
+	t.Helper()
+	var id string
+	for deadline := time.Now().Add(5 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no pending approval request appeared")
+		}
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://mandate/admin/v1/approvals?status=pending&task="+e.taskID, nil)
+		var page struct {
+			Approvals []struct {
+				ID string `json:"id"`
+			} `json:"approvals"`
+		}
+		if err := harness.DoJSON(e.admin, req, &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Approvals) > 0 {
+			id = page.Approvals[0].ID
+		}
+	}
+	body, _ := json.Marshal(map[string]string{"reason": reason})
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://mandate/admin/v1/approvals/"+id+"/"+verb, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if err := harness.DoJSON(e.admin, req, nil); err != nil {
+		t.Fatalf("%s %s: %v", verb, id, err)
 	}
 }
