@@ -135,6 +135,13 @@ func (ClaudeCode) Actions(ev *Event) ([]Action, error) {
 		return nil, errors.New("claude-code: not a Claude Code event")
 	}
 	input := in.ToolInput
+	if !strings.HasPrefix(in.ToolName, "mcp__") {
+		// Claude Code's own tools (an MCP tool's arguments are its
+		// server's business, not part of what is decided).
+		if err := distinctKeys(in.ToolName, input); err != nil {
+			return nil, err
+		}
+	}
 	switch tool := in.ToolName; tool {
 	case "Bash":
 		var b ccBash

@@ -174,6 +174,9 @@ func TestFailClosed(t *testing.T) {
 				return ""
 			}
 		}, "not a JWT"},
+		// Claude Code runs "command"; a case-insensitive reading would
+		// decide on "Command".
+		{"one argument, two spellings", e.payload(t, "pre_bash_case_variant.json"), nil, "two spellings"},
 		{"garbage stdin", []byte("\x00\xffgarbage"), nil, "UTF-8"},
 		{"truncated stdin", good[:len(good)/2], nil, "hook event"},
 		{"empty stdin", nil, nil, "empty"},
