@@ -1,8 +1,12 @@
 package hook
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/internal/policy"
 )
@@ -110,3 +114,53 @@ var ErrUnknownTool = errors.New("unknown tool")
 // ErrUnknownEvent is returned (wrapped) by Parse for an event the adapter
 // does not handle.
 var ErrUnknownEvent = errors.New("unknown hook event")
+
+// decodeEvent decodes a hook event of at most MaxEventBytes of valid
+// UTF-8, exactly one JSON value, into dst (an adapter's input type).
+func decodeEvent(raw []byte, dst any) error {
+	if len(raw) > MaxEventBytes {
+		return fmt.Errorf("hook event larger than %d bytes", MaxEventBytes)
+	}
+	if !utf8.Valid(raw) {
+		return errors.New("hook event is not valid UTF-8")
+	}
+	if err := decodeOne(raw, dst); err != nil {
+		return fmt.Errorf("hook event: %w", err)
+	}
+	return nil
+}
+
+// decodeOne decodes exactly one JSON value into dst.
+func decodeOne(raw []byte, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(dst); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("empty input")
+		}
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}
+
+// complete checks that a parsed event names what every adapter needs: a
+// session, and for a tool event the tool, its input (an object) and the
+// working directory its paths are read against.
+func (ev *Event) complete(toolInput json.RawMessage) error {
+	if ev.Session == "" {
+		return errors.New("hook event: session_id is missing")
+	}
+	if ev.Kind == BeforeTool || ev.Kind == AfterTool {
+		switch {
+		case ev.Tool == "":
+			return errors.New("hook event: tool_name is missing")
+		case len(toolInput) == 0 || toolInput[0] != '{':
+			return errors.New("hook event: tool_input is not an object")
+		case ev.Cwd == "":
+			return errors.New("hook event: cwd is missing")
+		}
+	}
+	return nil
+}

@@ -1,14 +1,12 @@
 package hook
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/resource"
@@ -47,15 +45,9 @@ type ccEvent struct {
 
 // Parse implements Adapter.
 func (ClaudeCode) Parse(raw []byte) (*Event, error) {
-	if len(raw) > MaxEventBytes {
-		return nil, fmt.Errorf("hook event larger than %d bytes", MaxEventBytes)
-	}
-	if !utf8.Valid(raw) {
-		return nil, errors.New("hook event is not valid UTF-8")
-	}
 	var in ccEvent
-	if err := decodeOne(raw, &in); err != nil {
-		return nil, fmt.Errorf("hook event: %w", err)
+	if err := decodeEvent(raw, &in); err != nil {
+		return nil, err
 	}
 	ev := &Event{Name: in.HookEventName, Session: in.SessionID, ToolUseID: in.ToolUseID, Cwd: in.Cwd, Tool: in.ToolName, Raw: &in}
 	switch in.HookEventName {
@@ -74,35 +66,10 @@ func (ClaudeCode) Parse(raw []byte) (*Event, error) {
 	default:
 		return nil, fmt.Errorf("%w %s", ErrUnknownEvent, resource.Quote(in.HookEventName))
 	}
-	if in.SessionID == "" {
-		return nil, errors.New("hook event: session_id is missing")
-	}
-	if ev.Kind == BeforeTool || ev.Kind == AfterTool {
-		switch {
-		case in.ToolName == "":
-			return nil, errors.New("hook event: tool_name is missing")
-		case len(in.ToolInput) == 0 || in.ToolInput[0] != '{':
-			return nil, errors.New("hook event: tool_input is not an object")
-		case in.Cwd == "":
-			return nil, errors.New("hook event: cwd is missing")
-		}
+	if err := ev.complete(in.ToolInput); err != nil {
+		return nil, err
 	}
 	return ev, nil
-}
-
-// decodeOne decodes exactly one JSON value into dst.
-func decodeOne(raw []byte, dst any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := dec.Decode(dst); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("empty input")
-		}
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
 }
 
 // Tool inputs, as Claude Code's tools define them (only the members that

@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/internal/policy"
 	"github.com/mandatehq/mandate/internal/resource"
@@ -46,15 +45,9 @@ type gmEvent struct {
 
 // Parse implements Adapter.
 func (GeminiCLI) Parse(raw []byte) (*Event, error) {
-	if len(raw) > MaxEventBytes {
-		return nil, fmt.Errorf("hook event larger than %d bytes", MaxEventBytes)
-	}
-	if !utf8.Valid(raw) {
-		return nil, errors.New("hook event is not valid UTF-8")
-	}
 	var in gmEvent
-	if err := decodeOne(raw, &in); err != nil {
-		return nil, fmt.Errorf("hook event: %w", err)
+	if err := decodeEvent(raw, &in); err != nil {
+		return nil, err
 	}
 	ev := &Event{Name: in.HookEventName, Session: in.SessionID, Cwd: in.Cwd, Tool: in.ToolName, Raw: &in}
 	switch in.HookEventName {
@@ -76,18 +69,8 @@ func (GeminiCLI) Parse(raw []byte) (*Event, error) {
 	default:
 		return nil, fmt.Errorf("%w %s", ErrUnknownEvent, resource.Quote(in.HookEventName))
 	}
-	if in.SessionID == "" {
-		return nil, errors.New("hook event: session_id is missing")
-	}
-	if ev.Kind == BeforeTool || ev.Kind == AfterTool {
-		switch {
-		case in.ToolName == "":
-			return nil, errors.New("hook event: tool_name is missing")
-		case len(in.ToolInput) == 0 || in.ToolInput[0] != '{':
-			return nil, errors.New("hook event: tool_input is not an object")
-		case in.Cwd == "":
-			return nil, errors.New("hook event: cwd is missing")
-		}
+	if err := ev.complete(in.ToolInput); err != nil {
+		return nil, err
 	}
 	return ev, nil
 }
