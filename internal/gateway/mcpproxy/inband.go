@@ -57,6 +57,15 @@ func takesURLElicitation(caps json.RawMessage) bool {
 	return ok
 }
 
+// metaTakesURLElicitation is takesURLElicitation for a request's decoded
+// _meta (the SDK path), read without encoding it again.
+func metaTakesURLElicitation(meta mcp.Meta) bool {
+	caps, _ := meta[mcp.MetaKeyClientCapabilities].(map[string]any)
+	elicitation, _ := caps["elicitation"].(map[string]any)
+	_, ok := elicitation["url"]
+	return ok
+}
+
 // heldResult is the input_required result of a call (method, name as the
 // client named it) asked in band.
 func (s *session) heldResult(method, name string, ib InBand) json.RawMessage {

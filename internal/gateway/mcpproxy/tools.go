@@ -255,7 +255,7 @@ func (s *session) callTool(ctx context.Context, req *mcp.CallToolRequest) (mcp.R
 	if notify := sdkProgress(ctx, req.Session, p.Meta); notify != nil {
 		admitCtx = withProgress(ctx, notify) // for a call held for approval
 	}
-	if s.stateless && takesURLElicitation(wire.Members(mustJSON(p.Meta))[mcp.MetaKeyClientCapabilities]) {
+	if s.stateless && metaTakesURLElicitation(p.Meta) {
 		admitCtx = withInBand(admitCtx) // a held call is asked in band
 	}
 	e, done, err := s.admitTool(admitCtx, a, p.Name, args)
