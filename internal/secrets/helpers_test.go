@@ -75,7 +75,7 @@ type lateLeases struct {
 	b atomic.Pointer[secrets.Broker]
 }
 
-func (l *lateLeases) RevokeTaskLeases(ctx context.Context, ids []task.ID) {
+func (l *lateLeases) TasksStopped(ctx context.Context, ids []task.ID) {
 	if b := l.b.Load(); b != nil {
 		b.RevokeTaskLeases(ctx, ids)
 	}
@@ -170,7 +170,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	hook := &lateLeases{}
-	lc, err := lifecycle.New(lifecycle.Config{Tasks: backend, Recorder: e.rec, Revoker: rev, Leases: hook})
+	lc, err := lifecycle.New(lifecycle.Config{Tasks: backend, Recorder: e.rec, Revoker: rev, OnStop: hook})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ type stopHook struct {
 	gw atomic.Pointer[mcpproxy.Gateway]
 }
 
-func (h *stopHook) RevokeTaskLeases(ctx context.Context, ids []task.ID) {
+func (h *stopHook) TasksStopped(ctx context.Context, ids []task.ID) {
 	if gw := h.gw.Load(); gw != nil {
 		names := make([]string, len(ids))
 		for i, id := range ids {

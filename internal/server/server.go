@@ -161,8 +161,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// One task lifecycle for the token server and the admin API: one order
 	// of operations for starting and stopping tasks, one retry queue.
-	leases := &stopHook{} // secrets.go: the gateway and the broker, once built
-	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, Leases: leases, Logger: log.With("component", "tasks")})
+	stops := &stopHook{} // secrets.go: the gateway and the broker, once built
+	tasks, err := lifecycle.New(lifecycle.Config{Tasks: s.backend, Recorder: recorder, Revoker: revocations, OnStop: stops, Logger: log.With("component", "tasks")})
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.acc = acc
 	approvals.engine.Store(acc.engine)
-	broker, err := s.newSecrets(ctx, leases, acc.pipeline, recorder, log.With("component", "secrets"))
+	broker, err := s.newSecrets(ctx, stops, acc.pipeline, recorder, log.With("component", "secrets"))
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +262,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	acc.mount(mux, sockMux, s.publicURL, tokens, log)
 	mountSecrets(broker, acc.pipeline, s.publicURL, mux, sockMux, tokens, log.With("component", "secretsapi"))
 	approvals.mount(mux, sockMux, tokens, acc, adminSvc, s)
-	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, leases); err != nil {
+	if err := s.mountMCP(mux, sockMux, recorder, tokens, broker, stops); err != nil {
 		return nil, err
 	}
 	s.mountEgressCA(mux, sockMux, tokens)

@@ -32,11 +32,11 @@ type Revoker interface {
 	RevokeTasks(ids ...task.ID)
 }
 
-// LeaseRevoker ends what stopped tasks hold beyond their tokens: their
-// secret leases (secrets.Broker). It handles its own failures (retrying
-// them), so it returns nothing.
-type LeaseRevoker interface {
-	RevokeTaskLeases(ctx context.Context, ids []task.ID)
+// StopListener ends what stopped tasks hold beyond their tokens (their
+// gateway sessions, their secret leases). It handles its own failures
+// (retrying them), so it returns nothing.
+type StopListener interface {
+	TasksStopped(ctx context.Context, ids []task.ID)
 }
 
 // Config configures a Service.
@@ -44,9 +44,9 @@ type Config struct {
 	Tasks    task.Store
 	Recorder audit.Recorder
 	Revoker  Revoker
-	// Leases, if set, is told of every task the store stopped, right
-	// after they are refused, so that their secret leases end with them.
-	Leases LeaseRevoker
+	// OnStop, if set, is told of every task the store stopped, right
+	// after they are refused, so that what they hold ends with them.
+	OnStop StopListener
 	// RetryEvery is how often Run retries the stops not yet stored or
 	// recorded (default DefaultRetryEvery).
 	RetryEvery time.Duration
@@ -179,8 +179,8 @@ func (s *Service) advance(ctx context.Context, op *stop) error {
 		}
 		op.stored, op.ids = true, ids
 		s.cfg.Revoker.RevokeTasks(ids...)
-		if s.cfg.Leases != nil {
-			s.cfg.Leases.RevokeTaskLeases(ctx, ids)
+		if s.cfg.OnStop != nil {
+			s.cfg.OnStop.TasksStopped(ctx, ids)
 		}
 	}
 	for op.recorded < len(op.ids) {
