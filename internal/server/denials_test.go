@@ -62,7 +62,14 @@ func TestRepeatedDenialsStopTheTask(t *testing.T) {
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("task.denials_exceeded events: %d, %v; want 1", len(evs), err)
 	}
-	if revoked, _ := s.ledger.Events(t.Context(), audit.Query{Type: audit.TypeTaskRevoked}); len(revoked) != 1 || !strings.Contains(revoked[0].Reason, "denied") {
+	// Tokens are refused before the stop is recorded: wait for its event.
+	var revoked []*audit.Event
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if revoked, _ = s.ledger.Events(t.Context(), audit.Query{Type: audit.TypeTaskRevoked}); len(revoked) > 0 {
+			break
+		}
+	}
+	if len(revoked) != 1 || !strings.Contains(revoked[0].Reason, "denied") {
 		t.Fatalf("task.revoked events %+v, want the revocation with its reason", revoked)
 	}
 }
