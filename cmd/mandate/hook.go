@@ -32,7 +32,7 @@ func silentExit(err error) (int, bool) {
 }
 
 // hookAdapters are the coding agents `mandate hook` speaks to.
-var hookAdapters = map[string]hook.Adapter{"claude-code": hook.ClaudeCode{}, "gemini-cli": hook.GeminiCLI{}}
+var hookAdapters = map[string]hook.Adapter{"claude-code": hook.ClaudeCode{}, "gemini-cli": hook.GeminiCLI{}, "cursor": hook.Cursor{}}
 
 // hookAgentHelp is what differs, in 'mandate hook <agent> --help', from
 // one agent to another: its events and answer, what --on-approval ask
@@ -52,12 +52,22 @@ SessionEnd) on stdin and answers it: a BeforeTool event with {"decision":
 recording them in the ledger and answering {}.`,
 		"Gemini CLI's hooks cannot ask: --on-approval ask denies such a\ncall, saying it needs approval.",
 		`{"session_id":"s1","cwd":"/repo","hook_event_name":"BeforeTool","tool_name":"run_shell_command","tool_input":{"command":"git status"}}`},
+	"cursor": {"Cursor", `Reads one Cursor hook event (beforeShellExecution, beforeMCPExecution,
+beforeReadFile, afterShellExecution, afterMCPExecution, afterFileEdit) on
+stdin and answers it: a before* event with {"permission": "allow"|"deny"|
+"ask"} and, for a shell or MCP call, the reason as user_message and
+agent_message (beforeReadFile: the permission alone); the after* events by
+recording them in the ledger and answering {}. Other events (stop,
+beforeSubmitPrompt, preToolUse, sessionStart, ...) are refused: do not
+configure the hook there.`,
+		"--on-approval ask answers ask instead, so that Cursor asks you\n(beforeReadFile, which cannot ask: deny).",
+		`{"conversation_id":"c1","generation_id":"g1","workspace_roots":["/repo"],"hook_event_name":"beforeShellExecution","command":"git status","cwd":"/repo"}`},
 }
 
 func (a *app) hookCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hook",
-		Short: "Govern a coding agent's tool calls from inside it (Claude Code and Gemini CLI hooks)",
+		Short: "Govern a coding agent's tool calls from inside it (Claude Code, Gemini CLI and Cursor hooks)",
 		Long: `A coding agent runs 'mandate hook <agent>' before and after every tool use
 and at the start and end of a session. Each tool use is mapped to mandate
 actions (a shell command to shell.exec of every program it starts, a file
@@ -68,7 +78,7 @@ ledger. Any failure blocks the call (exit status 2). See docs/coding-agents.md.`
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRun,
 	}
-	cmd.AddCommand(a.hookRunCmd("claude-code"), a.hookRunCmd("gemini-cli"), a.hookInstallCmd())
+	cmd.AddCommand(a.hookRunCmd("claude-code"), a.hookRunCmd("gemini-cli"), a.hookRunCmd("cursor"), a.hookInstallCmd())
 	return cmd
 }
 
@@ -76,8 +86,8 @@ func (a *app) hookRunCmd(agent string) *cobra.Command {
 	var server, dpopKeyFile, deadline, onApproval string
 	h := hookHelp[agent]
 	install := "see docs/coding-agents.md"
-	if agent == "claude-code" {
-		install = "see 'mandate hook install claude-code'"
+	if agent == "claude-code" || agent == "cursor" {
+		install = "see 'mandate hook install " + agent + "'"
 	}
 	cmd := &cobra.Command{
 		Use:   agent,
@@ -143,7 +153,7 @@ reason on stderr, which blocks the call.`,
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the mandate server's public URL (default $MANDATE_SERVER)")
 	cmd.Flags().StringVar(&dpopKeyFile, "dpop-key", "", "private JWK file of the key a DPoP-bound task token is bound to (default $MANDATE_DPOP_KEY)")
-	cmd.Flags().StringVar(&onApproval, "on-approval", "", "what a tool use that needs approval gets: hold (wait for mandate's approval, the default) or ask (Claude Code's prompt; Gemini CLI: deny) (default $MANDATE_HOOK_ON_APPROVAL)")
+	cmd.Flags().StringVar(&onApproval, "on-approval", "", "what a tool use that needs approval gets: hold (wait for mandate's approval, the default) or ask (the agent's own prompt; Gemini CLI and Cursor's beforeReadFile: deny) (default $MANDATE_HOOK_ON_APPROVAL)")
 	cmd.Flags().StringVar(&deadline, "deadline", "", fmt.Sprintf("give up and block the call after this long; keep it under the hook's timeout (default $MANDATE_HOOK_DEADLINE, else %s)", hook.DefaultDeadline))
 	return cmd
 }
@@ -162,33 +172,54 @@ var hookEvents = []struct {
 	{"SessionStart", false}, {"SessionEnd", false},
 }
 
+// hookInstallTargets are the agents 'mandate hook install' configures:
+// the settings file under the project (or home) directory, and how
+// mandate's hook is merged into it.
+var hookInstallTargets = map[string]struct {
+	file  string
+	merge func(existing []byte, command string) ([]byte, error)
+}{
+	"claude-code": {filepath.Join(".claude", "settings.json"), mergeHookSettings},
+	"cursor":      {filepath.Join(".cursor", "hooks.json"), mergeCursorHooks},
+}
+
 func (a *app) hookInstallCmd() *cobra.Command {
 	var project, user, print bool
 	var command, dir string
 	cmd := &cobra.Command{
-		Use:   "install claude-code",
-		Short: "Write (or print) the Claude Code settings that run mandate's hook",
-		Long: `Adds mandate's hook to Claude Code's settings: PreToolUse, PostToolUse and
+		Use:   "install claude-code|cursor",
+		Short: "Write (or print) the Claude Code or Cursor settings that run mandate's hook",
+		Long: `Adds mandate's hook to a coding agent's settings.
+
+claude-code: .claude/settings.json gets PreToolUse, PostToolUse and
 PostToolUseFailure for every tool (matcher "*"), SessionStart and SessionEnd,
 each running 'mandate hook claude-code' with a 60 s timeout (the hook gives
 up, and blocks, after 55 s).
 
---project writes .claude/settings.json under the current directory (or
---dir), --user writes ~/.claude/settings.json; --print writes the settings to
-stdout instead. An existing settings file is merged: its other keys and
-other hooks are kept, an earlier mandate hook is replaced, and a file that is
-not valid JSON is refused, never overwritten.
+cursor: .cursor/hooks.json ({"version": 1}) gets beforeShellExecution,
+beforeMCPExecution and beforeReadFile with failClosed (a hook that crashes or
+times out blocks the action too), and afterShellExecution,
+afterMCPExecution and afterFileEdit, each running 'mandate hook cursor' with
+a 60 s timeout.
+
+--project writes the file under the current directory (or --dir), --user
+under your home directory; --print writes the settings to stdout instead.
+An existing file is merged: its other keys and other hooks are kept, an
+earlier mandate hook is replaced, and a file that is not valid JSON is
+refused, never overwritten.
 
 The hook reads MANDATE_SERVER and MANDATE_TASK_TOKEN_FILE (or
-MANDATE_TASK_TOKEN) from Claude Code's environment ('mandate run' sets them).`,
+MANDATE_TASK_TOKEN) from the agent's environment ('mandate run' sets them).`,
 		Example: `  mandate hook install claude-code --project
   mandate hook install claude-code --user
   mandate hook install claude-code --print > /tmp/settings.json
-  mandate hook install claude-code --project --command "/usr/local/bin/mandate hook claude-code"`,
+  mandate hook install claude-code --project --command "/usr/local/bin/mandate hook claude-code"
+  mandate hook install cursor --project`,
 		Args: exactArgs("agent"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, ok := hookAdapters[args[0]]; !ok {
-				return usageError{fmt.Errorf("hook install: unknown coding agent %q (known: claude-code)", args[0])}
+			target, ok := hookInstallTargets[args[0]]
+			if !ok {
+				return usageError{fmt.Errorf("hook install: unknown coding agent %q (known: claude-code, cursor; Gemini CLI is configured by hand, see docs/coding-agents.md)", args[0])}
 			}
 			if project && user {
 				return usageError{errors.New("hook install: --project and --user exclude each other")}
@@ -210,13 +241,13 @@ MANDATE_TASK_TOKEN) from Claude Code's environment ('mandate run' sets them).`,
 					}
 					base = wd
 				}
-				path = filepath.Join(base, ".claude", "settings.json")
+				path = filepath.Join(base, target.file)
 			case user:
 				home, err := os.UserHomeDir()
 				if err != nil {
 					return fmt.Errorf("hook install --user: %w", err)
 				}
-				path = filepath.Join(home, ".claude", "settings.json")
+				path = filepath.Join(home, target.file)
 			}
 			var existing []byte
 			if path != "" {
@@ -226,7 +257,7 @@ MANDATE_TASK_TOKEN) from Claude Code's environment ('mandate run' sets them).`,
 				}
 				existing = b
 			}
-			out, err := mergeHookSettings(existing, command)
+			out, err := target.merge(existing, command)
 			if err != nil {
 				return fmt.Errorf("%s: %w", firstNonEmpty(path, "settings"), err)
 			}
@@ -241,12 +272,85 @@ MANDATE_TASK_TOKEN) from Claude Code's environment ('mandate run' sets them).`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&project, "project", false, "write the project's .claude/settings.json")
-	cmd.Flags().BoolVar(&user, "user", false, "write your ~/.claude/settings.json")
+	cmd.Flags().BoolVar(&project, "project", false, "write the project's settings (.claude/settings.json, .cursor/hooks.json)")
+	cmd.Flags().BoolVar(&user, "user", false, "write your own settings (~/.claude/settings.json, ~/.cursor/hooks.json)")
 	cmd.Flags().BoolVar(&print, "print", false, "print the settings (merged with the chosen file, if any) instead of writing them")
-	cmd.Flags().StringVar(&command, "command", "", "the hook command (default: this mandate binary's absolute path with 'hook claude-code')")
+	cmd.Flags().StringVar(&command, "command", "", "the hook command (default: this mandate binary's absolute path with 'hook <agent>')")
 	cmd.Flags().StringVar(&dir, "dir", "", "the project directory for --project (default the current directory)")
 	return cmd
+}
+
+// cursorHookEvents are the Cursor events mandate hooks, and whether the
+// hook is to fail closed there (a before* event: Cursor otherwise lets
+// the action run when the hook crashes or times out).
+var cursorHookEvents = []struct {
+	name       string
+	failClosed bool
+}{
+	{"beforeShellExecution", true}, {"beforeMCPExecution", true}, {"beforeReadFile", true},
+	{"afterShellExecution", false}, {"afterMCPExecution", false}, {"afterFileEdit", false},
+}
+
+// mergeCursorHooks adds mandate's hook to a Cursor hooks.json (existing,
+// possibly empty): other keys, events and hooks are kept as they are; a
+// hook of an earlier install (a command ending in "hook cursor") is
+// replaced. A version other than 1 is refused: its format is not known.
+func mergeCursorHooks(existing []byte, command string) ([]byte, error) {
+	file := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(existing)) > 0 {
+		if err := json.Unmarshal(existing, &file); err != nil || file == nil {
+			return nil, fmt.Errorf("not a valid JSON hooks file, left as it is: %v", err)
+		}
+	}
+	if v, ok := file["version"]; ok && string(v) != "1" {
+		return nil, fmt.Errorf("\"version\" is %s, not 1: left as it is", v)
+	}
+	file["version"] = json.RawMessage("1")
+	hooks := map[string]json.RawMessage{}
+	if raw, ok := file["hooks"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &hooks); err != nil {
+			return nil, fmt.Errorf("\"hooks\" is not an object, left as it is: %v", err)
+		}
+	}
+	for _, ev := range cursorHookEvents {
+		var entries []json.RawMessage
+		if raw, ok := hooks[ev.name]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &entries); err != nil {
+				return nil, fmt.Errorf("\"hooks.%s\" is not a list, left as it is: %v", ev.name, err)
+			}
+		}
+		var kept []json.RawMessage
+		for _, e := range entries {
+			var h struct {
+				Command string `json:"command"`
+			}
+			if json.Unmarshal(e, &h) == nil && strings.HasSuffix(strings.TrimSpace(h.Command), "hook cursor") {
+				continue // an earlier install of mandate's hook
+			}
+			kept = append(kept, e)
+		}
+		mine := map[string]any{"command": command, "timeout": hookTimeout}
+		if ev.failClosed {
+			mine["failClosed"] = true
+		}
+		b, err := json.Marshal(mine)
+		if err != nil {
+			return nil, err
+		}
+		if hooks[ev.name], err = json.Marshal(append(kept, b)); err != nil {
+			return nil, err
+		}
+	}
+	b, err := json.Marshal(hooks)
+	if err != nil {
+		return nil, err
+	}
+	file["hooks"] = b
+	out, err := json.MarshalIndent(file, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
 }
 
 // defaultHookCommand runs this binary by its absolute path, so that the

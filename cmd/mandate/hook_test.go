@@ -111,3 +111,71 @@ func TestHookGeminiCLIRegistered(t *testing.T) {
 		})
 	}
 }
+
+// TestHookInstallCursor: installing into an existing .cursor/hooks.json
+// keeps its other hooks, replaces an earlier mandate hook, makes the
+// before* hooks fail closed, and refuses a version it does not know
+// without touching the file; an agent install does not configure is
+// refused.
+func TestHookInstallCursor(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".cursor", "hooks.json")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const existing = `{"version": 1, "hooks": {"afterFileEdit": [{"command": "./hooks/format.sh"}], "stop": [{"command": "./hooks/audit.sh"}]}}`
+	if err := os.WriteFile(path, []byte(existing), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	install := func(agent string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(t.Context(), []string{"hook", "install", agent, "--project", "--dir", dir, "--command", "/opt/mandate hook cursor"}, &out, &errb, func(string) string { return "" })
+		return code, out.String() + errb.String()
+	}
+	for range 2 {
+		if code, out := install("cursor"); code != 0 {
+			t.Fatalf("install: %d %s", code, out)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	var got struct {
+		Version int                         `json:"version"`
+		Hooks   map[string][]map[string]any `json:"hooks"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != 1 || len(got.Hooks["stop"]) != 1 || got.Hooks["stop"][0]["command"] != "./hooks/audit.sh" {
+		t.Errorf("other hooks lost: %s", b)
+	}
+	if edit := got.Hooks["afterFileEdit"]; len(edit) != 2 || edit[0]["command"] != "./hooks/format.sh" {
+		t.Errorf("the existing afterFileEdit hook was not kept first: %s", b)
+	}
+	for _, ev := range []string{"beforeShellExecution", "beforeMCPExecution", "beforeReadFile", "afterShellExecution", "afterMCPExecution", "afterFileEdit"} {
+		n := 0
+		for _, h := range got.Hooks[ev] {
+			if h["command"] == "/opt/mandate hook cursor" {
+				n++
+				before := strings.HasPrefix(ev, "before")
+				if h["timeout"] != float64(60) || (h["failClosed"] == true) != before {
+					t.Errorf("%s: mandate's hook %v: want timeout 60 and failClosed %v", ev, h, before)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s has %d mandate hooks, want 1: %s", ev, n, b)
+		}
+	}
+	if err := os.WriteFile(path, []byte(`{"version": 2, "hooks": {}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := install("cursor"); code != 1 || !strings.Contains(out, "not 1") {
+		t.Errorf("version 2: %d %s, want refused", code, out)
+	}
+	if b, _ := os.ReadFile(path); string(b) != `{"version": 2, "hooks": {}}` {
+		t.Errorf("a refused file was changed: %s", b)
+	}
+	if code, out := install("gemini-cli"); code == 0 || !strings.Contains(out, "unknown coding agent") {
+		t.Errorf("install gemini-cli: %d %s, want refused", code, out)
+	}
+}
