@@ -48,6 +48,9 @@ func newTestEnv(tb testing.TB, mod func(*server.Config)) *testEnv {
 	cfg := server.Defaults()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(dir, "data")
+	if cfg.AdminListener, err = harness.AdminListener(dir); err != nil {
+		tb.Fatal(err)
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -70,7 +73,7 @@ func newTestEnv(tb testing.TB, mod func(*server.Config)) *testEnv {
 		})
 	}
 	tb.Cleanup(stop)
-	e := &testEnv{s: s, admin: harness.AdminClient(s.SocketPath()), dir: dir, stop: stop}
+	e := &testEnv{s: s, admin: harness.AdminClientAt(s.AdminAddr()), dir: dir, stop: stop}
 	e.repoOS = filepath.Join(dir, "repo")
 	if err := os.MkdirAll(filepath.Join(e.repoOS, "src"), 0o755); err != nil {
 		tb.Fatal(err)
@@ -193,4 +196,19 @@ func readReport(tb testing.TB, path string) map[string]string {
 		tb.Fatalf("helper report %q: %v", b, err)
 	}
 	return m
+}
+
+// tempDir is t.TempDir, except that a failure to remove it afterwards is
+// not a test failure: under Wine 8.0 (the Windows tests in CI) Go cannot
+// delete anything (its Deleteat asks for FileDispositionInformationEx,
+// which Wine does not implement), so the directory is left in the Wine
+// prefix, which CI empties.
+func tempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", strings.ReplaceAll(tb.Name(), "/", "_"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
