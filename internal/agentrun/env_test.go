@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -211,4 +213,38 @@ func tempDir(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// removeAllBroken says why os.RemoveAll deletes nothing on this platform,
+// or is "" where it works. Under Wine 8.0 it fails (see tempDir), so what
+// mandate run removes after the command stays, and a test cannot check
+// that it is gone; on Windows and Unix it is checked.
+var removeAllBroken = sync.OnceValue(func() string {
+	dir, err := os.MkdirTemp("", "mandate-removeall-")
+	if err != nil {
+		return ""
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o600); err != nil {
+		return ""
+	}
+	err = os.RemoveAll(dir)
+	if _, serr := os.Lstat(dir); err != nil && serr == nil {
+		return fmt.Sprintf("os.RemoveAll cannot delete here (%v)", err)
+	}
+	return ""
+})
+
+// envOf is the variable k of a helper's report: exactly k on Unix, k in
+// any case on Windows, whose environment is case-insensitive (of
+// HTTP_PROXY and http_proxy the command sees one).
+func envOf(rep map[string]string, k string) string {
+	if runtime.GOOS != "windows" {
+		return rep["env_"+k]
+	}
+	for rk, v := range rep {
+		if strings.EqualFold(rk, "env_"+k) {
+			return v
+		}
+	}
+	return ""
 }
