@@ -15,7 +15,7 @@ import (
 // replaces an earlier mandate hook instead of adding a second, and
 // refuses a file that is not valid JSON without touching it.
 func TestHookInstallMerges(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	path := filepath.Join(dir, ".claude", "settings.json")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestHookGeminiCLIRegistered(t *testing.T) {
 // without touching the file; an agent install does not configure is
 // refused.
 func TestHookInstallCursor(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	path := filepath.Join(dir, ".cursor", "hooks.json")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -178,4 +178,19 @@ func TestHookInstallCursor(t *testing.T) {
 	if code, out := install("gemini-cli"); code == 0 || !strings.Contains(out, "unknown coding agent") {
 		t.Errorf("install gemini-cli: %d %s, want refused", code, out)
 	}
+}
+
+// tempDir is t.TempDir, except that a failure to remove it afterwards is
+// not a test failure: under Wine 8.0 (CI runs these tests there) Go
+// cannot delete anything (its Deleteat asks for
+// FileDispositionInformationEx, which Wine does not implement), so the
+// directory is left in the Wine prefix, which CI empties.
+func tempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", strings.ReplaceAll(tb.Name(), "/", "_"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +50,9 @@ func newTestEnv(tb testing.TB, mod func(*server.Config)) *testEnv {
 	cfg := server.Defaults()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(dir, "data")
+	if cfg.AdminListener, err = harness.AdminListener(dir); err != nil {
+		tb.Fatal(err)
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -70,7 +75,7 @@ func newTestEnv(tb testing.TB, mod func(*server.Config)) *testEnv {
 		})
 	}
 	tb.Cleanup(stop)
-	e := &testEnv{s: s, admin: harness.AdminClient(s.SocketPath()), dir: dir, stop: stop}
+	e := &testEnv{s: s, admin: harness.AdminClientAt(s.AdminAddr()), dir: dir, stop: stop}
 	e.repoOS = filepath.Join(dir, "repo")
 	if err := os.MkdirAll(filepath.Join(e.repoOS, "src"), 0o755); err != nil {
 		tb.Fatal(err)
@@ -193,4 +198,53 @@ func readReport(tb testing.TB, path string) map[string]string {
 		tb.Fatalf("helper report %q: %v", b, err)
 	}
 	return m
+}
+
+// tempDir is t.TempDir, except that a failure to remove it afterwards is
+// not a test failure: under Wine 8.0 (the Windows tests in CI) Go cannot
+// delete anything (its Deleteat asks for FileDispositionInformationEx,
+// which Wine does not implement), so the directory is left in the Wine
+// prefix, which CI empties.
+func tempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", strings.ReplaceAll(tb.Name(), "/", "_"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// removeAllBroken says why os.RemoveAll deletes nothing on this platform,
+// or is "" where it works. Under Wine 8.0 it fails (see tempDir), so what
+// mandate run removes after the command stays, and a test cannot check
+// that it is gone; on Windows and Unix it is checked.
+var removeAllBroken = sync.OnceValue(func() string {
+	dir, err := os.MkdirTemp("", "mandate-removeall-")
+	if err != nil {
+		return ""
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o600); err != nil {
+		return ""
+	}
+	err = os.RemoveAll(dir)
+	if _, serr := os.Lstat(dir); err != nil && serr == nil {
+		return fmt.Sprintf("os.RemoveAll cannot delete here (%v)", err)
+	}
+	return ""
+})
+
+// envOf is the variable k of a helper's report: exactly k on Unix, k in
+// any case on Windows, whose environment is case-insensitive (of
+// HTTP_PROXY and http_proxy the command sees one).
+func envOf(rep map[string]string, k string) string {
+	if runtime.GOOS != "windows" {
+		return rep["env_"+k]
+	}
+	for rk, v := range rep {
+		if strings.EqualFold(rk, "env_"+k) {
+			return v
+		}
+	}
+	return ""
 }

@@ -61,7 +61,7 @@ func FuzzReadKey(f *testing.F) {
 	}
 	f.Add([]byte(`{"kty":"oct","k":"c2VjcmV0","kid":"k1"}`))
 	f.Add([]byte(`{"keys":[]}`))
-	dir := f.TempDir()
+	dir := tempDir(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p := filepath.Join(dir, "k.jwk")
 		if err := os.WriteFile(p, b, 0o600); err != nil {

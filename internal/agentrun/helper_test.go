@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/internal/hook"
 )
 
 // TestMain runs this test binary as the command under mandate run when
@@ -103,10 +105,16 @@ func helper(mode, out string) int {
 		d, _ := time.ParseDuration(os.Getenv("AGENTRUN_WATCH"))
 		seen := []string{tok}
 		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			b, err := os.ReadFile(path)
-			t := strings.TrimSpace(string(b))
-			if err != nil || strings.Count(t, ".") != 2 || strings.ContainsAny(t, " \n") {
-				rep["torn"] = fmt.Sprintf("%q %v", b, err)
+			// Read as mandate's own readers do (hook.LoadToken), which on
+			// Windows wait out a rename replacing the file.
+			t, err := hook.LoadToken(func(k string) string {
+				if k == "MANDATE_TASK_TOKEN_FILE" {
+					return path
+				}
+				return ""
+			})
+			if err != nil || strings.Count(t, ".") != 2 {
+				rep["torn"] = fmt.Sprintf("%q %v", t, err)
 				break
 			}
 			if t != seen[len(seen)-1] {

@@ -88,14 +88,15 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Errorf("MANDATE_SERVER %q, MANDATE_MCP_URL %q, MANDATE_TASK_TOKEN_FILE %q", rep["env_MANDATE_SERVER"], rep["env_MANDATE_MCP_URL"], rep["env_MANDATE_TASK_TOKEN_FILE"])
 	}
 	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} {
-		if u, err := url.Parse(rep["env_"+k]); err != nil || u.Hostname() != "127.0.0.1" || u.User == nil {
-			t.Errorf("%s = %q, want the local forwarder with this run's secret", k, rep["env_"+k])
+		if u, err := url.Parse(envOf(rep, k)); err != nil || u.Hostname() != "127.0.0.1" || u.User == nil {
+			t.Errorf("%s = %q, want the local forwarder with this run's secret", k, envOf(rep, k))
 		}
 	}
-	if rep["env_NO_PROXY"] != "localhost,127.0.0.1,::1" {
-		t.Errorf("NO_PROXY = %q, want loopback only (the inherited one replaced)", rep["env_NO_PROXY"])
+	if envOf(rep, "NO_PROXY") != "localhost,127.0.0.1,::1" {
+		t.Errorf("NO_PROXY = %q, want loopback only (the inherited one replaced)", envOf(rep, "NO_PROXY"))
 	}
-	if mc := rep["mcp_config"]; !strings.Contains(mc, `"stdio"`) || !strings.Contains(mc, rep["token_file"]) || strings.Contains(mc, tok) {
+	tokenFileJSON, _ := json.Marshal(rep["token_file"])
+	if mc := rep["mcp_config"]; !strings.Contains(mc, `"stdio"`) || !strings.Contains(mc, string(tokenFileJSON)) || strings.Contains(mc, tok) {
 		t.Errorf("MCP configuration = %s, want the stdio bridge with the token file, not the token", mc)
 	}
 
@@ -113,7 +114,9 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 
 	// After: nothing left, the token refused, the task ended.
-	if _, err := os.Stat(filepath.Dir(rep["token_file"])); !errors.Is(err, os.ErrNotExist) {
+	if why := removeAllBroken(); why != "" {
+		t.Logf("not checked that the token file's directory is gone: %s", why)
+	} else if _, err := os.Stat(filepath.Dir(rep["token_file"])); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the token file's directory is still there: %v", err)
 	}
 	if st := e.decide(tok); st != http.StatusUnauthorized {
@@ -233,7 +236,9 @@ func TestRunEndFails(t *testing.T) {
 	if s := stderr.String(); !strings.Contains(s, "TASK "+rep["task_id"]+" DID NOT END") || !strings.Contains(s, "mandate task end "+rep["task_id"]) {
 		t.Errorf("stderr = %q", s)
 	}
-	if _, err := os.Stat(rep["token_file"]); !errors.Is(err, os.ErrNotExist) {
+	if why := removeAllBroken(); why != "" {
+		t.Logf("not checked that the token file is gone: %s", why)
+	} else if _, err := os.Stat(rep["token_file"]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the token file is still there: %v", err)
 	}
 }

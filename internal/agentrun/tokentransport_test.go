@@ -26,7 +26,7 @@ func TestTokenFileTransport(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	path := filepath.Join(t.TempDir(), "tok")
+	path := filepath.Join(tempDir(t), "tok")
 	write := func(tok string) {
 		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
 			t.Fatal(err)

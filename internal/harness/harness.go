@@ -35,10 +35,7 @@ type Agent struct {
 // AdminClient is an HTTP client for the admin API on the server's local
 // socket (requests go to http://mandate/admin/v1/...).
 func AdminClient(socket string) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}}}
+	return AdminClientAt(&net.UnixAddr{Name: socket, Net: "unix"})
 }
 
 // Registration is what RegisterAgent registers.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
@@ -48,7 +49,7 @@ type Client struct {
 // is used), else MANDATE_TASK_TOKEN.
 func LoadToken(getenv func(string) string) (string, error) {
 	if path := getenv("MANDATE_TASK_TOKEN_FILE"); path != "" {
-		f, err := os.Open(path)
+		f, err := openTokenFile(path)
 		if err != nil {
 			return "", fmt.Errorf("task token file: %w", err)
 		}
@@ -70,6 +71,19 @@ func LoadToken(getenv func(string) string) (string, error) {
 		return tok, nil
 	}
 	return "", errors.New("no task token: set MANDATE_TASK_TOKEN_FILE or MANDATE_TASK_TOKEN (mandate run does)")
+}
+
+// openTokenFile opens the token file, retrying briefly while it is being
+// replaced: on Windows an open that meets mandate run's rename of the
+// renewed token over the file fails with a sharing violation.
+func openTokenFile(path string) (*os.File, error) {
+	for i := 0; ; i++ {
+		f, err := os.Open(path)
+		if err == nil || !sharingViolation(err) || i == 20 {
+			return f, err
+		}
+		time.Sleep(time.Duration(i+1) * 5 * time.Millisecond)
+	}
 }
 
 // TokenAgent returns the agent a task token names (its client_id). The

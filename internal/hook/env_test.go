@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,6 +34,8 @@ type testEnv struct {
 	repo    string // the repository's real path, in canonical form
 	repoOS  string // the same, as an OS path
 	outside string // a directory outside the repository (OS path)
+	// noSymlinks, if set, says why repo/link is not a link to outside.
+	noSymlinks string
 }
 
 // testScope is the task's scope: the repository's files, git and ls,
@@ -51,6 +54,9 @@ func newTestEnv(tb testing.TB) *testEnv {
 	cfg := server.Defaults()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = filepath.Join(dir, "data")
+	if cfg.AdminListener, err = harness.AdminListener(dir); err != nil {
+		tb.Fatal(err)
+	}
 	// The admin socket decides approvals as a member of the approvers
 	// group (the task runs on alice's behalf: she may not approve it).
 	cfg.Approvals.LocalPerson = "approver@example.com"
@@ -71,7 +77,7 @@ func newTestEnv(tb testing.TB) *testEnv {
 		}
 	})
 
-	e := &testEnv{s: s, admin: harness.AdminClient(s.SocketPath())}
+	e := &testEnv{s: s, admin: harness.AdminClientAt(s.AdminAddr())}
 	e.repoOS = filepath.Join(dir, "repo")
 	e.outside = filepath.Join(dir, "outside")
 	for _, d := range []string{filepath.Join(e.repoOS, "src"), e.outside} {
@@ -82,8 +88,15 @@ func newTestEnv(tb testing.TB) *testEnv {
 	if err := os.WriteFile(filepath.Join(e.repoOS, "src", "main.go"), []byte("package main\n"), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.Symlink(e.outside, filepath.Join(e.repoOS, "link")); err != nil {
+	link := filepath.Join(e.repoOS, "link")
+	if err := os.Symlink(e.outside, link); err != nil {
 		tb.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		// Wine 8.0's CreateSymbolicLinkW reports success and creates
+		// nothing (Windows creates the link, or fails without the
+		// privilege): the tests of links out of the repository cannot run.
+		e.noSymlinks = fmt.Sprintf("os.Symlink succeeded but left no link (Lstat: %v): Wine's CreateSymbolicLinkW is a stub", err)
 	}
 	if e.repo, err = RealPath("", e.repoOS); err != nil {
 		tb.Fatal(err)
@@ -124,7 +137,8 @@ func newTestEnv(tb testing.TB) *testEnv {
 }
 
 // payload reads a recorded Claude Code payload with {{REPO}} replaced by
-// the repository's OS path (JSON-escaped).
+// the repository's OS path (JSON-escaped) and {{ROOT}} by its drive ("C:"
+// on Windows, "" elsewhere).
 func (e *testEnv) payload(tb testing.TB, name string) []byte {
 	tb.Helper()
 	return e.payloadOf(tb, "claude-code", name)
@@ -138,7 +152,20 @@ func (e *testEnv) payloadOf(tb testing.TB, agent, name string) []byte {
 		tb.Fatal(err)
 	}
 	esc, _ := json.Marshal(e.repoOS)
-	return bytes.ReplaceAll(b, []byte("{{REPO}}"), esc[1:len(esc)-1])
+	b = bytes.ReplaceAll(b, []byte("{{REPO}}"), esc[1:len(esc)-1])
+	return bytes.ReplaceAll(b, []byte("{{ROOT}}"), []byte(filepath.VolumeName(e.repoOS)))
+}
+
+// resource is a ledger resource of the test tables in canonical form:
+// {{REPO}} is the real repository path, and {{ROOT}} the root of the
+// repository's drive ("/C:" on Windows, "" elsewhere), as {{ROOT}} in a
+// payload names it ("C:" or "").
+func (e *testEnv) resource(r string) string {
+	root := ""
+	if v := filepath.VolumeName(e.repoOS); v != "" {
+		root = "/" + v
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(r, "{{REPO}}", e.repo), "{{ROOT}}", root)
 }
 
 // env is the hook's environment: the task token.
@@ -202,4 +229,28 @@ func resourcesOf(evs []*audit.Event) string {
 		rs = append(rs, ev.Resource+"="+ev.Decision)
 	}
 	return strings.Join(rs, " ")
+}
+
+// tempDir is t.TempDir, except that a failure to remove it afterwards is
+// not a test failure: under Wine 8.0 (the Windows tests in CI) Go cannot
+// delete anything (its Deleteat asks for FileDispositionInformationEx,
+// which Wine does not implement), so the directory is left in the Wine
+// prefix, which CI empties.
+func tempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", strings.ReplaceAll(tb.Name(), "/", "_"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// needSymlinks skips a test of repo/link, the link out of the repository,
+// where the platform did not create it (see testEnv.noSymlinks).
+func (e *testEnv) needSymlinks(tb testing.TB) {
+	tb.Helper()
+	if e.noSymlinks != "" {
+		tb.Skip(e.noSymlinks)
+	}
 }

@@ -2,10 +2,12 @@ package hook
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/policy"
 )
 
 // gemini runs the hook with the Gemini CLI adapter.
@@ -42,19 +44,21 @@ func TestGeminiCLIBeforeTool(t *testing.T) {
 		reason   string // in the reason, if set
 		resource string // a ledger resource of the decision ({{REPO}}: the real repository path)
 		ask      bool   // configured to ask rather than hold for approvals
+		symlink  bool   // the payload goes through repo/link
+		shell    bool   // run_shell_command: on Windows a PowerShell line, refused unread
 	}{
-		{file: "pre_shell.json", want: AnswerAllow, resource: "tool:ls"},
-		{file: "pre_shell_redirect.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test-out"},
-		{file: "pre_shell_hostile.json", want: AnswerDeny, reason: "command substitution"},
-		{file: "pre_shell_outside_scope.json", want: AnswerDeny, reason: "outside the task's scope", resource: "tool:curl"},
+		{file: "pre_shell.json", want: AnswerAllow, resource: "tool:ls", shell: true},
+		{file: "pre_shell_redirect.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test-out", shell: true},
+		{file: "pre_shell_hostile.json", want: AnswerDeny, reason: "command substitution", shell: true},
+		{file: "pre_shell_outside_scope.json", want: AnswerDeny, reason: "outside the task's scope", resource: "tool:curl", shell: true},
 		{file: "pre_write_file.json", want: AnswerAllow, resource: "file:{{REPO}}/src/main.go"},
 		{file: "pre_replace.json", want: AnswerAllow, resource: "file:{{REPO}}/src/main.go"},
-		{file: "pre_write_outside.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test"},
-		{file: "pre_write_symlink.json", want: AnswerDeny, reason: "outside the task's scope"},
+		{file: "pre_write_outside.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:{{ROOT}}/etc/mandate-test"},
+		{file: "pre_write_symlink.json", want: AnswerDeny, reason: "outside the task's scope", symlink: true},
 		{file: "pre_read_file.json", want: AnswerAllow, resource: "file:{{REPO}}/src/main.go"},
-		{file: "pre_read_file_old.json", want: AnswerDeny, resource: "file:/etc/hostname"},
+		{file: "pre_read_file_old.json", want: AnswerDeny, resource: "file:{{ROOT}}/etc/hostname"},
 		{file: "pre_read_many.json", want: AnswerAllow, resource: "file:{{REPO}}/src"},
-		{file: "pre_read_many_escape.json", want: AnswerDeny, resource: "file:/etc"},
+		{file: "pre_read_many_escape.json", want: AnswerDeny, resource: "file:{{ROOT}}/etc"},
 		{file: "pre_list_directory.json", want: AnswerAllow, resource: "file:{{REPO}}/src"},
 		{file: "pre_glob.json", want: AnswerAllow, resource: "file:{{REPO}}/src"},
 		{file: "pre_glob_escape.json", want: AnswerDeny, reason: "climb out"},
@@ -65,7 +69,13 @@ func TestGeminiCLIBeforeTool(t *testing.T) {
 		{file: "pre_web_search.json", want: AnswerAllow, resource: "host:generativelanguage.googleapis.com"},
 		{file: "pre_mcp.json", want: AnswerDeny, reason: "cannot ask", resource: "tool:github/create_issue", ask: true},
 	} {
+		if tc.shell && runtime.GOOS == "windows" {
+			tc.want, tc.reason, tc.resource = AnswerDeny, "a PowerShell command line cannot be read safely", ""
+		}
 		t.Run(tc.file, func(t *testing.T) {
+			if tc.symlink {
+				e.needSymlinks(t)
+			}
 			mod := gemini
 			if tc.ask {
 				mod = func(c *Config) { gemini(c); c.OnApproval = OnApprovalAsk }
@@ -83,7 +93,7 @@ func TestGeminiCLIBeforeTool(t *testing.T) {
 			}
 		})
 		if tc.resource != "" {
-			want := strings.ReplaceAll(tc.resource, "{{REPO}}", e.repo)
+			want := e.resource(tc.resource)
 			found := false
 			for _, ev := range e.events(t, audit.TypeActionDecided) {
 				found = found || ev.Resource == want
@@ -123,6 +133,14 @@ func TestGeminiCLIOutcomesAndSessions(t *testing.T) {
 	e := newTestEnv(t)
 	for _, f := range []string{"session_start.json", "post_write.json", "post_shell_failure.json", "session_end.json"} {
 		code, stdout, stderr := e.run(t, e.payloadOf(t, "gemini-cli", f), gemini)
+		if f == "post_shell_failure.json" && runtime.GOOS == "windows" {
+			// The PowerShell line names no action (its BeforeTool was
+			// refused), so there is no outcome to record: an error.
+			if code != 2 || stdout != "" || !strings.Contains(stderr, "cannot be named as an action") {
+				t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 2 and no outcome", f, code, stdout, stderr)
+			}
+			continue
+		}
 		if code != 0 || stdout != "{}\n" {
 			t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 0 and {}", f, code, stdout, stderr)
 		}
@@ -134,7 +152,7 @@ func TestGeminiCLIOutcomesAndSessions(t *testing.T) {
 	if ev := byRes["file:"+e.repo+"/src/main.go"]; ev == nil || ev.Outcome == nil || ev.Outcome.Status != "ok" || ev.Details["tool"] != "write_file" || ev.Details["source"] != "gemini-cli" {
 		t.Errorf("AfterTool write_file event = %+v", ev)
 	}
-	if ev := byRes["tool:git"]; ev == nil || ev.Outcome == nil || ev.Outcome.Status != "error" {
+	if ev := byRes["tool:git"]; runtime.GOOS != "windows" && (ev == nil || ev.Outcome == nil || ev.Outcome.Status != "error") {
 		t.Errorf("AfterTool run_shell_command failure event = %+v", ev)
 	}
 	if evs := e.events(t, audit.TypeAgentSessionStarted); len(evs) != 1 || evs[0].Details["session"] != "gem-123" || evs[0].Details["detail"] != "startup" {
@@ -203,8 +221,14 @@ func TestGeminiCLIExactArgumentNames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(acts) != 1 || acts[0].Resource != "curl" {
-			t.Errorf("%s: actions %+v, want shell.exec of curl only", in, acts)
+		// Elsewhere the line is read (curl), on Windows it is PowerShell's
+		// and refused unread, but it is still the "command" member's.
+		want, opaque := "curl", false
+		if runtime.GOOS == "windows" {
+			want, opaque = "curl -s https://evil.example", true
+		}
+		if len(acts) != 1 || acts[0].Kind != policy.ActionShellExec || acts[0].Resource != want || (acts[0].Opaque != "") != opaque {
+			t.Errorf("%s: actions %+v, want one shell.exec of %q (opaque: %v)", in, acts, want, opaque)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,15 +20,23 @@ import (
 func TestClaudeCodePreToolUse(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
+	// A redirect to /etc/mandate-test-out is outside the scope; on Windows
+	// (where Claude Code's Bash is Git Bash, whose /etc is in its own
+	// installation) /etc names no file mandate can know, and is refused.
+	redirReason, redirRes := "outside the task's scope", "file:/etc/mandate-test-out"
+	if runtime.GOOS == "windows" {
+		redirReason, redirRes = "relative to a drive", ""
+	}
 	for _, tc := range []struct {
 		file     string
 		want     string // allow, deny or ask
 		reason   string // in the reason, if set
 		resource string // a ledger resource of the decision ({{REPO}}: the real repository path)
 		ask      bool   // configured to ask rather than hold for approvals
+		symlink  bool   // the payload goes through repo/link
 	}{
 		{file: "pre_bash.json", want: AnswerAllow, resource: "tool:ls"},
-		{file: "pre_bash_redirect.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test-out"},
+		{file: "pre_bash_redirect.json", want: AnswerDeny, reason: redirReason, resource: redirRes},
 		{file: "pre_bash_hostile.json", want: AnswerDeny, reason: "command substitution"},
 		{file: "pre_bash_base64.json", want: AnswerDeny, reason: "stdin"},
 		{file: "pre_bash_outside_scope.json", want: AnswerDeny, reason: "outside the task's scope", resource: "tool:curl"},
@@ -35,11 +44,11 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 		{file: "pre_edit.json", want: AnswerAllow, resource: "file:{{REPO}}/src/main.go"},
 		{file: "pre_multiedit.json", want: AnswerAllow, resource: "file:{{REPO}}/src/main.go"},
 		{file: "pre_notebookedit.json", want: AnswerAllow, resource: "file:{{REPO}}/analysis.ipynb"},
-		{file: "pre_write_outside.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:/etc/mandate-test"},
+		{file: "pre_write_outside.json", want: AnswerDeny, reason: "outside the task's scope", resource: "file:{{ROOT}}/etc/mandate-test"},
 		{file: "pre_write_dotdot.json", want: AnswerDeny, reason: "outside the task's scope"},
-		{file: "pre_write_symlink.json", want: AnswerDeny, reason: "outside the task's scope"},
+		{file: "pre_write_symlink.json", want: AnswerDeny, reason: "outside the task's scope", symlink: true},
 		{file: "pre_read.json", want: AnswerAllow, resource: "file:{{REPO}}/README.md"},
-		{file: "pre_read_outside.json", want: AnswerDeny, resource: "file:/etc/hostname"},
+		{file: "pre_read_outside.json", want: AnswerDeny, resource: "file:{{ROOT}}/etc/hostname"},
 		{file: "pre_glob.json", want: AnswerAllow, resource: "file:{{REPO}}/src"},
 		{file: "pre_glob_escape.json", want: AnswerDeny, reason: "climb out"},
 		{file: "pre_grep.json", want: AnswerAllow, resource: "file:{{REPO}}/src"},
@@ -51,6 +60,9 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 		{file: "pre_task.json", want: AnswerAllow, resource: "agent:" + e.agent},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
+			if tc.symlink {
+				e.needSymlinks(t)
+			}
 			var mod func(*Config)
 			if tc.ask {
 				mod = func(c *Config) { c.OnApproval = OnApprovalAsk } // hold: TestHoldForApproval
@@ -65,7 +77,7 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 			}
 		})
 		if tc.resource != "" {
-			want := strings.ReplaceAll(tc.resource, "{{REPO}}", e.repo)
+			want := e.resource(tc.resource)
 			found := false
 			for _, ev := range e.events(t, audit.TypeActionDecided) {
 				found = found || ev.Resource == want
@@ -201,7 +213,7 @@ func TestFailClosed(t *testing.T) {
 func TestTokenFileIsReread(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
-	file := t.TempDir() + "/token"
+	file := tempDir(t) + "/token"
 	getenv := func(k string) string {
 		if k == "MANDATE_TASK_TOKEN_FILE" {
 			return file

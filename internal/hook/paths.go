@@ -30,6 +30,12 @@ func RealPath(cwd, p string) (string, error) {
 		return "", fmt.Errorf("path %s contains a NUL byte", resource.Quote(p))
 	}
 	if !filepath.IsAbs(p) {
+		// On Windows, `\x` is below the root of the current drive and `C:x`
+		// below drive C's own working directory: neither is below cwd,
+		// and joining either to cwd would name another file.
+		if filepath.VolumeName(p) != "" || os.IsPathSeparator(p[0]) {
+			return "", fmt.Errorf("path %s is relative to a drive, not to the working directory", resource.Quote(p))
+		}
 		if cwd == "" || !filepath.IsAbs(cwd) {
 			return "", fmt.Errorf("relative path %s and no absolute working directory", resource.Quote(p))
 		}

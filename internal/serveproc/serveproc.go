@@ -88,10 +88,19 @@ var (
 	buildErr  error
 )
 
+// BinaryEnv names a mandate binary built beforehand that Binary returns
+// instead of building one: for test binaries that run where there is no
+// go command (CI runs the Windows tests under Wine, built on Linux).
+const BinaryEnv = "MANDATE_TEST_BINARY"
+
 // Binary builds the mandate command once per process, into a temporary
 // directory, and returns its path: for tests that run it as its users do.
+// With $MANDATE_TEST_BINARY set, it is that binary.
 func Binary(tb testing.TB) string {
 	tb.Helper()
+	if bin := os.Getenv(BinaryEnv); bin != "" {
+		return bin
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "mandate-bin-")
 		if err != nil {

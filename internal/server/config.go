@@ -19,7 +19,7 @@ import (
 )
 
 // Config is everything a mandate server is configured with. Every field
-// except Logger is a configuration key (see Keys) that can be set in the
+// except Logger and AdminListener is a configuration key (see Keys) that can be set in the
 // YAML file, by a MANDATE_* environment variable or by a flag; LoadConfig
 // builds a Config from those sources and New completes and validates it.
 type Config struct {
@@ -65,6 +65,13 @@ type Config struct {
 	// configuration key: the command that runs the server builds it from
 	// Log (see NewLogger).
 	Logger *slog.Logger
+	// AdminListener, when set, is where the admin API is served instead of
+	// <DataDir>/admin.sock, which is then not created (nor checked for
+	// another server on the data directory). It is not a configuration
+	// key: only a program that embeds the server sets it, the tests on a
+	// platform without AF_UNIX sockets (Wine). Whoever can connect to it
+	// is a local admin, as on the socket. Close (or a New that fails) closes it.
+	AdminListener net.Listener
 }
 
 // TLSConfig names the main listener's certificate and key (PEM files).

@@ -105,7 +105,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, sock: cfg.AdminListener}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -117,8 +117,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	// The socket first: it tells us whether another server owns this data
 	// directory before we touch its store.
-	if s.sock, err = listenSocket(SocketPath(cfg.DataDir)); err != nil {
-		return nil, err
+	if s.sock == nil {
+		if s.sock, err = listenSocket(SocketPath(cfg.DataDir)); err != nil {
+			return nil, err
+		}
 	}
 	var unsealable func(error) error
 	if s.sealer, unsealable, err = openSealer(&cfg); err != nil {
@@ -312,6 +314,10 @@ func (s *Server) PublicURL() string { return s.publicURL }
 // SocketPath returns the admin socket's path.
 func (s *Server) SocketPath() string { return SocketPath(s.cfg.DataDir) }
 
+// AdminAddr returns the address the admin API is served on: the admin
+// socket's, or Config.AdminListener's.
+func (s *Server) AdminAddr() net.Addr { return s.sock.Addr() }
+
 // Run serves until ctx ends or a subsystem fails, then shuts down
 // gracefully (in-flight requests get up to shutdownTimeout) and releases
 // everything New acquired. It returns nil after a shutdown caused by ctx.
@@ -371,7 +377,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.Join(append(errs, mcpErr, egressErr)...)
 	})
 	s.log.Info("mandate serving", "listen", s.tcp.Addr().String(), "public_url", s.publicURL,
-		"admin_socket", s.SocketPath(), "store", redactDSN(s.cfg.Store), "trust_domain", s.cfg.TrustDomain,
+		"admin_socket", s.AdminAddr().String(), "store", redactDSN(s.cfg.Store), "trust_domain", s.cfg.TrustDomain,
 		"tls", s.cfg.TLS.Enabled())
 	err := g.Wait()
 	if err != nil {
