@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/syntax"
@@ -95,13 +96,24 @@ func ReadShell(line string) ShellReading {
 	if len(line) > MaxShellLine {
 		return ShellReading{Opaque: fmt.Sprintf("the command line is longer than %d bytes", MaxShellLine)}
 	}
+	if !utf8.ValidString(line) || strings.ContainsRune(line, 0) {
+		return ShellReading{Opaque: "the command line is not valid UTF-8 or holds a NUL byte (which the shell would not see)"}
+	}
 	r := &shellReader{}
 	if err := r.read(line, 0); err != nil {
 		return ShellReading{Opaque: err.Error()}
 	}
 	if r.changesDir {
-		for _, p := range append(append(r.programs(), r.out.Writes...), r.out.Reads...) {
-			if strings.Contains(p, "/") && !strings.HasPrefix(p, "/") {
+		// A program named by a relative path, or any relative file (a
+		// bare name too), is relative to a directory the line chose.
+		files := append(append([]string{}, r.out.Writes...), r.out.Reads...)
+		for _, p := range r.programs() {
+			if strings.Contains(p, "/") {
+				files = append(files, p)
+			}
+		}
+		for _, p := range files {
+			if !strings.HasPrefix(p, "/") {
 				return ShellReading{Opaque: "the command line changes directory and then uses the relative path " + resource.Quote(p)}
 			}
 		}
@@ -290,6 +302,9 @@ func (r *shellReader) call(c *syntax.CallExpr, src string, depth int) error {
 		if shells[base] {
 			return r.shell(args[1:], src, depth)
 		}
+		if err := r.operands(base, args[1:]); err != nil {
+			return err
+		}
 		next, err := wrapped(base, args[1:], src)
 		if err != nil {
 			return err
@@ -376,6 +391,182 @@ var wrappers = map[string]struct {
 	"chroot":     {"--userspec --groups", 1},
 	"unbuffer":   {"", 0},
 	"caffeinate": {"-t -w", 0},
+}
+
+// fileCommand describes a program whose operands name files it writes
+// (or reads): values are its options taking a separate value.
+type fileCommand struct {
+	values string
+	// last: only the last operand (or -t DIR) is written; the others
+	// are read (sources "read": cp, install), written too (sources
+	// "write": mv removes them) or not opened (ln).
+	last    bool
+	sources string
+}
+
+var fileCommands = map[string]fileCommand{
+	"tee":      {},
+	"touch":    {values: "-r -d -t --reference --date"},
+	"truncate": {values: "-s -r --size --reference"},
+	"mkdir":    {values: "-m --mode"},
+	"rmdir":    {},
+	"rm":       {},
+	"unlink":   {},
+	"shred":    {values: "-n -s --iterations --size --random-source"},
+	"mkfifo":   {values: "-m --mode"},
+	"cp":       {values: "-t -S --target-directory --suffix", last: true, sources: "read"},
+	"mv":       {values: "-t -S --target-directory --suffix", last: true, sources: "write"},
+	"ln":       {values: "-t -S --target-directory --suffix", last: true},
+	"install":  {values: "-m -o -g -t -S --mode --owner --group --target-directory --suffix", last: true, sources: "read"},
+}
+
+// operands records the files a program's operands name when the program
+// is one that writes files: tee, touch, truncate, mkdir, rmdir, rm,
+// unlink, shred, mkfifo, cp, mv, ln, install, dd (of=, if=) and sed -i.
+// An operand that is not a literal is opaque. It also notes the wrappers
+// that change the working directory (env -C, sudo -D).
+func (r *shellReader) operands(base string, args []*syntax.Word) error {
+	lits := make([]string, 0, len(args))
+	for _, w := range args {
+		v, ok := literal(w)
+		if !ok {
+			if _, fc := fileCommands[base]; fc || base == "dd" || base == "sed" {
+				return errOpaque(base + " names a file with a word that is not a literal (globs, variables, a tilde)")
+			}
+			return nil // other programs: their arguments are theirs
+		}
+		lits = append(lits, v)
+	}
+	switch base {
+	case "read", "getopts", "unset", "printf":
+		for i, a := range lits {
+			if base == "printf" && (i == 0 || lits[i-1] != "-v") {
+				continue // printf assigns only the name after -v
+			}
+			if dangerousVar(a) {
+				return errOpaque(base + " " + a + " changes how programs are found or started")
+			}
+		}
+		return nil
+	case "env", "sudo":
+		for _, a := range lits {
+			if a == "-C" || a == "-D" || strings.HasPrefix(a, "--chdir") || base == "env" && strings.HasPrefix(a, "-C") || base == "sudo" && strings.HasPrefix(a, "-D") {
+				r.changesDir = true
+			}
+		}
+		return nil
+	case "dd":
+		for _, a := range lits {
+			if v, ok := strings.CutPrefix(a, "of="); ok {
+				r.out.Writes = append(r.out.Writes, v)
+			} else if v, ok := strings.CutPrefix(a, "if="); ok {
+				r.out.Reads = append(r.out.Reads, v)
+			}
+		}
+		return nil
+	case "sed":
+		return r.sedOperands(lits)
+	}
+	fc, ok := fileCommands[base]
+	if !ok {
+		return nil
+	}
+	values := strings.Fields(fc.values)
+	var ops []string
+	target := ""
+	dirs := false // install -d: every operand is a directory made
+	for i := 0; i < len(lits); i++ {
+		a := lits[i]
+		switch {
+		case a == "--":
+			ops = append(ops, lits[i+1:]...)
+			i = len(lits)
+		case fc.last && (a == "-t" || a == "--target-directory") && i+1 < len(lits):
+			target = lits[i+1]
+			i++
+		case fc.last && strings.HasPrefix(a, "--target-directory="):
+			target = strings.TrimPrefix(a, "--target-directory=")
+		case base == "install" && a == "-d" || base == "install" && a == "--directory":
+			dirs = true
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			for _, v := range values {
+				if a == v {
+					i++
+					break
+				}
+			}
+		default:
+			ops = append(ops, a)
+		}
+	}
+	switch {
+	case !fc.last || dirs:
+		r.out.Writes = append(r.out.Writes, ops...)
+	case target != "":
+		r.out.Writes = append(r.out.Writes, target)
+		r.sources(fc, ops)
+	case base == "ln" && len(ops) == 1:
+		r.out.Writes = append(r.out.Writes, path.Base(ops[0])) // a link in the working directory
+	case len(ops) > 0:
+		r.out.Writes = append(r.out.Writes, ops[len(ops)-1])
+		r.sources(fc, ops[:len(ops)-1])
+	}
+	return nil
+}
+
+// sources records the source operands of cp, mv and install.
+func (r *shellReader) sources(fc fileCommand, ops []string) {
+	switch fc.sources {
+	case "write":
+		r.out.Writes = append(r.out.Writes, ops...)
+	case "read":
+		r.out.Reads = append(r.out.Reads, ops...)
+	}
+}
+
+// sedOperands records the files sed -i edits in place: its operands after
+// the script (the first operand, unless -e or -f gives it).
+func (r *shellReader) sedOperands(lits []string) error {
+	inPlace, script := false, false
+	var ops []string
+	for i := 0; i < len(lits); i++ {
+		a := lits[i]
+		switch {
+		case a == "--":
+			ops = append(ops, lits[i+1:]...)
+			i = len(lits)
+		case a == "-e" || a == "-f" || a == "--expression" || a == "--file":
+			script = true
+			i++
+		case a == "-l" || a == "--line-length":
+			i++
+		case strings.HasPrefix(a, "--expression=") || strings.HasPrefix(a, "--file="):
+			script = true
+		case a == "--in-place" || strings.HasPrefix(a, "--in-place="):
+			inPlace = true
+		case strings.HasPrefix(a, "-i"):
+			inPlace = true // -i[SUFFIX]
+		case strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(a) > 1:
+			if strings.ContainsAny(a, "i") {
+				inPlace = true
+			}
+			if strings.ContainsAny(a, "ef") {
+				script = true // -ne SCRIPT: the value is the next word
+				i++
+			}
+		case strings.HasPrefix(a, "--"):
+		default:
+			ops = append(ops, a)
+		}
+	}
+	if !inPlace {
+		return nil
+	}
+	if !script && len(ops) > 0 {
+		ops = ops[1:]
+	}
+	r.out.Writes = append(r.out.Writes, ops...)
+	return nil
 }
 
 // wrapped returns what a wrapper command runs, nil if nothing (or it is
