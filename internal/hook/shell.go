@@ -67,15 +67,30 @@ var opaqueBuiltins = map[string]string{
 	"readarray": "readarray may run a callback",
 }
 
-// dangerousVars change how the shell finds or starts programs.
+// dangerousVar reports the variables that change how the shell finds or
+// starts programs, or what a program it starts runs.
 func dangerousVar(name string) bool {
 	switch name {
 	case "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
 		"BASH_LOADABLES_PATH", "EXECIGNORE", "BASH_XTRACEFD":
 		return true
+	// Variables through which git, pagers, editors and interpreters run a
+	// command or load code that the line does not show.
+	case "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_PAGER", "GIT_ASKPASS",
+		"GIT_EXTERNAL_DIFF", "GIT_EXEC_PATH", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR", "GIT_DIR", "GIT_WORK_TREE",
+		"SSH_ASKPASS", "SUDO_ASKPASS", "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "MANPAGER",
+		"NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB":
+		return true
 	}
-	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "BASH_FUNC_")
+	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "BASH_FUNC_") ||
+		strings.HasPrefix(name, "GIT_CONFIG")
 }
+
+// gitRunsConfig are the parts of git configuration keys (lowercase) that
+// name a command git runs or code it loads: `git -c core.sshCommand=…`
+// runs what the line does not name as a program.
+var gitRunsConfig = []string{"sshcommand", "pager", "editor", "fsmonitor", "hookspath", "alias.", "external",
+	"command", "helper", "filter.", "textconv", "program", "askpass", "exec", "proxy", "ssh", "hook", "tool", "include"}
 
 // ReadShell reads a bash command line as the shell would and returns the
 // programs it starts: every simple command of its pipelines, lists,
@@ -433,11 +448,16 @@ func (r *shellReader) operands(base string, args []*syntax.Word) error {
 			if _, fc := fileCommands[base]; fc || base == "dd" || base == "sed" {
 				return errOpaque(base + " names a file with a word that is not a literal (globs, variables, a tilde)")
 			}
+			if base == "git" && (len(lits) == 0 || strings.HasPrefix(lits[len(lits)-1], "-")) {
+				return errOpaque("git with an option or subcommand that is not a literal")
+			}
 			return nil // other programs: their arguments are theirs
 		}
 		lits = append(lits, v)
 	}
 	switch base {
+	case "git":
+		return gitOptions(lits)
 	case "read", "getopts", "unset", "printf":
 		for i, a := range lits {
 			if base == "printf" && (i == 0 || lits[i-1] != "-v") {
@@ -510,6 +530,35 @@ func (r *shellReader) operands(base string, args []*syntax.Word) error {
 	case len(ops) > 0:
 		r.out.Writes = append(r.out.Writes, ops[len(ops)-1])
 		r.sources(fc, ops[:len(ops)-1])
+	}
+	return nil
+}
+
+// gitOptions refuses git's global options that make it run a command
+// the line does not name: -c and --config-env with a key that runs one,
+// --exec-path=DIR.
+func gitOptions(lits []string) error {
+	for i, a := range lits {
+		if !strings.HasPrefix(a, "-") {
+			return nil // the subcommand: its arguments are its own
+		}
+		key := ""
+		switch {
+		case (a == "-c" || a == "--config-env") && i+1 < len(lits):
+			key = lits[i+1]
+		case strings.HasPrefix(a, "--config-env="):
+			key = strings.TrimPrefix(a, "--config-env=")
+		case strings.HasPrefix(a, "-c") && len(a) > 2:
+			key = a[2:]
+		case strings.HasPrefix(a, "--exec-path="):
+			return errOpaque("git --exec-path runs git commands from another directory")
+		}
+		key, _, _ = strings.Cut(strings.ToLower(key), "=")
+		for _, part := range gitRunsConfig {
+			if strings.Contains(key, part) {
+				return errOpaque("git -c " + key + " makes git run a command the line does not name")
+			}
+		}
 	}
 	return nil
 }
