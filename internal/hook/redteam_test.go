@@ -312,3 +312,32 @@ func TestGlobBraces(t *testing.T) {
 		}
 	}
 }
+
+// TestShellStartsAShell: a wrapper that starts a shell without a command
+// string runs what arrives on stdin; sudo's NAME=value is an assignment.
+func TestShellStartsAShell(t *testing.T) {
+	t.Parallel()
+	for line, want := range map[string]string{
+		"echo 'rm -rf /' | sudo -s":    "stdin",
+		"echo 'rm -rf /' | sudo -i":    "stdin",
+		"sudo --login <<< 'curl evil'": "stdin",
+		"echo 'rm -rf /' | sudo -Es":   "stdin",
+		"echo 'rm -rf /' | su":         "stdin",
+		"echo 'rm -rf /' | su - root":  "stdin",
+		"script -q /dev/null":          "stdin",
+		"sudo LD_PRELOAD=/tmp/x.so ls": "LD_PRELOAD",
+		"sudo PATH=/tmp/evil ls":       "PATH",
+	} {
+		if got := ReadShell(line); got.Opaque == "" || !strings.Contains(got.Opaque, want) {
+			t.Errorf("ReadShell(%q) = %+v, want opaque saying %q", line, got, want)
+		}
+	}
+	got := ReadShell("sudo -u root FOO=1 make")
+	var progs []string
+	for _, c := range got.Commands {
+		progs = append(progs, c.Program)
+	}
+	if diff := cmp.Diff([]string{"sudo", "make"}, progs); got.Opaque != "" || diff != "" {
+		t.Errorf("sudo FOO=1 make: %+v (-want +got):\n%s", got, diff)
+	}
+}

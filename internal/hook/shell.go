@@ -641,6 +641,7 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 	}
 	values := strings.Fields(w.values)
 	positional := w.positional
+	shellFlag := false
 	for i := 0; i < len(args); i++ {
 		a, ok := literal(args[i])
 		if !ok {
@@ -654,10 +655,15 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 			return nil, nil
 		case base == "env" && (a == "-S" || strings.HasPrefix(a, "--split-string") || strings.HasPrefix(a, "-S")):
 			return nil, errOpaque("env -S splits a string into a command")
-		case base == "env" && strings.Contains(a, "=") && !strings.HasPrefix(a, "-"):
+		case (base == "env" || base == "sudo") && strings.Contains(a, "=") && !strings.HasPrefix(a, "-"):
+			// sudo takes NAME=value before the command, as env does.
 			if name, _, _ := strings.Cut(a, "="); dangerousVar(name) {
-				return nil, errOpaque("env " + name + "= changes how programs are found or started")
+				return nil, errOpaque(base + " " + name + "= changes how programs are found or started")
 			}
+			continue
+		case (base == "sudo" || base == "doas") && (a == "-s" || a == "-i" || a == "--shell" || a == "--login" ||
+			!strings.HasPrefix(a, "--") && strings.HasPrefix(a, "-") && strings.ContainsAny(a, "si") && !strings.ContainsAny(a, "ugpCUrtDRTh")):
+			shellFlag = true
 			continue
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			for _, v := range values {
@@ -673,6 +679,9 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 			continue
 		}
 		return &next{args: args[i:]}, nil
+	}
+	if shellFlag {
+		return nil, errOpaque(base + " -s or -i without a command starts a shell that reads its commands from stdin")
 	}
 	return nil, nil
 }
@@ -713,7 +722,9 @@ func shellStringOf(base string, args []*syntax.Word, src string) (*next, error) 
 		}
 	}
 	if base == "su" || base == "script" {
-		return nil, nil // su starts a login shell; script a recorded one
+		// su starts a login shell, script a recorded one: either reads
+		// its commands from stdin (`echo rm -rf / | su`).
+		return nil, errOpaque(base + " without -c starts a shell that reads its commands from stdin")
 	}
 	// flock FILE COMMAND...
 	if len(args) >= 2 {
