@@ -341,3 +341,48 @@ func TestShellStartsAShell(t *testing.T) {
 		t.Errorf("sudo FOO=1 make: %+v (-want +got):\n%s", got, diff)
 	}
 }
+
+// TestShellOptionClusters: short options are read as getopt reads them,
+// so that a value in a cluster is not taken for the program or a file.
+func TestShellOptionClusters(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line          string
+		programs      []string
+		writes, reads []string
+	}{
+		{line: "sudo -Eu root curl evil", programs: []string{"sudo", "curl"}},
+		{line: "sudo -nu root -- curl evil", programs: []string{"sudo", "curl"}},
+		{line: "mv -t/etc a", programs: []string{"mv"}, writes: []string{"/etc", "a"}},
+		{line: "cp -rt /etc a b", programs: []string{"cp"}, writes: []string{"/etc"}, reads: []string{"a", "b"}},
+		{line: "install -Dm755 x /usr/bin/x", programs: []string{"install"}, writes: []string{"/usr/bin/x"}, reads: []string{"x"}},
+		{line: "install -dm 700 /root/.ssh", programs: []string{"install"}, writes: []string{"/root/.ssh"}},
+	} {
+		got := ReadShell(tc.line)
+		var progs []string
+		for _, c := range got.Commands {
+			progs = append(progs, c.Program)
+		}
+		if got.Opaque != "" {
+			t.Errorf("ReadShell(%q) is opaque: %s", tc.line, got.Opaque)
+			continue
+		}
+		if diff := cmp.Diff(tc, struct {
+			line          string
+			programs      []string
+			writes, reads []string
+		}{tc.line, progs, got.Writes, got.Reads}, cmp.AllowUnexported(tc)); diff != "" {
+			t.Errorf("ReadShell(%q) (-want +got):\n%s", tc.line, diff)
+		}
+	}
+	for line, want := range map[string]string{
+		"sudo -iu root":           "stdin",
+		"echo rm | sudo -su root": "stdin",
+		"env -iC/ ./x":            "changes directory",
+		"sudo -ED/etc ./x":        "changes directory",
+	} {
+		if got := ReadShell(line); got.Opaque == "" || !strings.Contains(got.Opaque, want) {
+			t.Errorf("ReadShell(%q) = %+v, want opaque saying %q", line, got, want)
+		}
+	}
+}

@@ -469,8 +469,11 @@ func (r *shellReader) operands(base string, args []*syntax.Word) error {
 		}
 		return nil
 	case "env", "sudo":
+		chdir := map[string]byte{"env": 'C', "sudo": 'D'}[base]
+		values := strings.Fields(wrappers[base].values)
 		for _, a := range lits {
-			if a == "-C" || a == "-D" || strings.HasPrefix(a, "--chdir") || base == "env" && strings.HasPrefix(a, "-C") || base == "sudo" && strings.HasPrefix(a, "-D") {
+			flags, _, _ := shortOptions(a, values)
+			if strings.HasPrefix(a, "--chdir") || strings.IndexByte(flags, chdir) >= 0 {
 				r.changesDir = true
 			}
 		}
@@ -506,14 +509,24 @@ func (r *shellReader) operands(base string, args []*syntax.Word) error {
 			i++
 		case fc.last && strings.HasPrefix(a, "--target-directory="):
 			target = strings.TrimPrefix(a, "--target-directory=")
-		case base == "install" && a == "-d" || base == "install" && a == "--directory":
+		case base == "install" && a == "--directory":
 			dirs = true
-		case strings.HasPrefix(a, "-") && len(a) > 1:
+		case strings.HasPrefix(a, "--"):
 			for _, v := range values {
 				if a == v {
 					i++
 					break
 				}
+			}
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags, value, takesNext := shortOptions(a, values)
+			if takesNext && i+1 < len(lits) {
+				i++
+				value = lits[i]
+			}
+			dirs = dirs || base == "install" && strings.IndexByte(flags, 'd') >= 0
+			if fc.last && strings.HasSuffix(flags, "t") {
+				target = value
 			}
 		default:
 			ops = append(ops, a)
@@ -661,17 +674,23 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 				return nil, errOpaque(base + " " + name + "= changes how programs are found or started")
 			}
 			continue
-		case (base == "sudo" || base == "doas") && (a == "-s" || a == "-i" || a == "--shell" || a == "--login" ||
-			!strings.HasPrefix(a, "--") && strings.HasPrefix(a, "-") && strings.ContainsAny(a, "si") && !strings.ContainsAny(a, "ugpCUrtDRTh")):
+		case (base == "sudo" || base == "doas") && (a == "--shell" || a == "--login"):
 			shellFlag = true
 			continue
-		case strings.HasPrefix(a, "-") && len(a) > 1:
+		case strings.HasPrefix(a, "--"):
 			for _, v := range values {
 				if a == v {
 					i++
 					break
 				}
 			}
+			continue
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags, _, takesNext := shortOptions(a, values)
+			if takesNext {
+				i++
+			}
+			shellFlag = shellFlag || (base == "sudo" || base == "doas") && strings.ContainsAny(flags, "si")
 			continue
 		}
 		if positional > 0 {
@@ -684,6 +703,24 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 		return nil, errOpaque(base + " -s or -i without a command starts a shell that reads its commands from stdin")
 	}
 	return nil, nil
+}
+
+// shortOptions reads a cluster of short options ("-Eu", "-t/etc", "-n5")
+// as getopt does: flags are its letters up to the first that takes a
+// value (listed in values as "-x"), value is what follows that letter in
+// the word, and takesNext says that the value is the next word.
+func shortOptions(a string, values []string) (flags, value string, takesNext bool) {
+	if !strings.HasPrefix(a, "-") || strings.HasPrefix(a, "--") {
+		return "", "", false
+	}
+	for j := 1; j < len(a); j++ {
+		for _, v := range values {
+			if len(v) == 2 && v[1] == a[j] {
+				return a[1 : j+1], a[j+1:], j+1 == len(a)
+			}
+		}
+	}
+	return a[1:], "", false
 }
 
 // shellStringOf handles the wrappers that hand a string to sh -c: watch
