@@ -49,6 +49,11 @@ func (ClaudeCode) Parse(raw []byte) (*Event, error) {
 	if err := decodeEvent(raw, &in); err != nil {
 		return nil, err
 	}
+	// encoding/json matched "Tool_Name" to tool_name and kept the last of
+	// two: an event whose member names are not distinct is refused.
+	if err := distinctKeys("hook event", raw); err != nil {
+		return nil, err
+	}
 	ev := &Event{Name: in.HookEventName, Session: in.SessionID, ToolUseID: in.ToolUseID, Cwd: in.Cwd, Tool: in.ToolName, Raw: &in}
 	switch in.HookEventName {
 	case "PreToolUse":
@@ -224,7 +229,7 @@ func globRoot(pattern string) (string, error) {
 	for i, s := range segs {
 		if strings.ContainsAny(s, "*?[{") {
 			for _, t := range segs[i:] {
-				if t == ".." {
+				if strings.Contains(t, "..") { // "..", or one inside braces: {a,../..}
 					return "", errors.New("a \"..\" after a wildcard can climb out of the pattern's root")
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/syntax"
@@ -66,15 +67,30 @@ var opaqueBuiltins = map[string]string{
 	"readarray": "readarray may run a callback",
 }
 
-// dangerousVars change how the shell finds or starts programs.
+// dangerousVar reports the variables that change how the shell finds or
+// starts programs, or what a program it starts runs.
 func dangerousVar(name string) bool {
 	switch name {
 	case "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
 		"BASH_LOADABLES_PATH", "EXECIGNORE", "BASH_XTRACEFD":
 		return true
+	// Variables through which git, pagers, editors and interpreters run a
+	// command or load code that the line does not show.
+	case "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_PAGER", "GIT_ASKPASS",
+		"GIT_EXTERNAL_DIFF", "GIT_EXEC_PATH", "GIT_PROXY_COMMAND", "GIT_TEMPLATE_DIR", "GIT_DIR", "GIT_WORK_TREE",
+		"SSH_ASKPASS", "SUDO_ASKPASS", "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "MANPAGER",
+		"NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB":
+		return true
 	}
-	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "BASH_FUNC_")
+	return strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "BASH_FUNC_") ||
+		strings.HasPrefix(name, "GIT_CONFIG")
 }
+
+// gitRunsConfig are the parts of git configuration keys (lowercase) that
+// name a command git runs or code it loads: `git -c core.sshCommand=…`
+// runs what the line does not name as a program.
+var gitRunsConfig = []string{"sshcommand", "pager", "editor", "fsmonitor", "hookspath", "alias.", "external",
+	"command", "helper", "filter.", "textconv", "program", "askpass", "exec", "proxy", "ssh", "hook", "tool", "include"}
 
 // ReadShell reads a bash command line as the shell would and returns the
 // programs it starts: every simple command of its pipelines, lists,
@@ -95,13 +111,24 @@ func ReadShell(line string) ShellReading {
 	if len(line) > MaxShellLine {
 		return ShellReading{Opaque: fmt.Sprintf("the command line is longer than %d bytes", MaxShellLine)}
 	}
+	if !utf8.ValidString(line) || strings.ContainsRune(line, 0) {
+		return ShellReading{Opaque: "the command line is not valid UTF-8 or holds a NUL byte (which the shell would not see)"}
+	}
 	r := &shellReader{}
 	if err := r.read(line, 0); err != nil {
 		return ShellReading{Opaque: err.Error()}
 	}
 	if r.changesDir {
-		for _, p := range append(append(r.programs(), r.out.Writes...), r.out.Reads...) {
-			if strings.Contains(p, "/") && !strings.HasPrefix(p, "/") {
+		// A program named by a relative path, or any relative file (a
+		// bare name too), is relative to a directory the line chose.
+		files := append(append([]string{}, r.out.Writes...), r.out.Reads...)
+		for _, p := range r.programs() {
+			if strings.Contains(p, "/") {
+				files = append(files, p)
+			}
+		}
+		for _, p := range files {
+			if !strings.HasPrefix(p, "/") {
 				return ShellReading{Opaque: "the command line changes directory and then uses the relative path " + resource.Quote(p)}
 			}
 		}
@@ -290,6 +317,9 @@ func (r *shellReader) call(c *syntax.CallExpr, src string, depth int) error {
 		if shells[base] {
 			return r.shell(args[1:], src, depth)
 		}
+		if err := r.operands(base, args[1:]); err != nil {
+			return err
+		}
 		next, err := wrapped(base, args[1:], src)
 		if err != nil {
 			return err
@@ -378,6 +408,229 @@ var wrappers = map[string]struct {
 	"caffeinate": {"-t -w", 0},
 }
 
+// fileCommand describes a program whose operands name files it writes
+// (or reads): values are its options taking a separate value.
+type fileCommand struct {
+	values string
+	// last: only the last operand (or -t DIR) is written; the others
+	// are read (sources "read": cp, install), written too (sources
+	// "write": mv removes them) or not opened (ln).
+	last    bool
+	sources string
+}
+
+var fileCommands = map[string]fileCommand{
+	"tee":      {},
+	"touch":    {values: "-r -d -t --reference --date"},
+	"truncate": {values: "-s -r --size --reference"},
+	"mkdir":    {values: "-m --mode"},
+	"rmdir":    {},
+	"rm":       {},
+	"unlink":   {},
+	"shred":    {values: "-n -s --iterations --size --random-source"},
+	"mkfifo":   {values: "-m --mode"},
+	"cp":       {values: "-t -S --target-directory --suffix", last: true, sources: "read"},
+	"mv":       {values: "-t -S --target-directory --suffix", last: true, sources: "write"},
+	"ln":       {values: "-t -S --target-directory --suffix", last: true},
+	"install":  {values: "-m -o -g -t -S --mode --owner --group --target-directory --suffix", last: true, sources: "read"},
+}
+
+// operands records the files a program's operands name when the program
+// is one that writes files: tee, touch, truncate, mkdir, rmdir, rm,
+// unlink, shred, mkfifo, cp, mv, ln, install, dd (of=, if=) and sed -i.
+// An operand that is not a literal is opaque. It also notes the wrappers
+// that change the working directory (env -C, sudo -D).
+func (r *shellReader) operands(base string, args []*syntax.Word) error {
+	lits := make([]string, 0, len(args))
+	for _, w := range args {
+		v, ok := literal(w)
+		if !ok {
+			if _, fc := fileCommands[base]; fc || base == "dd" || base == "sed" {
+				return errOpaque(base + " names a file with a word that is not a literal (globs, variables, a tilde)")
+			}
+			if base == "git" && (len(lits) == 0 || strings.HasPrefix(lits[len(lits)-1], "-")) {
+				return errOpaque("git with an option or subcommand that is not a literal")
+			}
+			return nil // other programs: their arguments are theirs
+		}
+		lits = append(lits, v)
+	}
+	switch base {
+	case "git":
+		return gitOptions(lits)
+	case "read", "getopts", "unset", "printf":
+		for i, a := range lits {
+			if base == "printf" && (i == 0 || lits[i-1] != "-v") {
+				continue // printf assigns only the name after -v
+			}
+			if dangerousVar(a) {
+				return errOpaque(base + " " + a + " changes how programs are found or started")
+			}
+		}
+		return nil
+	case "env", "sudo":
+		chdir := map[string]byte{"env": 'C', "sudo": 'D'}[base]
+		values := strings.Fields(wrappers[base].values)
+		for _, a := range lits {
+			flags, _, _ := shortOptions(a, values)
+			if strings.HasPrefix(a, "--chdir") || strings.IndexByte(flags, chdir) >= 0 {
+				r.changesDir = true
+			}
+		}
+		return nil
+	case "dd":
+		for _, a := range lits {
+			if v, ok := strings.CutPrefix(a, "of="); ok {
+				r.out.Writes = append(r.out.Writes, v)
+			} else if v, ok := strings.CutPrefix(a, "if="); ok {
+				r.out.Reads = append(r.out.Reads, v)
+			}
+		}
+		return nil
+	case "sed":
+		return r.sedOperands(lits)
+	}
+	fc, ok := fileCommands[base]
+	if !ok {
+		return nil
+	}
+	values := strings.Fields(fc.values)
+	var ops []string
+	target := ""
+	dirs := false // install -d: every operand is a directory made
+	for i := 0; i < len(lits); i++ {
+		a := lits[i]
+		switch {
+		case a == "--":
+			ops = append(ops, lits[i+1:]...)
+			i = len(lits)
+		case fc.last && (a == "-t" || a == "--target-directory") && i+1 < len(lits):
+			target = lits[i+1]
+			i++
+		case fc.last && strings.HasPrefix(a, "--target-directory="):
+			target = strings.TrimPrefix(a, "--target-directory=")
+		case base == "install" && a == "--directory":
+			dirs = true
+		case strings.HasPrefix(a, "--"):
+			for _, v := range values {
+				if a == v {
+					i++
+					break
+				}
+			}
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags, value, takesNext := shortOptions(a, values)
+			if takesNext && i+1 < len(lits) {
+				i++
+				value = lits[i]
+			}
+			dirs = dirs || base == "install" && strings.IndexByte(flags, 'd') >= 0
+			if fc.last && strings.HasSuffix(flags, "t") {
+				target = value
+			}
+		default:
+			ops = append(ops, a)
+		}
+	}
+	switch {
+	case !fc.last || dirs:
+		r.out.Writes = append(r.out.Writes, ops...)
+	case target != "":
+		r.out.Writes = append(r.out.Writes, target)
+		r.sources(fc, ops)
+	case base == "ln" && len(ops) == 1:
+		r.out.Writes = append(r.out.Writes, path.Base(ops[0])) // a link in the working directory
+	case len(ops) > 0:
+		r.out.Writes = append(r.out.Writes, ops[len(ops)-1])
+		r.sources(fc, ops[:len(ops)-1])
+	}
+	return nil
+}
+
+// gitOptions refuses git's global options that make it run a command
+// the line does not name: -c and --config-env with a key that runs one,
+// --exec-path=DIR.
+func gitOptions(lits []string) error {
+	for i, a := range lits {
+		if !strings.HasPrefix(a, "-") {
+			return nil // the subcommand: its arguments are its own
+		}
+		key := ""
+		switch {
+		case (a == "-c" || a == "--config-env") && i+1 < len(lits):
+			key = lits[i+1]
+		case strings.HasPrefix(a, "--config-env="):
+			key = strings.TrimPrefix(a, "--config-env=")
+		case strings.HasPrefix(a, "-c") && len(a) > 2:
+			key = a[2:]
+		case strings.HasPrefix(a, "--exec-path="):
+			return errOpaque("git --exec-path runs git commands from another directory")
+		}
+		key, _, _ = strings.Cut(strings.ToLower(key), "=")
+		for _, part := range gitRunsConfig {
+			if strings.Contains(key, part) {
+				return errOpaque("git -c " + key + " makes git run a command the line does not name")
+			}
+		}
+	}
+	return nil
+}
+
+// sources records the source operands of cp, mv and install.
+func (r *shellReader) sources(fc fileCommand, ops []string) {
+	switch fc.sources {
+	case "write":
+		r.out.Writes = append(r.out.Writes, ops...)
+	case "read":
+		r.out.Reads = append(r.out.Reads, ops...)
+	}
+}
+
+// sedOperands records the files sed -i edits in place: its operands after
+// the script (the first operand, unless -e or -f gives it).
+func (r *shellReader) sedOperands(lits []string) error {
+	inPlace, script := false, false
+	var ops []string
+	for i := 0; i < len(lits); i++ {
+		a := lits[i]
+		switch {
+		case a == "--":
+			ops = append(ops, lits[i+1:]...)
+			i = len(lits)
+		case a == "-e" || a == "-f" || a == "--expression" || a == "--file":
+			script = true
+			i++
+		case a == "-l" || a == "--line-length":
+			i++
+		case strings.HasPrefix(a, "--expression=") || strings.HasPrefix(a, "--file="):
+			script = true
+		case a == "--in-place" || strings.HasPrefix(a, "--in-place="):
+			inPlace = true
+		case strings.HasPrefix(a, "-i"):
+			inPlace = true // -i[SUFFIX]
+		case strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(a) > 1:
+			if strings.ContainsAny(a, "i") {
+				inPlace = true
+			}
+			if strings.ContainsAny(a, "ef") {
+				script = true // -ne SCRIPT: the value is the next word
+				i++
+			}
+		case strings.HasPrefix(a, "--"):
+		default:
+			ops = append(ops, a)
+		}
+	}
+	if !inPlace {
+		return nil
+	}
+	if !script && len(ops) > 0 {
+		ops = ops[1:]
+	}
+	r.out.Writes = append(r.out.Writes, ops...)
+	return nil
+}
+
 // wrapped returns what a wrapper command runs, nil if nothing (or it is
 // not a wrapper).
 func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
@@ -401,6 +654,7 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 	}
 	values := strings.Fields(w.values)
 	positional := w.positional
+	shellFlag := false
 	for i := 0; i < len(args); i++ {
 		a, ok := literal(args[i])
 		if !ok {
@@ -414,18 +668,29 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 			return nil, nil
 		case base == "env" && (a == "-S" || strings.HasPrefix(a, "--split-string") || strings.HasPrefix(a, "-S")):
 			return nil, errOpaque("env -S splits a string into a command")
-		case base == "env" && strings.Contains(a, "=") && !strings.HasPrefix(a, "-"):
+		case (base == "env" || base == "sudo") && strings.Contains(a, "=") && !strings.HasPrefix(a, "-"):
+			// sudo takes NAME=value before the command, as env does.
 			if name, _, _ := strings.Cut(a, "="); dangerousVar(name) {
-				return nil, errOpaque("env " + name + "= changes how programs are found or started")
+				return nil, errOpaque(base + " " + name + "= changes how programs are found or started")
 			}
 			continue
-		case strings.HasPrefix(a, "-") && len(a) > 1:
+		case (base == "sudo" || base == "doas") && (a == "--shell" || a == "--login"):
+			shellFlag = true
+			continue
+		case strings.HasPrefix(a, "--"):
 			for _, v := range values {
 				if a == v {
 					i++
 					break
 				}
 			}
+			continue
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags, _, takesNext := shortOptions(a, values)
+			if takesNext {
+				i++
+			}
+			shellFlag = shellFlag || (base == "sudo" || base == "doas") && strings.ContainsAny(flags, "si")
 			continue
 		}
 		if positional > 0 {
@@ -434,7 +699,28 @@ func wrapped(base string, args []*syntax.Word, src string) (*next, error) {
 		}
 		return &next{args: args[i:]}, nil
 	}
+	if shellFlag {
+		return nil, errOpaque(base + " -s or -i without a command starts a shell that reads its commands from stdin")
+	}
 	return nil, nil
+}
+
+// shortOptions reads a cluster of short options ("-Eu", "-t/etc", "-n5")
+// as getopt does: flags are its letters up to the first that takes a
+// value (listed in values as "-x"), value is what follows that letter in
+// the word, and takesNext says that the value is the next word.
+func shortOptions(a string, values []string) (flags, value string, takesNext bool) {
+	if !strings.HasPrefix(a, "-") || strings.HasPrefix(a, "--") {
+		return "", "", false
+	}
+	for j := 1; j < len(a); j++ {
+		for _, v := range values {
+			if len(v) == 2 && v[1] == a[j] {
+				return a[1 : j+1], a[j+1:], j+1 == len(a)
+			}
+		}
+	}
+	return a[1:], "", false
 }
 
 // shellStringOf handles the wrappers that hand a string to sh -c: watch
@@ -473,7 +759,9 @@ func shellStringOf(base string, args []*syntax.Word, src string) (*next, error) 
 		}
 	}
 	if base == "su" || base == "script" {
-		return nil, nil // su starts a login shell; script a recorded one
+		// su starts a login shell, script a recorded one: either reads
+		// its commands from stdin (`echo rm -rf / | su`).
+		return nil, errOpaque(base + " without -c starts a shell that reads its commands from stdin")
 	}
 	// flock FILE COMMAND...
 	if len(args) >= 2 {
