@@ -115,6 +115,8 @@ type Gateway struct {
 	// scrubs are the values injected for each task, scrubbed from every
 	// response to it.
 	scrubs scrubs
+	// leases are the deliveries of live leases, reused by requests.
+	leases leaseCache
 	// sessions resumes TLS sessions with intercepted hosts.
 	sessions tls.ClientSessionCache
 }
