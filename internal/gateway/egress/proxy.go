@@ -164,6 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnContext:       withConnAuth,
 		// HTTP/1.1 only: CONNECT tunnels are hijacked connections.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
