@@ -94,7 +94,7 @@ func modifyResponse(resp *http.Response) error {
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return fmt.Errorf("%w (Content-Encoding: %s)", errUnscrubbable, truncate(ce, 32))
 	}
-	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer)
+	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer, resp.ContentLength)
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	return nil
