@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/internal/audit"
@@ -95,6 +96,9 @@ type Broker struct {
 
 	mu         sync.Mutex
 	unrecorded []audit.Event // revocation events the ledger could not take yet
+
+	// changes counts the changes to secrets and leases (Changes).
+	changes atomic.Uint64
 }
 
 // New returns a Broker, filling defaults.
@@ -125,6 +129,13 @@ func New(cfg Config) (*Broker, error) {
 }
 
 func (b *Broker) now() time.Time { return b.cfg.Now().UTC() }
+
+// Changes is a counter that moves after every change this broker makes
+// to a secret (put, rotate, remove) or ends a lease (revoked, expired,
+// failed): a holder of leased values, such as the egress proxy's lease
+// cache, reuses them only while it has not moved. It moves once the
+// change is stored.
+func (b *Broker) Changes() uint64 { return b.changes.Load() }
 
 // PutRequest is the input to Put. Value is required when the secret is
 // created, optional when it is replaced (nil keeps the value).
@@ -197,6 +208,7 @@ func (b *Broker) Put(ctx context.Context, actor string, req PutRequest) (s *Secr
 	if err := b.record(ctx, ev); err != nil {
 		return nil, false, err
 	}
+	defer b.changes.Add(1)
 	if cur == nil {
 		return s, true, b.cfg.Store.CreateSecret(ctx, s, sealed)
 	}
@@ -228,6 +240,7 @@ func (b *Broker) Rotate(ctx context.Context, actor, name string, value []byte) (
 	if err := b.record(ctx, b.secretEvent(TypeSecretRotated, actor, &s, value)); err != nil {
 		return nil, err
 	}
+	defer b.changes.Add(1)
 	if err := b.cfg.Store.UpdateSecret(ctx, &s, sealed, cur.Version); err != nil {
 		return nil, err
 	}
@@ -251,6 +264,7 @@ func (b *Broker) Remove(ctx context.Context, actor, name string) error {
 	if err != nil {
 		return err
 	}
+	defer b.changes.Add(1)
 	pending := 0
 	for _, l := range leases {
 		if !b.revoke(ctx, l, LeaseRevoked, "its secret was removed by "+actor) {

@@ -56,6 +56,7 @@ func (b *Broker) revoke(ctx context.Context, l *Lease, to LeaseStatus, reason st
 	if from.Final() {
 		return true
 	}
+	defer b.changes.Add(1)
 	now := b.now()
 	u := *l
 	if u.EndedAt.IsZero() {

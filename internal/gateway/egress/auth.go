@@ -1,10 +1,12 @@
 package egress
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -65,7 +67,7 @@ func proxyCredential(h http.Header) (token.Presentation, error) {
 // authenticate authenticates the task of r for act, answering 407 (the
 // pipeline has recorded the refusal) or 503 itself when it cannot.
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, act access.Action) (access.Subject, bool) {
-	pres, err := proxyCredential(r.Header)
+	pres, err := connCredential(r)
 	if err != nil {
 		// Recorded, a missing credential too: a proxy client sends its
 		// credential up front, and every attempt to get out is evidence.
@@ -87,6 +89,44 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, act acces
 		unavailable(w, g.log, err)
 	}
 	return access.Subject{}, false
+}
+
+// connAuth remembers the last Proxy-Authorization header read on a
+// client connection and what proxyCredential made of it: a kept-alive
+// client sends the same header with every request, and reading it
+// (base64, then token.FromHeader) is a pure function of its bytes. Only
+// the reading is remembered — the token is verified (signature cache,
+// expiry, revocation) by the pipeline on every request. A connection's
+// requests are served one at a time, so it needs no lock.
+type connAuth struct {
+	header string
+	pres   token.Presentation
+}
+
+type connAuthKey struct{}
+
+// withConnAuth gives a client connection's context its connAuth
+// (http.Server.ConnContext).
+func withConnAuth(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connAuthKey{}, &connAuth{})
+}
+
+// connCredential is proxyCredential(r.Header), read once per header
+// value on a connection.
+func connCredential(r *http.Request) (token.Presentation, error) {
+	ca, _ := r.Context().Value(connAuthKey{}).(*connAuth)
+	vs := r.Header["Proxy-Authorization"]
+	if ca != nil && len(vs) == 1 && ca.header != "" && vs[0] == ca.header {
+		return ca.pres, nil
+	}
+	pres, err := proxyCredential(r.Header)
+	if ca != nil {
+		ca.header, ca.pres = "", token.Presentation{}
+		if err == nil {
+			ca.header, ca.pres = vs[0], pres
+		}
+	}
+	return pres, err
 }
 
 // proxyAuthRequired answers 407 with the proxy's Basic challenge.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
@@ -46,6 +47,35 @@ func (g *Gateway) recordOutcome(ctx context.Context, subj access.Subject, act ac
 	if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
 		g.log.Error("audit record of an outcome failed", "err", err, "request_id", act.RequestID)
 	}
+}
+
+// maxOutcomesInFlight bounds the outcomes recorded after their request
+// was answered (recordOutcomeAfter); past it, a request waits for its own.
+const maxOutcomesInFlight = 1024
+
+// outcomes are the outcome records of answered requests still being
+// written.
+type outcomes struct {
+	slots chan struct{}
+	wg    sync.WaitGroup
+}
+
+// recordOutcomeAfter records the outcome of a request whose response is
+// complete once the handler returns: the request itself was recorded
+// (its decision, any injection) before it was sent, and the outcome is
+// written without holding up the end of a chunked response or the next
+// request on the connection. Shutdown waits for every one.
+func (g *Gateway) recordOutcomeAfter(ctx context.Context, subj access.Subject, act access.Action, out audit.Outcome, details map[string]string) {
+	select {
+	case g.outcomes.slots <- struct{}{}:
+	default:
+		g.recordOutcome(ctx, subj, act, out, details)
+		return
+	}
+	g.outcomes.wg.Go(func() {
+		defer func() { <-g.outcomes.slots }()
+		g.recordOutcome(ctx, subj, act, out, details)
+	})
 }
 
 func (g *Gateway) event(subj access.Subject, act access.Action, typ audit.Type) audit.Event {

@@ -32,7 +32,8 @@ type exchangeKey struct{}
 // them, and X-Forwarded-* are not passed on), after replacing the
 // placeholders of secrets delivered to its host (inject); the response
 // is scrubbed of every value injected for the task. The outcome is
-// recorded once the response is flushed to the client.
+// recorded once the response is flushed to the client, without holding
+// up its end (recordOutcomeAfter).
 func (g *Gateway) forward(fw *httputil.ReverseProxy, w http.ResponseWriter, r *http.Request, subj access.Subject, act access.Action, t *target, start time.Time) {
 	if !g.inject(w, r, subj, act, t) {
 		return
@@ -58,7 +59,7 @@ func (g *Gateway) forward(fw *httputil.ReverseProxy, w http.ResponseWriter, r *h
 	if body != nil {
 		details["bytes_sent"] = strconv.FormatInt(body.n, 10)
 	}
-	g.recordOutcome(r.Context(), subj, act, out, details)
+	g.recordOutcomeAfter(r.Context(), subj, act, out, details)
 }
 
 // rewrite makes the upstream request from the canonical target alone:
@@ -93,7 +94,7 @@ func modifyResponse(resp *http.Response) error {
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return fmt.Errorf("%w (Content-Encoding: %s)", errUnscrubbable, truncate(ce, 32))
 	}
-	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer)
+	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer, resp.ContentLength)
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	return nil

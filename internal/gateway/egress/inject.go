@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
@@ -24,6 +25,10 @@ type Secrets interface {
 	// deliver to host, else the error wraps secrets.ErrNotDeliverable)
 	// and returns one Delivery per secret.
 	LeaseForHost(ctx context.Context, taskID task.ID, host string, names []secrets.Name) ([]secrets.Delivery, error)
+	// Changes is a counter that moves after every change to a secret and
+	// the end of every lease: the proxy reuses a delivery (leaseCache)
+	// only while it has not moved.
+	Changes() uint64
 }
 
 // Digester is the ledger's keyed digest of a value (audit.Redactor).
@@ -136,7 +141,9 @@ func (g *Gateway) inject(w http.ResponseWriter, r *http.Request, subj access.Sub
 		g.refusePlaceholders(w, r, subj, act, names, http.StatusForbidden, "the egress proxy delivers no secrets (no broker configured)")
 		return false
 	}
-	ds, err := g.cfg.Secrets.LeaseForHost(r.Context(), subj.Task, t.resource, names)
+	agents := agentsOf(subj)
+	active := func() bool { return g.cfg.Pipeline.Active(subj.Task, agents) }
+	ds, err := g.leases.get(r.Context(), g.cfg.Secrets, active, subj.Task, t.resource, names, time.Now())
 	switch {
 	case err == nil:
 	case errors.Is(err, audit.ErrUnavailable), errors.Is(err, fault.ErrUnavailable):
@@ -156,7 +163,7 @@ func (g *Gateway) inject(w http.ResponseWriter, r *http.Request, subj access.Sub
 				fmt.Sprintf("secret %s cannot be injected: %s", d.Lease.Secret, reason))
 			return false
 		}
-		if !g.scrubs.add(subj.Task, agentsOf(subj), string(d.Lease.Secret), v) {
+		if !g.scrubs.add(subj.Task, agents, string(d.Lease.Secret), v) {
 			g.refusePlaceholders(w, r, subj, act, []secrets.Name{d.Lease.Secret}, http.StatusForbidden,
 				fmt.Sprintf("the task has had %d secret values injected; no more", maxScrubbedPerTask))
 			return false

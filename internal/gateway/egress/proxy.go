@@ -115,6 +115,10 @@ type Gateway struct {
 	// scrubs are the values injected for each task, scrubbed from every
 	// response to it.
 	scrubs scrubs
+	// leases are the deliveries of live leases, reused by requests.
+	leases leaseCache
+	// outcomes are the outcome records still being written.
+	outcomes outcomes
 	// sessions resumes TLS sessions with intercepted hosts.
 	sessions tls.ClientSessionCache
 }
@@ -142,7 +146,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, addrs: addressPolicy{allow: cfg.AllowPrivate},
 		dialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}, idPrefix: rand.Text()[:10],
-		sessions: tls.NewLRUClientSessionCache(256)}
+		sessions: tls.NewLRUClientSessionCache(256), outcomes: outcomes{slots: make(chan struct{}, maxOutcomesInFlight)}}
 	g.transport = &http.Transport{
 		// Never another proxy from the environment: the proxy connects
 		// to the addresses it checked.
@@ -162,6 +166,7 @@ func New(cfg Config) (*Gateway, error) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnContext:       withConnAuth,
 		// HTTP/1.1 only: CONNECT tunnels are hijacked connections.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -180,8 +185,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting requests, waits (up to ctx) for the requests
-// in flight, then closes the open tunnels and waits for their outcomes
-// to be recorded.
+// in flight, then closes the open tunnels and waits for every outcome to
+// be recorded.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	if err != nil {
@@ -189,6 +194,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.tunnels.closeAll("shutdown")
 	g.tunnels.wait()
+	g.outcomes.wg.Wait()
 	g.transport.CloseIdleConnections()
 	return err
 }

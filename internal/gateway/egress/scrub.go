@@ -132,8 +132,14 @@ type scrubReader struct {
 	err     error
 }
 
-func (s *scrubber) reader(src io.ReadCloser, trailer *http.Header) *scrubReader {
-	return &scrubReader{s: s, src: src, trailer: trailer}
+// reader returns src scrubbed; length is the body's length if known
+// (else -1): a short body gets a buffer of its size, not scrubChunk.
+func (s *scrubber) reader(src io.ReadCloser, trailer *http.Header, length int64) *scrubReader {
+	r := &scrubReader{s: s, src: src, trailer: trailer}
+	if length >= 0 && length < scrubChunk {
+		r.buf = make([]byte, max(length+1, 512))
+	}
+	return r
 }
 
 func (r *scrubReader) Read(p []byte) (int, error) {
