@@ -133,6 +133,15 @@ func TestCursorOutcomes(t *testing.T) {
 	e := newTestEnv(t)
 	for _, f := range []string{"post_edit.json", "post_shell.json", "post_mcp.json"} {
 		code, stdout, stderr := e.run(t, e.payloadOf(t, "cursor", f), cursor)
+		if f == "post_shell.json" && runtime.GOOS == "windows" {
+			// The PowerShell line names no action (its
+			// beforeShellExecution was refused), so there is no outcome
+			// to record: an error.
+			if code != ExitBlock || stdout != "" || !strings.Contains(stderr, "cannot be named as an action") {
+				t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 2 and no outcome", f, code, stdout, stderr)
+			}
+			continue
+		}
 		if code != 0 || stdout != "{}\n" {
 			t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 0 and {}", f, code, stdout, stderr)
 		}
@@ -162,8 +171,12 @@ func TestCursorFailClosed(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
 	good := e.payloadOf(t, "cursor", "pre_shell.json")
+	root := "/" // a workspace root that is absolute here
+	if runtime.GOOS == "windows" {
+		root = "C:/"
+	}
 	ev := func(members string) []byte {
-		return []byte(`{"conversation_id":"c","generation_id":"g","workspace_roots":["/"],` + members + `}`)
+		return []byte(`{"conversation_id":"c","generation_id":"g","workspace_roots":["` + root + `"],` + strings.ReplaceAll(members, "{{ROOT}}", root) + `}`)
 	}
 	for _, tc := range []struct {
 		name   string
@@ -184,16 +197,16 @@ func TestCursorFailClosed(t *testing.T) {
 		{"empty cwd", e.payloadOf(t, "cursor", "pre_shell_empty_cwd.json"), "cwd is missing"},
 		{"no cwd", ev(`"hook_event_name":"beforeShellExecution","command":"ls"`), "cwd is missing"},
 		{"relative cwd", ev(`"hook_event_name":"beforeShellExecution","command":"ls","cwd":"repo"`), "not an absolute path"},
-		{"command not a string", ev(`"hook_event_name":"beforeShellExecution","command":["rm","-rf","/"],"cwd":"/"`), "not a string"},
-		{"command only in another case", ev(`"hook_event_name":"beforeShellExecution","Command":"ls","cwd":"/"`), "command is missing"},
+		{"command not a string", ev(`"hook_event_name":"beforeShellExecution","command":["rm","-rf","/"],"cwd":"{{ROOT}}"`), "not a string"},
+		{"command only in another case", ev(`"hook_event_name":"beforeShellExecution","Command":"ls","cwd":"{{ROOT}}"`), "command is missing"},
 		{"MCP tool_input a list", e.payloadOf(t, "cursor", "pre_mcp_bad_input.json"), "neither an object"},
 		{"MCP tool_input a string of a list", e.payloadOf(t, "cursor", "pre_mcp_string_not_object.json"), "not one JSON object"},
 		{"MCP tool_input missing", ev(`"hook_event_name":"beforeMCPExecution","tool_name":"x","url":"https://github/mcp"`), "tool_input is missing"},
 		{"MCP tool_name missing", ev(`"hook_event_name":"beforeMCPExecution","tool_input":{},"url":"https://github/mcp"`), "tool_name is missing"},
 		{"no workspace root", []byte(`{"conversation_id":"c","hook_event_name":"beforeReadFile","file_path":"/etc/hostname"}`), "workspace_roots is missing"},
 		{"attachment under two names", e.payloadOf(t, "cursor", "pre_read_attachment_alias.json"), "ambiguous"},
-		{"attachments not a list", ev(`"hook_event_name":"beforeReadFile","file_path":"/a","attachments":{"file_path":"/etc/shadow"}`), "not a list"},
-		{"attachment without a path", ev(`"hook_event_name":"beforeReadFile","file_path":"/a","attachments":[{"type":"file"}]`), "names no file_path"},
+		{"attachments not a list", ev(`"hook_event_name":"beforeReadFile","file_path":"{{ROOT}}a","attachments":{"file_path":"{{ROOT}}etc/shadow"}`), "not a list"},
+		{"attachment without a path", ev(`"hook_event_name":"beforeReadFile","file_path":"{{ROOT}}a","attachments":[{"type":"file"}]`), "names no file_path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := e.run(t, tc.in, cursor)
