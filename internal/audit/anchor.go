@@ -30,6 +30,14 @@ import (
 // continue the anchored ledger.
 var ErrAnchorMismatch = errors.New("the store does not continue the anchored ledger")
 
+// ErrRolledBack is returned (wrapped, with the sizes) by every append,
+// checkpoint and read of the tree head once the store holds fewer events
+// than this ledger has already seen in it: events were removed behind
+// mandate's back, or an older copy of the database was put in place while
+// it ran. The ledger never carries on from the shorter tree, which would
+// append, sign and anchor a second history over the removed one.
+var ErrRolledBack = errors.New("the audit ledger's store holds fewer events than this ledger recorded")
+
 // Anchor is a checkpoint read from an anchor file.
 type Anchor struct {
 	Origin string

@@ -221,11 +221,18 @@ func verifierKey(skey string) (string, error) {
 	return note.NewEd25519VerifierKey(name, ed25519Public(seed))
 }
 
-// load reads the tree size and the frontier hashes from the store.
+// load reads the tree size and the frontier hashes from the store. It
+// refuses a tree smaller than the one already loaded (ErrRolledBack).
 func (l *Ledger) load(ctx context.Context) error {
 	st, err := l.store.LedgerState(ctx)
 	if err != nil {
 		return fmt.Errorf("audit: load ledger: %w", err)
+	}
+	if st.Size < l.size {
+		// Another writer on the store can only make the tree grow.
+		return fmt.Errorf("%w: the store has %d events, this ledger recorded %d: events %d to %d were removed behind mandate's back, "+
+			"or an older copy of the database was put in place; nothing more is recorded until the server is restarted on the right store",
+			ErrRolledBack, st.Size, l.size, st.Size+1, l.size)
 	}
 	fr := make(map[int64]tlog.Hash)
 	for _, idx := range frontierIndexes(st.Size) {
