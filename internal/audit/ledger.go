@@ -109,6 +109,7 @@ type Ledger struct {
 	amu      sync.Mutex
 	anchored int64       // the size of the checkpoint last written to AnchorFile
 	anchorCP *Checkpoint // that checkpoint
+	signed   *Checkpoint // the largest checkpoint this ledger signed or stood by, kept outside the store
 
 	// Group commit. A caller whose event is queued either sees it
 	// committed by another caller, or takes the token (a one-slot

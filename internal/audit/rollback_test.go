@@ -3,12 +3,14 @@ package audit_test
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/seal/sealtest"
 )
 
 // TestLedgerRefusesRollbackUnderIt removes the newest events from the
@@ -74,4 +76,48 @@ func TestLedgerRefusesRollbackUnderIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyChecksTheCheckpointsKeptOutsideTheStore rewrites the newest
+// events, recomputes every tree hash and deletes the checkpoints that
+// covered the old ones: the store alone is a consistent ledger of the
+// same size. The checkpoint the ledger signed last, which it keeps in
+// memory and in its anchor file, must still expose the rewrite — in this
+// process, and in a new one that only has the anchor file.
+func TestVerifyChecksTheCheckpointsKeptOutsideTheStore(t *testing.T) {
+	t.Parallel()
+	anchor := filepath.Join(t.TempDir(), "ledger.anchor")
+	e := newEnv(t, audit.LedgerConfig{AnchorFile: anchor})
+	e.fill(t, 6)
+	if _, err := e.ledger.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.fill(t, 6)
+	if _, err := e.ledger.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `UPDATE events SET data = CAST(replace(CAST(data AS TEXT), 'f9.go', 'f9-evil.go') AS BLOB) WHERE seq = 10`)
+	rehash(t, e)
+	e.exec(t, `DELETE FROM ledger_checkpoints WHERE size > 6`)
+	check := func(t *testing.T, l *audit.Ledger) {
+		t.Helper()
+		rep, err := l.Verify(t.Context())
+		if err != nil {
+			t.Fatalf("Verify() = %v", err)
+		}
+		if rep.OK() {
+			t.Fatalf("Verify() after rewriting event 10 and deleting checkpoint 12 = OK, want a problem")
+		}
+		if rep.FirstBadSeq != 7 || !strings.Contains(fmt.Sprint(rep.Problems), "do not hash to this signed checkpoint's root") {
+			t.Errorf("Verify() = first bad seq %d, problems %v; want seq 7, against the checkpoint of size 12", rep.FirstBadSeq, rep.Problems)
+		}
+	}
+	t.Run("this process", func(t *testing.T) { check(t, e.ledger) })
+	t.Run("a new process with the anchor file", func(t *testing.T) {
+		l, err := audit.NewLedger(t.Context(), audit.LedgerConfig{Store: e.db, Sealer: sealtest.Keyring(), AnchorFile: anchor, CheckpointInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, l)
+	})
 }

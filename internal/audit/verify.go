@@ -352,6 +352,14 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 		}
 		cps = append(cps, c)
 	}
+	// A larger one may have been signed since Head; a tree shorter than
+	// one this ledger signed is ErrRolledBack, and the anchor file's is
+	// checked against the store at every start.
+	for _, c := range l.outsideCheckpoints(rep) {
+		if c.Size <= size {
+			cps = append(cps, c)
+		}
+	}
 	set := newCheckpointSet(rep, cps)
 	sr := l.storeReader(ctx)
 	// Checkpoints inside the pruned prefix are checked against the stored
