@@ -75,7 +75,7 @@ func checkText(s string) error {
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
 			return fmt.Errorf("%w: byte %d is a control character", ErrNotCanonical, i)
 		case r < utf8.RuneSelf:
-		case unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp):
+		case unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029': // format, line and paragraph separators
 			return fmt.Errorf("%w: byte %d is %U, an invisible format or line-breaking character", ErrNotCanonical, i, r)
 		case isLookalike(r) || foldsToSyntax(s[i:]):
 			return fmt.Errorf("%w: byte %d is %U, which looks like \"/\", \"\\\", \".\" or \"%%\"", ErrNotCanonical, i, r)
