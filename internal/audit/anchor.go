@@ -30,6 +30,14 @@ import (
 // continue the anchored ledger.
 var ErrAnchorMismatch = errors.New("the store does not continue the anchored ledger")
 
+// ErrRolledBack is returned (wrapped, with the sizes) by every append,
+// checkpoint and read of the tree head once the store holds fewer events
+// than this ledger has already seen in it: events were removed behind
+// mandate's back, or an older copy of the database was put in place while
+// it ran. The ledger never carries on from the shorter tree, which would
+// append, sign and anchor a second history over the removed one.
+var ErrRolledBack = errors.New("the audit ledger's store holds fewer events than this ledger recorded")
+
 // Anchor is a checkpoint read from an anchor file.
 type Anchor struct {
 	Origin string
@@ -178,15 +186,19 @@ func (l *Ledger) CheckAnchor(ctx context.Context, a *Anchor) error {
 	return nil
 }
 
-// anchor rewrites the anchor file with cp unless it already holds a
+// anchor remembers cp as the largest checkpoint signed (for Verify), and
+// rewrites the anchor file with cp unless it already holds a
 // checkpoint at least as large. A failure is logged and retried at the
 // next checkpoint: the checkpoint itself is stored either way.
 func (l *Ledger) anchor(cp *Checkpoint) {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	if l.signed == nil || cp.Size > l.signed.Size {
+		l.signed = cp
+	}
 	if l.cfg.AnchorFile == "" {
 		return
 	}
-	l.amu.Lock()
-	defer l.amu.Unlock()
 	if cp.Size <= l.anchored {
 		return
 	}
@@ -204,4 +216,34 @@ func (l *Ledger) Anchored() *Checkpoint {
 	l.amu.Lock()
 	defer l.amu.Unlock()
 	return l.anchorCP
+}
+
+// outsideCheckpoints returns the checkpoints this ledger holds outside its
+// store: the largest one it signed since it was opened, and the one in its
+// anchor file. A store rewritten together with its stored checkpoints
+// still has to match them. An anchor file that does not parse or is not
+// signed by the current key (it may predate a key change; the start
+// checks it strictly) is only noted.
+func (l *Ledger) outsideCheckpoints(rep *Report) []*Checkpoint {
+	var out []*Checkpoint
+	l.amu.Lock()
+	if l.signed != nil {
+		out = append(out, l.signed)
+	}
+	l.amu.Unlock()
+	if l.cfg.AnchorFile == "" {
+		return out
+	}
+	a, err := ReadAnchor(l.cfg.AnchorFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return out
+	}
+	if err == nil {
+		var c *Checkpoint
+		if c, err = parseCheckpoint(a.Note, l.verifier); err == nil {
+			return append(out, c)
+		}
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("the anchor file %s was not checked: %v", l.cfg.AnchorFile, err))
+	return out
 }

@@ -109,6 +109,7 @@ type Ledger struct {
 	amu      sync.Mutex
 	anchored int64       // the size of the checkpoint last written to AnchorFile
 	anchorCP *Checkpoint // that checkpoint
+	signed   *Checkpoint // the largest checkpoint this ledger signed or stood by, kept outside the store
 
 	// Group commit. A caller whose event is queued either sees it
 	// committed by another caller, or takes the token (a one-slot
@@ -221,11 +222,18 @@ func verifierKey(skey string) (string, error) {
 	return note.NewEd25519VerifierKey(name, ed25519Public(seed))
 }
 
-// load reads the tree size and the frontier hashes from the store.
+// load reads the tree size and the frontier hashes from the store. It
+// refuses a tree smaller than the one already loaded (ErrRolledBack).
 func (l *Ledger) load(ctx context.Context) error {
 	st, err := l.store.LedgerState(ctx)
 	if err != nil {
 		return fmt.Errorf("audit: load ledger: %w", err)
+	}
+	if st.Size < l.size {
+		// Another writer on the store can only make the tree grow.
+		return fmt.Errorf("%w: the store has %d events, this ledger recorded %d: events %d to %d were removed behind mandate's back, "+
+			"or an older copy of the database was put in place; nothing more is recorded until the server is restarted on the right store",
+			ErrRolledBack, st.Size, l.size, st.Size+1, l.size)
 	}
 	fr := make(map[int64]tlog.Hash)
 	for _, idx := range frontierIndexes(st.Size) {

@@ -308,9 +308,13 @@ func VerifyExport(r io.Reader, checkpoints [][]byte, vkey string) (*Report, erro
 // recomputed from the leaves, every checkpoint's signature and root, and
 // consistency between consecutive checkpoints (tlog.ProveTree and
 // CheckTree). It reports deleted, edited, swapped and forged rows by seq.
+//
+// A store holding fewer events than this ledger recorded (ErrRolledBack)
+// is a problem at the first missing seq; what it still holds is checked.
 func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 	size, _, err := l.Head(ctx)
-	if err != nil {
+	rolledBack := errors.Is(err, ErrRolledBack)
+	if err != nil && !rolledBack {
 		return nil, err
 	}
 	st, err := l.store.LedgerState(ctx)
@@ -318,6 +322,12 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{TreeSize: size, PrunedThrough: st.PrunedThrough}
+	if rolledBack {
+		size = st.Size
+		rep.problem(Problem{Seq: size + 1, Message: fmt.Sprintf(
+			"events %d to %d were removed: this server recorded them, but the store now ends at %d (deleted behind mandate's back, or an older copy of the database was put in place)",
+			size+1, rep.TreeSize, size)})
+	}
 	if st.PrunedThrough > 0 {
 		note := fmt.Sprintf("events 1 to %d were pruned: their tree hashes were checked against the checkpoints, the events themselves cannot be", st.PrunedThrough)
 		if l.cfg.Retention == 0 {
@@ -341,6 +351,14 @@ func (l *Ledger) Verify(ctx context.Context) (*Report, error) {
 			continue
 		}
 		cps = append(cps, c)
+	}
+	// A larger one may have been signed since Head; a tree shorter than
+	// one this ledger signed is ErrRolledBack, and the anchor file's is
+	// checked against the store at every start.
+	for _, c := range l.outsideCheckpoints(rep) {
+		if c.Size <= size {
+			cps = append(cps, c)
+		}
 	}
 	set := newCheckpointSet(rep, cps)
 	sr := l.storeReader(ctx)

@@ -10,15 +10,18 @@
 package resource
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 // MaxLen is the longest resource accepted, in bytes.
@@ -59,8 +62,9 @@ func Check(action, resource string) error {
 	return fmt.Errorf("%w: unknown action %s", ErrNotCanonical, Quote(action))
 }
 
-// checkText refuses invalid UTF-8, control characters (NUL included) and
-// characters that look like "/" or "." but are not.
+// checkText refuses invalid UTF-8, control characters (NUL included),
+// format and separator characters, and characters that look like "/",
+// "\\", "." or "%" but are not.
 func checkText(s string) error {
 	for i, r := range s {
 		switch {
@@ -70,33 +74,39 @@ func checkText(s string) error {
 			}
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
 			return fmt.Errorf("%w: byte %d is a control character", ErrNotCanonical, i)
-		case isLookalike(r):
-			return fmt.Errorf("%w: byte %d is %U, which looks like \"/\", \"\\\" or \".\"", ErrNotCanonical, i, r)
+		case r < utf8.RuneSelf:
+		case unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029': // format, line and paragraph separators
+			return fmt.Errorf("%w: byte %d is %U, an invisible format or line-breaking character", ErrNotCanonical, i, r)
+		case isLookalike(r) || foldsToSyntax(s[i:]):
+			return fmt.Errorf("%w: byte %d is %U, which looks like \"/\", \"\\\", \".\" or \"%%\"", ErrNotCanonical, i, r)
 		}
 	}
 	return nil
 }
 
 // isLookalike reports the characters that render like a path separator
-// or a dot: a reader (or a later normaliser, NFKC maps several of them to
-// "/" and ".") would see a different path from the one matched.
+// without being one and without a compatibility decomposition that says
+// so (foldsToSyntax catches those).
 func isLookalike(r rune) bool {
 	switch r {
-	case '\uff0f', // FULLWIDTH SOLIDUS
-		'\u2215',                                         // DIVISION SLASH
-		'\u2044',                                         // FRACTION SLASH
-		'\u29f8',                                         // BIG SOLIDUS
-		'\uff3c',                                         // FULLWIDTH REVERSE SOLIDUS
-		'\u2216',                                         // SET MINUS
-		'\u2024',                                         // ONE DOT LEADER
-		'\u2025',                                         // TWO DOT LEADER
-		'\u2026',                                         // HORIZONTAL ELLIPSIS
-		'\uff0e',                                         // FULLWIDTH FULL STOP
-		'\ufe52',                                         // SMALL FULL STOP
-		'\u200b', '\u200c', '\u200d', '\u2060', '\ufeff': // invisible
+	case '\u2215', // DIVISION SLASH
+		'\u2044', // FRACTION SLASH
+		'\u29f8', // BIG SOLIDUS
+		'\u2216': // SET MINUS
 		return true
 	}
 	return false
+}
+
+// foldsToSyntax reports whether the character at the start of s has a
+// compatibility form (NFKC) holding a "/", "\\", "." or "%": U+FF0F
+// FULLWIDTH SOLIDUS, U+FE30 PRESENTATION FORM FOR VERTICAL TWO DOT LEADER
+// (".."), U+2100 ACCOUNT OF ("a/c"), U+FE68 SMALL REVERSE SOLIDUS, U+FF05
+// FULLWIDTH PERCENT SIGN and the rest. A reader, or a later normaliser,
+// would see a different path from the one matched. A rule rather than a
+// list: every such character is refused, not the ones someone thought of.
+func foldsToSyntax(s string) bool {
+	return bytes.ContainsAny(norm.NFKC.PropertiesString(s).Decomposition(), `/\.%`)
 }
 
 // CheckPath reports whether p is a canonical file path: absolute ("/"

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // checkCases are canonical and refused resources of every type, each
@@ -37,6 +40,14 @@ var checkCases = []struct {
 	{"fullwidth solidus", "file.write", "/repo/src/..\uff0f..\uff0fetc", "U+FF0F"},
 	{"fullwidth full stop", "file.write", "/repo/src/\uff0e\uff0e/etc", "U+FF0E"},
 	{"zero-width space", "file.write", "/repo/src/\u200b../etc", "U+200B"},
+	{"vertical two dot leader", "file.write", "/repo/src/\ufe30/\ufe30/etc/passwd", "U+FE30"},
+	{"vertical ellipsis", "file.write", "/repo/src/\ufe19/etc", "U+FE19"},
+	{"account of", "file.write", "/repo/src/\u2100", "U+2100"},
+	{"small reverse solidus", "file.write", "/repo/src/..\ufe68..\ufe68etc", "U+FE68"},
+	{"fullwidth percent", "resource.read", "file:///repo/src/\uff052e\uff052e/etc", "U+FF05"},
+	{"right-to-left override", "file.write", "/repo/src/invoice\u202etxt.exe", "U+202E"},
+	{"soft hyphen", "file.write", "/repo/s\u00adrc/x", "U+00AD"},
+	{"line separator", "file.write", "/repo/src/a\u2028b", "U+2028"},
 	{"too long", "file.read", "/" + strings.Repeat("a", MaxLen), "longer than"},
 
 	// URIs.
@@ -270,6 +281,28 @@ func TestASCII(t *testing.T) {
 	} {
 		if got := ascii(in); got != want {
 			t.Errorf("ascii(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCheckRefusesEveryNFKCLookalike holds checkText to its rule for
+// every character, not a list: no non-ASCII character whose compatibility
+// form (NFKC, what a later normaliser produces) holds a "/", "\\", "." or
+// "%" is part of a canonical resource, and neither is any format
+// (invisible or bidirectional) character.
+func TestCheckRefusesEveryNFKCLookalike(t *testing.T) {
+	t.Parallel()
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		if r >= 0xd800 && r <= 0xdfff {
+			continue
+		}
+		folded := norm.NFKC.String(string(r))
+		if !strings.ContainsAny(folded, `/\.%`) && !unicode.Is(unicode.Cf, r) {
+			continue
+		}
+		res := "/repo/a" + string(r) + "b"
+		if err := Check("file.read", res); err == nil {
+			t.Errorf("Check(file.read, %q) = nil, want a refusal: %U reads as %q after NFKC", res, r, folded)
 		}
 	}
 }
