@@ -2,6 +2,7 @@ package egress
 
 import (
 	"errors"
+	"net/http"
 	"net/netip"
 	"testing"
 )
@@ -32,5 +33,20 @@ func TestRedteamTranslatedAddresses(t *testing.T) {
 		if _, err := open.check(netip.MustParseAddr(a)); !errors.Is(err, errAddressRefused) {
 			t.Errorf("check(%s) = %v, want refused", a, err)
 		}
+	}
+}
+
+// A value echoed in a header's name (which the transport canonicalised:
+// "X-Ghp_abc…") is dropped with the field; values are scrubbed as before.
+func TestRedteamScrubHeaderNames(t *testing.T) {
+	t.Parallel()
+	s := newScrubber(map[string]string{"ghp_abcdef123456": "gh"})
+	h := http.Header{}
+	h.Set("X-Ghp_abcdef123456-Echo", "1")
+	h.Set("X-Echo", "token ghp_abcdef123456")
+	h.Set("X-Other", "fine")
+	s.header(h)
+	if len(h) != 2 || h.Get("X-Echo") != "token [secret:gh]" || h.Get("X-Other") != "fine" {
+		t.Errorf("scrubbed header = %v, want the named field dropped and the value replaced", h)
 	}
 }
