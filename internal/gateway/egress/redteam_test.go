@@ -423,11 +423,12 @@ func TestRedteamRevokedTokenEndsTunnels(t *testing.T) {
 	if resp := opaque.do(t, "", "CONNECT 127.0.0.1:"+up.port()+" HTTP/1.1", "Host: x", basic(tok)); resp == nil || resp.StatusCode != 200 {
 		t.Fatalf("opaque CONNECT: %v", resp)
 	}
+	before := e.rec.len()
 	if err := e.auth.Tokens.Revoke(context.Background(), token.Caller{Admin: true}, tok); err != nil {
 		t.Fatal(err)
 	}
-	if resp := get(); resp != nil && resp.StatusCode == 200 {
-		t.Error("a request inside the intercepted tunnel was allowed after its token was revoked")
+	if resp := get(); resp != nil && (resp.StatusCode != 403 || !resp.Close) {
+		t.Errorf("a request inside the intercepted tunnel after its token was revoked: status %d, want 403 and Connection: close", resp.StatusCode)
 	}
 	if n := len(up.requests()); n != 1 {
 		t.Errorf("the upstream served %d requests, want 1", n)
@@ -435,6 +436,74 @@ func TestRedteamRevokedTokenEndsTunnels(t *testing.T) {
 	_ = opaque.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := opaque.br.ReadByte(); err == nil || isTimeout(err) {
 		t.Errorf("the opaque tunnel of a revoked token is still open (%v)", err)
+	}
+	// Both tunnels' refusals are in the ledger, with the revocation.
+	evs := e.waitOutcomes(t, before, 2)
+	var refused int
+	for _, d := range eventsOf(evs, audit.TypeActionDecided) {
+		if d.Decision == audit.DecisionDeny && strings.Contains(d.Reason, "revoked") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Errorf("no refusal naming the revocation: %+v", evs)
+	}
+	for _, o := range eventsOf(evs, audit.TypeActionCompleted) {
+		if o.Details["status"] == "200" && o.Outcome.Status != "closed" && o.Outcome.Status != "ok" {
+			t.Errorf("tunnel outcome %+v", o.Outcome)
+		}
+	}
+}
+
+// A token that expires while its intercepted tunnel is open carries no
+// more requests in it (403, Connection: close, recorded); its opaque
+// tunnel lives on with its task.
+func TestRedteamExpiredTokenInTunnel(t *testing.T) {
+	t.Parallel()
+	up := newEcho(t, true)
+	e := interceptEnv(t, up, envOpts{})
+	host := "example.com:" + up.port()
+	long := e.taskToken(t, "short", identity.TierAutonomous, "http.request:"+host+" http.request:127.0.0.1:"+up.port())
+	c := *e.claims(t, long)
+	// Expired 28 s ago: still accepted within the verifier's 30 s skew,
+	// refused 2 s from now.
+	c.ID, c.Expiry = "short-"+c.ID, jwt.NewNumericDate(time.Now().Add(-28*time.Second))
+	tok, err := e.auth.Tokens.Keyring().Sign(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, br := rawTunnel(t, e, tok, host)
+	get := func() *http.Response {
+		fmt.Fprintf(tc, "GET /x HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer xxxxxxxxxxxxxxx\r\n\r\n", host)
+		_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer inside the tunnel: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp
+	}
+	if resp := get(); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	opaque := e.dial(t)
+	if resp := opaque.do(t, "", "CONNECT 127.0.0.1:"+up.port()+" HTTP/1.1", "Host: x", basic(tok)); resp == nil || resp.StatusCode != 200 {
+		t.Fatalf("opaque CONNECT: %v", resp)
+	}
+	time.Sleep(time.Until(c.Expiry.Time().Add(token.DefaultSkew + 1500*time.Millisecond)))
+	before := e.rec.len()
+	if resp := get(); resp.StatusCode != 403 || !resp.Close {
+		t.Errorf("request after the token expired: status %d, want 403 and Connection: close", resp.StatusCode)
+	}
+	if d := oneDecision(t, e.rec.since(before), audit.DecisionDeny); !strings.Contains(d.Reason, "expired") {
+		t.Errorf("refusal %+v, want the expiry", d)
+	}
+	if n := len(up.requests()); n != 1 {
+		t.Errorf("the upstream served %d requests, want 1", n)
+	}
+	_ = opaque.c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	if _, err := opaque.br.ReadByte(); !isTimeout(err) {
+		t.Errorf("the opaque tunnel ended with its token (%v), want it open while its task is", err)
 	}
 }
 
