@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -554,3 +555,46 @@ func TestRedteamEncodedEchoWithheld(t *testing.T) {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// The SNI a client sends inside an intercepted tunnel is not what is
+// decided or dialed: the CONNECT's host is (its leaf, its Host check),
+// and the inner request goes there.
+func TestRedteamInterceptIgnoresSNI(t *testing.T) {
+	t.Parallel()
+	up := newEcho(t, true)
+	e := interceptEnv(t, up, envOpts{})
+	host := "example.com:" + up.port()
+	tok := e.taskToken(t, "sni", identity.TierAutonomous, "http.request:"+host)
+	c, err := net.DialTimeout("tcp", e.proxy, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n", host, host, basic(tok))
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "evil.example", InsecureSkipVerify: true}) //nolint:gosec // the test looks at the leaf itself
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if leaf := tc.ConnectionState().PeerCertificates[0]; leaf.VerifyHostname("example.com") != nil || leaf.VerifyHostname("evil.example") == nil {
+		t.Fatalf("leaf for %v, want the CONNECT's host only", leaf.DNSNames)
+	}
+	tbr := bufio.NewReader(tc)
+	before := e.rec.len()
+	fmt.Fprintf(tc, "GET /sni HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer xxxxxxxxxxxxxxx\r\n\r\n", host)
+	resp, err := http.ReadResponse(tbr, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("inner request: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if d := oneDecision(t, e.waitOutcomes(t, before, 1), audit.DecisionAllow); d.Details["destination"] != "GET "+host+"/sni" {
+		t.Errorf("decided %q, want GET %s/sni", d.Details["destination"], host)
+	}
+	if r := up.requests(); len(r) != 1 || r[0].Host != host || r[0].TLS == nil || r[0].TLS.ServerName != "example.com" {
+		t.Errorf("upstream saw %+v, want one request for %s with SNI example.com", r, host)
+	}
+}
