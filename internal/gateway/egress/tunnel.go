@@ -192,11 +192,12 @@ func newTunnelConn(client, upstream net.Conn, r *http.Request, subj access.Subje
 }
 
 // tokenRefused reports whether the tunnel's token, not yet expired, is
-// refused now (revoked): the pipeline records why. An expired token is
+// refused now (revoked): the pipeline records why (once: a tunnel being
+// closed is not checked again). An expired token is
 // not checked (it would be refused at every look): a tunnel outlives its
 // token, not its task.
 func (g *Gateway) tokenRefused(c *tunnelConn, now time.Time) bool {
-	if c.cred.Token == "" || !now.Add(tokenCheckMargin).Before(c.expiry) {
+	if c.cred.Token == "" || c.closedBy() != "" || !now.Add(tokenCheckMargin).Before(c.expiry) {
 		return false
 	}
 	_, err := g.cfg.Pipeline.Authenticate(context.Background(), c.cred, c.act)
