@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -47,6 +48,7 @@ var blocked = func() []netip.Prefix {
 		"240.0.0.0/4",     // reserved, and 255.255.255.255 broadcast
 		"::/96",           // unspecified, loopback (::1 is in ::/127) and IPv4-compatible
 		"::1/128",         // loopback
+		"::ffff:0:0:0/96", // IPv4-translated (SIIT, RFC 2765): reaches any IPv4 address
 		"64:ff9b::/96",    // NAT64: reaches any IPv4 address, private ones included
 		"64:ff9b:1::/48",  // local-use NAT64
 		"100::/64",        // discard-only
@@ -119,6 +121,8 @@ func (g *Gateway) resolve(ctx context.Context, t *target) ([]netip.Addr, error) 
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(trimBrackets(t.host)); err == nil {
 		addrs = []netip.Addr{a}
+	} else if isLocalhost(t.host) {
+		addrs = []netip.Addr{localhostAddr}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		defer cancel()
@@ -151,6 +155,18 @@ func (g *Gateway) resolve(ctx context.Context, t *target) ([]netip.Addr, error) 
 		addrs = addrs[:maxAddresses]
 	}
 	return addrs, nil
+}
+
+// localhostAddr is the address of "localhost" and the names under it,
+// which are never looked up: RFC 6761 §6.3 makes them loopback, and a
+// resolver that sent "data.localhost" to DNS would leak the name and let
+// the answer point anywhere.
+var localhostAddr = netip.MustParseAddr("127.0.0.1")
+
+// isLocalhost reports whether the canonical host name h is "localhost"
+// or a name under it.
+func isLocalhost(h string) bool {
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
 // dialChecked connects to one of addrs (each already checked) on port, in

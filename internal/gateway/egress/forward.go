@@ -91,13 +91,28 @@ func modifyResponse(resp *http.Response) error {
 	if x.scrub == nil {
 		return nil
 	}
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return fmt.Errorf("%w (Content-Encoding: %s)", errUnscrubbable, truncate(ce, 32))
+	if ce := resp.Header.Values("Content-Encoding"); encoded(ce) {
+		return fmt.Errorf("%w (Content-Encoding: %s)", errUnscrubbable, truncate(strings.Join(ce, ", "), 32))
 	}
 	resp.Body = x.scrub.reader(resp.Body, &resp.Trailer, resp.ContentLength)
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	return nil
+}
+
+// encoded reports whether the Content-Encoding field values ce name any
+// coding but identity: every value and every listed coding counts, not
+// only the first field (a second "Content-Encoding: gzip" after an
+// "identity" one is a compressed body all the same).
+func encoded(ce []string) bool {
+	for _, v := range ce {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // forwardError answers a request the forwarder could not relay: 403 for

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mandatehq/mandate/internal/access"
 	"github.com/mandatehq/mandate/internal/audit"
+	"github.com/mandatehq/mandate/internal/fault"
 	"github.com/mandatehq/mandate/internal/policy"
 )
 
@@ -28,20 +29,20 @@ import (
 // addrs (checked already; the certificate verified against
 // Config.UpstreamRoots, or the system's). The tunnel's own outcome is
 // recorded when it closes.
-func (g *Gateway) intercept(client net.Conn, brw *bufio.ReadWriter, subj access.Subject, act access.Action, t *target, addrs []netip.Addr, start time.Time) {
+func (g *Gateway) intercept(client net.Conn, brw *bufio.ReadWriter, r *http.Request, subj access.Subject, act access.Action, t *target, addrs []netip.Addr, start time.Time) {
 	cc := &clientConn{Conn: client}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		cc.pending = append([]byte(nil), b...)
 	}
-	tc := &tunnelConn{client: client, task: subj.Task, agents: agentsOf(subj)}
+	tc := newTunnelConn(client, nil, r, subj, act)
 	if !g.tunnels.add(tc) {
 		_ = client.Close()
 		return
 	}
 	defer g.tunnels.remove(tc)
 
-	it := &interceptedTunnel{g: g, subj: subj, t: t}
+	it := &interceptedTunnel{g: g, subj: subj, cred: tc.cred, t: t}
 	it.transport = g.tlsTransport(t, addrs)
 	defer it.transport.CloseIdleConnections()
 	it.forwarder = &httputil.ReverseProxy{Rewrite: rewrite, Transport: it.transport, ErrorHandler: g.forwardError,
@@ -73,8 +74,12 @@ func (g *Gateway) intercept(client net.Conn, brw *bufio.ReadWriter, subj access.
 
 // interceptedTunnel serves the requests inside one intercepted tunnel.
 type interceptedTunnel struct {
-	g         *Gateway
-	subj      access.Subject
+	g    *Gateway
+	subj access.Subject
+	// cred is the CONNECT's task token, authenticated again for every
+	// request inside: a token revoked or expired since the CONNECT
+	// carries no more requests.
+	cred      access.Credential
 	t         *target // the CONNECT's
 	transport *http.Transport
 	forwarder *httputil.ReverseProxy
@@ -125,11 +130,18 @@ func (it *interceptedTunnel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, subj, act, status, reason)
 		return
 	}
-	d, err := g.cfg.Pipeline.DecideAs(r.Context(), subj, act)
-	if errors.Is(err, access.ErrUnauthenticated) && !errors.Is(err, audit.ErrUnavailable) {
-		// Inside the tunnel a 407 would read as the origin's: the task
-		// authenticated at the CONNECT and has ended since.
-		problem(w, http.StatusForbidden, "denied", "the task is no longer active")
+	// The token of the CONNECT, again: revoked or expired since, it is
+	// refused (the pipeline records why) and the connection closed, so
+	// that the client connects again with its current token. Inside the
+	// tunnel a 407 would read as the origin's.
+	subj, err = g.cfg.Pipeline.Authenticate(r.Context(), it.cred, act)
+	var d access.Decision
+	if err == nil {
+		d, err = g.cfg.Pipeline.DecideAs(r.Context(), subj, act)
+	}
+	if errors.Is(err, access.ErrUnauthenticated) && !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, fault.ErrUnavailable) {
+		w.Header().Set("Connection", "close")
+		problem(w, http.StatusForbidden, "denied", "the task token is no longer accepted, or the task is no longer active")
 		return
 	}
 	if !g.enforce(w, r, d, err) {

@@ -34,6 +34,9 @@ type scrubber struct {
 	forms  [][]byte // longest first
 	repl   [][]byte
 	maxLen int
+	// lower are the forms in lower case, for header names (which the
+	// transport has canonicalised: their case is not the upstream's).
+	lower [][]byte
 }
 
 // newScrubber returns the scrubber of values (value → secret name), or
@@ -63,6 +66,7 @@ func newScrubber(values map[string]string) *scrubber {
 	for _, p := range ps {
 		s.forms = append(s.forms, p.form)
 		s.repl = append(s.repl, p.repl)
+		s.lower = append(s.lower, bytes.ToLower(p.form))
 	}
 	s.maxLen = len(s.forms[0])
 	return s
@@ -109,15 +113,31 @@ func (s *scrubber) replaceAll(b []byte) []byte {
 	return out
 }
 
-// header scrubs every value of h in place.
+// header scrubs every value of h in place, and drops a field whose name
+// holds a value (in any case: a name cannot hold the placeholder).
 func (s *scrubber) header(h http.Header) {
 	for k, vs := range h {
+		if s.inName(k) {
+			delete(h, k)
+			continue
+		}
 		for i, v := range vs {
 			if _, w := s.next([]byte(v)); w >= 0 {
 				h[k][i] = string(s.replaceAll([]byte(v)))
 			}
 		}
 	}
+}
+
+// inName reports whether the header name k holds a form, in any case.
+func (s *scrubber) inName(k string) bool {
+	lk := bytes.ToLower([]byte(k))
+	for _, f := range s.lower {
+		if bytes.Contains(lk, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // scrubReader is a response body scrubbed as it streams: at most

@@ -248,10 +248,11 @@ func canonicalHost(name string) (string, error) {
 
 // checkPath holds the path of a plain HTTP request to one reading: it
 // starts with "/", and no segment is "." or "..", literally or
-// percent-encoded (once or twice: "%2e", "%252e"), or holds a "\", a NUL
-// or a control character, decoded or not. A policy on paths sees the
-// path as it is sent; a server that resolved dot segments or decoded
-// once more would otherwise see another one. An encoded "/" ("%2f", as
+// percent-encoded (once or twice: "%2e", "%252e"), with ";" parameters
+// or not ("..;x"), or holds a "\", a NUL or a control character, decoded
+// or not. A policy on paths sees the path as it is sent; a server that
+// resolved dot segments or decoded once more would otherwise see
+// another one. An encoded "/" ("%2f", as
 // npm sends scoped package names) is allowed: it is one segment.
 func checkPath(p string) error {
 	if !strings.HasPrefix(p, "/") {
@@ -270,7 +271,10 @@ func checkPath(p string) error {
 			twice = once // a literal "%" after one decoding is data
 		}
 		for _, s := range []string{seg, once, twice} {
-			if s == "." || s == ".." || strings.ContainsFunc(s, badPathRune) {
+			// A segment's ";" parameters are not its name to servers that
+			// strip them (Tomcat, Jetty: "/public/..;/admin" is /admin).
+			name, _, _ := strings.Cut(s, ";")
+			if name == "." || name == ".." || strings.ContainsFunc(s, badPathRune) {
 				return fmt.Errorf("%w: path %s: a \".\" or \"..\" segment (encoded or not), \"\\\" or control character", errMalformed, resource.Quote(p))
 			}
 		}

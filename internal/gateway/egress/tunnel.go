@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -57,10 +58,10 @@ func (g *Gateway) tunnel(w http.ResponseWriter, r *http.Request, subj access.Sub
 	}
 	_ = client.SetDeadline(time.Time{}) // the server's header deadline
 	if intercept {
-		g.intercept(client, brw, subj, act, t, addrs, start)
+		g.intercept(client, brw, r, subj, act, t, addrs, start)
 		return
 	}
-	tc := &tunnelConn{client: client, upstream: up, task: subj.Task, agents: agentsOf(subj)}
+	tc := newTunnelConn(client, up, r, subj, act)
 	if !g.tunnels.add(tc) {
 		_ = client.Close()
 		_ = up.Close()
@@ -166,10 +167,47 @@ type tunnelConn struct {
 	client, upstream net.Conn
 	task             task.ID
 	agents           []string
+	// cred is the task token the CONNECT was authenticated with, act the
+	// CONNECT; expiry is the token's. Until the token expires, the tunnel
+	// is closed as soon as the token is refused (revoked).
+	cred   access.Credential
+	act    access.Action
+	expiry time.Time
 
 	mu     sync.Mutex
 	reason string // why the proxy closed it, if it did
 }
+
+// newTunnelConn is the tunnel of the CONNECT r (authenticated as subj,
+// allowed as act) between client and upstream (nil when intercepted).
+func newTunnelConn(client, upstream net.Conn, r *http.Request, subj access.Subject, act access.Action) *tunnelConn {
+	c := &tunnelConn{client: client, upstream: upstream, task: subj.Task, agents: agentsOf(subj), act: act}
+	if pres, err := proxyCredential(r.Header); err == nil {
+		c.cred = access.Credential{Token: pres.Token, Scheme: pres.Scheme}
+	}
+	if subj.Claims != nil && subj.Claims.Expiry != nil {
+		c.expiry = subj.Claims.Expiry.Time()
+	}
+	return c
+}
+
+// tokenRefused reports whether the tunnel's token, not yet expired, is
+// refused now (revoked): the pipeline records why (once: a tunnel being
+// closed is not checked again). An expired token is
+// not checked (it would be refused at every look): a tunnel outlives its
+// token, not its task.
+func (g *Gateway) tokenRefused(c *tunnelConn, now time.Time) bool {
+	if c.cred.Token == "" || c.closedBy() != "" || !now.Add(tokenCheckMargin).Before(c.expiry) {
+		return false
+	}
+	_, err := g.cfg.Pipeline.Authenticate(context.Background(), c.cred, c.act)
+	return errors.Is(err, access.ErrUnauthenticated)
+}
+
+// tokenCheckMargin: a token this close to its expiry is no longer
+// checked by watchTunnels, so that its expiry is not read as a
+// revocation.
+const tokenCheckMargin = 2 * liveCheckInterval
 
 func (c *tunnelConn) close(reason string) {
 	c.mu.Lock()
@@ -239,15 +277,23 @@ func (g *Gateway) watchTunnels(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		g.tunnels.mu.Lock()
-		var ended []*tunnelConn
+		var ended, open []*tunnelConn
 		for c := range g.tunnels.m {
 			if !g.cfg.Pipeline.Active(c.task, c.agents) {
 				ended = append(ended, c)
+			} else {
+				open = append(open, c)
 			}
 		}
 		g.tunnels.mu.Unlock()
 		for _, c := range ended {
 			c.close("the task is no longer active")
+		}
+		now := time.Now()
+		for _, c := range open {
+			if g.tokenRefused(c, now) {
+				c.close("the task token is no longer accepted")
+			}
 		}
 		g.scrubs.prune(g.cfg.Pipeline.Active)
 	}
