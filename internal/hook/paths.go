@@ -58,6 +58,11 @@ func RealPath(cwd, p string) (string, error) {
 		p = cwd + string(filepath.Separator) + p
 	}
 	clean := filepath.Clean(p)
+	// The text rules hold for the path as asked, before the file system
+	// is asked about it (whose errors differ between platforms).
+	if err := resource.Check(policy.ActionFileRead, canonicalSlash(clean)); err != nil {
+		return "", err
+	}
 	if selfPath(filepath.ToSlash(clean)) {
 		return "", fmt.Errorf("path %s names the process's own files, which are the hook's here and the tool's when it runs", resource.Quote(p))
 	}

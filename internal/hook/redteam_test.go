@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -33,20 +34,35 @@ func ccActions(t *testing.T, cwd, tool string, input any) []Action {
 	return acts
 }
 
-// realTemp is a fresh directory named by its real path.
+// realTemp is a fresh directory named by its real path, in slash form.
 func realTemp(t *testing.T) string {
 	t.Helper()
-	d, err := filepath.EvalSymlinks(t.TempDir())
+	d, err := filepath.EvalSymlinks(tempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return filepath.ToSlash(d)
 }
 
+// res is the resource of the slash path p: on Windows "/C:/x" for
+// "C:/x" (canonicalSlash).
+func res(p string) string {
+	if runtime.GOOS == "windows" {
+		return "/" + p
+	}
+	return p
+}
+
+// mustSymlink makes a symbolic link or skips the test where the
+// platform makes none (Wine's CreateSymbolicLinkW reports success and
+// makes nothing).
 func mustSymlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.Symlink(target, link); err != nil {
 		t.Skipf("no symbolic links here: %v", err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Skipf("os.Symlink reported success but made no link at %s (%v)", link, err)
 	}
 }
 
@@ -81,6 +97,11 @@ func TestRealPathTwoReadings(t *testing.T) {
 		{"a relative cwd", "repo", "x", "no absolute working directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasPrefix(tc.path, "/proc/") || strings.HasPrefix(tc.path, "/dev/") {
+				if runtime.GOOS == "windows" {
+					t.Skip("no /proc or /dev here: a path without a drive is denied as drive-relative (TestRealPathDriveRelative)")
+				}
+			}
 			acts := ccActions(t, tc.cwd, "Write", map[string]string{"file_path": tc.path})
 			if len(acts) != 1 || acts[0].Opaque == "" || !strings.Contains(acts[0].Opaque, tc.why) {
 				t.Fatalf("Write %q in %s = %+v, want one denied action saying %q", tc.path, tc.cwd, acts, tc.why)
@@ -94,7 +115,7 @@ func TestRealPathTwoReadings(t *testing.T) {
 		"a/../a/link/new/y":    d + "/secret/sub/new/y",
 	} {
 		acts := ccActions(t, repo, "Write", map[string]string{"file_path": path})
-		if len(acts) != 1 || acts[0].Opaque != "" || acts[0].Resource != want {
+		if len(acts) != 1 || acts[0].Opaque != "" || acts[0].Resource != res(want) {
 			t.Errorf("Write %q = %+v, want a file.write of %s", path, acts, want)
 		}
 	}
@@ -115,7 +136,7 @@ func TestRealPathLinks(t *testing.T) {
 	mustSymlink(t, "dangling", repo+"/chain")
 	for path, want := range map[string]string{"dangling": d + "/protected/new/id_rsa", "chain": d + "/protected/new/id_rsa"} {
 		acts := ccActions(t, repo, "Write", map[string]string{"file_path": path})
-		if len(acts) != 1 || acts[0].Resource != want || acts[0].Opaque != "" {
+		if len(acts) != 1 || acts[0].Resource != res(want) || acts[0].Opaque != "" {
 			t.Errorf("Write %s = %+v, want a file.write of the link's target %s", path, acts, want)
 		}
 	}
@@ -232,7 +253,11 @@ func TestBashWritesDecided(t *testing.T) {
 	if err := os.MkdirAll(d+"/home", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	acts := ccActions(t, d, "Bash", map[string]string{"command": "echo k | tee -a home/.bashrc && cp home/.bashrc /etc/profile.d/x.sh"})
+	root := "" // where an absolute path outside d starts: a drive on Windows
+	if runtime.GOOS == "windows" {
+		root = "C:"
+	}
+	acts := ccActions(t, d, "Bash", map[string]string{"command": "echo k | tee -a home/.bashrc && cp home/.bashrc " + root + "/etc/profile.d/x.sh"})
 	var got []string
 	for _, a := range acts {
 		if a.Opaque != "" {
@@ -242,8 +267,8 @@ func TestBashWritesDecided(t *testing.T) {
 	}
 	want := []string{
 		policy.ActionShellExec + " echo", policy.ActionShellExec + " tee", policy.ActionShellExec + " cp",
-		policy.ActionFileWrite + " " + d + "/home/.bashrc", policy.ActionFileWrite + " /etc/profile.d/x.sh",
-		policy.ActionFileRead + " " + d + "/home/.bashrc",
+		policy.ActionFileWrite + " " + res(d+"/home/.bashrc"), policy.ActionFileWrite + " " + res(root+"/etc/profile.d/x.sh"),
+		policy.ActionFileRead + " " + res(d+"/home/.bashrc"),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("actions (-want +got):\n%s", diff)
