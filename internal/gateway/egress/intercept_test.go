@@ -204,9 +204,27 @@ func TestInterceptVerifiesUpstreamCertificate(t *testing.T) {
 	if n := len(up.requests()); n != 0 {
 		t.Fatalf("upstream served %d requests over an unverified connection", n)
 	}
-	evs := e.waitOutcomes(t, before, 1)
-	if o := eventsOf(evs, audit.TypeActionCompleted)[0]; o.Outcome.Status != "error" {
-		t.Errorf("outcome = %+v, want error", o.Outcome)
+	// The GET's outcome, not the tunnel's (which may be recorded first:
+	// a request's outcome is written after its response ends).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var get *audit.Event
+		for _, o := range eventsOf(e.rec.since(before), audit.TypeActionCompleted) {
+			if strings.HasPrefix(o.Details["destination"], "GET ") {
+				get = &o
+				break
+			}
+		}
+		if get != nil {
+			if get.Outcome.Status != "error" {
+				t.Errorf("the GET's outcome = %+v, want error", get.Outcome)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no outcome of the GET recorded: %+v", e.rec.since(before))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
