@@ -93,14 +93,7 @@ func TestCursorBeforeEvents(t *testing.T) {
 			}
 		})
 		if tc.resource != "" {
-			want := strings.ReplaceAll(tc.resource, "{{REPO}}", e.repo)
-			found := false
-			for _, ev := range e.events(t, audit.TypeActionDecided) {
-				found = found || ev.Resource == want
-			}
-			if !found {
-				t.Errorf("%s: no decision on %s in the ledger: %s", tc.file, want, resourcesOf(e.events(t, audit.TypeActionDecided)))
-			}
+			e.wantDecisionOn(t, tc.file, tc.resource)
 		}
 	}
 }
@@ -110,17 +103,8 @@ func TestCursorBeforeEvents(t *testing.T) {
 func TestCursorHold(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
-	done := make(chan [3]string, 1)
-	go func() {
-		code, stdout, stderr := e.run(t, e.payloadOf(t, "cursor", "pre_mcp_url.json"), cursor)
-		done <- [3]string{strings.Repeat("x", code), stdout, stderr}
-	}()
-	approvePending(t, e, "approve", "fine")
-	r := <-done
-	if r[0] != "" {
-		t.Fatalf("exit %d, stderr %q", len(r[0]), r[2])
-	}
-	if got, msg := cursorAnswer(t, r[1], false); got != AnswerAllow {
+	answer := e.runApproved(t, e.payloadOf(t, "cursor", "pre_mcp_url.json"), cursor)
+	if got, msg := cursorAnswer(t, answer, false); got != AnswerAllow {
 		t.Fatalf("permission = %s (%q), want allow after the approval", got, msg)
 	}
 }

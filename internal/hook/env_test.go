@@ -178,6 +178,42 @@ func (e *testEnv) env(key string) string {
 
 // run runs the hook on one payload and returns its exit status, stdout
 // and stderr.
+// wantDecisionOn fails t unless the ledger holds a decision on the
+// resource r (spelled as testEnv.resource reads it), asked by file's
+// payload.
+func (e *testEnv) wantDecisionOn(t *testing.T, file, r string) {
+	t.Helper()
+	want := e.resource(r)
+	decided := e.events(t, audit.TypeActionDecided)
+	for _, ev := range decided {
+		if ev.Resource == want {
+			return
+		}
+	}
+	t.Errorf("%s: no decision on %s in the ledger: %s", file, want, resourcesOf(decided))
+}
+
+// runApproved runs the hook on in while the request it holds is approved
+// (approvePending), and returns its answer; a non-zero exit fails t.
+func (e *testEnv) runApproved(t *testing.T, in []byte, mod func(*Config)) string {
+	t.Helper()
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := e.run(t, in, mod)
+		done <- result{code, stdout, stderr}
+	}()
+	approvePending(t, e, "approve", "fine")
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	return r.stdout
+}
+
 func (e *testEnv) run(tb testing.TB, in []byte, mod func(*Config)) (int, string, string) {
 	tb.Helper()
 	var out, errb bytes.Buffer

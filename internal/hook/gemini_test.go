@@ -93,14 +93,7 @@ func TestGeminiCLIBeforeTool(t *testing.T) {
 			}
 		})
 		if tc.resource != "" {
-			want := e.resource(tc.resource)
-			found := false
-			for _, ev := range e.events(t, audit.TypeActionDecided) {
-				found = found || ev.Resource == want
-			}
-			if !found {
-				t.Errorf("%s: no decision on %s in the ledger: %s", tc.file, want, resourcesOf(e.events(t, audit.TypeActionDecided)))
-			}
+			e.wantDecisionOn(t, tc.file, tc.resource)
 		}
 	}
 }
@@ -110,17 +103,8 @@ func TestGeminiCLIBeforeTool(t *testing.T) {
 func TestGeminiCLIHold(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
-	done := make(chan [3]string, 1)
-	go func() {
-		code, stdout, stderr := e.run(t, e.payloadOf(t, "gemini-cli", "pre_mcp.json"), gemini)
-		done <- [3]string{strings.Repeat("x", code), stdout, stderr}
-	}()
-	approvePending(t, e, "approve", "fine")
-	r := <-done
-	if r[0] != "" {
-		t.Fatalf("exit %d, stderr %q", len(r[0]), r[2])
-	}
-	if got, reason := geminiDecision(t, r[1]); got != AnswerAllow {
+	answer := e.runApproved(t, e.payloadOf(t, "gemini-cli", "pre_mcp.json"), gemini)
+	if got, reason := geminiDecision(t, answer); got != AnswerAllow {
 		t.Fatalf("decision = %s (%q), want allow after the approval", got, reason)
 	}
 }

@@ -77,14 +77,7 @@ func TestClaudeCodePreToolUse(t *testing.T) {
 			}
 		})
 		if tc.resource != "" {
-			want := e.resource(tc.resource)
-			found := false
-			for _, ev := range e.events(t, audit.TypeActionDecided) {
-				found = found || ev.Resource == want
-			}
-			if !found {
-				t.Errorf("%s: no decision on %s in the ledger: %s", tc.file, want, resourcesOf(e.events(t, audit.TypeActionDecided)))
-			}
+			e.wantDecisionOn(t, tc.file, tc.resource)
 		}
 	}
 	// The hostile command was refused by the server too, and recorded.
